@@ -1,0 +1,504 @@
+"""Whole-network validation of a :class:`~biosnn.spec.model.NetworkSpec`.
+
+References between parts, sizes, array shapes and -- with Brian2's own unit
+checker (:func:`brian2.equations.unitcheck.check_dimensions`) -- the units of
+every equation, threshold, reset, synaptic statement and initial value.  No
+Brian2 object or device is created: the checks run on parsed equations and
+``Variable``/``Constant`` descriptions only, so they are fast and safe to run
+whenever a spec is built.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+import numpy as np
+
+from biosnn.errors import SpecError
+from biosnn.spec.values import ArrayValue, parse_quantity, unit_of
+
+__all__ = ["check_network", "resolve_neuron_model", "resolve_synapse_model",
+           "evaluate_namespace", "parse_equations"]
+
+_KEYWORDS = {"and", "or", "not", "True", "False", "true", "false"}
+
+
+def resolve_neuron_model(spec, pop):
+    """The :class:`NeuronModel` a population uses (spec-defined first, then the library)."""
+    from biosnn.models import library
+    from biosnn.spec.model import NeuronModel
+    if isinstance(pop.model, NeuronModel):
+        return pop.model
+    if pop.model in spec.neuron_models:
+        return spec.neuron_models[pop.model]
+    if pop.model in library.NEURON_MODELS:
+        return library.NEURON_MODELS[pop.model]()
+    known = sorted(set(spec.neuron_models) | set(library.NEURON_MODELS))
+    raise SpecError(f"unknown neuron model '{pop.model}'", field=f"populations.{pop.name}.model",
+                    fix=f"define it under neuron_models or use one of {known}")
+
+
+def resolve_synapse_model(spec, proj):
+    """The :class:`SynapseModel` a projection uses (spec-defined first, then the library)."""
+    from biosnn.models import library
+    from biosnn.spec.model import SynapseModel
+    if isinstance(proj.model, SynapseModel):
+        return proj.model
+    if proj.model in spec.synapse_models:
+        return spec.synapse_models[proj.model]
+    if proj.model in library.SYNAPSE_MODELS:
+        return library.SYNAPSE_MODELS[proj.model]()
+    known = sorted(set(spec.synapse_models) | set(library.SYNAPSE_MODELS))
+    raise SpecError(f"unknown synapse model '{proj.model}'", field=f"projections.{proj.name}.model",
+                    fix=f"define it under synapse_models or use one of {known}")
+
+
+def evaluate_namespace(layers: list[tuple[str, Mapping[str, str]]]) -> dict:
+    """Evaluate constants given as quantity strings, later layers overriding earlier ones.
+
+    A constant may refer to other constants (``we: "(60*0.27/10)*mV"``,
+    ``v_reset: "v_rest - 5*mV"``).
+
+    Parameters
+    ----------
+    layers : list of (field prefix, mapping)
+        E.g. ``[("namespace", spec.namespace), ("neuron_models.x.parameters", ...)]``.
+
+    Returns
+    -------
+    dict
+        Name to Brian2 quantity (or float).
+    """
+    merged: dict[str, tuple[str, str]] = {}
+    for prefix, mapping in layers:
+        for k, v in mapping.items():
+            merged[k] = (f"{prefix}.{k}", v)
+    values: dict = {}
+    pending = dict(merged)
+    while pending:
+        progress = False
+        for name, (field_, text) in list(pending.items()):
+            try:
+                values[name] = parse_quantity(text, what="constant", field=field_, names=values)
+            except SpecError as exc:
+                if "unknown unit" in exc.message and any(n in text for n in pending if n != name):
+                    continue  # depends on a constant not evaluated yet
+                raise
+            del pending[name]
+            progress = True
+        if not progress:
+            name, (field_, text) = next(iter(pending.items()))
+            raise SpecError(f"constant '{name}' = '{text}' refers to itself or to an undefined name",
+                            field=field_, fix="define every constant it uses, without cycles")
+    return values
+
+
+def parse_equations(text: str, field_: str):
+    """Parse Brian2 equations, turning Brian2's parse errors into a :class:`SpecError`."""
+    from brian2 import Equations
+    from brian2.equations.equations import EquationError
+    try:
+        return Equations(text)
+    except (EquationError, SyntaxError, ValueError, TypeError, KeyError) as exc:
+        msg = str(exc).strip().replace("\n", " ")
+        line = _error_line(text, msg)
+        where = f" (line {line[0]}: '{line[1]}')" if line else ""
+        raise SpecError(f"equations do not parse{where}: {msg}", field=field_,
+                        fix="write one equation per line as 'dx/dt = expr : unit', 'x = expr : unit' "
+                            "or 'x : unit', in Brian2 syntax") from None
+
+
+def _error_line(text: str, msg: str):
+    lines = [ln for ln in text.splitlines()]
+    m = re.search(r"line:?\s*(\d+)", msg)
+    if m:
+        k = int(m.group(1))
+        if 1 <= k <= len(lines):
+            return k, lines[k - 1].strip()
+    for k, ln in enumerate(lines, 1):
+        if ln.strip() and ln.strip() in msg:
+            return k, ln.strip()
+    return None
+
+
+# ---------------------------------------------------------------------------
+
+
+def _base_variables():
+    from brian2.core.functions import DEFAULT_CONSTANTS, DEFAULT_FUNCTIONS
+    from brian2.core.namespace import DEFAULT_UNITS
+    from brian2.core.variables import Constant
+    from brian2.units.fundamentalunits import get_dimensions
+    out: dict = {}
+    for name, unit in DEFAULT_UNITS.items():
+        out[name] = Constant(name, dimensions=get_dimensions(unit), value=float(np.asarray(unit)))
+    out.update(DEFAULT_FUNCTIONS)
+    out.update(DEFAULT_CONSTANTS)
+    return out
+
+
+def _var(name, dim, dtype=float):
+    from brian2.core.variables import Variable
+    return Variable(name, dimensions=dim, dtype=np.dtype(dtype))
+
+
+def _constants(values: dict) -> dict:
+    from brian2.core.variables import Constant
+    from brian2.units.fundamentalunits import get_dimensions
+    return {k: Constant(k, dimensions=get_dimensions(v), value=float(np.asarray(v)))
+            for k, v in values.items()}
+
+
+def _timed_functions(spec) -> dict:
+    from brian2 import second
+    from brian2.core.functions import Function
+    from brian2.units.fundamentalunits import get_dimensions
+    funcs = {}
+    items = [(ta.name, ta.values) for ta in spec.timed_arrays]
+    from biosnn.spec.model import CurrentInput
+    items += [(inp.name, inp.values) for inp in spec.inputs if isinstance(inp, CurrentInput)]
+    for name, values in items:
+        unit = unit_of(values.unit)
+        arg_units = [second] if values.data.ndim == 1 else [second, 1]
+        arg_names = ["t"] if values.data.ndim == 1 else ["t", "i"]
+        funcs[name] = Function(lambda *a: 0.0, arg_units=arg_units, arg_names=arg_names,
+                               return_unit=unit if get_dimensions(unit) is not None else 1,
+                               arg_types=["float"] * len(arg_units) if len(arg_units) == 1 else ["float", "integer"])
+    return funcs
+
+
+def _eq_variables(eqs) -> dict:
+    from brian2.equations.equations import BOOLEAN, INTEGER
+    out = {}
+    for name, eq in eqs.items():
+        dtype = {BOOLEAN: bool, INTEGER: np.int32}.get(eq.var_type, float)
+        out[name] = _var(name, eqs.dimensions[name], dtype)
+    for name in eqs.stochastic_variables:
+        from brian2 import second
+        out[name] = _var(name, (second ** -0.5).dim)
+    return out
+
+
+def _check_identifiers(code: str, variables: dict, field_: str, what: str, *, statements=False):
+    from brian2.utils.stringtools import get_identifiers
+    ids = get_identifiers(code) - _KEYWORDS
+    if statements:
+        # names assigned in the code are temporaries
+        assigned = set(re.findall(r"^\s*([A-Za-z_]\w*)\s*=(?!=)", code, flags=re.M))
+        ids -= assigned
+    unknown = sorted(i for i in ids if i not in variables)
+    if unknown:
+        raise SpecError(f"{what} uses undefined name(s) {unknown}: '{code.strip()}'", field=field_,
+                        fix="define them as parameters (with units) of the model or the spec namespace, "
+                            "or correct the spelling")
+
+
+def _check_expr(expr: str, dim, variables: dict, field_: str, what: str):
+    from brian2.equations.unitcheck import check_dimensions
+    from brian2.units.fundamentalunits import DimensionMismatchError
+    _check_identifiers(expr, variables, field_, what)
+    try:
+        if dim is None:
+            from brian2.parsing.expressions import parse_expression_dimensions
+            parse_expression_dimensions(expr, variables)
+        else:
+            check_dimensions(expr, dim, variables)
+    except DimensionMismatchError as exc:
+        raise SpecError(f"unit mismatch in {what} '{expr.strip()}': {exc}", field=field_,
+                        fix="make both sides have the same physical dimensions") from None
+    except (SyntaxError, TypeError, ValueError) as exc:
+        raise SpecError(f"{what} '{expr.strip()}' is not a valid expression: {exc}", field=field_,
+                        fix="write it in Brian2 syntax") from None
+
+
+def _check_statements(code: str, variables: dict, field_: str, what: str):
+    from brian2.equations.unitcheck import check_units_statements
+    from brian2.units.fundamentalunits import DimensionMismatchError
+    _check_identifiers(code, variables, field_, what, statements=True)
+    try:
+        check_units_statements(code, variables)
+    except DimensionMismatchError as exc:
+        raise SpecError(f"unit mismatch in {what} '{code.strip()}': {exc}", field=field_,
+                        fix="make both sides of every assignment have the same dimensions") from None
+    except (SyntaxError, TypeError, ValueError, AssertionError, KeyError) as exc:
+        raise SpecError(f"{what} '{code.strip()}' is not valid: {exc}", field=field_,
+                        fix="write statements in Brian2 syntax, e.g. 'v = v_reset'") from None
+
+
+def _check_values(initial: Mapping, variables: dict, eq_names, size, field_: str, what_size: str):
+    from brian2.units.fundamentalunits import get_dimensions, have_same_dimensions
+    for var, value in initial.items():
+        f = f"{field_}.{var}"
+        if var not in eq_names:
+            raise SpecError(f"'{var}' is not a variable of the model", field=f,
+                            fix=f"set one of {sorted(eq_names)}")
+        dim = variables[var].dim
+        if isinstance(value, ArrayValue):
+            if size is not None and value.shape != (size,):
+                raise SpecError(f"array has shape {value.shape}, expected ({size},) ({what_size})",
+                                field=f, fix="give one value per element")
+            if not have_same_dimensions(unit_of(value.unit), 1 * _unit_from_dim(dim)):
+                raise SpecError(f"array unit '{value.unit}' does not match the unit of '{var}' "
+                                f"({_unit_from_dim(dim)!r})", field=f,
+                                fix=f"give the values in a unit of dimension {_unit_from_dim(dim)!r}")
+        else:
+            _check_expr(value, dim, variables, f, "initial value")
+
+
+def _unit_from_dim(dim):
+    from brian2 import get_unit
+    return get_unit(dim)
+
+
+# ---------------------------------------------------------------------------
+
+
+def _population_variables(spec, pop, base, namespace_layers):
+    model = resolve_neuron_model(spec, pop)
+    field_ = f"populations.{pop.name}"
+    eqs = parse_equations(model.equations, f"{field_}.model.equations")
+    name = pop.model if isinstance(pop.model, str) else None
+    mfield = f"neuron_models.{name}" if name in spec.neuron_models else f"{field_}.model"
+    consts = evaluate_namespace(namespace_layers + [(f"{mfield}.parameters", model.parameters),
+                                                    (f"{field_}.parameters", pop.parameters)])
+    from brian2 import second
+    from brian2.units.fundamentalunits import DIMENSIONLESS
+    variables = dict(base)
+    variables.update(_constants(consts))
+    variables.update({"t": _var("t", second.dim), "dt": _var("dt", second.dim),
+                      "t_in_timesteps": _var("t_in_timesteps", DIMENSIONLESS, np.int64),
+                      "i": _var("i", DIMENSIONLESS, np.int32), "N": _var("N", DIMENSIONLESS, np.int32)})
+    if model.refractory is not None:
+        variables["lastspike"] = _var("lastspike", second.dim)
+        variables["not_refractory"] = _var("not_refractory", DIMENSIONLESS, bool)
+    clash = sorted(set(consts) & set(eqs.names))
+    if clash:
+        raise SpecError(f"{clash} are both parameters and model variables", field=f"{field_}.parameters",
+                        fix="rename the parameter or drop it from the equations")
+    variables.update(_eq_variables(eqs))
+    return model, eqs, variables, field_
+
+
+def _check_population(spec, pop, base, namespace_layers):
+    from brian2 import second
+    from brian2.units.fundamentalunits import DimensionMismatchError
+    model, eqs, variables, field_ = _population_variables(spec, pop, base, namespace_layers)
+    try:
+        for name, eq in eqs.items():
+            if eq.type == "differential equation":
+                _check_expr(str(eq.expr), eqs.dimensions[name] / second.dim, variables,
+                            f"{field_}.model.equations", f"equation for d{name}/dt")
+            elif eq.type == "subexpression":
+                _check_expr(str(eq.expr), eqs.dimensions[name], variables,
+                            f"{field_}.model.equations", f"subexpression '{name}'")
+    except DimensionMismatchError as exc:  # pragma: no cover - converted in _check_expr
+        raise SpecError(str(exc), field=f"{field_}.model.equations") from None
+    if model.threshold:
+        _check_expr(model.threshold, None, variables, f"{field_}.model.threshold", "threshold")
+    if model.reset:
+        if not model.threshold:
+            raise SpecError("a reset needs a threshold", field=f"{field_}.model.reset",
+                            fix="add a threshold condition or remove the reset")
+        _check_statements(model.reset, variables, f"{field_}.model.reset", "reset")
+    if model.refractory:
+        try:
+            q = parse_quantity(model.refractory, what="refractory period")
+            from brian2.units.fundamentalunits import have_same_dimensions
+            if not have_same_dimensions(q, second):
+                raise SpecError(f"refractory period '{model.refractory}' is not a time",
+                                field=f"{field_}.model.refractory", fix="give e.g. '2*ms'")
+        except SpecError as exc:
+            if "is not a time" in exc.message:
+                raise
+            _check_expr(model.refractory, None, variables, f"{field_}.model.refractory",
+                        "refractory condition")
+    _check_values(pop.initial, variables, eqs.names, pop.size, f"{field_}.initial", "one per neuron")
+    return variables
+
+
+def _input_variables(inp, base):
+    from brian2 import Hz, second
+    from brian2.units.fundamentalunits import DIMENSIONLESS
+    v = dict(base)
+    v.update({"t": _var("t", second.dim), "dt": _var("dt", second.dim),
+              "i": _var("i", DIMENSIONLESS, np.int32), "N": _var("N", DIMENSIONLESS, np.int32),
+              "lastspike": _var("lastspike", second.dim)})
+    from biosnn.spec.model import PoissonInput
+    if isinstance(inp, PoissonInput):
+        v["rates"] = _var("rates", Hz.dim)
+    return v
+
+
+def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
+    from brian2 import second
+    from brian2.units.fundamentalunits import DIMENSIONLESS
+    from biosnn.spec.model import Conv2D, Population
+    field_ = f"projections.{proj.name}"
+    src, tgt = nodes.get(proj.source), nodes.get(proj.target)
+    if src is None:
+        raise SpecError(f"unknown source '{proj.source}'", field=f"{field_}.source",
+                        fix=f"use a population or input: {sorted(nodes)}")
+    if tgt is None or not isinstance(tgt, Population):
+        pops = sorted(n for n, x in nodes.items() if isinstance(x, Population))
+        raise SpecError(f"unknown target population '{proj.target}'", field=f"{field_}.target",
+                        fix=f"use one of the populations {pops}")
+    model = resolve_synapse_model(spec, proj)
+    name = proj.model if isinstance(proj.model, str) else None
+    mfield = f"synapse_models.{name}" if name in spec.synapse_models else f"{field_}.model"
+    eqs = parse_equations(model.equations, f"{mfield}.equations")
+    consts = evaluate_namespace(namespace_layers + [(f"{mfield}.parameters", model.parameters),
+                                                    (f"{field_}.parameters", proj.parameters)])
+    variables = dict(base)
+    variables.update(_constants(consts))
+    pre_vars, post_vars = node_vars[proj.source], node_vars[proj.target]
+    skip = set(base) | {"t", "dt", "N"}
+    for k, v in post_vars.items():
+        if k in skip or k in consts:
+            continue
+        variables[f"{k}_post"] = v
+        variables.setdefault(k, v)
+    for k, v in pre_vars.items():
+        if k in skip:
+            continue
+        variables[f"{k}_pre"] = v
+    variables.update({"t": _var("t", second.dim), "dt": _var("dt", second.dim),
+                      "i": _var("i", DIMENSIONLESS, np.int32), "j": _var("j", DIMENSIONLESS, np.int32),
+                      "N": _var("N", DIMENSIONLESS, np.int32),
+                      "N_incoming": _var("N_incoming", DIMENSIONLESS, np.int32),
+                      "N_outgoing": _var("N_outgoing", DIMENSIONLESS, np.int32),
+                      "delay": _var("delay", second.dim),
+                      "lastupdate": _var("lastupdate", second.dim)})
+    variables.update(_eq_variables(eqs))
+    for name_, eq in eqs.items():
+        if eq.type == "differential equation":
+            _check_expr(str(eq.expr), eqs.dimensions[name_] / second.dim, variables,
+                        f"{mfield}.equations", f"equation for d{name_}/dt")
+        elif eq.type == "subexpression":
+            target_name = name_[:-5] if name_.endswith("_post") else name_[:-4] if name_.endswith("_pre") else name_
+            _check_expr(str(eq.expr), eqs.dimensions[name_], variables, f"{mfield}.equations",
+                        f"subexpression '{target_name}'")
+    for which in ("on_pre", "on_post"):
+        code = getattr(model, which)
+        if code:
+            _check_statements(code, variables, f"{mfield}.{which}", which)
+    if not model.on_pre and not model.on_post and not any("summed" in eq.flags for eq in eqs.values()):
+        raise SpecError("the synapse model has no on_pre, on_post or summed variable, so it does nothing",
+                        field=f"{mfield}", fix="add e.g. on_pre: 'v_post += w'")
+    syn_size = _n_synapses(spec, proj, src, tgt) if _needs_count(proj) else None
+    if proj.weights is not None or isinstance(proj.connect, Conv2D):
+        if proj.weight_var not in eqs.names:
+            raise SpecError(f"the synapse model has no variable '{proj.weight_var}' to hold the weights",
+                            field=f"{field_}.weight_var",
+                            fix=f"declare it in the synapse equations (e.g. '{proj.weight_var} : volt') "
+                                "or set weight_var to one of " + str(sorted(eqs.names)))
+    if proj.weights is not None:
+        _check_values({proj.weight_var: proj.weights}, variables, eqs.names, syn_size,
+                      f"{field_}", "one per synapse")
+    if proj.delay is not None:
+        if isinstance(proj.delay, ArrayValue):
+            if syn_size is not None and proj.delay.shape != (syn_size,):
+                raise SpecError(f"delay array has shape {proj.delay.shape}, expected ({syn_size},)",
+                                field=f"{field_}.delay", fix="give one delay per synapse")
+            from brian2.units.fundamentalunits import have_same_dimensions
+            if not have_same_dimensions(unit_of(proj.delay.unit), second):
+                raise SpecError(f"delay unit '{proj.delay.unit}' is not a time", field=f"{field_}.delay",
+                                fix="give delays in ms or second")
+        else:
+            _check_expr(proj.delay, second.dim, variables, f"{field_}.delay", "delay")
+    _check_values(proj.initial, variables, eqs.names, syn_size, f"{field_}.initial", "one per synapse")
+
+
+def _needs_count(proj) -> bool:
+    values = list(proj.initial.values()) + [proj.weights, proj.delay]
+    return True if not hasattr(proj.connect, "p") else any(isinstance(v, ArrayValue) for v in values)
+
+
+def _n_synapses(spec, proj, src, tgt) -> int:
+    from biosnn.spec.expand import expand_projection
+    return len(expand_projection(spec, proj).i)
+
+
+def check_network(spec) -> None:
+    """Validate a whole network; raise :class:`SpecError` naming the field and the fix."""
+    from biosnn.spec.model import CurrentInput, Population, SpikeMonitor, StateMonitor
+    for k in ("dt", "duration"):
+        q = parse_quantity(getattr(spec, k), what="time", field=k)
+        from brian2 import second
+        from brian2.units.fundamentalunits import have_same_dimensions
+        if not have_same_dimensions(q, second) or float(q) <= 0:
+            raise SpecError(f"{k} must be a positive time, got '{getattr(spec, k)}'", field=k,
+                            fix="give e.g. '0.1*ms' for dt or '1*second' for duration")
+    names = [p.name for p in spec.populations] + [i.name for i in spec.inputs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise SpecError(f"{dup} name both a population and an input", field=f"inputs.{dup[0]}",
+                        fix="give populations and inputs distinct names")
+    for ta in spec.timed_arrays:
+        q = parse_quantity(ta.dt, what="time", field=f"timed_arrays.{ta.name}.dt")
+        if float(q) <= 0:
+            raise SpecError("dt must be positive", field=f"timed_arrays.{ta.name}.dt", fix="give e.g. '1*ms'")
+    base = _base_variables()
+    base.update(_timed_functions(spec))
+    ns_layers = [("namespace", spec.namespace)]
+    nodes = {p.name: p for p in spec.populations}
+    nodes.update({i.name: i for i in spec.inputs if not isinstance(i, CurrentInput)})
+    node_vars = {}
+    for pop in spec.populations:
+        node_vars[pop.name] = _check_population(spec, pop, base, ns_layers)
+    for inp in spec.inputs:
+        if isinstance(inp, CurrentInput):
+            f = f"inputs.{inp.name}"
+            tgt = nodes.get(inp.target)
+            if not isinstance(tgt, Population):
+                raise SpecError(f"unknown target population '{inp.target}'", field=f"{f}.target",
+                                fix=f"use one of {spec.population_names}")
+            tv = node_vars[inp.target]
+            model = resolve_neuron_model(spec, tgt)
+            eqs = parse_equations(model.equations, f"populations.{tgt.name}.model.equations")
+            if inp.variable not in eqs or eqs[inp.variable].type != "parameter":
+                raise SpecError(f"'{inp.variable}' is not a parameter of population '{inp.target}'",
+                                field=f"{f}.variable",
+                                fix=f"declare it in the model equations, e.g. '{inp.variable} : amp'")
+            from brian2.units.fundamentalunits import have_same_dimensions
+            if not have_same_dimensions(unit_of(inp.values.unit), 1 * _unit_from_dim(tv[inp.variable].dim)):
+                raise SpecError(f"values unit '{inp.values.unit}' does not match '{inp.variable}' "
+                                f"({_unit_from_dim(tv[inp.variable].dim)!r})", field=f"{f}.values",
+                                fix="give the values in the variable's unit")
+            if inp.values.data.ndim == 2 and inp.values.shape[1] != tgt.size:
+                raise SpecError(f"values have {inp.values.shape[1]} columns, target has {tgt.size} neurons",
+                                field=f"{f}.values", fix="give one column per target neuron")
+        else:
+            node_vars[inp.name] = _input_variables(inp, base)
+            if hasattr(inp, "rates") and isinstance(inp.rates, str):
+                from brian2 import Hz
+                _check_expr(inp.rates, Hz.dim, {**node_vars[inp.name], **_constants(
+                    evaluate_namespace(ns_layers))}, f"inputs.{inp.name}.rates", "rate")
+            elif hasattr(inp, "rates"):
+                from brian2 import Hz
+                from brian2.units.fundamentalunits import have_same_dimensions
+                if not have_same_dimensions(unit_of(inp.rates.unit), Hz):
+                    raise SpecError(f"rates unit '{inp.rates.unit}' is not a rate", field=f"inputs.{inp.name}.rates",
+                                    fix="give rates in Hz")
+    for proj in spec.projections:
+        _check_projection(spec, proj, node_vars, base, ns_layers, nodes)
+    for k, mon in enumerate(spec.monitors):
+        f = f"monitors[{k}]"
+        if mon.population not in nodes:
+            raise SpecError(f"monitor refers to unknown population '{mon.population}'", field=f"{f}.population",
+                            fix=f"use one of {sorted(nodes)}")
+        if isinstance(mon, StateMonitor):
+            if mon.population not in spec.population_names:
+                raise SpecError("state monitors record populations, not inputs", field=f"{f}.population",
+                                fix=f"use one of {spec.population_names}")
+            missing = [v for v in mon.variables if v not in node_vars[mon.population]
+                       or v in evaluate_namespace(ns_layers)]
+            if missing:
+                raise SpecError(f"population '{mon.population}' has no variable(s) {missing}",
+                                field=f"{f}.variables", fix="record model variables, e.g. v")
+            size = nodes[mon.population].size
+            if mon.indices is not None and any(i >= size for i in mon.indices):
+                raise SpecError(f"indices must be < {size}", field=f"{f}.indices",
+                                fix="record neurons that exist")
+        elif not isinstance(mon, SpikeMonitor):
+            raise SpecError(f"unknown monitor {mon!r}", field=f, fix="use a spike or state monitor")

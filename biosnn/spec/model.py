@@ -1,0 +1,734 @@
+"""The network spec: frozen dataclasses describing a spiking network.
+
+A :class:`NetworkSpec` is a value.  It holds populations of neurons defined by
+Brian2 equation strings with units, inputs, projections (synapses with their
+connectivity), monitors, the time step and the duration.  Front-ends (YAML
+files, torch models, NIR graphs) produce specs; back-ends build and run them.
+
+Every class validates its own fields on construction and raises
+:class:`biosnn.errors.SpecError` naming the field and the fix; the whole-network
+checks (references between parts, units of every equation, array shapes) run
+in :meth:`NetworkSpec.__post_init__`, so a spec that exists is a valid spec.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass, field, fields, replace
+from typing import Mapping, Union
+
+import numpy as np
+
+from biosnn.errors import SpecError
+from biosnn.spec.values import (ArrayValue, Value, as_expression, as_value,
+                                frozen_mapping, parse_quantity)
+
+__all__ = ["NeuronModel", "SynapseModel", "Population", "PoissonInput", "SpikeTimesInput",
+           "CurrentInput", "TimedArraySpec", "AllToAll", "OneToOne", "RandomP", "Explicit",
+           "Conv2D", "Pool2D", "Projection", "SpikeMonitor", "StateMonitor", "NetworkSpec",
+           "Connectivity", "Input", "Monitor"]
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def _check_name(name, what: str, field_: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or keyword.iskeyword(name):
+        raise SpecError(f"{what} name {name!r} is not a valid identifier", field=field_,
+                        fix="use letters, digits and underscores, starting with a letter")
+    return name
+
+
+def _params(mapping, field_: str):
+    return frozen_mapping(mapping, lambda v, k: as_expression(v, field=f"{field_}.{k}"))
+
+
+def _values(mapping, field_: str):
+    return frozen_mapping(mapping, lambda v, k: as_value(v, field=f"{field_}.{k}"))
+
+
+def _opt_expr(value, field_: str):
+    return None if value is None else as_expression(value, field=field_)
+
+
+def _positive_int(value, field_: str, *, allow_zero=False) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise SpecError(f"expected an integer, got {value!r}", field=field_,
+                        fix="give a whole number")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise SpecError(f"must be {'non-negative' if allow_zero else 'positive'}, got {value}",
+                        field=field_, fix="give a size of at least 1")
+    return int(value)
+
+
+def _pair(value, field_: str, *, allow_zero=False) -> tuple[int, int]:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value, value)
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise SpecError(f"expected an integer or a pair of integers, got {value!r}", field=field_,
+                        fix="write e.g. 2 or [2, 2]")
+    return tuple(_positive_int(v, field_, allow_zero=allow_zero) for v in value)
+
+
+def _shape(value, field_: str) -> tuple[int, ...]:
+    if not isinstance(value, (tuple, list)) or not value:
+        raise SpecError(f"expected a shape such as [1, 28, 28], got {value!r}", field=field_,
+                        fix="give the (channels, height, width) of the layer")
+    return tuple(_positive_int(v, field_) for v in value)
+
+
+# ---------------------------------------------------------------------------
+# Models
+
+
+@dataclass(frozen=True)
+class NeuronModel:
+    """A neuron model in Brian2 syntax.
+
+    Parameters
+    ----------
+    equations : str
+        Brian2 model equations with units, e.g.
+        ``"dv/dt = (E_L - v)/tau_m : volt (unless refractory)"``.
+    threshold : str, optional
+        Brian2 threshold condition, e.g. ``"v > v_th"``.
+    reset : str, optional
+        Brian2 reset statements, e.g. ``"v = v_reset"``.
+    refractory : str, optional
+        Refractory period (``"2*ms"``) or condition.
+    parameters : mapping of str to str
+        Default values of the constants the equations use (Brian2 quantity
+        strings); populations may override them.
+    method : str, optional
+        Brian2 integration method (``"exact"``, ``"euler"``, ...); Brian2
+        chooses when omitted.
+    description : str
+        Free text (what the model is, the reference).
+    """
+
+    equations: str
+    threshold: str | None = None
+    reset: str | None = None
+    refractory: str | None = None
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    method: str | None = None
+    description: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.equations, str):
+            raise SpecError("equations must be a string in Brian2 syntax", field="equations",
+                            fix="write e.g. 'dv/dt = -v/tau : volt'")
+        object.__setattr__(self, "threshold", _opt_expr(self.threshold, "threshold"))
+        object.__setattr__(self, "reset", _opt_expr(self.reset, "reset"))
+        object.__setattr__(self, "refractory", _opt_expr(self.refractory, "refractory"))
+        object.__setattr__(self, "parameters", _params(self.parameters, "parameters"))
+
+
+@dataclass(frozen=True)
+class SynapseModel:
+    """A synapse model in Brian2 syntax.
+
+    Parameters
+    ----------
+    equations : str
+        Brian2 synaptic equations, e.g. ``"w : volt"``; may be empty.
+    on_pre : str, optional
+        Statements run on a presynaptic spike, e.g. ``"v_post += w"``.
+    on_post : str, optional
+        Statements run on a postsynaptic spike (plasticity).
+    parameters : mapping of str to str
+        Default constants (Brian2 quantity strings).
+    method : str, optional
+        Brian2 integration method for differential synaptic equations.
+    description : str
+        Free text.
+    """
+
+    equations: str = ""
+    on_pre: str | None = None
+    on_post: str | None = None
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    method: str | None = None
+    description: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.equations, str):
+            raise SpecError("equations must be a string in Brian2 syntax", field="equations",
+                            fix="write e.g. 'w : 1'")
+        object.__setattr__(self, "on_pre", _opt_expr(self.on_pre, "on_pre"))
+        object.__setattr__(self, "on_post", _opt_expr(self.on_post, "on_post"))
+        object.__setattr__(self, "parameters", _params(self.parameters, "parameters"))
+
+
+# ---------------------------------------------------------------------------
+# Populations and inputs
+
+
+@dataclass(frozen=True)
+class Population:
+    """A group of identical neurons.
+
+    Parameters
+    ----------
+    name : str
+        Unique name (an identifier).
+    size : int
+        Number of neurons.
+    model : str or NeuronModel
+        A name from the spec's ``neuron_models``, a library model name (see
+        :mod:`biosnn.models`), or an inline :class:`NeuronModel`.
+    parameters : mapping
+        Constant values overriding the model's defaults (quantity strings).
+    initial : mapping
+        Initial values of state variables: Brian2 expression strings
+        (``"-60*mV + rand()*10*mV"``) or :class:`ArrayValue` of shape ``(size,)``.
+    shape : tuple of int, optional
+        Layout ``(C, H, W)`` (product = size) for convolutional projections.
+    """
+
+    name: str
+    size: int
+    model: Union[str, NeuronModel]
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    initial: Mapping[str, Value] = field(default_factory=dict)
+    shape: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        _check_name(self.name, "population", "name")
+        object.__setattr__(self, "size", _positive_int(self.size, "size"))
+        if not isinstance(self.model, (str, NeuronModel)):
+            raise SpecError("model must be a model name or a NeuronModel", field="model",
+                            fix="name a model from neuron_models or the library, e.g. 'lif'")
+        object.__setattr__(self, "parameters", _params(self.parameters, "parameters"))
+        object.__setattr__(self, "initial", _values(self.initial, "initial"))
+        if self.shape is not None:
+            shape = _shape(self.shape, "shape")
+            if int(np.prod(shape)) != self.size:
+                raise SpecError(f"shape {shape} has {int(np.prod(shape))} neurons but size is {self.size}",
+                                field="shape", fix="make the product of the shape equal the size")
+            object.__setattr__(self, "shape", shape)
+
+
+@dataclass(frozen=True)
+class PoissonInput:
+    """Independent Poisson spike sources.
+
+    Parameters
+    ----------
+    name : str
+        Unique name.
+    size : int
+        Number of sources.
+    rates : str or ArrayValue
+        Rate in Hz: a Brian2 expression (may use ``i``, ``t`` and timed arrays,
+        e.g. ``"stim(t, i)"``) or an array of shape ``(size,)`` with a rate unit.
+    shape : tuple of int, optional
+        Layout ``(C, H, W)`` for convolutional projections.
+    """
+
+    name: str
+    size: int
+    rates: Value
+    shape: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        _check_name(self.name, "input", "name")
+        object.__setattr__(self, "size", _positive_int(self.size, "size"))
+        object.__setattr__(self, "rates", as_value(self.rates, field="rates"))
+        if isinstance(self.rates, ArrayValue) and self.rates.shape != (self.size,):
+            raise SpecError(f"rates has shape {self.rates.shape}, expected ({self.size},)",
+                            field="rates", fix="give one rate per source")
+        if self.shape is not None:
+            shape = _shape(self.shape, "shape")
+            if int(np.prod(shape)) != self.size:
+                raise SpecError(f"shape {shape} does not match size {self.size}", field="shape",
+                                fix="make the product of the shape equal the size")
+            object.__setattr__(self, "shape", shape)
+
+
+@dataclass(frozen=True)
+class SpikeTimesInput:
+    """Sources that fire at given times.
+
+    Parameters
+    ----------
+    name : str
+        Unique name.
+    size : int
+        Number of sources.
+    indices : ArrayValue
+        Source index of each spike (integers in ``[0, size)``).
+    times : ArrayValue
+        Time of each spike, with a time unit (e.g. ``ArrayValue(t, "ms")``).
+    period : str, optional
+        Repeat the pattern with this period.
+    """
+
+    name: str
+    size: int
+    indices: ArrayValue
+    times: ArrayValue
+    period: str | None = None
+    shape: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        _check_name(self.name, "input", "name")
+        object.__setattr__(self, "size", _positive_int(self.size, "size"))
+        idx = as_value(self.indices, field="indices")
+        times = as_value(self.times, field="times")
+        if not isinstance(idx, ArrayValue) or not isinstance(times, ArrayValue):
+            raise SpecError("indices and times must be arrays", field="indices",
+                            fix="give two lists of equal length")
+        if idx.data.ndim != 1 or idx.shape != times.shape:
+            raise SpecError(f"indices {idx.shape} and times {times.shape} must be 1-D of equal length",
+                            field="times", fix="give one time per spike index")
+        if idx.data.size and (idx.data.dtype.kind not in "iu" or idx.data.min() < 0
+                              or idx.data.max() >= self.size):
+            raise SpecError(f"indices must be integers in [0, {self.size})", field="indices",
+                            fix="number the sources from 0 to size-1")
+        if times.data.size and np.any(times.si() < 0):
+            raise SpecError("spike times must be non-negative", field="times", fix="remove negative times")
+        object.__setattr__(self, "indices", idx)
+        object.__setattr__(self, "times", times)
+        object.__setattr__(self, "period", _opt_expr(self.period, "period"))
+        if self.shape is not None:
+            object.__setattr__(self, "shape", _shape(self.shape, "shape"))
+
+
+@dataclass(frozen=True)
+class TimedArraySpec:
+    """Values over time, usable by name in any expression (Brian2 ``TimedArray``).
+
+    Parameters
+    ----------
+    name : str
+        The function name, e.g. ``stim``: expressions call ``stim(t)`` (1-D
+        values) or ``stim(t, i)`` (2-D values, one column per neuron).
+    values : ArrayValue
+        Shape ``(n_steps,)`` or ``(n_steps, n)``, with a unit.
+    dt : str
+        Duration of one row, e.g. ``"1*ms"``.
+    """
+
+    name: str
+    values: ArrayValue
+    dt: str
+
+    def __post_init__(self):
+        _check_name(self.name, "timed array", "name")
+        values = as_value(self.values, field="values")
+        if not isinstance(values, ArrayValue) or values.data.ndim not in (1, 2) or values.data.size == 0:
+            raise SpecError("values must be a non-empty 1-D or 2-D array", field="values",
+                            fix="give shape (n_steps,) or (n_steps, n_neurons)")
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "dt", as_expression(self.dt, field="dt"))
+
+
+@dataclass(frozen=True)
+class CurrentInput:
+    """A time-varying value written into a population's variable each ``dt``.
+
+    The backend turns it into a Brian2 ``TimedArray`` called ``name`` and a
+    ``run_regularly`` operation ``variable = name(t, i)`` on the target.
+
+    Parameters
+    ----------
+    name : str
+        Unique name (also the timed array's name).
+    target : str
+        Population whose ``variable`` is set.
+    variable : str
+        A parameter of the target's model (e.g. ``I_ext : amp``).
+    values : ArrayValue
+        Shape ``(n_steps, target size)`` or ``(n_steps,)`` (same for all).
+    dt : str
+        Duration of one row.
+    """
+
+    name: str
+    target: str
+    variable: str
+    values: ArrayValue
+    dt: str
+
+    def __post_init__(self):
+        _check_name(self.name, "input", "name")
+        values = as_value(self.values, field="values")
+        if not isinstance(values, ArrayValue) or values.data.ndim not in (1, 2) or values.data.size == 0:
+            raise SpecError("values must be a non-empty 1-D or 2-D array", field="values",
+                            fix="give shape (n_steps,) or (n_steps, target size)")
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "dt", as_expression(self.dt, field="dt"))
+
+
+Input = Union[PoissonInput, SpikeTimesInput, CurrentInput]
+
+
+# ---------------------------------------------------------------------------
+# Connectivity
+
+
+@dataclass(frozen=True)
+class AllToAll:
+    """Every source neuron to every target neuron."""
+
+    allow_autapses: bool = True
+
+
+@dataclass(frozen=True)
+class OneToOne:
+    """Neuron ``k`` to neuron ``k`` (equal sizes)."""
+
+
+@dataclass(frozen=True)
+class RandomP:
+    """Each pair connected independently with probability ``p``.
+
+    Drawn in numpy with the spec's seed, so every backend gets the same synapses.
+    """
+
+    p: float
+    allow_autapses: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.p, bool) or not isinstance(self.p, (int, float)) or not 0 <= self.p <= 1:
+            raise SpecError(f"connection probability must be a number in [0, 1], got {self.p!r}",
+                            field="connect.p", fix="give e.g. p: 0.02")
+        object.__setattr__(self, "p", float(self.p))
+
+
+@dataclass(frozen=True)
+class Explicit:
+    """Explicit synapse lists ``i`` (source indices) and ``j`` (target indices)."""
+
+    i: ArrayValue
+    j: ArrayValue
+
+    def __post_init__(self):
+        i, j = as_value(self.i, field="connect.i"), as_value(self.j, field="connect.j")
+        for name, a in (("i", i), ("j", j)):
+            if not isinstance(a, ArrayValue) or a.data.ndim != 1 or (a.data.size and a.data.dtype.kind not in "iu"):
+                raise SpecError(f"{name} must be a 1-D integer array", field=f"connect.{name}",
+                                fix="give a list of neuron indices")
+        if i.shape != j.shape:
+            raise SpecError(f"i has {i.shape[0]} entries but j has {j.shape[0]}", field="connect.j",
+                            fix="give one target index per source index")
+        object.__setattr__(self, "i", i)
+        object.__setattr__(self, "j", j)
+
+
+@dataclass(frozen=True)
+class Conv2D:
+    """A 2-D convolution: weights from a kernel of shape ``(out_c, in_c/groups, kh, kw)``.
+
+    The source population's ``shape`` must be ``in_shape = (C, H, W)``; the target
+    has the convolution's output shape.  Synaptic weights come from the kernel
+    (the projection's ``weights`` must be omitted).
+    """
+
+    kernel: ArrayValue
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    groups: int = 1
+
+    def __post_init__(self):
+        k = as_value(self.kernel, field="connect.kernel")
+        if not isinstance(k, ArrayValue) or k.data.ndim != 4:
+            raise SpecError("kernel must be a 4-D array (out_channels, in_channels, kh, kw)",
+                            field="connect.kernel", fix="give the torch Conv2d weight layout")
+        object.__setattr__(self, "kernel", k)
+        object.__setattr__(self, "stride", _pair(self.stride, "connect.stride"))
+        object.__setattr__(self, "padding", _pair(self.padding, "connect.padding", allow_zero=True))
+        object.__setattr__(self, "groups", _positive_int(self.groups, "connect.groups"))
+
+
+@dataclass(frozen=True)
+class Pool2D:
+    """2-D pooling windows: each target neuron receives its window of source neurons.
+
+    ``weight`` defaults to ``1/(kh*kw)`` (average pooling); the source layout
+    ``(C, H, W)`` comes from the source population's ``shape``.
+    """
+
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int] | None = None
+    padding: tuple[int, int] = (0, 0)
+    weight: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "kernel_size", _pair(self.kernel_size, "connect.kernel_size"))
+        stride = self.kernel_size if self.stride is None else self.stride
+        object.__setattr__(self, "stride", _pair(stride, "connect.stride"))
+        object.__setattr__(self, "padding", _pair(self.padding, "connect.padding", allow_zero=True))
+        object.__setattr__(self, "weight", _opt_expr(self.weight, "connect.weight"))
+
+
+Connectivity = Union[AllToAll, OneToOne, RandomP, Explicit, Conv2D, Pool2D]
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Synapses from a population or input to a population.
+
+    Parameters
+    ----------
+    name : str
+        Unique name.
+    source, target : str
+        Names of a population or input (source) and a population (target).
+    model : str or SynapseModel
+        A name from the spec's ``synapse_models``, a library synapse name, or inline.
+    connect : Connectivity
+        How neurons are connected.
+    weights : str or ArrayValue, optional
+        Value of ``weight_var`` per synapse: an expression (``"0.5*mV"``,
+        ``"rand()*w_max"``) or an array with one entry per synapse.
+    weight_var : str
+        The synaptic variable the weights go into (default ``w``).
+    delay : str or ArrayValue, optional
+        Transmission delay (``"1*ms"``) or one per synapse.
+    initial : mapping
+        Initial values of other synaptic variables.
+    parameters : mapping
+        Constants overriding the synapse model's defaults.
+    """
+
+    name: str
+    source: str
+    target: str
+    model: Union[str, SynapseModel]
+    connect: Connectivity = field(default_factory=AllToAll)
+    weights: Value | None = None
+    weight_var: str = "w"
+    delay: Value | None = None
+    initial: Mapping[str, Value] = field(default_factory=dict)
+    parameters: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        _check_name(self.name, "projection", "name")
+        for f in ("source", "target"):
+            if not isinstance(getattr(self, f), str):
+                raise SpecError(f"{f} must be a population or input name", field=f,
+                                fix="name a population defined in the spec")
+        if not isinstance(self.model, (str, SynapseModel)):
+            raise SpecError("model must be a synapse model name or a SynapseModel", field="model",
+                            fix="name a model from synapse_models or the library")
+        if not isinstance(self.connect, (AllToAll, OneToOne, RandomP, Explicit, Conv2D, Pool2D)):
+            raise SpecError(f"unknown connectivity {self.connect!r}", field="connect",
+                            fix="use all_to_all, one_to_one, p, explicit i/j, conv2d or pool2d")
+        if self.weights is not None:
+            object.__setattr__(self, "weights", as_value(self.weights, field="weights"))
+        if isinstance(self.connect, Conv2D) and self.weights is not None:
+            raise SpecError("a conv2d projection takes its weights from the kernel", field="weights",
+                            fix="remove 'weights' or use explicit connectivity")
+        _check_name(self.weight_var, "weight variable", "weight_var")
+        if self.delay is not None:
+            object.__setattr__(self, "delay", as_value(self.delay, field="delay"))
+        object.__setattr__(self, "initial", _values(self.initial, "initial"))
+        object.__setattr__(self, "parameters", _params(self.parameters, "parameters"))
+
+
+# ---------------------------------------------------------------------------
+# Monitors
+
+
+@dataclass(frozen=True)
+class SpikeMonitor:
+    """Record the spikes of a population or input."""
+
+    population: str
+
+
+@dataclass(frozen=True)
+class StateMonitor:
+    """Record state variables of some neurons of a population.
+
+    Parameters
+    ----------
+    population : str
+        The population.
+    variables : tuple of str
+        Variable names, e.g. ``("v",)``.
+    indices : tuple of int or None
+        Neurons to record (``None``: all).
+    dt : str, optional
+        Sampling interval (default: the simulation ``dt``).
+    """
+
+    population: str
+    variables: tuple[str, ...]
+    indices: tuple[int, ...] | None = None
+    dt: str | None = None
+
+    def __post_init__(self):
+        variables = (self.variables,) if isinstance(self.variables, str) else tuple(self.variables or ())
+        if not variables:
+            raise SpecError("a state monitor needs at least one variable", field="variables",
+                            fix="list variables to record, e.g. [v]")
+        for v in variables:
+            _check_name(v, "variable", "variables")
+        object.__setattr__(self, "variables", variables)
+        if self.indices is not None:
+            idx = tuple(int(i) for i in np.atleast_1d(self.indices))
+            if any(i < 0 for i in idx):
+                raise SpecError("indices must be non-negative", field="indices",
+                                fix="number neurons from 0")
+            object.__setattr__(self, "indices", idx)
+        object.__setattr__(self, "dt", _opt_expr(self.dt, "dt"))
+
+
+Monitor = Union[SpikeMonitor, StateMonitor]
+
+
+# ---------------------------------------------------------------------------
+# The network
+
+
+def _by_name(items, kind: str, field_: str) -> tuple:
+    items = tuple(items or ())
+    seen = set()
+    for k, item in enumerate(items):
+        if item.name in seen:
+            raise SpecError(f"{kind} '{item.name}' is defined twice", field=f"{field_}.{item.name}",
+                            fix="give every part of the network a unique name")
+        seen.add(item.name)
+    return items
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A whole network: the intermediate representation of biosnn.
+
+    Parameters
+    ----------
+    name : str
+        Network name (also names build directories and output files).
+    populations : tuple of Population
+    inputs : tuple of PoissonInput, SpikeTimesInput or CurrentInput
+    projections : tuple of Projection
+    monitors : tuple of SpikeMonitor or StateMonitor
+    dt : str
+        Simulation time step (``"0.1*ms"``).
+    duration : str
+        Default simulated time (``"1*second"``).
+    seed : int, optional
+        Seed for random connectivity and Brian2's random numbers.
+    neuron_models, synapse_models : mapping
+        Named models that populations and projections refer to.
+    timed_arrays : tuple of TimedArraySpec
+        Functions of time usable in expressions.
+    namespace : mapping
+        Global constants visible to every equation (quantity strings).
+    description : str
+        Free text.
+
+    Notes
+    -----
+    Construction validates the whole network (references, sizes, shapes and
+    the units of every equation with Brian2's unit checker).
+    """
+
+    name: str
+    populations: tuple[Population, ...] = ()
+    inputs: tuple[Input, ...] = ()
+    projections: tuple[Projection, ...] = ()
+    monitors: tuple[Monitor, ...] = ()
+    dt: str = "0.1*ms"
+    duration: str = "100*ms"
+    seed: int | None = None
+    neuron_models: Mapping[str, NeuronModel] = field(default_factory=dict)
+    synapse_models: Mapping[str, SynapseModel] = field(default_factory=dict)
+    timed_arrays: tuple[TimedArraySpec, ...] = ()
+    namespace: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self):
+        _check_name(self.name, "network", "name")
+        object.__setattr__(self, "populations", _by_name(self.populations, "population", "populations"))
+        object.__setattr__(self, "inputs", _by_name(self.inputs, "input", "inputs"))
+        object.__setattr__(self, "projections", _by_name(self.projections, "projection", "projections"))
+        object.__setattr__(self, "timed_arrays", _by_name(self.timed_arrays, "timed array", "timed_arrays"))
+        object.__setattr__(self, "monitors", tuple(self.monitors or ()))
+        object.__setattr__(self, "neuron_models", frozen_mapping(self.neuron_models))
+        object.__setattr__(self, "synapse_models", frozen_mapping(self.synapse_models))
+        object.__setattr__(self, "namespace", _params(self.namespace, "namespace"))
+        object.__setattr__(self, "dt", as_expression(self.dt, field="dt"))
+        object.__setattr__(self, "duration", as_expression(self.duration, field="duration"))
+        if self.seed is not None:
+            if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+                raise SpecError(f"seed must be a non-negative integer, got {self.seed!r}", field="seed",
+                                fix="give e.g. seed: 42, or omit it")
+            object.__setattr__(self, "seed", int(self.seed))
+        from biosnn.spec.check import check_network
+        check_network(self)
+
+    # -- lookups ----------------------------------------------------------
+    def population(self, name: str) -> Population:
+        """The population called ``name``."""
+        for p in self.populations:
+            if p.name == name:
+                return p
+        raise SpecError(f"no population named '{name}'", fix=f"use one of {self.population_names}")
+
+    def node(self, name: str) -> Union[Population, Input]:
+        """The population or input called ``name``."""
+        for p in self.populations + self.inputs:
+            if p.name == name:
+                return p
+        raise SpecError(f"no population or input named '{name}'",
+                        fix=f"use one of {[n.name for n in self.populations + self.inputs]}")
+
+    def projection(self, name: str) -> Projection:
+        """The projection called ``name``."""
+        for p in self.projections:
+            if p.name == name:
+                return p
+        raise SpecError(f"no projection named '{name}'", fix=f"use one of {[p.name for p in self.projections]}")
+
+    @property
+    def population_names(self) -> list[str]:
+        return [p.name for p in self.populations]
+
+    def neuron_model(self, pop: Population) -> NeuronModel:
+        """The resolved :class:`NeuronModel` of a population."""
+        from biosnn.spec.check import resolve_neuron_model
+        return resolve_neuron_model(self, pop)
+
+    def synapse_model(self, proj: Projection) -> SynapseModel:
+        """The resolved :class:`SynapseModel` of a projection."""
+        from biosnn.spec.check import resolve_synapse_model
+        return resolve_synapse_model(self, proj)
+
+    def dt_seconds(self) -> float:
+        """The time step in seconds."""
+        return float(parse_quantity(self.dt, field="dt"))
+
+    def duration_seconds(self) -> float:
+        """The default duration in seconds."""
+        return float(parse_quantity(self.duration, field="duration"))
+
+    def replace(self, **changes) -> "NetworkSpec":
+        """A new spec with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def with_projection(self, name: str, **changes) -> "NetworkSpec":
+        """A new spec in which projection ``name`` has some fields changed (e.g. new weights)."""
+        proj = self.projection(name)
+        projections = tuple(replace(p, **changes) if p is proj else p for p in self.projections)
+        return replace(self, projections=projections)
+
+    def with_population(self, name: str, **changes) -> "NetworkSpec":
+        """A new spec in which population ``name`` has some fields changed."""
+        pop = self.population(name)
+        pops = tuple(replace(p, **changes) if p is pop else p for p in self.populations)
+        return replace(self, populations=pops)
+
+    def save(self, path) -> "Path":
+        """Write the spec to a YAML file (arrays into a side ``.npz``). See :func:`biosnn.spec.save_spec`."""
+        from biosnn.spec.yaml_io import save_spec
+        return save_spec(self, path)
+
+
+def spec_fields(cls) -> list[str]:
+    """Field names of a spec dataclass (used by the YAML reader to reject unknown keys)."""
+    return [f.name for f in fields(cls)]
