@@ -1,0 +1,241 @@
+"""Build Brian2 objects from a :class:`~biosnn.spec.NetworkSpec`, on whatever device is active.
+
+The backends choose and activate the device; this module only creates the
+objects (groups, synapses, monitors, timed arrays) inside one explicit
+``brian2.Network``, each with an explicit namespace (constants of the spec,
+the model and the population, plus the spec's timed arrays), so nothing is
+looked up in the caller's frame.  It also turns the monitors back into a
+:class:`~biosnn.recording.Recording` after a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from biosnn.errors import BackendError, SpecError
+from biosnn.recording import Recording, SpikeTrains, StateTrace
+from biosnn.spec import model as m
+from biosnn.spec.check import evaluate_namespace
+from biosnn.spec.expand import expand_projection
+from biosnn.spec.values import ArrayValue, parse_quantity, unit_of
+
+__all__ = ["Brian2Objects", "build_objects", "collect_recording", "brian2_errors"]
+
+
+@dataclass
+class Brian2Objects:
+    """The Brian2 objects of one network, keyed by spec names."""
+
+    network: object
+    clock: object
+    groups: dict = field(default_factory=dict)        # population/input name -> group
+    synapses: dict = field(default_factory=dict)      # projection name -> Synapses
+    spike_monitors: dict = field(default_factory=dict)  # population name -> SpikeMonitor
+    state_monitors: list = field(default_factory=list)  # (StateMonitor spec, brian2 StateMonitor)
+    timed_arrays: dict = field(default_factory=dict)  # name -> TimedArray
+    n_synapses: dict = field(default_factory=dict)    # projection name -> count
+
+
+class brian2_errors:
+    """Context manager turning Brian2's errors about a spec into :class:`BackendError`."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or isinstance(exc, (SpecError, BackendError, KeyboardInterrupt)):
+            return False
+        from brian2.core.base import BrianObjectException
+        from brian2.units.fundamentalunits import DimensionMismatchError
+        if isinstance(exc, (BrianObjectException, DimensionMismatchError, ValueError, TypeError,
+                            KeyError, NotImplementedError, RuntimeError)):
+            text = str(exc).strip()
+            raise BackendError(f"Brian2 could not {self.what}: {text}") from exc
+        return False
+
+
+def _set(obj, var: str, value, what: str):
+    """Set a Brian2 variable from a spec value (expression string or ArrayValue)."""
+    with brian2_errors(f"set {what}"):
+        if isinstance(value, ArrayValue):
+            setattr(obj, var, value.quantity())
+        else:
+            setattr(obj, var, value)
+
+
+def _namespace(spec, layers, functions) -> dict:
+    ns = evaluate_namespace([("namespace", spec.namespace)] + layers)
+    ns.update(functions)
+    return ns
+
+
+def build_objects(spec: m.NetworkSpec, duration_s: float | None = None) -> Brian2Objects:
+    """Create the Brian2 objects of ``spec`` on the active device.
+
+    Parameters
+    ----------
+    spec : NetworkSpec
+        The network.
+    duration_s : float, optional
+        Simulated time (seconds); only used to size nothing -- kept for backends.
+
+    Returns
+    -------
+    Brian2Objects
+    """
+    import brian2 as b2
+
+    dt = parse_quantity(spec.dt) * 1.0
+    clock = b2.Clock(dt=dt, name="biosnn_clock*")
+    if spec.seed is not None:
+        b2.seed(spec.seed)
+    objs = Brian2Objects(network=None, clock=clock)
+    functions = {}
+    for ta in spec.timed_arrays:
+        functions[ta.name] = b2.TimedArray(ta.values.quantity(), dt=parse_quantity(ta.dt) * 1.0,
+                                           name=f"{ta.name}*")
+    for inp in spec.inputs:
+        if isinstance(inp, m.CurrentInput):
+            functions[inp.name] = b2.TimedArray(inp.values.quantity(), dt=parse_quantity(inp.dt) * 1.0,
+                                                name=f"{inp.name}*")
+    objs.timed_arrays = dict(functions)
+    net_objects = []
+
+    for pop in spec.populations:
+        model = spec.neuron_model(pop)
+        mname = pop.model if isinstance(pop.model, str) else pop.name
+        ns = _namespace(spec, [(f"neuron_models.{mname}.parameters", model.parameters),
+                               (f"populations.{pop.name}.parameters", pop.parameters)], functions)
+        kwargs = {}
+        if model.threshold:
+            kwargs["threshold"] = model.threshold
+        if model.reset:
+            kwargs["reset"] = model.reset
+        if model.refractory:
+            kwargs["refractory"] = model.refractory
+        if model.method:
+            kwargs["method"] = model.method
+        with brian2_errors(f"create population '{pop.name}'"):
+            group = b2.NeuronGroup(pop.size, model.equations or "", namespace=ns, clock=clock,
+                                   name=f"{pop.name}*", **kwargs)
+        for var, value in pop.initial.items():
+            _set(group, var, value, f"initial value of {pop.name}.{var}")
+        objs.groups[pop.name] = group
+        net_objects.append(group)
+
+    global_ns = _namespace(spec, [], functions)
+    for inp in spec.inputs:
+        if isinstance(inp, m.PoissonInput):
+            rates = inp.rates.quantity() if isinstance(inp.rates, ArrayValue) else inp.rates
+            with brian2_errors(f"create Poisson input '{inp.name}'"):
+                group = b2.PoissonGroup(inp.size, rates=rates, namespace=dict(global_ns), clock=clock,
+                                        name=f"{inp.name}*")
+        elif isinstance(inp, m.SpikeTimesInput):
+            kw = {}
+            if inp.period is not None:
+                kw["period"] = parse_quantity(inp.period) * 1.0
+            with brian2_errors(f"create spike-time input '{inp.name}'"):
+                group = b2.SpikeGeneratorGroup(inp.size, np.asarray(inp.indices.data, dtype=np.int64),
+                                               inp.times.quantity(), clock=clock, name=f"{inp.name}*",
+                                               **kw)
+        else:  # CurrentInput
+            target = objs.groups[inp.target]
+            code = f"{inp.variable} = {inp.name}(t, i)" if inp.values.data.ndim == 2 else \
+                f"{inp.variable} = {inp.name}(t)"
+            with brian2_errors(f"create current input '{inp.name}'"):
+                op = target.run_regularly(code, dt=parse_quantity(inp.dt) * 1.0, when="start",
+                                          name=f"{inp.name}_update*")
+            net_objects.append(op)
+            continue
+        objs.groups[inp.name] = group
+        net_objects.append(group)
+
+    for proj in spec.projections:
+        smodel = spec.synapse_model(proj)
+        mname = proj.model if isinstance(proj.model, str) else proj.name
+        ns = _namespace(spec, [(f"synapse_models.{mname}.parameters", smodel.parameters),
+                               (f"projections.{proj.name}.parameters", proj.parameters)], functions)
+        kwargs = {}
+        if smodel.on_pre:
+            kwargs["on_pre"] = smodel.on_pre
+        if smodel.on_post:
+            kwargs["on_post"] = smodel.on_post
+        if smodel.method:
+            kwargs["method"] = smodel.method
+        conn = expand_projection(spec, proj)
+        with brian2_errors(f"create projection '{proj.name}'"):
+            syn = b2.Synapses(objs.groups[proj.source], objs.groups[proj.target], model=smodel.equations,
+                              namespace=ns, clock=clock, name=f"{proj.name}*", **kwargs)
+            syn.connect(i=np.asarray(conn.i, dtype=np.int32), j=np.asarray(conn.j, dtype=np.int32))
+        objs.n_synapses[proj.name] = len(conn.i)
+        if conn.weights is not None and proj.weights is None:
+            unit = 1
+            if isinstance(proj.connect, m.Conv2D):
+                unit = unit_of(proj.connect.kernel.unit)
+            _set(syn, proj.weight_var, ArrayValue(np.asarray(conn.weights) * np.asarray(unit), _unit_name(unit)),
+                 f"weights of {proj.name}")
+        elif proj.weights is not None:
+            _set(syn, proj.weight_var, proj.weights, f"weights of {proj.name}")
+        if proj.delay is not None:
+            _set(syn, "delay", proj.delay, f"delay of {proj.name}")
+        for var, value in proj.initial.items():
+            _set(syn, var, value, f"initial value of {proj.name}.{var}")
+        objs.synapses[proj.name] = syn
+        net_objects.append(syn)
+
+    for mon in spec.monitors:
+        group = objs.groups[mon.population]
+        with brian2_errors(f"create a monitor of '{mon.population}'"):
+            if isinstance(mon, m.SpikeMonitor):
+                if mon.population in objs.spike_monitors:
+                    continue
+                sm = b2.SpikeMonitor(group, name=f"spikes_{mon.population}*")
+                objs.spike_monitors[mon.population] = sm
+                net_objects.append(sm)
+            else:
+                record = True if mon.indices is None else list(mon.indices)
+                kw = {"dt": parse_quantity(mon.dt) * 1.0} if mon.dt else {"clock": clock}
+                st = b2.StateMonitor(group, list(mon.variables), record=record,
+                                     name=f"states_{mon.population}*", **kw)
+                objs.state_monitors.append((mon, st))
+                net_objects.append(st)
+    objs.network = b2.Network(*net_objects, name="biosnn_network*")
+    return objs
+
+
+def _unit_name(unit) -> str:
+    from brian2 import Quantity, get_unit
+    if isinstance(unit, Quantity) and not unit.is_dimensionless:
+        return repr(get_unit(unit.dim))
+    return "1"
+
+
+def collect_recording(objs: Brian2Objects, spec: m.NetworkSpec, duration_s: float,
+                      meta: dict) -> Recording:
+    """Read the monitors into a :class:`Recording` (plain numpy, SI units)."""
+    from brian2 import get_unit
+    spikes = {}
+    for name, sm in objs.spike_monitors.items():
+        t = np.asarray(sm.t_[:], dtype=np.float64)
+        i = np.asarray(sm.i[:], dtype=np.int64)
+        order = np.argsort(t, kind="stable")
+        spikes[name] = SpikeTrains(times=t[order], indices=i[order], size=len(objs.groups[name]))
+    states: dict = {}
+    for mon, st in objs.state_monitors:
+        times = np.asarray(st.t_[:], dtype=np.float64)
+        idx = np.asarray(st.record, dtype=np.int64) if not isinstance(st.record, bool) else \
+            np.arange(len(objs.groups[mon.population]), dtype=np.int64)
+        per = states.setdefault(mon.population, {})
+        for var in mon.variables:
+            values = np.asarray(getattr(st, var + "_")[:], dtype=np.float64).T
+            dim = st.variables[var].dim
+            unit = "1" if dim.is_dimensionless else repr(get_unit(dim))
+            per[var] = StateTrace(times=times, values=values.reshape(len(times), len(idx)),
+                                  indices=idx, unit=unit)
+    return Recording(spikes=spikes, states=states, duration=duration_s,
+                     dt=spec.dt_seconds(), meta={k: str(v) for k, v in meta.items()})

@@ -1,0 +1,256 @@
+"""Brian2's C++ standalone device: compile once, run many times with ``run_args``.
+
+The generated project goes to a build directory keyed by the network's
+*structure* (sizes, equations, duration, device options; not the values of
+arrays), under ``$BIOSNN_CACHE_DIR`` or ``~/.cache/biosnn/builds``.  Brian2
+rewrites only changed source files, so building the same structure again -- in
+this process or another -- re-generates code but does not recompile.  New
+inputs, weights or initial values go to the compiled binary through
+``device.run(run_args=...)``.
+
+Brian2's standalone device is one object per process, so only one standalone
+network can be *loaded* at a time; a :class:`StandaloneSimulation` whose device
+was taken by a later build reloads itself (code generation, no compilation) the
+next time it runs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from biosnn.backends.base import apply_overrides, split_key
+from biosnn.backends.brian2_network import brian2_errors, build_objects, collect_recording
+from biosnn.backends.brian2_runtime import brian2_prefs
+from biosnn.backends.progress import STANDALONE_REPORT_CODE, ProgressBar, tail_progress
+from biosnn.errors import BackendError
+from biosnn.spec import model as m
+from biosnn.spec.values import ArrayValue
+
+__all__ = ["CppStandaloneBackend", "StandaloneSimulation", "cache_root", "structure_key"]
+
+_LOCK = threading.RLock()
+_ACTIVE: dict[str, "StandaloneSimulation | None"] = {}
+
+
+def cache_root() -> Path:
+    """Root directory of compiled builds (``$BIOSNN_CACHE_DIR`` or ``~/.cache/biosnn/builds``)."""
+    env = os.environ.get("BIOSNN_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "biosnn" / "builds"
+
+
+def _structure(obj):
+    """The spec as nested plain data, arrays replaced by shape/dtype/unit."""
+    from dataclasses import fields, is_dataclass
+    if isinstance(obj, ArrayValue):
+        return {"array": list(obj.shape), "dtype": obj.data.dtype.str, "unit": obj.unit}
+    if is_dataclass(obj):
+        return {"_": type(obj).__name__, **{f.name: _structure(getattr(obj, f.name)) for f in fields(obj)
+                                            if f.name != "description"}}
+    if isinstance(obj, dict) or hasattr(obj, "items"):
+        return {str(k): _structure(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_structure(v) for v in obj]
+    return obj
+
+
+def structure_key(spec: m.NetworkSpec, duration_s: float, options: dict) -> str:
+    """A hash of everything that changes the generated code of a spec."""
+    import brian2
+    data = {"spec": _structure(spec), "duration": repr(float(duration_s)), "options": options,
+            "brian2": brian2.__version__}
+    # the number of synapses and random connectivity are data, but sizes of explicit
+    # connectivity arrays are data too: they do not change the code
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@contextmanager
+def _dir_lock(directory: Path):
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".biosnn.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class CppStandaloneBackend:
+    """Brian2's ``cpp_standalone`` device.
+
+    Parameters
+    ----------
+    threads : int
+        OpenMP threads (0: none, Brian2's default).
+    float32 : bool
+        Single precision state variables.
+    cache_dir : str or Path, optional
+        Where compiled builds are kept (default :func:`cache_root`).
+    """
+
+    device_name = "cpp_standalone"
+    name = "cpp_standalone"
+
+    def __init__(self, threads: int = 0, float32: bool = False, cache_dir=None):
+        if not isinstance(threads, int) or threads < 0:
+            raise BackendError(f"threads must be a non-negative integer, got {threads!r}")
+        self.threads = threads
+        self.float32 = float32
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+
+    # hooks for subclasses (CUDA) -------------------------------------------
+    def options(self) -> dict:
+        return {"threads": self.threads, "float32": self.float32, "device": self.device_name}
+
+    def prefs(self):
+        return brian2_prefs(devices__cpp_standalone__openmp_threads=self.threads,
+                            core__default_float_dtype=np.float32 if self.float32 else np.float64)
+
+    def activate_device(self):
+        from brian2.devices.device import all_devices, set_device
+        device = all_devices[self.device_name]
+        device.reinit()
+        set_device(device, build_on_run=False)
+        return device
+
+    def build_project(self, device, directory: Path):
+        device.build(directory=str(directory), compile=True, run=False, with_output=False)
+
+    def build(self, spec: m.NetworkSpec, duration: float | None = None) -> "StandaloneSimulation":
+        """Generate and compile ``spec`` (simulating ``duration`` seconds, default the spec's)."""
+        return StandaloneSimulation(self, spec, duration)
+
+
+class StandaloneSimulation:
+    """A compiled standalone network. :meth:`run` re-runs the binary with new values."""
+
+    def __init__(self, backend: CppStandaloneBackend, spec: m.NetworkSpec, duration: float | None = None):
+        self.backend = backend
+        self.spec = spec
+        self.duration_s = spec.duration_seconds() if duration is None else float(duration)
+        if self.duration_s <= 0:
+            raise BackendError(f"duration must be positive, got {self.duration_s} s")
+        key = structure_key(spec, self.duration_s, backend.options())
+        root = backend.cache_dir or cache_root()
+        self.directory = root / f"{spec.name}-{backend.device_name}-{key}"
+        self.objects = None
+        self.device = None
+        self.build_time_s = 0.0
+        self.compiled = False
+        self._load()
+
+    # -- loading -----------------------------------------------------------
+    def _release(self):
+        self.objects = None
+        gc.collect()
+
+    def _load(self):
+        from brian2 import second
+        from brian2.devices.device import set_device
+        with _LOCK:
+            previous = _ACTIVE.get(self.backend.device_name)
+            if previous is not None and previous is not self:
+                previous._release()
+            t0 = time.perf_counter()
+            stamp = self.directory / "main"
+            was_compiled = stamp.exists()
+            try:
+                with self.backend.prefs():
+                    device = self.backend.activate_device()
+                    objs = build_objects(self.spec)
+                    with brian2_errors(f"generate code for '{self.spec.name}'"):
+                        objs.network.run(self.duration_s * second, namespace={},
+                                         report=STANDALONE_REPORT_CODE, report_period=1 * second)
+                    with _dir_lock(self.directory):
+                        try:
+                            self.backend.build_project(device, self.directory)
+                        except (RuntimeError, OSError) as exc:
+                            raise BackendError(
+                                f"compiling '{self.spec.name}' with {self.backend.device_name} failed: {exc} "
+                                f"(project directory: {self.directory})") from exc
+            finally:
+                set_device("runtime")
+            self.objects = objs
+            self.device = device
+            self.build_time_s = time.perf_counter() - t0
+            self.compiled = not was_compiled
+            _ACTIVE[self.backend.device_name] = self
+
+    # -- running -----------------------------------------------------------
+    def _run_args(self, overrides) -> dict:
+        if not overrides:
+            return {}
+        new = apply_overrides(self.spec, overrides)
+        args = {}
+        for key in overrides:
+            part, var = split_key(self.spec, key)
+            if var is None:
+                ta = self.objects.timed_arrays[part]
+                values = next((t.values for t in new.timed_arrays if t.name == part), None)
+                if values is None:
+                    values = next(i.values for i in new.inputs if i.name == part)
+                args[ta] = values.quantity()
+            elif part in self.objects.groups:
+                value = new.population(part).initial[var]
+                args[getattr(self.objects.groups[part], var)] = value.quantity()
+            else:
+                proj = new.projection(part)
+                value = proj.weights if var == proj.weight_var else proj.delay if var == "delay" \
+                    else proj.initial[var]
+                n = self.objects.n_synapses[part]
+                if value.shape != (n,):
+                    raise BackendError(f"override '{key}' has shape {value.shape}, the projection has "
+                                       f"{n} synapses")
+                args[getattr(self.objects.synapses[part], var)] = value.quantity()
+        return args
+
+    def run(self, duration: float | None = None, overrides=None, progress: bool = True):
+        """Run the compiled binary (see :meth:`biosnn.backends.base.Simulation.run`)."""
+        if duration is not None and abs(float(duration) - self.duration_s) > 1e-12:
+            raise BackendError(f"this build simulates {self.duration_s} s; build again with "
+                               f"duration={duration} to simulate another duration")
+        with _LOCK:
+            if _ACTIVE.get(self.backend.device_name) is not self or self.objects is None:
+                self._load()
+            run_args = self._run_args(overrides)
+            results = f"results_{uuid.uuid4().hex[:12]}"
+            bar = ProgressBar(progress, f"{self.spec.name} ({self.backend.name})", self.duration_s)
+            finished = threading.Event()
+            results_dir = self.directory / results
+            watcher = threading.Thread(target=tail_progress, args=(results_dir / "stdout.txt", bar, finished),
+                                       daemon=True)
+            watcher.start()
+            t0 = time.perf_counter()
+            try:
+                with self.backend.prefs(), brian2_errors(f"run '{self.spec.name}'"):
+                    try:
+                        self.device.run(directory=str(self.directory), results_directory=results,
+                                        with_output=False, run_args=run_args)
+                    except RuntimeError as exc:
+                        out = results_dir / "stdout.txt"
+                        tail = out.read_text()[-2000:] if out.exists() else ""
+                        raise BackendError(f"the compiled '{self.spec.name}' failed: {exc}\n{tail}") from exc
+                wall = time.perf_counter() - t0
+            finally:
+                finished.set()
+                watcher.join()
+                bar.close()
+            try:
+                rec = collect_recording(self.objects, self.spec, self.duration_s, {
+                    "backend": self.backend.name, "spec": self.spec.name,
+                    "build_time_s": f"{self.build_time_s:.3f}", "wall_time_s": f"{wall:.3f}",
+                    "compiled": str(self.compiled), "build_dir": str(self.directory)})
+            finally:
+                shutil.rmtree(results_dir, ignore_errors=True)
+        return rec
