@@ -125,6 +125,9 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None) -> Brian
                                    name=f"{pop.name}*", **kwargs)
         for var, value in pop.initial.items():
             _set(group, var, value, f"initial value of {pop.name}.{var}")
+        if pop.order is not None:
+            _schedule_group(group, pop.order)
+        net_objects.extend(_operations(group, pop.operations, f"population '{pop.name}'"))
         objs.groups[pop.name] = group
         net_objects.append(group)
 
@@ -148,8 +151,7 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None) -> Brian
             code = f"{inp.variable} = {inp.name}(t, i)" if inp.values.data.ndim == 2 else \
                 f"{inp.variable} = {inp.name}(t)"
             with brian2_errors(f"create current input '{inp.name}'"):
-                op = target.run_regularly(code, dt=parse_quantity(inp.dt) * 1.0, when="start",
-                                          name=f"{inp.name}_update*")
+                op = target.run_regularly(code, dt=parse_quantity(inp.dt) * 1.0, when="start")
             net_objects.append(op)
             continue
         objs.groups[inp.name] = group
@@ -185,6 +187,10 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None) -> Brian
             _set(syn, "delay", proj.delay, f"delay of {proj.name}")
         for var, value in proj.initial.items():
             _set(syn, var, value, f"initial value of {proj.name}.{var}")
+        if proj.order is not None:
+            for pathway in syn._pathways:
+                pathway.when, pathway.order = "groups", 10 * proj.order + 5
+        net_objects.extend(_operations(syn, proj.operations, f"projection '{proj.name}'"))
         objs.synapses[proj.name] = syn
         net_objects.append(syn)
 
@@ -200,12 +206,32 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None) -> Brian
             else:
                 record = True if mon.indices is None else list(mon.indices)
                 kw = {"dt": parse_quantity(mon.dt) * 1.0} if mon.dt else {"clock": clock}
-                st = b2.StateMonitor(group, list(mon.variables), record=record,
-                                     name=f"states_{mon.population}*", **kw)
+                st = b2.StateMonitor(group, list(mon.variables), record=record, when=mon.when,
+                                     order=mon.order, name=f"states_{mon.population}*", **kw)
                 objs.state_monitors.append((mon, st))
                 net_objects.append(st)
     objs.network = b2.Network(*net_objects, name="biosnn_network*")
     return objs
+
+
+def _schedule_group(group, order: int):
+    """Put a group's state update, threshold and reset in the 'groups' slot at 10*order + 1, 2, 3."""
+    group.state_updater.when, group.state_updater.order = "groups", 10 * order + 1
+    if "spike" in getattr(group, "thresholder", {}):
+        group.thresholder["spike"].when, group.thresholder["spike"].order = "groups", 10 * order + 2
+    if "spike" in getattr(group, "resetter", {}):
+        group.resetter["spike"].when, group.resetter["spike"].order = "groups", 10 * order + 3
+
+
+def _operations(owner, operations, what: str) -> list:
+    out = []
+    for op in operations:
+        kw = {"when": op.when, "order": op.order}
+        if op.dt is not None:
+            kw["dt"] = parse_quantity(op.dt) * 1.0
+        with brian2_errors(f"add an operation to {what}"):
+            out.append(owner.run_regularly(op.code, **kw))
+    return out
 
 
 def _unit_name(unit) -> str:

@@ -111,14 +111,18 @@ def parse_equations(text: str, field_: str):
 
 def _error_line(text: str, msg: str):
     lines = [ln for ln in text.splitlines()]
-    m = re.search(r"line:?\s*(\d+)", msg)
+    m = re.search(r"\(line:(\d+)", msg)  # pyparsing's position; Python's "line 1" is within one expression
     if m:
         k = int(m.group(1))
         if 1 <= k <= len(lines):
             return k, lines[k - 1].strip()
-    for k, ln in enumerate(lines, 1):
-        if ln.strip() and ln.strip() in msg:
-            return k, ln.strip()
+    from brian2 import Equations
+    for k, ln in enumerate(lines, 1):  # otherwise the first line that fails on its own
+        if ln.strip() and not ln.strip().startswith("#"):
+            try:
+                Equations(ln)
+            except Exception:
+                return k, ln.strip()
     return None
 
 
@@ -216,6 +220,9 @@ def _check_statements(code: str, variables: dict, field_: str, what: str):
     from brian2.equations.unitcheck import check_units_statements
     from brian2.units.fundamentalunits import DimensionMismatchError
     _check_identifiers(code, variables, field_, what, statements=True)
+    from brian2.utils.stringtools import get_identifiers
+    used = get_identifiers(code)  # Brian2 hashes the whole dict for its cache: pass only what the code uses
+    variables = {k: v for k, v in variables.items() if k in used}
     try:
         check_units_statements(code, variables)
     except DimensionMismatchError as exc:
@@ -257,9 +264,9 @@ def _unit_from_dim(dim):
 def _population_variables(spec, pop, base, namespace_layers):
     model = resolve_neuron_model(spec, pop)
     field_ = f"populations.{pop.name}"
-    eqs = parse_equations(model.equations, f"{field_}.model.equations")
     name = pop.model if isinstance(pop.model, str) else None
     mfield = f"neuron_models.{name}" if name in spec.neuron_models else f"{field_}.model"
+    eqs = parse_equations(model.equations, f"{mfield}.equations")
     consts = evaluate_namespace(namespace_layers + [(f"{mfield}.parameters", model.parameters),
                                                     (f"{field_}.parameters", pop.parameters)])
     from brian2 import second
@@ -284,37 +291,53 @@ def _check_population(spec, pop, base, namespace_layers):
     from brian2 import second
     from brian2.units.fundamentalunits import DimensionMismatchError
     model, eqs, variables, field_ = _population_variables(spec, pop, base, namespace_layers)
+    name = pop.model if isinstance(pop.model, str) else None
+    mfield = f"neuron_models.{name}" if name in spec.neuron_models else f"{field_}.model"
     try:
         for name, eq in eqs.items():
             if eq.type == "differential equation":
                 _check_expr(str(eq.expr), eqs.dimensions[name] / second.dim, variables,
-                            f"{field_}.model.equations", f"equation for d{name}/dt")
+                            f"{mfield}.equations", f"equation for d{name}/dt")
             elif eq.type == "subexpression":
                 _check_expr(str(eq.expr), eqs.dimensions[name], variables,
-                            f"{field_}.model.equations", f"subexpression '{name}'")
+                            f"{mfield}.equations", f"subexpression '{name}'")
     except DimensionMismatchError as exc:  # pragma: no cover - converted in _check_expr
-        raise SpecError(str(exc), field=f"{field_}.model.equations") from None
+        raise SpecError(str(exc), field=f"{mfield}.equations") from None
     if model.threshold:
-        _check_expr(model.threshold, None, variables, f"{field_}.model.threshold", "threshold")
+        _check_expr(model.threshold, None, variables, f"{mfield}.threshold", "threshold")
     if model.reset:
         if not model.threshold:
-            raise SpecError("a reset needs a threshold", field=f"{field_}.model.reset",
+            raise SpecError("a reset needs a threshold", field=f"{mfield}.reset",
                             fix="add a threshold condition or remove the reset")
-        _check_statements(model.reset, variables, f"{field_}.model.reset", "reset")
+        _check_statements(model.reset, variables, f"{mfield}.reset", "reset")
     if model.refractory:
         try:
             q = parse_quantity(model.refractory, what="refractory period")
             from brian2.units.fundamentalunits import have_same_dimensions
             if not have_same_dimensions(q, second):
                 raise SpecError(f"refractory period '{model.refractory}' is not a time",
-                                field=f"{field_}.model.refractory", fix="give e.g. '2*ms'")
+                                field=f"{mfield}.refractory", fix="give e.g. '2*ms'")
         except SpecError as exc:
             if "is not a time" in exc.message:
                 raise
-            _check_expr(model.refractory, None, variables, f"{field_}.model.refractory",
+            _check_expr(model.refractory, None, variables, f"{mfield}.refractory",
                         "refractory condition")
     _check_values(pop.initial, variables, eqs.names, pop.size, f"{field_}.initial", "one per neuron")
+    _check_operations(pop.operations, variables, f"{field_}.operations")
     return variables
+
+
+def _check_operations(ops, variables, field_: str):
+    from brian2 import second
+    from brian2.units.fundamentalunits import have_same_dimensions
+    for k, op in enumerate(ops):
+        f = f"{field_}[{k}]"
+        _check_statements(op.code, variables, f"{f}.code", "operation")
+        if op.dt is not None:
+            q = parse_quantity(op.dt, what="time", field=f"{f}.dt")
+            if not have_same_dimensions(q, second) or float(q) <= 0:
+                raise SpecError(f"operation dt must be a positive time, got '{op.dt}'", field=f"{f}.dt",
+                                fix="give e.g. '3.2*ms'")
 
 
 def _input_variables(inp, base):
@@ -393,8 +416,12 @@ def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
                             fix=f"declare it in the synapse equations (e.g. '{proj.weight_var} : volt') "
                                 "or set weight_var to one of " + str(sorted(eqs.names)))
     if proj.weights is not None:
-        _check_values({proj.weight_var: proj.weights}, variables, eqs.names, syn_size,
-                      f"{field_}", "one per synapse")
+        try:
+            _check_values({proj.weight_var: proj.weights}, variables, eqs.names, syn_size,
+                          f"{field_}", "one per synapse")
+        except SpecError as exc:  # name the spec field 'weights', not the model variable
+            raise SpecError(exc.message.replace("initial value", "weights"), field=f"{field_}.weights",
+                            fix=exc.fix) from None
     if proj.delay is not None:
         if isinstance(proj.delay, ArrayValue):
             if syn_size is not None and proj.delay.shape != (syn_size,):
@@ -407,6 +434,7 @@ def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
         else:
             _check_expr(proj.delay, second.dim, variables, f"{field_}.delay", "delay")
     _check_values(proj.initial, variables, eqs.names, syn_size, f"{field_}.initial", "one per synapse")
+    _check_operations(proj.operations, variables, f"{field_}.operations")
 
 
 def _needs_count(proj) -> bool:

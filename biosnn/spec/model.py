@@ -26,7 +26,7 @@ from biosnn.spec.values import (ArrayValue, Value, as_expression, as_value,
 
 __all__ = ["NeuronModel", "SynapseModel", "Population", "PoissonInput", "SpikeTimesInput",
            "CurrentInput", "TimedArraySpec", "AllToAll", "OneToOne", "RandomP", "Explicit",
-           "Conv2D", "Pool2D", "Projection", "SpikeMonitor", "StateMonitor", "NetworkSpec",
+           "Conv2D", "Pool2D", "Projection", "Operation", "SpikeMonitor", "StateMonitor", "NetworkSpec",
            "Connectivity", "Input", "Monitor"]
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -163,6 +163,69 @@ class SynapseModel:
 # ---------------------------------------------------------------------------
 # Populations and inputs
 
+_WHEN = ("start", "groups", "thresholds", "synapses", "resets", "end")
+
+
+def _when(value, field_: str) -> str:
+    slots = set(_WHEN) | {f"{p}_{w}" for p in ("before", "after") for w in _WHEN}
+    if value not in slots:
+        raise SpecError(f"unknown schedule slot '{value}'", field=field_,
+                        fix=f"use one of {list(_WHEN)} (optionally prefixed before_/after_)")
+    return value
+
+
+def _opt_int(value, field_: str):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise SpecError(f"expected an integer, got {value!r}", field=field_, fix="give a whole number")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """Statements run regularly on a population or projection (Brian2's ``run_regularly``).
+
+    Parameters
+    ----------
+    code : str
+        Brian2 statements, e.g. ``"v_last = v\nv = 0"``.
+    dt : str, optional
+        Interval (``"3.2*ms"``); default every time step.
+    when : str
+        Schedule slot (``start``, ``groups``, ``thresholds``, ``synapses``,
+        ``resets``, ``end``).
+    order : int
+        Position within the slot.
+    """
+
+    code: str
+    dt: str | None = None
+    when: str = "start"
+    order: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "code", as_expression(self.code, field="code"))
+        object.__setattr__(self, "dt", _opt_expr(self.dt, "dt"))
+        object.__setattr__(self, "when", _when(self.when, "when"))
+        object.__setattr__(self, "order", _opt_int(self.order, "order"))
+
+
+def _operations(ops, field_: str) -> tuple:
+    out = []
+    for k, op in enumerate(ops or ()):
+        if isinstance(op, dict):
+            try:
+                op = Operation(**op)
+            except TypeError as exc:
+                raise SpecError(f"bad operation: {exc}", field=f"{field_}[{k}]",
+                                fix="give code, and optionally dt, when, order") from None
+        if not isinstance(op, Operation):
+            raise SpecError(f"expected an Operation, got {op!r}", field=f"{field_}[{k}]",
+                            fix="write {code: ..., dt: ..., when: ..., order: ...}")
+        out.append(op)
+    return tuple(out)
+
 
 @dataclass(frozen=True)
 class Population:
@@ -184,6 +247,13 @@ class Population:
         (``"-60*mV + rand()*10*mV"``) or :class:`ArrayValue` of shape ``(size,)``.
     shape : tuple of int, optional
         Layout ``(C, H, W)`` (product = size) for convolutional projections.
+    operations : tuple of Operation
+        Statements run regularly (resets between sample windows, ...).
+    order : int, optional
+        Schedule position: when given, the population's state update,
+        threshold and reset run in the ``groups`` slot at positions
+        ``10*order + 1, 2, 3`` (projections with the same ``order`` at
+        ``10*order + 5``), so a spike can cross several layers in one time step.
     """
 
     name: str
@@ -192,9 +262,13 @@ class Population:
     parameters: Mapping[str, str] = field(default_factory=dict)
     initial: Mapping[str, Value] = field(default_factory=dict)
     shape: tuple[int, ...] | None = None
+    operations: tuple[Operation, ...] = ()
+    order: int | None = None
 
     def __post_init__(self):
         _check_name(self.name, "population", "name")
+        object.__setattr__(self, "operations", _operations(self.operations, "operations"))
+        object.__setattr__(self, "order", _opt_int(self.order, "order"))
         object.__setattr__(self, "size", _positive_int(self.size, "size"))
         if not isinstance(self.model, (str, NeuronModel)):
             raise SpecError("model must be a model name or a NeuronModel", field="model",
@@ -491,6 +565,10 @@ class Projection:
         Initial values of other synaptic variables.
     parameters : mapping
         Constants overriding the synapse model's defaults.
+    operations : tuple of Operation
+        Statements run regularly on the synapses.
+    order : int, optional
+        Schedule position of the spike propagation (see :class:`Population`).
     """
 
     name: str
@@ -503,9 +581,13 @@ class Projection:
     delay: Value | None = None
     initial: Mapping[str, Value] = field(default_factory=dict)
     parameters: Mapping[str, str] = field(default_factory=dict)
+    operations: tuple[Operation, ...] = ()
+    order: int | None = None
 
     def __post_init__(self):
         _check_name(self.name, "projection", "name")
+        object.__setattr__(self, "operations", _operations(self.operations, "operations"))
+        object.__setattr__(self, "order", _opt_int(self.order, "order"))
         for f in ("source", "target"):
             if not isinstance(getattr(self, f), str):
                 raise SpecError(f"{f} must be a population or input name", field=f,
@@ -553,14 +635,22 @@ class StateMonitor:
         Neurons to record (``None``: all).
     dt : str, optional
         Sampling interval (default: the simulation ``dt``).
+    when : str
+        Schedule slot of the sampling (default ``end``).
+    order : int
+        Position within the slot.
     """
 
     population: str
     variables: tuple[str, ...]
     indices: tuple[int, ...] | None = None
     dt: str | None = None
+    when: str = "end"
+    order: int = 0
 
     def __post_init__(self):
+        object.__setattr__(self, "when", _when(self.when, "when"))
+        object.__setattr__(self, "order", _opt_int(self.order, "order"))
         variables = (self.variables,) if isinstance(self.variables, str) else tuple(self.variables or ())
         if not variables:
             raise SpecError("a state monitor needs at least one variable", field="variables",

@@ -99,6 +99,9 @@ class ArrayValue:
     def __hash__(self):
         return hash((self.unit, self.data.shape, self.data.dtype.str, self.data.tobytes()))
 
+    def __reduce__(self):  # unpickle through __post_init__, so the array stays read-only
+        return (ArrayValue, (np.asarray(self.data), self.unit))
+
     def __repr__(self) -> str:
         return f"ArrayValue(shape={self.data.shape}, dtype={self.data.dtype}, unit={self.unit!r})"
 

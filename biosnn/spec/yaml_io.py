@@ -62,18 +62,32 @@ class _Reader:
                                f"add '{key}: ...'")
         return data
 
+    def array_value(self, values, unit, field_):
+        try:
+            return ArrayValue(np.asarray(values), unit)
+        except (ValueError, TypeError) as exc:
+            raise self.err(f"not a rectangular array of numbers: {exc}", field_,
+                           "give numbers only, with equal row lengths") from None
+        except SpecError as exc:  # bad unit or non-numeric values: say where
+            raise exc.located(file=str(self.path) if self.path else None, prefix=field_) from None
+
     def array(self, data, field_):
         if isinstance(data, dict):
             self.mapping(data, field_, {"file", "key", "unit", "values", "dtype"})
             unit = str(data.get("unit", "1"))
             if "values" in data:
-                values = np.asarray(data["values"])
-                if "dtype" in data:
-                    values = values.astype(data["dtype"])
+                try:
+                    values = np.asarray(data["values"])
+                    if "dtype" in data:
+                        values = values.astype(data["dtype"])
+                except (ValueError, TypeError) as exc:
+                    raise self.err(f"inline values are not a rectangular array of numbers: {exc}", field_,
+                                   "give numbers only, with equal row lengths (and a numpy dtype "
+                                   "such as float32)") from None
                 if values.dtype == object:
                     raise self.err("inline values must be a rectangular list of numbers", field_,
                                    "give numbers only, with equal row lengths")
-                return ArrayValue(values, unit)
+                return self.array_value(values, unit, field_)
             if "file" not in data or "key" not in data:
                 raise self.err("an array needs 'file' and 'key' (or inline 'values')", field_,
                                "write {file: weights.npz, key: name, unit: mV}")
@@ -91,9 +105,9 @@ class _Reader:
             if data["key"] not in npz.files:
                 raise self.err(f"array '{data['key']}' is not in '{data['file']}'", field_,
                                f"use one of {sorted(npz.files)[:10]}")
-            return ArrayValue(npz[data["key"]], unit)
+            return self.array_value(npz[data["key"]], unit, field_)
         if isinstance(data, list):
-            return ArrayValue(np.asarray(data), "1")
+            return self.array_value(data, "1", field_)
         raise self.err(f"expected an array, got {data!r}", field_,
                        "write {values: [...], unit: ...} or {file: x.npz, key: k, unit: ...}")
 
@@ -130,7 +144,7 @@ class _Reader:
         return self.build(m.SynapseModel, dict(data), field_)
 
     def population(self, name, data, field_):
-        self.mapping(data, field_, ["size", "model", "parameters", "initial", "shape"],
+        self.mapping(data, field_, ["size", "model", "parameters", "initial", "shape", "operations", "order"],
                      required=("size", "model"))
         kw = dict(data, name=name)
         if isinstance(kw["model"], dict):
@@ -212,10 +226,10 @@ class _Reader:
         allowed = [f.name for f in fields(m.NetworkSpec)]
         self.mapping(data, "", allowed, required=("name",))
         kw = dict(data)
-        kw["neuron_models"] = {k: self.neuron_model(v, f"neuron_models.{k}")
-                               for k, v in (data.get("neuron_models") or {}).items()}
-        kw["synapse_models"] = {k: self.synapse_model(v, f"synapse_models.{k}")
-                                for k, v in (data.get("synapse_models") or {}).items()}
+        kw["neuron_models"] = dict(self.named(data.get("neuron_models"), "neuron_models",
+                                              lambda k, v, f: (k, self.neuron_model(v, f))))
+        kw["synapse_models"] = dict(self.named(data.get("synapse_models"), "synapse_models",
+                                               lambda k, v, f: (k, self.synapse_model(v, f))))
         kw["populations"] = self.named(data.get("populations"), "populations", self.population)
         kw["inputs"] = self.named(data.get("inputs"), "inputs", self.input)
         kw["projections"] = self.named(data.get("projections"), "projections", self.projection)
@@ -314,6 +328,14 @@ class _Writer:
             d["description"] = sm.description
         return d
 
+    @staticmethod
+    def schedule(part, e):
+        if part.operations:
+            e["operations"] = [{"code": op.code, **({"dt": op.dt} if op.dt else {}), "when": op.when,
+                                "order": op.order} for op in part.operations]
+        if part.order is not None:
+            e["order"] = part.order
+
     def connect(self, c, key):
         kind = {v: k for k, v in _CONNECT_TYPES.items()}[type(c)]
         d = {"type": kind}
@@ -353,6 +375,7 @@ class _Writer:
                 e["parameters"] = dict(p.parameters)
             if p.initial:
                 e["initial"] = self.values(p.initial, f"populations.{p.name}.initial")
+            self.schedule(p, e)
             pops[p.name] = e
         d["populations"] = pops
         if spec.inputs:
@@ -386,6 +409,7 @@ class _Writer:
                     e["initial"] = self.values(pr.initial, f"{key}.initial")
                 if pr.parameters:
                     e["parameters"] = dict(pr.parameters)
+                self.schedule(pr, e)
                 projs[pr.name] = e
             d["projections"] = projs
         if spec.monitors:
@@ -399,6 +423,8 @@ class _Writer:
                         e["indices"] = list(mon.indices)
                     if mon.dt is not None:
                         e["dt"] = mon.dt
+                    if mon.when != "end" or mon.order != 0:
+                        e["when"], e["order"] = mon.when, mon.order
                     mons.append(e)
             d["monitors"] = mons
         return d
