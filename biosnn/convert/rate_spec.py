@@ -1,0 +1,275 @@
+"""A rate-coded converted network as a :class:`~biosnn.spec.NetworkSpec`.
+
+One copy of the network runs many samples one after another, each in a window
+of ``T`` time steps (batching in time, the fast route on a CPU): the samples'
+inputs are the rows of a 2-D timed array ``x_in`` (one row per window), and
+every layer's state is reset at the start of each window.  All layers sit in
+one schedule slot in topological order (``Population.order``), so a spike
+crosses every layer within one step, exactly like the reference
+(:mod:`biosnn.convert.reference`) and a torch layer-by-layer forward pass.
+
+Per layer (``L`` with threshold ``theta_L``; dimensionless potentials):
+
+* input, analog: at each window start the input neurons load ``x = x_in(t, i)``
+  and emit one event if ``x > 0``, which adds ``w * x`` to the first layer's
+  constant current ``I`` (so the first layer receives ``W x`` every step,
+  computed once per sample);
+* input, poisson: a Bernoulli spike with probability ``x`` per step;
+* IF layer: every step ``v += I + b``, incoming spikes add ``w``; a spike
+  when ``v >= theta_L``, then ``v -= theta_L``;
+* max pooling (gate): the unit spikes when one of its inputs' running spike
+  count exceeds the unit's own count, so its count is the running maximum of
+  the input counts;
+* output: ``readout="potential"`` integrates without threshold and hands
+  ``v`` to ``v_last`` at the next window start (monitored);
+  ``readout="spikes"`` is an IF layer and is monitored by spikes.
+
+A one-neuron-per-layer ``meter`` population receives one event per spike
+(``spk += 1``, ``ops += fanout``), so spikes and synaptic operations per layer
+and sample come out of a tiny state monitor, not from recording every spike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from biosnn import connectivity as cx
+from biosnn.convert.graph import LayerGraph, snn_roles
+from biosnn.errors import ConversionError
+from biosnn.spec import model as m
+from biosnn.spec.values import ArrayValue
+
+__all__ = ["rate_network_spec", "layer_connections", "DT_MS"]
+
+DT_MS = 1.0  # nominal time step; a converted network's time is counted in steps
+
+
+def layer_connections(layer) -> cx.Connections:
+    """Synapses of one synaptic layer (linear, conv2d, avgpool2d, maxpool2d) with its weights."""
+    p = layer.params
+    if layer.op == "linear":
+        return cx.dense(layer.weight)
+    if layer.op == "conv2d":
+        return cx.conv2d(layer.weight, layer.in_shape, stride=p["stride"], padding=p["padding"],
+                         dilation=p["dilation"], groups=p["groups"])
+    if layer.op == "avgpool2d":
+        if not p.get("count_include_pad", True) and any(p["padding"]):
+            raise ConversionError(f"layer '{layer.name}': avg pooling with padding and "
+                                  "count_include_pad=False is not supported; use count_include_pad=True")
+        return cx.avgpool2d(layer.in_shape, p["kernel_size"], stride=p["stride"], padding=p["padding"])
+    if layer.op == "maxpool2d":
+        return cx.maxpool2d_groups(layer.in_shape, p["kernel_size"], stride=p["stride"],
+                                   padding=p["padding"], dilation=p.get("dilation", 1))
+    raise ConversionError(f"layer '{layer.name}' ({layer.op}) has no synapses")
+
+
+def _fanout(conns: list[tuple[int, cx.Connections]], size: int) -> np.ndarray:
+    out = np.zeros(size)
+    for _, c in conns:
+        out += np.bincount(c.i, minlength=size)[:size]
+    return out
+
+
+_IF_EQS = "v : 1\nI : 1\nb : 1 (constant)\nfanout : 1 (constant)"
+_OUT_EQS = "v : 1\nI : 1\nv_last : 1\nb : 1 (constant)\nfanout : 1 (constant)"
+_GATE_EQS = "n_out : 1\nfire : 1\nfanout : 1 (constant)"
+
+
+def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: dict | None = None,
+                      input_mode: str = "analog", readout: str = "potential", seed: int | None = None,
+                      name: str = "converted", x: np.ndarray | None = None) -> m.NetworkSpec:
+    """Build the batched SNN spec of a (normalised) graph.
+
+    Parameters
+    ----------
+    graph : LayerGraph
+        Normalised network (thresholds 1 unless ``thresholds`` says otherwise).
+    T : int
+        Time steps per sample window.
+    windows : int
+        Sample windows simulated per run (the batch size of the compiled network).
+    thresholds : dict, optional
+        Threshold per layer name (default 1).
+    input_mode : {"analog", "poisson"}
+    readout : {"potential", "spikes"}
+    seed : int, optional
+        Seed for Poisson inputs.
+    name : str
+        Spec name.
+    x : ndarray, optional
+        ``(windows, n_in)`` inputs already divided by ``graph.input_scale``
+        (default zeros: pass real inputs per run through ``overrides={"x_in": ...}``).
+
+    Returns
+    -------
+    NetworkSpec
+        Populations are named ``L0, L1, ...`` in topological order (``input``
+        for the input) plus ``meter``; ``layer_names`` maps them back in the
+        description.
+    """
+    if input_mode not in ("analog", "poisson"):
+        raise ConversionError(f"input_mode must be 'analog' or 'poisson', got '{input_mode}'")
+    if readout not in ("potential", "spikes"):
+        raise ConversionError(f"readout must be 'potential' or 'spikes', got '{readout}'")
+    if not isinstance(T, (int, np.integer)) or T < 1:
+        raise ConversionError(f"T (time steps per sample) must be a positive integer, got {T!r}")
+    thresholds = dict(thresholds or {})
+    roles = snn_roles(graph)
+    window = f"{T * DT_MS!r}*ms"
+    inp_layer = graph.layers[0]
+    n_in = inp_layer.size
+    if x is None:
+        x = np.zeros((windows, n_in))
+    x = np.asarray(x, dtype=np.float64).reshape(windows, n_in)
+
+    pop_of: dict[str, str] = {}         # layer name -> population name
+    order_of: dict[str, int] = {}
+    pops: list[m.Population] = []
+    projs: list[m.Projection] = []
+    out_conns: dict[str, list] = {}     # population -> [(k, conns)] for fan-out
+    biases: dict[str, np.ndarray] = {}
+    metered: list[str] = []
+
+    neuron_models = {
+        "if_layer": m.NeuronModel(_IF_EQS, threshold="v >= theta", reset="v -= theta",
+                                  description="IF neuron, reset by subtraction, constant current I + bias b"),
+        "if_readout": m.NeuronModel(_OUT_EQS, description="integrating readout (no threshold)"),
+        "max_gate": m.NeuronModel(_GATE_EQS, threshold="fire > 0.5", reset="fire = 0",
+                                  description="max-pooling gate: running max of the input spike counts"),
+    }
+    if input_mode == "analog":
+        neuron_models["analog_input"] = m.NeuronModel(
+            "x : 1\nnew : 1\nfanout : 1 (constant)", threshold="new > 0.5", reset="new = 0",
+            description="loads x at each window start and sends it once")
+    else:
+        neuron_models["poisson_input"] = m.NeuronModel(
+            "x : 1\nfanout : 1 (constant)", threshold="rand() < x",
+            description="Bernoulli spike with probability x per step")
+    synapse_models = {
+        "current": m.SynapseModel("w : 1", on_pre="I_post += w * x_pre", description="analog input current"),
+        "jump": m.SynapseModel("w : 1", on_pre="v_post += w", description="potential jump"),
+        "gate": m.SynapseModel(
+            "c : 1", on_pre="c += 1\nfire_post = fire_post + (1 - fire_post) * int(c > n_out_post)\n"
+                            "n_out_post = n_out_post + int(c > n_out_post)",
+            description="max-pool gate input: per-synapse spike counter"),
+        "meter": m.SynapseModel("", on_pre="spk_post += 1\nops_post += fanout_pre",
+                                description="counts spikes and synaptic operations per layer"),
+    }
+
+    # input population
+    pops_ops = [m.Operation("x = x_in(t, i)" + ("\nnew = int(x > 0)" if input_mode == "analog" else ""),
+                            dt=window, when="start", order=1)]
+    pop_of[inp_layer.name] = "input"
+    order_of[inp_layer.name] = 0
+
+    layer_order = 1
+    specs_by_pop: dict[str, dict] = {"input": dict(
+        name="input", size=n_in, model="analog_input" if input_mode == "analog" else "poisson_input",
+        shape=inp_layer.out_shape if len(inp_layer.out_shape) == 3 else None,
+        operations=pops_ops, order=0)}
+
+    for layer in graph.layers[1:]:
+        role = roles[layer.name]
+        if role == "virtual":
+            continue
+        pname = f"L{layer_order}"
+        pop_of[layer.name] = pname
+        order_of[layer.name] = layer_order
+        is_out = layer.name == graph.output
+        theta = float(thresholds.get(layer.name, 1.0))
+        shape = layer.out_shape if len(layer.out_shape) == 3 else None
+        if role == "maxpool":
+            specs_by_pop[pname] = dict(name=pname, size=layer.size, model="max_gate", shape=shape,
+                                       operations=[m.Operation("n_out = 0\nfire = 0", dt=window)],
+                                       order=layer_order)
+        elif is_out and readout == "potential":
+            specs_by_pop[pname] = dict(name=pname, size=layer.size, model="if_readout", shape=shape, operations=[
+                m.Operation("v_last = v\nv = 0\nI = 0", dt=window),
+                m.Operation("v += I + b", when="groups", order=10 * layer_order)], order=layer_order)
+        else:
+            specs_by_pop[pname] = dict(name=pname, size=layer.size, model="if_layer", shape=shape,
+                                       parameters={"theta": repr(theta)}, operations=[
+                                           m.Operation("v = 0\nI = 0", dt=window),
+                                           m.Operation("v += I + b", when="groups", order=10 * layer_order)],
+                                       order=layer_order)
+        biases[pname] = np.zeros(layer.size)
+        layer_order += 1
+
+    def add_projection(src_layer_name, tgt_pop, conns: cx.Connections, scale=1.0, tag=""):
+        src_pop = pop_of[src_layer_name]
+        weights = None if conns.weights is None else np.asarray(conns.weights, dtype=np.float64) * scale
+        if src_pop == "input" and input_mode == "analog":
+            model = "current"
+        else:
+            model = "jump"
+        pname = f"{src_pop}_{tgt_pop}{tag}"
+        if specs_by_pop[tgt_pop]["model"] == "max_gate":
+            proj = m.Projection(pname, src_pop, tgt_pop, "gate",
+                                m.Explicit(ArrayValue(conns.i), ArrayValue(conns.j)),
+                                operations=[m.Operation("c = 0", dt=window)], order=order_of[src_layer_name])
+        else:
+            proj = m.Projection(pname, src_pop, tgt_pop, model,
+                                m.Explicit(ArrayValue(conns.i), ArrayValue(conns.j)),
+                                weights=ArrayValue(weights if weights is not None else np.ones(len(conns.i))),
+                                order=order_of[src_layer_name])
+        projs.append(proj)
+        out_conns.setdefault(src_pop, []).append((0, conns))
+
+    def incoming(layer, tgt_pop, scale=1.0, tag=""):
+        if layer.op == "add":
+            for k, (c, src) in enumerate(zip(layer.weight, layer.inputs)):
+                src_layer = graph[src]
+                if roles[src] == "virtual":
+                    incoming(src_layer, tgt_pop, scale * float(c), tag=f"{tag}_{k}")
+                else:
+                    n = src_layer.size
+                    add_projection(src, tgt_pop, cx.one_to_one(n, weights=np.full(n, scale * float(c))),
+                                   tag=f"{tag}_{k}")
+            return
+        conns = layer_connections(layer)
+        add_projection(layer.inputs[0], tgt_pop, conns, scale, tag)
+        if layer.bias is not None:
+            bias = np.asarray(layer.bias, dtype=np.float64)
+            if layer.op == "conv2d":
+                bias = np.repeat(bias, int(np.prod(layer.out_shape[1:])))
+            biases[tgt_pop] += scale * bias
+
+    for layer in graph.layers[1:]:
+        if layer.name in pop_of:
+            incoming(layer, pop_of[layer.name])
+
+    # fan-out for synaptic-operation counting; meter population
+    populations = []
+    meter_index = {}
+    for pname, kw in specs_by_pop.items():
+        size = kw["size"]
+        initial = {"fanout": ArrayValue(_fanout(out_conns.get(pname, []), size))}
+        if pname in biases and kw["model"] != "max_gate":
+            initial["b"] = ArrayValue(biases[pname])
+        populations.append(m.Population(**kw, initial=initial))
+        if kw["model"] != "if_readout":  # the integrating readout never spikes
+            meter_index[pname] = len(meter_index)
+            metered.append(pname)
+    populations.append(m.Population("meter", len(metered), m.NeuronModel(
+        "spk : 1\nops : 1\nspk_last : 1\nops_last : 1"),
+        operations=[m.Operation("spk_last = spk\nops_last = ops\nspk = 0\nops = 0", dt=window)]))
+    for pname in metered:
+        n = specs_by_pop[pname]["size"]
+        projs.append(m.Projection(f"{pname}_meter", pname, "meter", "meter",
+                                  m.Explicit(ArrayValue(np.arange(n)), ArrayValue(np.full(n, meter_index[pname])))))
+
+    out_pop = pop_of[graph.output]
+    monitors = [m.StateMonitor("meter", ("spk_last", "ops_last"), dt=window, when="start", order=2)]
+    if readout == "potential" and specs_by_pop[out_pop]["model"] == "if_readout":
+        monitors.append(m.StateMonitor(out_pop, ("v_last",), dt=window, when="start", order=2))
+    else:
+        monitors.append(m.SpikeMonitor(out_pop))
+    layer_map = ", ".join(f"{p}={l}" for l, p in pop_of.items())
+    return m.NetworkSpec(
+        name, populations=populations, projections=projs, monitors=monitors,
+        dt=f"{DT_MS!r}*ms", duration=f"{(windows * T + 1) * DT_MS!r}*ms", seed=seed,
+        neuron_models=neuron_models,
+        synapse_models=synapse_models,
+        timed_arrays=[m.TimedArraySpec("x_in", ArrayValue(x), window)],
+        description=f"Rate-coded SNN converted from a torch model: T={T} steps per sample, {windows} "
+                    f"sample windows per run, input {input_mode}, readout {readout}. Layers: {layer_map}.")

@@ -1,0 +1,194 @@
+"""A converted spiking network: its spec, batched runs on any backend, and the figures of a run."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from biosnn.convert.graph import LayerGraph
+from biosnn.convert.rate_spec import DT_MS, rate_network_spec
+from biosnn.errors import ConversionError
+from biosnn.spec import model as m
+
+__all__ = ["SNN", "SNNResult"]
+
+
+@dataclass(frozen=True)
+class SNNResult:
+    """What one :meth:`SNN.run` over a data set measured.
+
+    Attributes
+    ----------
+    predictions : ndarray (N,)
+        Class per sample (argmax of ``scores``, ties to the lowest class).
+    scores : ndarray (N, classes)
+        Output readout: ``v / T`` of the integrating output layer, or output
+        spike counts / T.
+    layer_spikes : dict of str to ndarray (N,)
+        Spikes per sample of every layer (keys: the torch layer names).
+    layer_synops : dict of str to ndarray (N,)
+        Synaptic operations per sample caused by each layer's spikes
+        (spike x fan-out).
+    wall_time_s : float
+        Wall-clock time of the simulation (build included).
+    """
+
+    predictions: np.ndarray
+    scores: np.ndarray
+    layer_spikes: dict
+    layer_synops: dict
+    wall_time_s: float
+    backend: str
+    T: int
+    input_events: np.ndarray = field(default=None)
+
+    @property
+    def spikes_per_sample(self) -> np.ndarray:
+        """Total spikes per sample over all spiking layers (the analog input excluded)."""
+        return np.sum([v for v in self.layer_spikes.values()], axis=0)
+
+    @property
+    def synops_per_sample(self) -> np.ndarray:
+        """Synaptic operations per sample (every spike times its fan-out; analog input excluded)."""
+        return np.sum([v for v in self.layer_synops.values()], axis=0)
+
+    def accuracy(self, labels) -> float:
+        """Fraction of predictions equal to ``labels``."""
+        labels = np.asarray(labels).reshape(-1)
+        return float(np.mean(self.predictions == labels))
+
+    def agreement(self, other_predictions) -> float:
+        """Fraction of samples whose prediction equals ``other_predictions`` (e.g. the ANN's)."""
+        return float(np.mean(self.predictions == np.asarray(other_predictions).reshape(-1)))
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.predictions) / self.wall_time_s if self.wall_time_s > 0 else float("inf")
+
+
+def _to_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+class SNN:
+    """A torch ANN converted to a spiking network (rate coding).
+
+    Built by :func:`biosnn.convert`.  ``spec`` is the network for one sample
+    window; :meth:`run` builds the same network for ``batch_size`` windows,
+    compiles it once (standalone backends) and feeds the data set through it.
+    """
+
+    def __init__(self, graph: LayerGraph, *, coding: str, T: int, thresholds: dict, input_mode: str,
+                 readout: str, seed: int | None, ann_ops: int, layer_names: dict | None = None,
+                 name: str = "converted"):
+        self.graph = graph
+        self.coding = coding
+        self.T = int(T)
+        self.thresholds = dict(thresholds)
+        self.input_mode = input_mode
+        self.readout = readout
+        self.seed = seed
+        self.ann_ops = int(ann_ops)
+        self.name = name
+        self._spec_cache: dict[int, m.NetworkSpec] = {}
+        self.spec = self.spec_for(1)
+
+    def spec_for(self, windows: int) -> m.NetworkSpec:
+        """The network spec simulating ``windows`` samples per run."""
+        if windows not in self._spec_cache:
+            self._spec_cache[windows] = rate_network_spec(
+                self.graph, T=self.T, windows=windows, thresholds=self.thresholds,
+                input_mode=self.input_mode, readout=self.readout, seed=self.seed, name=self.name)
+        return self._spec_cache[windows]
+
+    def layer_populations(self) -> dict[str, str]:
+        """Torch layer name -> population name in the spec."""
+        text = self.spec.description.split("Layers: ", 1)[1].rstrip(".")
+        return dict(reversed(kv.split("=", 1)) for kv in text.split(", "))
+
+    def save(self, path) -> Path:
+        """Write the spec (YAML + .npz); ``biosnn.load(path)`` reads it back."""
+        return self.spec.save(path)
+
+    def run(self, x, backend: str = "runtime", batch_size: int = 256, progress: bool = True,
+            **backend_options) -> SNNResult:
+        """Simulate samples ``x`` (``(N, C, H, W)`` or ``(N, features)``) in batches of windows.
+
+        Parameters
+        ----------
+        x : torch.Tensor or ndarray
+            Raw inputs, as the ANN takes them.
+        backend : str
+            ``runtime``, ``cython``, ``cpp_standalone`` or ``cuda_standalone``.
+        batch_size : int
+            Sample windows per simulation run: the compiled network simulates
+            this many samples one after the other (batching in time); the data
+            set is cut into such batches and the binary is re-run with new
+            inputs (no recompilation).  Larger batches amortise the per-run
+            start-up; memory grows with ``batch_size * inputs``.
+        progress : bool
+            A progress bar over batches.
+        **backend_options
+            Passed to :func:`biosnn.backends.get_backend` (``threads``, ``float32``, ...).
+        """
+        from biosnn.backends.base import get_backend
+        x = _to_numpy(x)
+        n_in = self.graph.layers[0].size
+        if x.ndim < 2 or int(np.prod(x.shape[1:])) != n_in:
+            raise ConversionError(f"x must have shape (N,) + {self.graph.layers[0].out_shape}, got {x.shape}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConversionError(f"batch_size must be a positive integer, got {batch_size!r}")
+        n = x.shape[0]
+        flat = x.reshape(n, n_in) / self.graph.input_scale
+        windows = min(batch_size, n)
+        spec = self.spec_for(windows)
+        t0 = time.perf_counter()
+        be = get_backend(backend, **backend_options)
+        sim = be.build(spec)
+        pops = self.layer_populations()
+        meter_order = [p.name for p in spec.populations
+                       if p.name != "meter" and p.model != "if_readout"]
+        out_pop = pops[self.graph.output]
+        scores = np.zeros((n, self.graph[self.graph.output].size))
+        spikes = np.zeros((n, len(meter_order)))
+        ops = np.zeros((n, len(meter_order)))
+        from tqdm.auto import tqdm
+        starts = range(0, n, windows)
+        bar = tqdm(starts, desc=f"{self.name} on {backend}", unit="batch", disable=not progress, leave=False)
+        for s in bar:
+            chunk = flat[s:s + windows]
+            k = len(chunk)
+            if k < windows:
+                chunk = np.concatenate([chunk, np.zeros((windows - k, n_in))])
+            rec = sim.run(overrides={"x_in": chunk}, progress=False)
+            meter = rec.states["meter"]
+            spikes[s:s + k] = meter["spk_last"].values[1:windows + 1][:k]
+            ops[s:s + k] = meter["ops_last"].values[1:windows + 1][:k]
+            if "v_last" in rec.states.get(out_pop, {}):
+                scores[s:s + k] = rec.states[out_pop]["v_last"].values[1:windows + 1][:k] / self.T
+            else:
+                st = rec.spikes[out_pop]
+                step = np.rint(st.times / (DT_MS * 1e-3)).astype(np.int64)
+                win = step // self.T
+                keep = win < k
+                np.add.at(scores[s:s + k], (win[keep], st.indices[keep]), 1.0 / self.T)
+        wall = time.perf_counter() - t0
+        names = {p: layer for layer, p in pops.items()}
+        layer_spikes, layer_synops = {}, {}
+        input_events = None
+        for col, pname in enumerate(meter_order):
+            lname = names[pname]
+            if pname == "input" and self.input_mode == "analog":
+                input_events = spikes[:, col]
+                continue
+            layer_spikes[lname] = spikes[:, col]
+            layer_synops[lname] = ops[:, col]
+        preds = np.argmax(scores, axis=1)
+        return SNNResult(predictions=preds, scores=scores, layer_spikes=layer_spikes,
+                         layer_synops=layer_synops, wall_time_s=wall, backend=backend, T=self.T,
+                         input_events=input_events)
