@@ -176,11 +176,13 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None) -> Brian
             syn.connect(i=np.asarray(conn.i, dtype=np.int32), j=np.asarray(conn.j, dtype=np.int32))
         objs.n_synapses[proj.name] = len(conn.i)
         if conn.weights is not None and proj.weights is None:
-            unit = 1
             if isinstance(proj.connect, m.Conv2D):
                 unit = unit_of(proj.connect.kernel.unit)
-            _set(syn, proj.weight_var, ArrayValue(np.asarray(conn.weights) * np.asarray(unit), _unit_name(unit)),
-                 f"weights of {proj.name}")
+                value = ArrayValue(np.asarray(conn.weights) * float(np.asarray(unit)), _unit_name(unit))
+            else:  # Pool2D: weights already in SI units
+                unit = parse_quantity(proj.connect.weight) if proj.connect.weight else 1.0
+                value = ArrayValue(np.asarray(conn.weights), _unit_name(unit))
+            _set(syn, proj.weight_var, value, f"weights of {proj.name}")
         elif proj.weights is not None:
             _set(syn, proj.weight_var, proj.weights, f"weights of {proj.name}")
         if proj.delay is not None:

@@ -356,7 +356,7 @@ def _input_variables(inp, base):
 def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
     from brian2 import second
     from brian2.units.fundamentalunits import DIMENSIONLESS
-    from biosnn.spec.model import Conv2D, Population
+    from biosnn.spec.model import Conv2D, Pool2D, Population
     field_ = f"projections.{proj.name}"
     src, tgt = nodes.get(proj.source), nodes.get(proj.target)
     if src is None:
@@ -415,6 +415,9 @@ def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
                             field=f"{field_}.weight_var",
                             fix=f"declare it in the synapse equations (e.g. '{proj.weight_var} : volt') "
                                 "or set weight_var to one of " + str(sorted(eqs.names)))
+    if isinstance(proj.connect, Pool2D) and proj.weights is None and proj.weight_var in eqs.names:
+        _check_expr(proj.connect.weight or "1", variables[proj.weight_var].dim, variables,
+                    f"{field_}.connect.weight", "pooling weight")
     if proj.weights is not None:
         try:
             _check_values({proj.weight_var: proj.weights}, variables, eqs.names, syn_size,
@@ -469,6 +472,7 @@ def check_network(spec) -> None:
     base = _base_variables()
     base.update(_timed_functions(spec))
     ns_layers = [("namespace", spec.namespace)]
+    evaluate_namespace(ns_layers)  # every constant is checked, used or not
     nodes = {p.name: p for p in spec.populations}
     nodes.update({i.name: i for i in spec.inputs if not isinstance(i, CurrentInput)})
     node_vars = {}

@@ -734,6 +734,8 @@ class NetworkSpec:
 
     def __post_init__(self):
         _check_name(self.name, "network", "name")
+        if not isinstance(self.description, str):
+            raise SpecError("description must be text", field="description", fix="write it as a string")
         object.__setattr__(self, "populations", _by_name(self.populations, "population", "populations"))
         object.__setattr__(self, "inputs", _by_name(self.inputs, "input", "inputs"))
         object.__setattr__(self, "projections", _by_name(self.projections, "projection", "projections"))
