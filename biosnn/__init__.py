@@ -20,14 +20,14 @@ def load(path):
 
 
 def convert(*args, **kwargs):
-    """Convert a torch ANN to a spiking network -- see :func:`biosnn.convert.api.convert`."""
-    from biosnn.convert.api import convert as _convert
+    """Convert a torch ANN to a spiking network -- see :func:`biosnn.conversion.api.convert`."""
+    from biosnn.conversion.api import convert as _convert
     return _convert(*args, **kwargs)
 
 
 def prepare(*args, **kwargs):
-    """The torch model to (re)train for a coding -- see :func:`biosnn.convert.api.prepare`."""
-    from biosnn.convert.api import prepare as _prepare
+    """The torch model to (re)train for a coding -- see :func:`biosnn.conversion.api.prepare`."""
+    from biosnn.conversion.api import prepare as _prepare
     return _prepare(*args, **kwargs)
 
 

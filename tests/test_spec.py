@@ -521,3 +521,10 @@ def test_pickle_round_trip_of_library_spec():
     from biosnn.spec import load_spec
     spec = load_spec(Path(__file__).parents[1] / "network_specs" / "cuba.yaml")
     assert pickle.loads(pickle.dumps(spec)) == spec
+
+
+def test_cpp_keyword_as_variable_name_is_refused():
+    from biosnn.spec import NetworkSpec, NeuronModel, Population
+    with pytest.raises(SpecError, match="C\\+\\+ keywords") as info:
+        NetworkSpec("n", populations=[Population("p", 1, NeuronModel("new : 1"))])
+    assert info.value.field.endswith("equations")

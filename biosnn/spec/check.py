@@ -172,6 +172,21 @@ def _timed_functions(spec) -> dict:
     return funcs
 
 
+_CPP_KEYWORDS = frozenset("""alignas alignof asm auto bool break case catch char class const constexpr
+const_cast continue decltype default delete do double dynamic_cast else enum explicit export extern float
+for friend goto if inline int long mutable namespace new noexcept nullptr operator private protected public
+register reinterpret_cast return short signed sizeof static static_assert static_cast struct switch template
+this thread_local throw try typedef typeid typename union unsigned using virtual void volatile wchar_t
+while""".split())
+
+
+def _check_cpp_names(eqs, field_: str):
+    bad = sorted(set(eqs.names) & _CPP_KEYWORDS)
+    if bad:
+        raise SpecError(f"variable name(s) {bad} are C++ keywords, so the standalone backends cannot compile them",
+                        field=field_, fix=f"rename them, e.g. '{bad[0]}_'")
+
+
 def _eq_variables(eqs) -> dict:
     from brian2.equations.equations import BOOLEAN, INTEGER
     out = {}
@@ -267,6 +282,7 @@ def _population_variables(spec, pop, base, namespace_layers):
     name = pop.model if isinstance(pop.model, str) else None
     mfield = f"neuron_models.{name}" if name in spec.neuron_models else f"{field_}.model"
     eqs = parse_equations(model.equations, f"{mfield}.equations")
+    _check_cpp_names(eqs, f"{mfield}.equations")
     consts = evaluate_namespace(namespace_layers + [(f"{mfield}.parameters", model.parameters),
                                                     (f"{field_}.parameters", pop.parameters)])
     from brian2 import second
@@ -370,6 +386,7 @@ def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
     name = proj.model if isinstance(proj.model, str) else None
     mfield = f"synapse_models.{name}" if name in spec.synapse_models else f"{field_}.model"
     eqs = parse_equations(model.equations, f"{mfield}.equations")
+    _check_cpp_names(eqs, f"{mfield}.equations")
     consts = evaluate_namespace(namespace_layers + [(f"{mfield}.parameters", model.parameters),
                                                     (f"{field_}.parameters", proj.parameters)])
     variables = dict(base)

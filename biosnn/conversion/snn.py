@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from biosnn.convert.graph import LayerGraph
-from biosnn.convert.rate_spec import DT_MS, rate_network_spec
+from biosnn.conversion.graph import LayerGraph
+from biosnn.conversion.rate_spec import DT_MS, rate_network_spec
 from biosnn.errors import ConversionError
 from biosnn.spec import model as m
 
@@ -159,7 +159,9 @@ class SNN:
         ops = np.zeros((n, len(meter_order)))
         from tqdm.auto import tqdm
         starts = range(0, n, windows)
-        bar = tqdm(starts, desc=f"{self.name} on {backend}", unit="batch", disable=not progress, leave=False)
+        import os
+        show = progress and os.environ.get("BIOSNN_PROGRESS", "1") != "0"
+        bar = tqdm(starts, desc=f"{self.name} on {backend}", unit="batch", disable=not show, leave=False)
         for s in bar:
             chunk = flat[s:s + windows]
             k = len(chunk)

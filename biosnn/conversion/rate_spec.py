@@ -6,7 +6,7 @@ inputs are the rows of a 2-D timed array ``x_in`` (one row per window), and
 every layer's state is reset at the start of each window.  All layers sit in
 one schedule slot in topological order (``Population.order``), so a spike
 crosses every layer within one step, exactly like the reference
-(:mod:`biosnn.convert.reference`) and a torch layer-by-layer forward pass.
+(:mod:`biosnn.conversion.reference`) and a torch layer-by-layer forward pass.
 
 Per layer (``L`` with threshold ``theta_L``; dimensionless potentials):
 
@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from biosnn import connectivity as cx
-from biosnn.convert.graph import LayerGraph, snn_roles
+from biosnn.conversion.graph import LayerGraph, snn_roles
 from biosnn.errors import ConversionError
 from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue
@@ -139,7 +139,7 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
     }
     if input_mode == "analog":
         neuron_models["analog_input"] = m.NeuronModel(
-            "x : 1\nnew : 1\nfanout : 1 (constant)", threshold="new > 0.5", reset="new = 0",
+            "x : 1\npending : 1\nfanout : 1 (constant)", threshold="pending > 0.5", reset="pending = 0",
             description="loads x at each window start and sends it once")
     else:
         neuron_models["poisson_input"] = m.NeuronModel(
@@ -157,7 +157,7 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
     }
 
     # input population
-    pops_ops = [m.Operation("x = x_in(t, i)" + ("\nnew = int(x > 0)" if input_mode == "analog" else ""),
+    pops_ops = [m.Operation("x = x_in(t, i)" + ("\npending = int(x > 0)" if input_mode == "analog" else ""),
                             dt=window, when="start", order=1)]
     pop_of[inp_layer.name] = "input"
     order_of[inp_layer.name] = 0

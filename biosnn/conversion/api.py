@@ -88,7 +88,7 @@ def convert(ann, coding: str = "rate", calibration=None, input_shape=None, *, T:
 
     Returns
     -------
-    biosnn.convert.snn.SNN
+    biosnn.conversion.snn.SNN
     """
     _check_coding(coding)
     if calibration is None:
@@ -96,15 +96,13 @@ def convert(ann, coding: str = "rate", calibration=None, input_shape=None, *, T:
                               "for threshold balancing: pass calibration=x_train[:500]")
     if input_shape is None:
         raise ConversionError("convert needs input_shape, e.g. input_shape=(1, 28, 28)")
-    from biosnn.convert.calibrate import calibrate
-    from biosnn.convert.graph import trace
-    from biosnn.convert.snn import SNN
-    from biosnn.metrics import ann_macs
+    from biosnn.conversion.calibrate import calibrate
+    from biosnn.conversion.graph import trace
+    from biosnn.conversion.snn import SNN
+    from biosnn.metrics import ann_ops
     graph = trace(ann, tuple(input_shape))
     x_calib = calibration.detach().cpu().numpy() if hasattr(calibration, "detach") else np.asarray(calibration)
     graph_n, thresholds = calibrate(graph, x_calib, normalization=normalization, percentile=percentile,
                                     T=T, input_mode=input_mode, seed=seed)
-    macs = ann_macs(graph)
-    total = int(macs["total"]) if isinstance(macs, dict) and "total" in macs else int(np.sum(list(macs.values())))
     return SNN(graph_n, coding=coding, T=T, thresholds=thresholds, input_mode=input_mode, readout=readout,
-               seed=seed, ann_ops=total, name=name)
+               seed=seed, ann_ops=ann_ops(graph), name=name)

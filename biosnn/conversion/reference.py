@@ -1,0 +1,347 @@
+"""Reference rate-coded IF simulation of a :class:`~biosnn.conversion.graph.LayerGraph`.
+
+This is the exact, discrete-time definition that the Brian2 implementation of
+a converted network reproduces.  It is deliberately small: float64, dense
+(torch functional ops on the CPU), vectorised over the batch.
+
+Semantics
+---------
+Time runs in steps ``t = 1, ..., T``.  Every non-input layer has one state
+vector per sample.  In each step the layers are updated once, in the graph's
+topological order, so a spike crosses all layers within one step (like a
+layer-by-layer forward pass).  With ``s_L(t)`` the 0/1 output of layer ``L``
+in step ``t``:
+
+Input (``s_input(t)``)
+    ``"analog"``: the constant ``x / input_scale`` every step (a current, so
+    the first layer receives ``W @ x + b`` each step).  ``"poisson"``:
+    Bernoulli spikes with probability ``clip(x / input_scale, 0, 1)`` per step
+    (see :func:`poisson_trains`).  ``"spikes"``: a given ``(N, T, ...)`` train.
+
+IF layer (``linear``, ``conv2d``, ``avgpool2d``, ``add``)
+    ``v_L += I_L(t)`` with the synaptic input ``I_L(t) = W_L s_pre(t) + b_L``
+    (``avgpool2d``: the window mean of ``s_pre(t)``, no bias; ``add``:
+    ``sum_i c_i I_i(t)``, where ``I_i`` is the synaptic input of a *virtual*
+    branch (see :func:`~biosnn.conversion.graph.snn_roles`) or the spikes
+    ``s_i(t)`` of a spiking one).  Then, if ``v_L >= theta_L``: ``s_L(t) = 1``
+    and ``v_L -= theta_L`` (reset by subtraction; at most one spike per step),
+    else ``s_L(t) = 0``.  ``v_L`` starts at 0; ``theta_L`` is 1 unless given.
+
+Max-pool layer (``maxpool2d``, a gate without membrane)
+    Each unit tracks ``M(t) = max_j C_j(t)``, the largest running spike
+    count ``C_j(t) = sum_{t' <= t} s_j(t')`` among the inputs ``j`` in its
+    window (padding excluded), and emits ``s_pool(t) = M(t) - M(t - 1)``
+    (``M(0) = 0``): it passes a spike exactly when an input spiking in step
+    ``t`` sets a new maximal count.  With spiking input ``M`` grows by at
+    most 1 per step, so this is 0 or 1, and the pool's spike count after
+    ``T`` steps is exactly the largest input count in its window (its rate
+    is the max rate).  No tie-breaking is needed.  (With analog input
+    straight into a max pool the increment is an analog value.)
+
+Output layer
+    ``readout="spikes"``: an IF layer like the others; scores are spike
+    counts / T.  ``readout="potential"``: no threshold, it only integrates;
+    scores are ``v_out(T) / T``.  Predictions are ``argmax`` of the scores
+    (ties to the lowest class index).
+
+With analog input, a first-layer neuron with constant input ``I`` has
+``v(t) = t * I - count(t)``, hence ``count(T) = floor(T * clip(I, 0, 1))`` for
+``I <= 1`` (up to float rounding) and ``|count / T - clip(I, 0, 1)| <= 1 / T``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from biosnn.conversion.graph import LayerGraph, _as_batch, linear_map, snn_roles
+from biosnn.errors import ConversionError
+
+__all__ = ["RateResult", "simulate_rate", "poisson_trains", "INPUT_MODES", "READOUTS"]
+
+INPUT_MODES = ("analog", "poisson", "spikes")
+READOUTS = ("spikes", "potential")
+
+
+@dataclass
+class RateResult:
+    """Result of :func:`simulate_rate`.
+
+    Attributes
+    ----------
+    counts : dict of str to numpy.ndarray
+        Spike counts, int64 ``(N, layer.size)``, of every IF and max-pool layer
+        (and of ``"input"`` for Poisson/spike-train input).  The output layer
+        has zero counts with ``readout="potential"``.
+    scores : numpy.ndarray
+        ``(N, n_classes)`` float64: output spike counts / T, or ``v_out / T``.
+    predictions : numpy.ndarray
+        ``(N,)`` int64 ``argmax`` of ``scores``.
+    T : int
+        Number of time steps.
+    readout : str
+        ``"spikes"`` or ``"potential"``.
+    trains : dict of str to numpy.ndarray or None
+        With ``record_trains=True``: bool spike trains ``(N, T, layer.size)``
+        per layer (keys as in ``counts``); ``trains[L][n, t - 1, j]`` is
+        ``s_j(t)`` of sample ``n``.
+    """
+
+    counts: dict[str, np.ndarray]
+    scores: np.ndarray
+    predictions: np.ndarray
+    T: int
+    readout: str
+    trains: dict[str, np.ndarray] | None = None
+
+    @property
+    def rates(self) -> dict[str, np.ndarray]:
+        """Spike counts divided by ``T`` (spikes per step), per layer."""
+        return {k: v / self.T for k, v in self.counts.items()}
+
+    def spike_times(self, layer: str, sample: int = 0, unit: int = 0) -> np.ndarray:
+        """Steps ``t`` (1-based) at which a unit spiked; needs ``record_trains=True``."""
+        if self.trains is None:
+            raise ValueError("spike times need simulate_rate(..., record_trains=True)")
+        return np.flatnonzero(self.trains[layer][sample, :, unit]) + 1
+
+
+def poisson_trains(x, T: int, seed: int | None = None, offset: int = 0) -> np.ndarray:
+    """Bernoulli ("Poisson") input spike trains.
+
+    Sample ``n`` (global index ``offset + n``) draws its own generator
+    ``numpy.random.default_rng([seed, offset + n])``, so the trains do not
+    depend on how the data are split into batches.
+
+    Parameters
+    ----------
+    x : array_like
+        ``(N, ...)`` spike probabilities per step; clipped to ``[0, 1]``.
+    T : int
+        Number of steps.
+    seed : int or None
+        Seed; ``None`` draws fresh entropy.
+    offset : int
+        Global index of ``x[0]``.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool ``(N, T) + x.shape[1:]``; spike iff ``u < p`` with ``u ~ U[0, 1)``.
+    """
+    x = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0)
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2 ** 63))
+    out = np.empty((x.shape[0], int(T)) + x.shape[1:], dtype=bool)
+    for n in range(x.shape[0]):
+        rng = np.random.default_rng([int(seed), offset + n])
+        out[n] = rng.random((int(T),) + x.shape[1:]) < x[n]
+    return out
+
+
+class _Net:
+    """The graph prepared for stepping (torch float64 ops, roles, thresholds)."""
+
+    def __init__(self, graph: LayerGraph, thresholds: Mapping[str, float] | None):
+        import torch
+
+        self.graph = graph
+        self.roles = snn_roles(graph)
+        self.maps = {}
+        for layer in graph.layers:
+            if layer.op in ("linear", "conv2d", "avgpool2d", "maxpool2d"):
+                self.maps[layer.name] = linear_map(layer)   # maxpool: max over the window
+        self.if_layers = [n for n, r in self.roles.items() if r == "if"]
+        thresholds = dict(thresholds or {})
+        unknown = set(thresholds) - set(graph.names)
+        if unknown:
+            raise ConversionError(f"thresholds given for unknown layers {sorted(unknown)}; "
+                                  f"layers: {list(graph.names)}")
+        self.theta = {}
+        for name in self.if_layers:
+            th = float(thresholds.get(name, 1.0))
+            if not th > 0 or not np.isfinite(th):
+                raise ConversionError(f"threshold of layer '{name}' must be a positive number, got {th}")
+            self.theta[name] = th
+        self.torch = torch
+
+    def current(self, name: str, s: dict):
+        """Synaptic input ``I_L(t)`` of layer ``name`` given this step's spikes ``s``."""
+        layer = self.graph[name]
+        if layer.op == "add":
+            total = 0.0
+            for c, src in zip(layer.weight, layer.inputs):
+                part = self.current(src, s) if self.roles[src] == "virtual" else s[src]
+                total = total + float(c) * part
+            return total
+        return self.maps[name](s[layer.inputs[0]])
+
+    def max_count(self, name: str, cum):
+        """Max-pool: the largest running input count ``M(t)`` in each window."""
+        return self.maps[name](cum)
+
+
+def _run(net: _Net, inp, T: int, readout: str, record: bool, layers=None, probe: str | None = None):
+    """Simulate one batch.  ``inp(t)`` gives the (N, input_size) input of step t (0-based).
+
+    ``layers``: names to simulate (default all); ``probe``: a layer whose
+    maximal synaptic input over steps and samples is returned instead of
+    being integrated (used by spike-norm).
+    """
+    torch = net.torch
+    graph = net.graph
+    order = [n for n in graph.names[1:] if (layers is None or n in layers)]
+    x0 = inp(0)
+    nb = x0.shape[0]
+    v = {n: torch.zeros(nb, graph[n].size, dtype=torch.float64) for n in order if net.roles[n] == "if"}
+    cum = {n: torch.zeros(nb, graph[n].in_size, dtype=torch.float64)
+           for n in order if net.roles[n] == "maxpool"}
+    peak = {n: torch.zeros(nb, graph[n].size, dtype=torch.float64) for n in cum}
+    counts = {n: torch.zeros(nb, graph[n].size, dtype=torch.float64)
+              for n in order if net.roles[n] in ("if", "maxpool")}
+    trains = {n: [] for n in counts} if record else None
+    probe_max = -np.inf
+    potential_out = readout == "potential"
+    for t in range(T):
+        s = {"input": x0 if t == 0 else inp(t)}
+        for name in order:
+            role = net.roles[name]
+            if role == "virtual":
+                continue
+            if name == probe:
+                probe_max = max(probe_max, float(net.current(name, s).max()))
+                break
+            if role == "maxpool":
+                src = graph[name].inputs[0]
+                cum[name] += s[src]
+                new_peak = net.max_count(name, cum[name])
+                out = new_peak - peak[name]
+                peak[name] = new_peak
+            else:
+                v[name] += net.current(name, s)
+                if potential_out and name == graph.output:
+                    out = torch.zeros_like(v[name])
+                else:
+                    theta = net.theta[name]
+                    out = (v[name] >= theta).to(torch.float64)
+                    v[name] -= theta * out
+            s[name] = out
+            counts[name] += out
+            if record:
+                trains[name].append(out.to(torch.bool))
+    return v, counts, trains, probe_max
+
+
+def _input_source(graph: LayerGraph, x, T: int, input_mode: str, seed, offset: int):
+    """Per-batch input: returns (inp(t) function, input train or None)."""
+    import torch
+
+    size = graph.input.size
+    if input_mode == "analog":
+        xb = torch.from_numpy(np.ascontiguousarray(_as_batch(graph, x))).reshape(len(x), size)
+        return (lambda t: xb), None
+    if input_mode == "poisson":
+        p = _as_batch(graph, x).reshape(len(x), size)
+        train = torch.from_numpy(poisson_trains(p, T, seed, offset)).to(torch.float64)
+    else:  # "spikes"
+        arr = np.asarray(x, dtype=np.float64)
+        if arr.ndim < 2 or arr.shape[1] != T or int(np.prod(arr.shape[2:])) != size:
+            raise ConversionError(f"input_mode='spikes' needs trains of shape (N, T={T}) + "
+                                  f"{graph.input_shape}, got {arr.shape}")
+        train = torch.from_numpy(np.ascontiguousarray(arr.reshape(arr.shape[0], T, size)))
+    return (lambda t: train[:, t]), train
+
+
+def _check_args(graph, T, input_mode, readout):
+    if not isinstance(graph, LayerGraph):
+        raise ConversionError(f"expected a LayerGraph, got {type(graph).__name__}")
+    if int(T) != T or T < 1:
+        raise ConversionError(f"T must be a positive number of time steps, got {T!r}")
+    if input_mode not in INPUT_MODES:
+        raise ConversionError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
+    if readout not in READOUTS:
+        raise ConversionError(f"readout must be one of {READOUTS}, got {readout!r}")
+
+
+def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] | None = None,
+                  input_mode: str = "analog", seed: int | None = None, readout: str = "spikes",
+                  batch_size: int = 256, record_trains: bool = False) -> RateResult:
+    """Simulate the rate-coded IF network defined by ``graph`` (see the module docstring).
+
+    Parameters
+    ----------
+    graph : LayerGraph
+        Usually normalised (:func:`biosnn.conversion.calibrate.normalize`) so that
+        all thresholds are 1.
+    x : array_like
+        ``(N,) + graph.input_shape`` raw input (divided by
+        ``graph.input_scale``), or for ``input_mode="spikes"`` 0/1 trains
+        ``(N, T) + graph.input_shape`` (used as given).
+    T : int
+        Number of time steps.
+    thresholds : mapping of str to float, optional
+        Threshold ``theta_L`` per IF layer (e.g. from spike-norm); missing
+        layers use 1.
+    input_mode : {"analog", "poisson", "spikes"}
+        How the input enters the network.
+    seed : int, optional
+        Seed of the Poisson input (see :func:`poisson_trains`).
+    readout : {"spikes", "potential"}
+        Output layer spikes (scores = counts / T) or integrates without
+        threshold (scores = v / T).
+    batch_size : int
+        Samples simulated together.
+    record_trains : bool
+        Also return full bool spike trains (memory ``N * T * units``).
+
+    Returns
+    -------
+    RateResult
+        Spike counts per layer, scores, predictions.
+
+    Raises
+    ------
+    biosnn.errors.ConversionError
+        Bad arguments, or a graph an IF network cannot represent.
+    """
+    _check_args(graph, T, input_mode, readout)
+    T = int(T)
+    net = _Net(graph, thresholds)
+    if not hasattr(x, "detach"):
+        x = np.asarray(x)
+    n_total = len(x)
+    if n_total == 0:
+        raise ConversionError("simulate_rate() got an empty input batch")
+    counts: dict[str, list] = {}
+    trains: dict[str, list] = {}
+    scores = []
+    out_layer = graph.output
+    for start in range(0, n_total, int(batch_size)):
+        xb = x[start:start + int(batch_size)]
+        inp, in_train = _input_source(graph, xb, T, input_mode, seed, start)
+        v, c, tr, _ = _run(net, inp, T, readout, record_trains)
+        if in_train is not None:
+            c = {"input": in_train.sum(dim=1), **c}
+            if record_trains:
+                tr = {"input": [in_train[:, t].to(bool) for t in range(T)], **tr}
+        for name, val in c.items():
+            counts.setdefault(name, []).append(val.numpy().round().astype(np.int64))
+        if record_trains:
+            for name, steps in tr.items():
+                trains.setdefault(name, []).append(np.stack([a.numpy() for a in steps], axis=1))
+        if readout == "potential" and net.roles[out_layer] == "if":
+            scores.append(v[out_layer].numpy() / T)
+        else:
+            scores.append(c[out_layer].numpy() / T)
+    counts_np = {k: np.concatenate(v_) for k, v_ in counts.items()}
+    scores_np = np.concatenate(scores)
+    return RateResult(
+        counts=counts_np,
+        scores=scores_np,
+        predictions=np.argmax(scores_np, axis=1).astype(np.int64),
+        T=T,
+        readout=readout,
+        trains={k: np.concatenate(v_) for k, v_ in trains.items()} if record_trains else None,
+    )

@@ -1,0 +1,317 @@
+"""Tests of the cuda_standalone backend (brian2cuda): helpers without nvcc, and ONE nvcc build.
+
+The build test (marked ``cuda``) generates and compiles a small network with
+nvcc, which takes minutes on a 2-core machine; it is the only nvcc run in this
+file.  Set ``BIOSNN_CUDA_TEST_CACHE`` to a directory to keep its build between
+sessions (a second session then only regenerates code).  Without a GPU the
+compiled binary cannot run: the test checks that ``run`` says so clearly.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from biosnn.backends import brian2_cuda as bc
+from biosnn.backends.brian2_cuda import (CudaStandaloneBackend, CudaStandaloneSimulation, curand_link_dir,
+                                         find_nvcc, gpu_visible, patch_makefile, use_cxx17)
+from biosnn.errors import BackendError
+from biosnn.spec import NetworkSpec, PoissonInput, Population, Projection, RandomP, SpikeMonitor
+
+HAS_BRIAN2CUDA = importlib.util.find_spec("brian2cuda") is not None
+needs_brian2cuda = pytest.mark.skipif(not HAS_BRIAN2CUDA,
+                                      reason="brian2cuda is not installed (pip install 'biosnn[cuda]')")
+
+PREF_NAMES = (
+    "codegen.cpp.extra_compile_args_gcc",
+    "codegen.cpp.include_dirs",
+    "codegen.cpp.library_dirs",
+    "codegen.cpp.runtime_library_dirs",
+    "core.default_float_dtype",
+    "devices.cuda_standalone.cuda_backend.extra_compile_args_nvcc",
+    "devices.cuda_standalone.cuda_backend.detect_gpus",
+    "devices.cuda_standalone.cuda_backend.compute_capability",
+    "devices.cuda_standalone.cuda_backend.gpu_id",
+)
+
+
+def _prefs_snapshot() -> dict:
+    import brian2cuda  # noqa: F401  (registers its preferences)
+    from brian2 import prefs
+    return {name: copy.deepcopy(prefs[name]) for name in PREF_NAMES}
+
+
+def _small_spec() -> NetworkSpec:
+    """100 LIF neurons driven by 200 Poisson sources through a random projection."""
+    return NetworkSpec(
+        name="cuda_small", dt="0.1*ms", duration="100*ms", seed=3,
+        populations=(Population("lif", 100, "lif", initial={"v": "-65*mV"}),),
+        inputs=(PoissonInput("noise", 200, "20*Hz"),),
+        projections=(Projection("inp", "noise", "lif", "delta_voltage", RandomP(0.1), weights="2*mV"),),
+        monitors=(SpikeMonitor("lif"),),
+    )
+
+
+def _fake_curand(root: Path) -> tuple[Path, Path]:
+    include, lib = root / "include", root / "lib"
+    include.mkdir(parents=True)
+    lib.mkdir()
+    (include / "curand.h").write_text("/* curand */\n")
+    (lib / "libcurand.so.10").write_text("not really a library")
+    return include, lib
+
+
+# ---------------------------------------------------------------------------
+# helpers (no brian2cuda, no nvcc)
+
+
+def test_use_cxx17_replaces_old_standards_and_copies():
+    flags = ["-w", "-O3", "-std=c++11", "-march=native"]
+    out = use_cxx17(flags)
+    assert out == ["-w", "-O3", "-std=c++17", "-march=native"]
+    assert flags[2] == "-std=c++11"  # the argument is not changed
+    assert use_cxx17(["-std=gnu++14", "-std=c++0x"]) == ["-std=c++17", "-std=c++17"]
+    assert use_cxx17(["-std=c++17", "-std=c++20", "-O2"]) == ["-std=c++17", "-std=c++20", "-O2"]
+    assert use_cxx17([]) == []
+
+
+def test_patch_makefile(tmp_path):
+    mk = tmp_path / "makefile"
+    mk.write_text('NVCCFLAGS = -I. -std=c++11 -arch=sm_90 -Xcompiler "-O3 -std=c++11"\n')
+    assert patch_makefile(mk) is True
+    text = mk.read_text()
+    assert "c++11" not in text and text.count("-std=c++17") == 2
+    assert patch_makefile(mk) is False  # already fine
+    with pytest.raises(BackendError, match="no makefile"):
+        patch_makefile(tmp_path / "missing" / "makefile")
+
+
+def test_curand_link_dir_makes_unversioned_link(tmp_path):
+    _, lib = _fake_curand(tmp_path / "wheel")
+    (lib / "libcurand.so.9").write_text("older")
+    link_dir = curand_link_dir(lib, tmp_path / "links")
+    link = link_dir / "libcurand.so"
+    assert link.is_symlink()
+    assert Path(os.readlink(link)) == (lib / "libcurand.so.10").resolve()  # the newest version
+    assert curand_link_dir(lib, tmp_path / "links") == link_dir  # idempotent
+    assert sorted(p.name for p in link_dir.iterdir()) == ["libcurand.so"]  # no stray temporary link
+    with pytest.raises(BackendError, match="no libcurand"):
+        curand_link_dir(tmp_path / "links" / "nothing", tmp_path / "links2")
+
+
+def test_wheel_curand_dirs_finds_torch_nvidia_wheel():
+    dirs = bc.wheel_curand_dirs()
+    if importlib.util.find_spec("nvidia") is None:
+        assert dirs is None
+        pytest.skip("the 'nvidia' wheel (torch's CUDA build) is not installed")
+    if dirs is None:
+        pytest.skip("the 'nvidia' wheel has no curand")
+    include, lib = dirs
+    assert (include / "curand.h").is_file()
+    assert any(lib.glob("libcurand.so.*"))
+
+
+def test_gpu_visible_respects_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert gpu_visible() is False
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert gpu_visible() is False
+
+
+def test_run_without_gpu_gives_clear_error(monkeypatch, tmp_path):
+    """The no-GPU message replaces a failed run of the binary (no build needed)."""
+    from biosnn.backends.brian2_standalone import StandaloneSimulation
+
+    def failing_run(self, duration=None, overrides=None, progress=True):
+        try:
+            raise RuntimeError("Project run failed (project directory: x)")
+        except RuntimeError as exc:
+            raise BackendError("the compiled 'x' failed") from exc
+
+    monkeypatch.setattr(StandaloneSimulation, "run", failing_run)
+    sim = object.__new__(CudaStandaloneSimulation)
+    sim.directory = tmp_path
+    sim.backend = type("B", (), {"gpu_present": lambda self: False})()
+    with pytest.raises(BackendError, match=rf"no CUDA GPU: the project compiled in {re.escape(str(tmp_path))}; "
+                                           "run it on a machine with a GPU"):
+        sim.run()
+    sim.backend = type("B", (), {"gpu_present": lambda self: True})()
+    with pytest.raises(BackendError, match="the compiled 'x' failed"):
+        sim.run()
+
+    def other_error(self, duration=None, overrides=None, progress=True):
+        raise BackendError("this build simulates 0.1 s")
+
+    monkeypatch.setattr(StandaloneSimulation, "run", other_error)
+    sim.backend = type("B", (), {"gpu_present": lambda self: False})()
+    with pytest.raises(BackendError, match="this build simulates"):
+        sim.run()
+
+
+# ---------------------------------------------------------------------------
+# the backend's preferences (brian2cuda needed, no nvcc run)
+
+
+def test_missing_brian2cuda_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(bc, "_brian2cuda_available", lambda: False)
+    with pytest.raises(BackendError, match="needs brian2cuda"):
+        CudaStandaloneBackend()
+
+
+@needs_brian2cuda
+def test_missing_nvcc_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(bc, "find_nvcc", lambda: None)
+    backend = CudaStandaloneBackend(cache_dir=tmp_path)
+    with pytest.raises(BackendError, match="needs CUDA's nvcc"):
+        backend.build(_small_spec())
+
+
+@needs_brian2cuda
+def test_get_backend_and_options(monkeypatch, tmp_path):
+    from biosnn.backends.base import get_backend
+    monkeypatch.setattr(bc, "gpu_visible", lambda: False)
+    backend = get_backend("cuda_standalone", cache_dir=tmp_path, float32=True)
+    assert isinstance(backend, CudaStandaloneBackend)
+    assert backend.name == backend.device_name == "cuda_standalone"
+    opts = backend.options()
+    assert opts["compute_capability"] == 9.0 and opts["float32"] is True and opts["cxx"] == "c++17"
+    assert CudaStandaloneBackend(compute_capability=8).options()["compute_capability"] == 8.0
+    for bad in (4.0, "9.0", True):
+        with pytest.raises(BackendError, match="compute_capability"):
+            CudaStandaloneBackend(compute_capability=bad)
+
+
+@needs_brian2cuda
+def test_prefs_without_gpu_are_set_and_restored(monkeypatch, tmp_path):
+    import numpy as np
+    from brian2 import prefs
+    from brian2cuda.codeobject import CUDAStandaloneCodeObject
+    from brian2cuda.utils import gputools
+
+    include, lib = _fake_curand(tmp_path / "wheel")
+    monkeypatch.setattr(bc, "gpu_visible", lambda: False)
+    monkeypatch.setattr(bc, "toolkit_has_curand", lambda nvcc=None: False)
+    monkeypatch.setattr(bc, "wheel_curand_dirs", lambda: (include, lib))
+    backend = CudaStandaloneBackend(cache_dir=tmp_path / "cache", float32=True)
+    before = _prefs_snapshot()
+    gcc_list = prefs["codegen.cpp.extra_compile_args_gcc"]
+    templater = CUDAStandaloneCodeObject.templater
+    selection = dict(gputools._gpu_selection)
+    with backend.prefs():
+        cuda = prefs.devices.cuda_standalone.cuda_backend
+        assert "-std=c++17" in prefs.codegen.cpp.extra_compile_args_gcc
+        assert not any("c++11" in f for f in prefs.codegen.cpp.extra_compile_args_gcc)
+        assert cuda.detect_gpus is False and cuda.compute_capability == 9.0 and cuda.gpu_id == 0
+        assert prefs.core.default_float_dtype is np.float32
+        link = backend.link_dir()
+        assert (link / "libcurand.so").is_symlink()
+        assert str(include) in prefs.codegen.cpp.include_dirs
+        assert {str(link), str(lib)} <= set(prefs.codegen.cpp.library_dirs)
+        assert str(lib) in prefs.codegen.cpp.runtime_library_dirs
+        assert CUDAStandaloneCodeObject.templater is not templater
+        makefile = CUDAStandaloneCodeObject.templater.env.loader.get_source(
+            CUDAStandaloneCodeObject.templater.env, "makefile")[0]
+        assert "-std=c++17" in makefile and "c++11" not in makefile
+        # brian2cuda changes this list in place while writing the makefile: it must be a copy
+        cuda.extra_compile_args_nvcc.append("-changed-in-place")
+    assert _prefs_snapshot() == before
+    assert prefs["codegen.cpp.extra_compile_args_gcc"] is gcc_list
+    assert CUDAStandaloneCodeObject.templater is templater
+    assert dict(gputools._gpu_selection) == selection
+
+    with pytest.raises(ZeroDivisionError):  # restored after errors, too
+        with backend.prefs():
+            1 / 0
+    assert _prefs_snapshot() == before
+
+
+@needs_brian2cuda
+def test_prefs_with_gpu_detect_and_toolkit_curand(monkeypatch, tmp_path):
+    from brian2 import prefs
+    monkeypatch.setattr(bc, "gpu_visible", lambda: True)
+    monkeypatch.setattr(bc, "toolkit_has_curand", lambda nvcc=None: True)
+    before = _prefs_snapshot()
+    with CudaStandaloneBackend(cache_dir=tmp_path).prefs():
+        cuda = prefs.devices.cuda_standalone.cuda_backend
+        assert cuda.detect_gpus is True and cuda.compute_capability is None
+        assert prefs.codegen.cpp.include_dirs == before["codegen.cpp.include_dirs"]
+    with CudaStandaloneBackend(cache_dir=tmp_path, compute_capability=8.0).prefs():
+        assert prefs.devices.cuda_standalone.cuda_backend.compute_capability == 8.0
+    assert _prefs_snapshot() == before
+    assert not (tmp_path / "_cuda_lib").exists()
+
+
+@needs_brian2cuda
+def test_patched_templater_fixes_clock_name():
+    from brian2cuda.codeobject import CUDAStandaloneCodeObject
+    templater = bc.patched_templater(CUDAStandaloneCodeObject.templater)
+    assert bc.patched_templater(CUDAStandaloneCodeObject.templater) is templater
+    src = templater.env.loader.get_source(templater.env, "synapses.cu")[0]
+    assert "defaultclock.timestep" not in src
+    assert "{{owner.clock.name}}.timestep[0] >=" in src
+    monitor = templater.env.loader.get_source(templater.env, "spikemonitor.cu")[0]
+    assert "record_variables.items()" not in monitor and "record_variables|dictsort" in monitor
+    for name in ("synapses", "spikemonitor", "makefile"):  # the fixed templates parse
+        assert getattr(templater, name) is not None
+
+
+# ---------------------------------------------------------------------------
+# the one nvcc build
+
+
+@pytest.mark.cuda
+@needs_brian2cuda
+@pytest.mark.skipif(find_nvcc() is None, reason="CUDA's nvcc is not installed")
+def test_generate_and_compile_cuda(tmp_path_factory):
+    from brian2 import prefs
+    from brian2cuda.codeobject import CUDAStandaloneCodeObject
+
+    cache = os.environ.get("BIOSNN_CUDA_TEST_CACHE") or tmp_path_factory.mktemp("cuda_builds")
+    before = _prefs_snapshot()
+    gcc_before = list(prefs.codegen.cpp.extra_compile_args_gcc)
+    templater = CUDAStandaloneCodeObject.templater
+
+    backend = CudaStandaloneBackend(cache_dir=cache)
+    sim = backend.build(_small_spec())
+    make_s = sim.device.timers.get("compile", {}).get("make")
+    print(f"\ncuda_small: build (codegen + nvcc) {sim.build_time_s:.1f} s, nvcc/make "
+          f"{make_s if make_s is None else round(make_s, 1)} s, compiled now: {sim.compiled}")
+
+    # the binary and a C++17 makefile
+    binary = sim.directory / "main"
+    assert binary.is_file() and os.access(binary, os.X_OK)
+    makefile = (sim.directory / "makefile").read_text()
+    nvccflags = next(line for line in makefile.splitlines() if line.startswith("NVCCFLAGS"))
+    assert "-std=c++17" in nvccflags and "c++11" not in makefile
+    # the synapses' code uses biosnn's clock, not an undeclared defaultclock
+    assert "defaultclock" not in (sim.directory / "code_objects" / "inp_pre_codeobject.cu").read_text()
+    if shutil.which("ldd"):  # curand (and everything else) resolves at load time
+        ldd = subprocess.run(["ldd", str(binary)], capture_output=True, text=True).stdout
+        assert "libcurand" in ldd and "not found" not in ldd
+
+    # building the same structure again regenerates identical code: nothing is recompiled
+    stamp = binary.stat().st_mtime_ns
+    again = backend.build(_small_spec())
+    assert again.directory == sim.directory and not again.compiled
+    assert binary.stat().st_mtime_ns == stamp
+
+    # preferences and brian2cuda's templates are back as they were
+    assert list(prefs.codegen.cpp.extra_compile_args_gcc) == gcc_before
+    assert _prefs_snapshot() == before
+    assert CUDAStandaloneCodeObject.templater is templater
+
+    if gpu_visible():
+        rec = again.run(progress=False)
+        assert rec.spikes["lif"].counts().shape == (100,)
+    else:
+        with pytest.raises(BackendError, match=rf"no CUDA GPU: the project compiled in "
+                                               rf"{re.escape(str(sim.directory))}; run it on a machine"):
+            again.run(progress=False)
+        assert _prefs_snapshot() == before
