@@ -167,7 +167,9 @@ class StandaloneSimulation:
             was_compiled = stamp.exists()
             try:
                 with self.backend.prefs():
+                    self.objects = None
                     device = self.backend.activate_device()
+                    gc.collect()  # objects of an earlier build would make Brian2 rename ours (lif_1): recompiles
                     objs = build_objects(self.spec)
                     with brian2_errors(f"generate code for '{self.spec.name}'"):
                         objs.network.run(self.duration_s * second, namespace={},
