@@ -39,11 +39,6 @@ def scenario(name="scenario") -> NetworkSpec:
 
 
 @pytest.fixture(scope="module")
-def build_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("builds")
-
-
-@pytest.fixture(scope="module")
 def reference():
     return get_backend("runtime").build(scenario()).run(progress=False)
 

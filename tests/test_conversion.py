@@ -115,9 +115,9 @@ def test_batch_size_does_not_change_results(digits):
 
 
 @pytest.mark.standalone
-def test_cpp_standalone_compiles_once_and_matches_runtime(digits, tmp_path_factory):
+def test_cpp_standalone_compiles_once_and_matches_runtime(digits, build_cache):
     x, _, xt, _ = digits
-    cache = tmp_path_factory.mktemp("conv_builds")
+    cache = build_cache
     snn = biosnn.convert(_cnn("max"), "rate", calibration=x[:200], input_shape=(1, 8, 8), T=10)
     rt = snn.run(xt[:9], batch_size=4, progress=False)
     sa = snn.run(xt[:9], backend="cpp_standalone", batch_size=4, progress=False, cache_dir=cache)

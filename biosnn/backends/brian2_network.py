@@ -91,18 +91,28 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None) -> Brian
     import brian2 as b2
 
     dt = parse_quantity(spec.dt) * 1.0
-    clock = b2.Clock(dt=dt, name="biosnn_clock*")
+    # Explicit names everywhere (Brian2 checks clashes per network and device): names with '*'
+    # would depend on which other Brian2 objects are alive and change the generated code.
+    clock = b2.Clock(dt=dt, name="biosnn_clock")
+    clocks = {float(dt): clock}
+
+    def clock_for(text):
+        value = parse_quantity(text) * 1.0
+        key = float(value)
+        if key not in clocks:
+            clocks[key] = b2.Clock(dt=value, name=f"biosnn_clock_{len(clocks)}")
+        return clocks[key]
     if spec.seed is not None:
         b2.seed(spec.seed)
     objs = Brian2Objects(network=None, clock=clock)
     functions = {}
     for ta in spec.timed_arrays:
         functions[ta.name] = b2.TimedArray(ta.values.quantity(), dt=parse_quantity(ta.dt) * 1.0,
-                                           name=f"{ta.name}*")
+                                           name=ta.name)
     for inp in spec.inputs:
         if isinstance(inp, m.CurrentInput):
             functions[inp.name] = b2.TimedArray(inp.values.quantity(), dt=parse_quantity(inp.dt) * 1.0,
-                                                name=f"{inp.name}*")
+                                                name=inp.name)
     objs.timed_arrays = dict(functions)
     net_objects = []
 
@@ -122,12 +132,12 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None) -> Brian
             kwargs["method"] = model.method
         with brian2_errors(f"create population '{pop.name}'"):
             group = b2.NeuronGroup(pop.size, model.equations or "", namespace=ns, clock=clock,
-                                   name=f"{pop.name}*", **kwargs)
+                                   name=pop.name, **kwargs)
         for var, value in pop.initial.items():
             _set(group, var, value, f"initial value of {pop.name}.{var}")
         if pop.order is not None:
             _schedule_group(group, pop.order)
-        net_objects.extend(_operations(group, pop.operations, f"population '{pop.name}'"))
+        net_objects.extend(_operations(group, pop.operations, f"population '{pop.name}'", clock_for))
         objs.groups[pop.name] = group
         net_objects.append(group)
 
@@ -137,21 +147,22 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None) -> Brian
             rates = inp.rates.quantity() if isinstance(inp.rates, ArrayValue) else inp.rates
             with brian2_errors(f"create Poisson input '{inp.name}'"):
                 group = b2.PoissonGroup(inp.size, rates=rates, namespace=dict(global_ns), clock=clock,
-                                        name=f"{inp.name}*")
+                                        name=inp.name)
         elif isinstance(inp, m.SpikeTimesInput):
             kw = {}
             if inp.period is not None:
                 kw["period"] = parse_quantity(inp.period) * 1.0
             with brian2_errors(f"create spike-time input '{inp.name}'"):
                 group = b2.SpikeGeneratorGroup(inp.size, np.asarray(inp.indices.data, dtype=np.int64),
-                                               inp.times.quantity(), clock=clock, name=f"{inp.name}*",
+                                               inp.times.quantity(), clock=clock, name=inp.name,
                                                **kw)
         else:  # CurrentInput
             target = objs.groups[inp.target]
             code = f"{inp.variable} = {inp.name}(t, i)" if inp.values.data.ndim == 2 else \
                 f"{inp.variable} = {inp.name}(t)"
             with brian2_errors(f"create current input '{inp.name}'"):
-                op = target.run_regularly(code, dt=parse_quantity(inp.dt) * 1.0, when="start")
+                op = target.run_regularly(code, clock=clock_for(inp.dt), when="start",
+                                          name=f"{inp.target}_{inp.name}_update")
             net_objects.append(op)
             continue
         objs.groups[inp.name] = group
@@ -172,7 +183,7 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None) -> Brian
         conn = expand_projection(spec, proj)
         with brian2_errors(f"create projection '{proj.name}'"):
             syn = b2.Synapses(objs.groups[proj.source], objs.groups[proj.target], model=smodel.equations,
-                              namespace=ns, clock=clock, name=f"{proj.name}*", **kwargs)
+                              namespace=ns, clock=clock, name=proj.name, **kwargs)
             syn.connect(i=np.asarray(conn.i, dtype=np.int32), j=np.asarray(conn.j, dtype=np.int32))
         objs.n_synapses[proj.name] = len(conn.i)
         if conn.weights is not None and proj.weights is None:
@@ -192,7 +203,7 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None) -> Brian
         if proj.order is not None:
             for pathway in syn._pathways:
                 pathway.when, pathway.order = "groups", 10 * proj.order + 5
-        net_objects.extend(_operations(syn, proj.operations, f"projection '{proj.name}'"))
+        net_objects.extend(_operations(syn, proj.operations, f"projection '{proj.name}'", clock_for))
         objs.synapses[proj.name] = syn
         net_objects.append(syn)
 
@@ -202,17 +213,17 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None) -> Brian
             if isinstance(mon, m.SpikeMonitor):
                 if mon.population in objs.spike_monitors:
                     continue
-                sm = b2.SpikeMonitor(group, name=f"spikes_{mon.population}*")
+                sm = b2.SpikeMonitor(group, name=f"spikes_{mon.population}")
                 objs.spike_monitors[mon.population] = sm
                 net_objects.append(sm)
             else:
                 record = True if mon.indices is None else list(mon.indices)
-                kw = {"dt": parse_quantity(mon.dt) * 1.0} if mon.dt else {"clock": clock}
                 st = b2.StateMonitor(group, list(mon.variables), record=record, when=mon.when,
-                                     order=mon.order, name=f"states_{mon.population}*", **kw)
+                                     order=mon.order, clock=clock_for(mon.dt) if mon.dt else clock,
+                                     name=f"states_{mon.population}_{len(objs.state_monitors)}")
                 objs.state_monitors.append((mon, st))
                 net_objects.append(st)
-    objs.network = b2.Network(*net_objects, name="biosnn_network*")
+    objs.network = b2.Network(*net_objects, name="biosnn_network")
     return objs
 
 
@@ -225,12 +236,12 @@ def _schedule_group(group, order: int):
         group.resetter["spike"].when, group.resetter["spike"].order = "groups", 10 * order + 3
 
 
-def _operations(owner, operations, what: str) -> list:
+def _operations(owner, operations, what: str, clock_for) -> list:
     out = []
-    for op in operations:
-        kw = {"when": op.when, "order": op.order}
+    for k, op in enumerate(operations):
+        kw = {"when": op.when, "order": op.order, "name": f"{owner.name}_op{k}"}
         if op.dt is not None:
-            kw["dt"] = parse_quantity(op.dt) * 1.0
+            kw["clock"] = clock_for(op.dt)
         with brian2_errors(f"add an operation to {what}"):
             out.append(owner.run_regularly(op.code, **kw))
     return out
