@@ -52,10 +52,12 @@ def test_reference_scenario_is_not_trivial(reference):
 
 
 def _backend(name, cache):
+    threads = 2 if name.endswith("_openmp") else 0
+    name = name.removesuffix("_openmp")
     if name not in available_backends():
         pytest.skip(f"backend {name} is not installed here")
     if name == "cpp_standalone":
-        return get_backend(name, cache_dir=cache)
+        return get_backend(name, cache_dir=cache, threads=threads)
     return get_backend(name)
 
 
@@ -63,6 +65,7 @@ def _backend(name, cache):
     "runtime",
     pytest.param("cython", marks=pytest.mark.cython),
     pytest.param("cpp_standalone", marks=pytest.mark.standalone),
+    pytest.param("cpp_standalone_openmp", marks=pytest.mark.standalone),
 ])
 def test_same_spikes_on_every_backend(name, build_cache, reference):
     rec = _backend(name, build_cache).build(scenario()).run(progress=False)
@@ -71,7 +74,7 @@ def test_same_spikes_on_every_backend(name, build_cache, reference):
         np.testing.assert_allclose(rec.spikes[pop].times, ref.times, atol=1e-12, err_msg=f"{name}:{pop}")
     np.testing.assert_allclose(rec.states["lif"]["v"].values, reference.states["lif"]["v"].values,
                                rtol=1e-9, atol=1e-12)
-    assert rec.meta["backend"] == name
+    assert rec.meta["backend"] == name.removesuffix("_openmp")
 
 
 @pytest.mark.standalone

@@ -46,6 +46,10 @@ def test_tiny_network_by_hand(readout):
         np.testing.assert_allclose(res.scores[:, 0], [6 / 9, 0.0], rtol=1e-12)
         np.testing.assert_array_equal(res.layer_spikes["2"], [6, 0])
     np.testing.assert_array_equal(res.input_events, [2, 0])  # one event per non-zero pixel per sample
+    # energy: 6 synaptic operations at 0.9 pJ + 2 analog-input MACs at 4.6 pJ; the ANN does 3 MACs
+    e = res.energy()
+    np.testing.assert_allclose(e["snn_J"], [6 * 0.9e-12 + 2 * 4.6e-12, 0.0])
+    assert e["ann_J"] == pytest.approx(3 * 4.6e-12)
 
 
 def _cnn(pool: str):

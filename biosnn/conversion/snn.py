@@ -44,6 +44,8 @@ class SNNResult:
     backend: str
     T: int
     input_events: np.ndarray = field(default=None)
+    input_macs: np.ndarray = field(default=None)
+    ann_macs: int = 0
 
     @property
     def spikes_per_sample(self) -> np.ndarray:
@@ -63,6 +65,22 @@ class SNNResult:
     def agreement(self, other_predictions) -> float:
         """Fraction of samples whose prediction equals ``other_predictions`` (e.g. the ANN's)."""
         return float(np.mean(self.predictions == np.asarray(other_predictions).reshape(-1)))
+
+    def energy(self, e_ac: float = 0.9e-12, e_mac: float = 4.6e-12) -> dict:
+        """Energy estimate per sample, SNN vs ANN (:func:`biosnn.metrics.energy_estimate`).
+
+        Synaptic operations cost ``e_ac`` each (default 0.9 pJ, a 32-bit float
+        add at 45 nm, Horowitz 2014); the analog input's first-layer MACs (done
+        once per sample here) and the ANN's MACs cost ``e_mac`` (4.6 pJ).
+
+        Returns
+        -------
+        dict
+            ``snn_J`` (array, joules per sample), ``ann_J`` (joules per sample), ``ratio`` (ANN / SNN).
+        """
+        from biosnn.metrics import energy_estimate
+        snn_macs = 0 if self.input_macs is None else self.input_macs
+        return energy_estimate(self.synops_per_sample, self.ann_macs, e_ac=e_ac, e_mac=e_mac, snn_macs=snn_macs)
 
     @property
     def images_per_second(self) -> float:
@@ -182,15 +200,15 @@ class SNN:
         wall = time.perf_counter() - t0
         names = {p: layer for layer, p in pops.items()}
         layer_spikes, layer_synops = {}, {}
-        input_events = None
+        input_events = input_macs = None
         for col, pname in enumerate(meter_order):
             lname = names[pname]
             if pname == "input" and self.input_mode == "analog":
-                input_events = spikes[:, col]
+                input_events, input_macs = spikes[:, col], ops[:, col]
                 continue
             layer_spikes[lname] = spikes[:, col]
             layer_synops[lname] = ops[:, col]
         preds = np.argmax(scores, axis=1)
         return SNNResult(predictions=preds, scores=scores, layer_spikes=layer_spikes,
                          layer_synops=layer_synops, wall_time_s=wall, backend=backend, T=self.T,
-                         input_events=input_events)
+                         input_events=input_events, input_macs=input_macs, ann_macs=self.ann_ops)
