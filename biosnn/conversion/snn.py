@@ -16,6 +16,22 @@ from biosnn.spec import model as m
 __all__ = ["SNN", "SNNResult"]
 
 
+class _GateOrderFilter:
+    """Drop Brian2's order-of-execution warning for the max-pool gate code (the order is intended:
+    each input spike is compared with the running maximum that earlier spikes of the step raised)."""
+
+    def filter(self, record):
+        return "c += 1 (in-place)" not in record.getMessage()
+
+
+def _quiet_gate_warning():
+    import logging
+    for name in ("brian2.codegen.generators.base", "brian2.codegen.generators.numpy_generator"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _GateOrderFilter) for f in logger.filters):
+            logger.addFilter(_GateOrderFilter())
+
+
 @dataclass(frozen=True)
 class SNNResult:
     """What one :meth:`SNN.run` over a data set measured.
@@ -155,6 +171,7 @@ class SNN:
             Passed to :func:`biosnn.backends.get_backend` (``threads``, ``float32``, ...).
         """
         from biosnn.backends.base import get_backend
+        _quiet_gate_warning()
         x = _to_numpy(x)
         n_in = self.graph.layers[0].size
         if x.ndim < 2 or int(np.prod(x.shape[1:])) != n_in:
