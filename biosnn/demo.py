@@ -90,12 +90,12 @@ def run_demo(out: Path = Path("runs/demo"), backend: str = "runtime", samples: i
     print(f"spikes per image    {figures['spikes_per_image']:.0f}")
     print(f"synops per image    {figures['synops_per_image']:.0f}  (ANN: {figures['ann_macs']} MACs)")
     print(f"simulation          {wall:.1f} s ({len(x_test) / wall:.1f} images/s on {backend})")
-    _plot(res, figures, out / "demo.png")
+    _plot(res, figures, out / "demo.png", {name: snn.graph[name].op for name in res.layer_spikes})
     print(f"wrote {out / 'demo.png'} and {out / 'digits_demo.yaml'}")
     return figures
 
 
-def _plot(res, figures, path: Path):
+def _plot(res, figures, path: Path, ops: dict):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(9, 3.4))
@@ -106,7 +106,7 @@ def _plot(res, figures, path: Path):
     ax1.set_ylabel("test accuracy (%)")
     ax1.set_title(f"digits, T = {res.T} steps (agreement {100 * figures['agreement']:.1f} %)")
     names = list(res.layer_spikes)
-    ax2.bar(names, [float(np.mean(res.layer_spikes[n])) for n in names], color="#36c")
+    ax2.bar([f"{n}\n{ops[n]}" for n in names], [float(np.mean(res.layer_spikes[n])) for n in names], color="#36c")
     ax2.set_ylabel("spikes per image")
     ax2.set_xlabel("layer")
     ax2.set_title("spikes per layer")
