@@ -121,15 +121,7 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None) -> Brian
         mname = pop.model if isinstance(pop.model, str) else pop.name
         ns = _namespace(spec, [(f"neuron_models.{mname}.parameters", model.parameters),
                                (f"populations.{pop.name}.parameters", pop.parameters)], functions)
-        kwargs = {}
-        if model.threshold:
-            kwargs["threshold"] = model.threshold
-        if model.reset:
-            kwargs["reset"] = model.reset
-        if model.refractory:
-            kwargs["refractory"] = model.refractory
-        if model.method:
-            kwargs["method"] = model.method
+        kwargs = _given(model, "threshold", "reset", "refractory", "method")
         with brian2_errors(f"create population '{pop.name}'"):
             group = b2.NeuronGroup(pop.size, model.equations or "", namespace=ns, clock=clock,
                                    name=pop.name, **kwargs)
@@ -173,13 +165,7 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None) -> Brian
         mname = proj.model if isinstance(proj.model, str) else proj.name
         ns = _namespace(spec, [(f"synapse_models.{mname}.parameters", smodel.parameters),
                                (f"projections.{proj.name}.parameters", proj.parameters)], functions)
-        kwargs = {}
-        if smodel.on_pre:
-            kwargs["on_pre"] = smodel.on_pre
-        if smodel.on_post:
-            kwargs["on_post"] = smodel.on_post
-        if smodel.method:
-            kwargs["method"] = smodel.method
+        kwargs = _given(smodel, "on_pre", "on_post", "method")
         conn = expand_projection(spec, proj)
         with brian2_errors(f"create projection '{proj.name}'"):
             syn = b2.Synapses(objs.groups[proj.source], objs.groups[proj.target], model=smodel.equations,
@@ -225,6 +211,11 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None) -> Brian
                 net_objects.append(st)
     objs.network = b2.Network(*net_objects, name="biosnn_network")
     return objs
+
+
+def _given(model, *names) -> dict:
+    """The model's fields among ``names`` that are set, as keyword arguments for Brian2."""
+    return {n: getattr(model, n) for n in names if getattr(model, n)}
 
 
 def _schedule_group(group, order: int):

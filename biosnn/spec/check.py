@@ -24,34 +24,32 @@ __all__ = ["check_network", "resolve_neuron_model", "resolve_synapse_model",
 _KEYWORDS = {"and", "or", "not", "True", "False", "true", "false"}
 
 
+def _resolve_model(ref, cls, named, library, kind: str, field_: str):
+    if isinstance(ref, cls):
+        return ref
+    if ref in named:
+        return named[ref]
+    if ref in library:
+        return library[ref]()
+    known = sorted(set(named) | set(library))
+    raise SpecError(f"unknown {kind} model '{ref}'", field=field_,
+                    fix=f"define it under {kind}_models or use one of {known}")
+
+
 def resolve_neuron_model(spec, pop):
     """The :class:`NeuronModel` a population uses (spec-defined first, then the library)."""
     from biosnn.models import library
     from biosnn.spec.model import NeuronModel
-    if isinstance(pop.model, NeuronModel):
-        return pop.model
-    if pop.model in spec.neuron_models:
-        return spec.neuron_models[pop.model]
-    if pop.model in library.NEURON_MODELS:
-        return library.NEURON_MODELS[pop.model]()
-    known = sorted(set(spec.neuron_models) | set(library.NEURON_MODELS))
-    raise SpecError(f"unknown neuron model '{pop.model}'", field=f"populations.{pop.name}.model",
-                    fix=f"define it under neuron_models or use one of {known}")
+    return _resolve_model(pop.model, NeuronModel, spec.neuron_models, library.NEURON_MODELS, "neuron",
+                          f"populations.{pop.name}.model")
 
 
 def resolve_synapse_model(spec, proj):
     """The :class:`SynapseModel` a projection uses (spec-defined first, then the library)."""
     from biosnn.models import library
     from biosnn.spec.model import SynapseModel
-    if isinstance(proj.model, SynapseModel):
-        return proj.model
-    if proj.model in spec.synapse_models:
-        return spec.synapse_models[proj.model]
-    if proj.model in library.SYNAPSE_MODELS:
-        return library.SYNAPSE_MODELS[proj.model]()
-    known = sorted(set(spec.synapse_models) | set(library.SYNAPSE_MODELS))
-    raise SpecError(f"unknown synapse model '{proj.model}'", field=f"projections.{proj.name}.model",
-                    fix=f"define it under synapse_models or use one of {known}")
+    return _resolve_model(proj.model, SynapseModel, spec.synapse_models, library.SYNAPSE_MODELS, "synapse",
+                          f"projections.{proj.name}.model")
 
 
 def evaluate_namespace(layers: list[tuple[str, Mapping[str, str]]]) -> dict:
