@@ -39,7 +39,7 @@ from biosnn.errors import ConversionError
 from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue
 
-__all__ = ["rate_network_spec", "layer_connections", "DT_MS"]
+__all__ = ["rate_network_spec", "layer_connections", "layer_populations", "DT_MS"]
 
 DT_MS = 1.0  # nominal time step; a converted network's time is counted in steps
 
@@ -61,6 +61,17 @@ def layer_connections(layer) -> cx.Connections:
         return cx.maxpool2d_groups(layer.in_shape, p["kernel_size"], stride=p["stride"],
                                    padding=p["padding"], dilation=p.get("dilation", 1))
     raise ConversionError(f"layer '{layer.name}' ({layer.op}) has no synapses")
+
+
+def layer_populations(graph: LayerGraph) -> dict[str, str]:
+    """Torch layer name -> population name of its neurons: ``input``, then ``L1, L2, ...`` in
+    topological order (residual branches without neurons, role ``virtual``, have none)."""
+    roles = snn_roles(graph)
+    names = {graph.layers[0].name: "input"}
+    for layer in graph.layers[1:]:
+        if roles[layer.name] != "virtual":
+            names[layer.name] = f"L{len(names)}"
+    return names
 
 
 def _fanout(conns: list[tuple[int, cx.Connections]], size: int) -> np.ndarray:
@@ -122,8 +133,8 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         x = np.zeros((windows, n_in))
     x = np.asarray(x, dtype=np.float64).reshape(windows, n_in)
 
-    pop_of: dict[str, str] = {}         # layer name -> population name
-    order_of: dict[str, int] = {}
+    pop_of = layer_populations(graph)   # layer name -> population name
+    order_of = {name: 0 if p == "input" else int(p[1:]) for name, p in pop_of.items()}
     pops: list[m.Population] = []
     projs: list[m.Projection] = []
     out_conns: dict[str, list] = {}     # population -> [(k, conns)] for fan-out
@@ -159,10 +170,6 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
     # input population
     pops_ops = [m.Operation("x = x_in(t, i)" + ("\npending = int(x > 0)" if input_mode == "analog" else ""),
                             dt=window, when="start", order=1)]
-    pop_of[inp_layer.name] = "input"
-    order_of[inp_layer.name] = 0
-
-    layer_order = 1
     specs_by_pop: dict[str, dict] = {"input": dict(
         name="input", size=n_in, model="analog_input" if input_mode == "analog" else "poisson_input",
         shape=inp_layer.out_shape if len(inp_layer.out_shape) == 3 else None,
@@ -172,9 +179,7 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         role = roles[layer.name]
         if role == "virtual":
             continue
-        pname = f"L{layer_order}"
-        pop_of[layer.name] = pname
-        order_of[layer.name] = layer_order
+        pname, layer_order = pop_of[layer.name], order_of[layer.name]
         is_out = layer.name == graph.output
         theta = float(thresholds.get(layer.name, 1.0))
         shape = layer.out_shape if len(layer.out_shape) == 3 else None
@@ -193,7 +198,6 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
                                            m.Operation("v += I + b", when="groups", order=10 * layer_order)],
                                        order=layer_order)
         biases[pname] = np.zeros(layer.size)
-        layer_order += 1
 
     def add_projection(src_layer_name, tgt_pop, conns: cx.Connections, scale=1.0, tag=""):
         src_pop = pop_of[src_layer_name]

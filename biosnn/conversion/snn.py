@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from biosnn.conversion.graph import LayerGraph
-from biosnn.conversion.rate_spec import DT_MS, rate_network_spec
+from biosnn.conversion.rate_spec import DT_MS, layer_populations, rate_network_spec
 from biosnn.errors import ConversionError
 from biosnn.spec import model as m
 
@@ -142,8 +142,7 @@ class SNN:
 
     def layer_populations(self) -> dict[str, str]:
         """Torch layer name -> population name in the spec."""
-        text = self.spec.description.split("Layers: ", 1)[1].rstrip(".")
-        return dict(reversed(kv.split("=", 1)) for kv in text.split(", "))
+        return layer_populations(self.graph)
 
     def save(self, path) -> Path:
         """Write the spec (YAML + .npz); ``biosnn.load(path)`` reads it back."""

@@ -306,27 +306,22 @@ class _Writer:
     def values(self, mapping, key):
         return {k: self.value(v, f"{key}.{k}") for k, v in mapping.items()}
 
-    def neuron_model(self, nm: m.NeuronModel):
-        d = {"equations": nm.equations}
-        for k in ("threshold", "reset", "refractory", "method"):
-            if getattr(nm, k) is not None:
-                d[k] = getattr(nm, k)
-        if nm.parameters:
-            d["parameters"] = dict(nm.parameters)
-        if nm.description:
-            d["description"] = nm.description
+    @staticmethod
+    def model(model, optional: tuple[str, ...]) -> dict:
+        """A neuron or synapse model as YAML data: equations, the optional fields that are set."""
+        d = {"equations": model.equations}
+        d.update({k: getattr(model, k) for k in optional if getattr(model, k) is not None})
+        if model.parameters:
+            d["parameters"] = dict(model.parameters)
+        if model.description:
+            d["description"] = model.description
         return d
 
+    def neuron_model(self, nm: m.NeuronModel):
+        return self.model(nm, ("threshold", "reset", "refractory", "method"))
+
     def synapse_model(self, sm: m.SynapseModel):
-        d = {"equations": sm.equations}
-        for k in ("on_pre", "on_post", "method"):
-            if getattr(sm, k) is not None:
-                d[k] = getattr(sm, k)
-        if sm.parameters:
-            d["parameters"] = dict(sm.parameters)
-        if sm.description:
-            d["description"] = sm.description
-        return d
+        return self.model(sm, ("on_pre", "on_post", "method"))
 
     @staticmethod
     def schedule(part, e):
