@@ -62,6 +62,8 @@ class SNNResult:
     input_events: np.ndarray = field(default=None)
     input_macs: np.ndarray = field(default=None)
     ann_macs: int = 0
+    extras: dict = field(default_factory=dict)
+    """Coding-specific figures per sample (e.g. additions and memory accesses of TSC), name -> ndarray (N,)."""
 
     @property
     def spikes_per_sample(self) -> np.ndarray:
@@ -110,11 +112,20 @@ def _to_numpy(x) -> np.ndarray:
 
 
 class SNN:
-    """A torch ANN converted to a spiking network (rate coding).
+    """A torch ANN converted to a spiking network (rate coding; the base of the other codings).
 
     Built by :func:`biosnn.convert`.  ``spec`` is the network for one sample
     window; :meth:`run` builds the same network for ``batch_size`` windows,
     compiles it once (standalone backends) and feeds the data set through it.
+
+    Other codings subclass it and override :meth:`_build_spec` (and, if their
+    window is not ``T`` steps long or their scores are scaled differently,
+    :attr:`window_steps` and :meth:`_scores_from_potential`).  Their specs keep
+    the conventions :meth:`run` relies on: a timed array ``x_in`` of shape
+    ``(windows, n_in)`` with one row per sample window, a ``meter`` population
+    with ``spk_last``/``ops_last`` monitored once per window (one neuron per
+    metered population, in population order), and an output population that
+    is either monitored for ``v_last`` once per window or by spikes.
     """
 
     def __init__(self, graph: LayerGraph, *, coding: str, T: int, thresholds: dict, input_mode: str,
@@ -132,12 +143,29 @@ class SNN:
         self._spec_cache: dict[int, m.NetworkSpec] = {}
         self.spec = self.spec_for(1)
 
+    @property
+    def window_steps(self) -> int:
+        """Time steps of one sample window (rate coding: ``T``)."""
+        return self.T
+
+    def _build_spec(self, windows: int) -> m.NetworkSpec:
+        return rate_network_spec(self.graph, T=self.T, windows=windows, thresholds=self.thresholds,
+                                 input_mode=self.input_mode, readout=self.readout, seed=self.seed,
+                                 name=self.name)
+
+    def _scores_from_potential(self, v_last: np.ndarray) -> np.ndarray:
+        """Scores from the output layer's potential at the end of a window (rate: ``v / T``)."""
+        return v_last / self.T
+
+    def _scores_from_spikes(self, window: np.ndarray, step_in_window: np.ndarray, index: np.ndarray,
+                            scores: np.ndarray) -> None:
+        """Add output spikes to ``scores`` (rate: spike counts / T)."""
+        np.add.at(scores, (window, index), 1.0 / self.T)
+
     def spec_for(self, windows: int) -> m.NetworkSpec:
         """The network spec simulating ``windows`` samples per run."""
         if windows not in self._spec_cache:
-            self._spec_cache[windows] = rate_network_spec(
-                self.graph, T=self.T, windows=windows, thresholds=self.thresholds,
-                input_mode=self.input_mode, readout=self.readout, seed=self.seed, name=self.name)
+            self._spec_cache[windows] = self._build_spec(windows)
         return self._spec_cache[windows]
 
     def layer_populations(self) -> dict[str, str]:
@@ -185,8 +213,7 @@ class SNN:
         be = get_backend(backend, **backend_options)
         sim = be.build(spec)
         pops = self.layer_populations()
-        meter_order = [p.name for p in spec.populations
-                       if p.name != "meter" and p.model != "if_readout"]
+        meter_order = [pr.source for pr in spec.projections if pr.target == "meter"]
         out_pop = pops[self.graph.output]
         scores = np.zeros((n, self.graph[self.graph.output].size))
         spikes = np.zeros((n, len(meter_order)))
@@ -206,13 +233,14 @@ class SNN:
             spikes[s:s + k] = meter["spk_last"].values[1:windows + 1][:k]
             ops[s:s + k] = meter["ops_last"].values[1:windows + 1][:k]
             if "v_last" in rec.states.get(out_pop, {}):
-                scores[s:s + k] = rec.states[out_pop]["v_last"].values[1:windows + 1][:k] / self.T
+                scores[s:s + k] = self._scores_from_potential(rec.states[out_pop]["v_last"].values[1:windows + 1][:k])
             else:
                 st = rec.spikes[out_pop]
                 step = np.rint(st.times / (DT_MS * 1e-3)).astype(np.int64)
-                win = step // self.T
+                win = step // self.window_steps
                 keep = win < k
-                np.add.at(scores[s:s + k], (win[keep], st.indices[keep]), 1.0 / self.T)
+                self._scores_from_spikes(win[keep], step[keep] - win[keep] * self.window_steps,
+                                         st.indices[keep], scores[s:s + k])
         wall = time.perf_counter() - t0
         names = {p: layer for layer, p in pops.items()}
         layer_spikes, layer_synops = {}, {}
