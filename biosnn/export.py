@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from biosnn.recording import (
-    Recording, RecordingError, SpikeTrains, StateTrace, _eval_unit, _unit_from_dims,
+    FinalState, Recording, RecordingError, SpikeTrains, StateTrace, _eval_unit, _unit_from_dims,
 )
 
 __all__ = [
@@ -87,7 +87,8 @@ def save_npz(rec: Recording, path: str | Path) -> Path:
     variables, units, ``duration`` and ``dt`` (seconds) and ``meta``; arrays
     are stored as ``spikes_<k>_times`` (s), ``spikes_<k>_indices``,
     ``states_<k>_times`` (s), ``states_<k>_values`` (SI) and
-    ``states_<k>_indices``.  Loading needs no pickle.
+    ``states_<k>_indices``, and ``final_<k>`` (SI) for the end-of-run values
+    of :attr:`Recording.final`.  Loading needs no pickle.
     """
     path = _path(path)
     arrays: dict[str, np.ndarray] = {}
@@ -107,6 +108,10 @@ def save_npz(rec: Recording, path: str | Path) -> Path:
             arrays[f"states_{k}_values"] = trace.values
             arrays[f"states_{k}_indices"] = trace.indices
             k += 1
+    header["final"] = []
+    for k, (key, fs) in enumerate(rec.final.items()):
+        header["final"].append({"name": key, "unit": fs.unit, "key": f"final_{k}"})
+        arrays[f"final_{k}"] = fs.values
     arrays[_NPZ_HEADER] = np.array(json.dumps(header))
     with open(path, "wb") as fh:
         np.savez_compressed(fh, **arrays)
@@ -153,6 +158,8 @@ def load_npz(path: str | Path) -> Recording:
                 states.setdefault(entry["population"], {})[entry["variable"]] = StateTrace(
                     times=data[f"{key}_times"], values=data[f"{key}_values"],
                     indices=data[f"{key}_indices"], unit=entry["unit"])
+            final = {entry["name"]: FinalState(values=data[entry["key"]], unit=entry["unit"])
+                     for entry in header.get("final", [])}
     except RecordingError as exc:
         if str(path) in str(exc):
             raise
@@ -161,7 +168,7 @@ def load_npz(path: str | Path) -> Recording:
         raise RecordingError(f"file '{path}' is not a readable biosnn .npz recording: "
                              f"{type(exc).__name__}: {exc}") from None
     return _rebuild(path, spikes=spikes, states=states, duration=float(header["duration_s"]),
-                    dt=float(header["dt_s"]), meta=header["meta"])
+                    dt=float(header["dt_s"]), meta=header["meta"], final=final)
 
 
 # ---------------------------------------------------------------------------
@@ -209,7 +216,9 @@ def save_sonata(rec: Recording, path: str | Path) -> Path:
     seconds of the few spikes for which ``(t * 1000) / 1000 != t`` in
     floating point, so the ms conversion stays lossless;
     ``states/<population>/<variable>/{times_s, values, node_ids}`` with
-    ``values`` attribute ``units`` (a Brian2 unit string, SI values).
+    ``values`` attribute ``units`` (a Brian2 unit string, SI values);
+    ``final/<part>.<variable>`` (SI values, attribute ``units``) for
+    :attr:`Recording.final`.
     """
     import h5py
 
@@ -254,6 +263,9 @@ def save_sonata(rec: Recording, path: str | Path) -> Path:
                 values.attrs["units"] = trace.unit
                 vgrp.create_dataset("node_ids", data=trace.indices.astype(np.uint64),
                                     dtype=np.uint64)
+        final = extra.create_group("final", track_order=True)
+        for key, fs in rec.final.items():
+            final.create_dataset(key, data=fs.values, dtype=np.float64).attrs["units"] = fs.unit
     return path
 
 
@@ -316,6 +328,7 @@ def load_sonata(path: str | Path, *, dt: float | None = None, duration: float | 
         meta: dict[str, str] = {}
         fixes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         states: dict[str, dict[str, StateTrace]] = {}
+        final: dict[str, FinalState] = {}
         file_dt = file_duration = None
         try:
             if extra is not None:
@@ -332,6 +345,8 @@ def load_sonata(path: str | Path, *, dt: float | None = None, duration: float | 
                             times=vgrp["times_s"][()], values=vgrp["values"][()],
                             indices=vgrp["node_ids"][()].astype(np.int64),
                             unit=_attr_str(vgrp["values"].attrs["units"]))
+                for key, ds in extra.get("final", {}).items():
+                    final[key] = FinalState(values=ds[()], unit=_attr_str(ds.attrs["units"]))
             spikes = {}
             last_spike = 0.0
             for name, grp in f["spikes"].items():
@@ -376,7 +391,8 @@ def load_sonata(path: str | Path, *, dt: float | None = None, duration: float | 
         duration = file_duration if file_duration is not None else last_spike
     if extra is None:
         meta = {"source": f"SONATA file {path.name}"}
-    return _rebuild(path, spikes=spikes, states=states, duration=duration, dt=dt, meta=meta)
+    return _rebuild(path, spikes=spikes, states=states, duration=duration, dt=dt, meta=meta,
+                    final=final)
 
 
 # ---------------------------------------------------------------------------
@@ -475,7 +491,9 @@ def to_neo(rec: Recording):
         biosnn_duration_s=rec.duration, biosnn_dt_s=rec.dt,
         biosnn_population_names=list(rec.spikes),
         biosnn_population_sizes=[st.size for st in rec.spikes.values()],
-        biosnn_meta_keys=list(rec.meta), biosnn_meta_values=list(rec.meta.values()))
+        biosnn_meta_keys=list(rec.meta), biosnn_meta_values=list(rec.meta.values()),
+        biosnn_final_keys=list(rec.final), biosnn_final_units=[fs.unit for fs in rec.final.values()],
+        biosnn_final_values=[np.array(fs.values) for fs in rec.final.values()])
     seg = neo.Segment(name="run")
     block.segments.append(seg)
     for name, st in rec.spikes.items():
@@ -603,8 +621,10 @@ def from_neo(block, *, dt: float | None = None, duration: float | None = None) -
     if duration is None:
         raise RecordingError("the neo Block is empty and carries no duration: pass duration=")
     meta = dict(zip(ann.get("biosnn_meta_keys", []), ann.get("biosnn_meta_values", [])))
+    final = {key: FinalState(values=values, unit=unit) for key, unit, values in zip(
+        ann.get("biosnn_final_keys", []), ann.get("biosnn_final_units", []), ann.get("biosnn_final_values", []))}
     return Recording(spikes=spikes, states=states, duration=float(duration), dt=float(dt),
-                     meta=meta)
+                     meta=meta, final=final)
 
 
 # ---------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import numpy as np
 
 from biosnn.errors import BiosnnError
 
-__all__ = ["RecordingError", "SpikeTrains", "StateTrace", "Recording"]
+__all__ = ["RecordingError", "SpikeTrains", "StateTrace", "FinalState", "Recording"]
 
 
 class RecordingError(BiosnnError):
@@ -353,6 +353,58 @@ class SpikeTrains:
 
 
 @dataclass(frozen=True, eq=False, repr=False)
+class FinalState:
+    """The value of one variable of a population or projection at the end of a run.
+
+    Learning reads the trained weights (and adaptive thresholds, ...) from here;
+    :meth:`Recording.final_overrides` turns them into run overrides or, with
+    :func:`biosnn.backends.base.apply_overrides`, into a new spec.
+
+    Parameters
+    ----------
+    values : array_like of float, shape (n,)
+        One value per neuron or synapse, in coherent SI units (``unit``).
+    unit : str
+        Brian2 unit string of ``values`` (SI, e.g. ``"siemens"``, ``"1"``).
+    """
+
+    values: np.ndarray
+    unit: str
+
+    def __post_init__(self) -> None:
+        values = _float_array(self.values, "final values", 1)
+        if not isinstance(self.unit, str):
+            raise RecordingError(f"unit must be a Brian2 unit string, got {self.unit!r}")
+        unit = self.unit.strip()
+        _unit_dims(unit)
+        object.__setattr__(self, "values", _frozen(values))
+        object.__setattr__(self, "unit", unit)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FinalState):
+            return NotImplemented
+        return self.unit == other.unit and _arrays_equal(self.values, other.values)
+
+    def __repr__(self) -> str:
+        return f"FinalState(n={self.values.shape[0]}, unit={self.unit!r})"
+
+
+def _freeze_final(final: Any) -> types.MappingProxyType:
+    if not isinstance(final, Mapping):
+        raise RecordingError(f"final must be a mapping '<part>.<variable>' -> FinalState, "
+                             f"got {type(final).__name__}")
+    out = {}
+    for key, value in final.items():
+        if not isinstance(key, str) or key.count(".") != 1 or not all(key.split(".")):
+            raise RecordingError(f"final keys must look like '<population or projection>.<variable>', "
+                                 f"got {key!r}")
+        if not isinstance(value, FinalState):
+            raise RecordingError(f"final[{key!r}] must be a FinalState, got {type(value).__name__}")
+        out[key] = value
+    return types.MappingProxyType(out)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class StateTrace:
     """One recorded state variable of some neurons of a population.
 
@@ -539,6 +591,10 @@ class Recording:
     meta : Mapping[str, str], optional
         Free-form metadata (backend, spec name, wall_time_s, ...).  Numbers
         are converted to strings.
+    final : Mapping[str, FinalState], optional
+        Values at the end of the run of the variables a run was asked for
+        (``Simulation.run(final_state=[...])``), keyed ``"<part>.<variable>"``
+        like run overrides (e.g. ``"input_exc.w"``, ``"exc.theta"``).
 
     Notes
     -----
@@ -554,8 +610,10 @@ class Recording:
     duration: float
     dt: float
     meta: Mapping[str, str] = field(default_factory=dict)
+    final: Mapping[str, FinalState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "final", _freeze_final(self.final))
         spikes = _freeze_spikes(self.spikes)
         states = _freeze_states(self.states)
         meta = _freeze_meta(self.meta)
@@ -590,6 +648,7 @@ class Recording:
             return NotImplemented
         return (self.duration == other.duration and self.dt == other.dt
                 and dict(self.meta) == dict(other.meta)
+                and dict(self.final) == dict(other.final)
                 and dict(self.spikes) == dict(other.spikes)
                 and {k: dict(v) for k, v in self.states.items()}
                 == {k: dict(v) for k, v in other.states.items()})
@@ -605,9 +664,19 @@ class Recording:
         # MappingProxyType cannot be pickled: rebuild from plain dicts.
         return (_rebuild_recording, (dict(
             spikes=dict(self.spikes), states={k: dict(v) for k, v in self.states.items()},
-            duration=self.duration, dt=self.dt, meta=dict(self.meta)),))
+            duration=self.duration, dt=self.dt, meta=dict(self.meta), final=dict(self.final)),))
 
     # -- analysis ---------------------------------------------------------
+
+    def final_overrides(self) -> dict:
+        """The final values as run overrides ``{"<part>.<variable>": ArrayValue}``.
+
+        Pass them to ``Simulation.run(overrides=...)`` to continue from where
+        this run ended, or to :func:`biosnn.backends.base.apply_overrides` to
+        get a new spec holding them (e.g. trained weights).
+        """
+        from biosnn.spec.values import ArrayValue
+        return {key: ArrayValue(fs.values, fs.unit) for key, fs in self.final.items()}
 
     def _population(self, population: str) -> SpikeTrains:
         try:

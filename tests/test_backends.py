@@ -40,7 +40,23 @@ def scenario(name="scenario") -> NetworkSpec:
 
 @pytest.fixture(scope="module")
 def reference():
-    return get_backend("runtime").build(scenario()).run(progress=False)
+    return get_backend("runtime").build(scenario()).run(progress=False, final_state=FINAL)
+
+
+FINAL = ("lif.v", "lif_ifs.w")
+
+
+def test_final_state(reference):
+    assert reference.final["lif.v"].unit == "volt" and reference.final["lif_ifs.w"].unit == "volt"
+    np.testing.assert_allclose(reference.final["lif_ifs.w"].values, 5e-3)
+    assert reference.final["lif.v"].values.shape == (6,)
+    # the last recorded v of neuron 0 is the final v (recorded at "end" of the last step)
+    assert reference.final["lif.v"].values[0] == pytest.approx(reference.states["lif"]["v"].values[-1, 0])
+    sim = get_backend("runtime").build(scenario())
+    with pytest.raises(BackendError, match="must be '<population or projection>.<variable>'"):
+        sim.run(progress=False, final_state=["nope.v"])
+    with pytest.raises(BackendError, match="has no variable 'nope'"):
+        sim.run(progress=False, final_state=["lif.nope"])
 
 
 def test_reference_scenario_is_not_trivial(reference):
@@ -68,7 +84,10 @@ def _backend(name, cache):
     pytest.param("cpp_standalone_openmp", marks=pytest.mark.standalone),
 ])
 def test_same_spikes_on_every_backend(name, build_cache, reference):
-    rec = _backend(name, build_cache).build(scenario()).run(progress=False)
+    rec = _backend(name, build_cache).build(scenario()).run(progress=False, final_state=FINAL)
+    for key in FINAL:
+        np.testing.assert_allclose(rec.final[key].values, reference.final[key].values, rtol=1e-9, atol=1e-15)
+        assert rec.final[key].unit == reference.final[key].unit
     for pop, ref in reference.spikes.items():
         np.testing.assert_array_equal(rec.spikes[pop].indices, ref.indices, err_msg=f"{name}:{pop}")
         np.testing.assert_allclose(rec.spikes[pop].times, ref.times, atol=1e-12, err_msg=f"{name}:{pop}")

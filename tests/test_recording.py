@@ -16,7 +16,7 @@ from biosnn.export import (
     export, from_neo, import_recording, load_npz, load_sonata, save_npz, save_sonata, to_neo,
 )
 from biosnn.plots import plot_recording, raster_plot, rate_plot
-from biosnn.recording import Recording, RecordingError, SpikeTrains, StateTrace
+from biosnn.recording import FinalState, Recording, RecordingError, SpikeTrains, StateTrace
 
 DT = 1e-4
 
@@ -39,7 +39,9 @@ def make_recording(with_states: bool = True) -> Recording:
                   "inh": {"w": StateTrace(t[:4], np.ones((4, 1)), [9], "1")}}
     return Recording(spikes={"exc": exc, "inh": inh, "silent": silent}, states=states,
                      duration=0.2, dt=DT, meta={"backend": "runtime", "spec": "unit-test",
-                                                "wall_time_s": 1.25})
+                                                "wall_time_s": 1.25},
+                     final={"exc_inh.w": FinalState(1e-9 * rng.random(12), "siemens"),
+                            "exc.theta": FinalState(rng.random(40) * 1e-3, "volt")})
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +223,7 @@ def test_npz_round_trip(rec, tmp_path):
     assert list(back.spikes) == ["exc", "inh", "silent"]
     assert back.states["exc"]["g_e"].unit == "siemens"
     assert dict(back.meta) == {"backend": "runtime", "spec": "unit-test", "wall_time_s": "1.25"}
+    assert back.final["exc_inh.w"].unit == "siemens" and back.final["exc.theta"] == rec.final["exc.theta"]
     # Recording.save / load dispatch on the suffix
     rec.save(tmp_path / "again.npz")
     assert Recording.load(tmp_path / "again.npz") == rec
@@ -403,3 +406,15 @@ def test_rate_plot_lines_match_population_rate(rec):
     centers, rate = rec.population_rate("exc", 0.01)
     np.testing.assert_allclose(lines[0].get_xdata(), centers * 1e3)
     np.testing.assert_allclose(lines[0].get_ydata(), rate)
+
+
+def test_final_state_validation_and_overrides():
+    with pytest.raises(RecordingError, match="final keys must look like"):
+        Recording(spikes={}, duration=0.1, dt=DT, final={"w": FinalState([1.0], "1")})
+    with pytest.raises(RecordingError, match="must be a FinalState"):
+        Recording(spikes={}, duration=0.1, dt=DT, final={"p.w": np.ones(3)})
+    with pytest.raises(RecordingError, match="1-D"):
+        FinalState(np.ones((2, 2)), "1")
+    rec = Recording(spikes={}, duration=0.1, dt=DT, final={"p.w": FinalState([1e-9, 2e-9], "siemens")})
+    ov = rec.final_overrides()["p.w"]
+    assert ov.unit == "siemens" and list(ov.data) == [1e-9, 2e-9]

@@ -31,7 +31,7 @@ class Simulation(Protocol):
     spec: m.NetworkSpec
 
     def run(self, duration: float | None = None, overrides: Mapping | None = None,
-            progress: bool = True):
+            progress: bool = True, final_state=None):
         """Simulate and return a :class:`~biosnn.recording.Recording`.
 
         Parameters
@@ -46,6 +46,11 @@ class Simulation(Protocol):
             plain arrays in the unit of the spec's own array for that entry.
         progress : bool
             Show a progress bar.
+        final_state : sequence of str, optional
+            Variables whose values at the end of the run go into
+            ``Recording.final`` (``"<population>.<var>"`` or
+            ``"<projection>.<var>"``, e.g. learned weights ``"input_exc.w"``).
+            ``Recording.final_overrides()`` feeds them back as overrides.
         """
         ...
 

@@ -574,7 +574,7 @@ class CudaStandaloneBackend(CppStandaloneBackend):
 class CudaStandaloneSimulation(StandaloneSimulation):
     """A compiled brian2cuda project; :meth:`run` needs a CUDA GPU."""
 
-    def run(self, duration: float | None = None, overrides=None, progress: bool = True):
+    def run(self, duration: float | None = None, overrides=None, progress: bool = True, final_state=None):
         """Run the compiled binary (see :meth:`biosnn.backends.base.Simulation.run`).
 
         Raises
@@ -585,7 +585,7 @@ class CudaStandaloneSimulation(StandaloneSimulation):
         """
         existing = set(self.directory.glob("results_*"))
         try:
-            return super().run(duration, overrides, progress)
+            return super().run(duration, overrides, progress, final_state)
         except BackendError as exc:
             cause = exc.__cause__
             if isinstance(cause, RuntimeError) and not self.backend.gpu_present():

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from biosnn.errors import BackendError, SpecError
-from biosnn.recording import Recording, SpikeTrains, StateTrace
+from biosnn.recording import FinalState, Recording, SpikeTrains, StateTrace
 from biosnn.spec import model as m
 from biosnn.spec.check import evaluate_namespace
 from biosnn.spec.expand import expand_projection
@@ -245,9 +245,39 @@ def _unit_name(unit) -> str:
     return "1"
 
 
+def check_final_state(spec: m.NetworkSpec, final_state) -> tuple[str, ...]:
+    """Validate the ``final_state`` keys of a run (``"<population or projection>.<variable>"``)."""
+    if final_state is None:
+        return ()
+    keys = (final_state,) if isinstance(final_state, str) else tuple(final_state)
+    parts = set(spec.population_names) | {p.name for p in spec.projections}
+    for key in keys:
+        part, _, var = str(key).partition(".")
+        if part not in parts or not var:
+            raise BackendError(f"final_state entry '{key}' must be '<population or projection>.<variable>' "
+                               f"with one of {sorted(parts)}")
+    return keys
+
+
+def read_final_state(objs: Brian2Objects, keys) -> dict:
+    """End-of-run values of the variables named by ``keys`` (see :func:`check_final_state`)."""
+    from brian2 import get_unit
+    out = {}
+    for key in keys:
+        part, _, var = key.partition(".")
+        obj = objs.groups.get(part, objs.synapses.get(part))
+        if var not in obj.variables:
+            raise BackendError(f"final_state entry '{key}': '{part}' has no variable '{var}' "
+                               f"(it has {sorted(v for v in obj.variables if not v.startswith('_'))})")
+        dim = obj.variables[var].dim
+        values = np.asarray(getattr(obj, var + "_")[:], dtype=np.float64).reshape(-1)
+        out[key] = FinalState(values=values, unit="1" if dim.is_dimensionless else repr(get_unit(dim)))
+    return out
+
+
 def collect_recording(objs: Brian2Objects, spec: m.NetworkSpec, duration_s: float,
-                      meta: dict) -> Recording:
-    """Read the monitors into a :class:`Recording` (plain numpy, SI units)."""
+                      meta: dict, final_state=()) -> Recording:
+    """Read the monitors (and the ``final_state`` variables) into a :class:`Recording` (numpy, SI)."""
     from brian2 import get_unit
     spikes = {}
     for name, sm in objs.spike_monitors.items():
@@ -268,4 +298,5 @@ def collect_recording(objs: Brian2Objects, spec: m.NetworkSpec, duration_s: floa
             per[var] = StateTrace(times=times, values=values.reshape(len(times), len(idx)),
                                   indices=idx, unit=unit)
     return Recording(spikes=spikes, states=states, duration=duration_s,
-                     dt=spec.dt_seconds(), meta={k: str(v) for k, v in meta.items()})
+                     dt=spec.dt_seconds(), meta={k: str(v) for k, v in meta.items()},
+                     final=read_final_state(objs, final_state))

@@ -6,7 +6,7 @@ import time
 from contextlib import contextmanager
 
 from biosnn.backends.base import apply_overrides
-from biosnn.backends.brian2_network import brian2_errors, build_objects, collect_recording
+from biosnn.backends.brian2_network import brian2_errors, build_objects, check_final_state, collect_recording
 from biosnn.backends.progress import ProgressBar
 from biosnn.errors import BackendError
 from biosnn.spec import model as m
@@ -85,9 +85,11 @@ class RuntimeSimulation:
         self.spec = spec
         self.build_time_s = 0.0
 
-    def run(self, duration: float | None = None, overrides=None, progress: bool = True):
+    def run(self, duration: float | None = None, overrides=None, progress: bool = True, final_state=None):
+        """Run from the spec's initial state (see :meth:`biosnn.backends.base.Simulation.run`)."""
         from brian2 import second
         spec = apply_overrides(self.spec, overrides)
+        final_keys = check_final_state(spec, final_state)
         duration_s = spec.duration_seconds() if duration is None else float(duration)
         if duration_s <= 0:
             raise BackendError(f"duration must be positive, got {duration_s} s")
@@ -105,5 +107,5 @@ class RuntimeSimulation:
             t2 = time.perf_counter()
             rec = collect_recording(objs, spec, duration_s, {
                 "backend": self.backend.name, "spec": spec.name, "build_time_s": f"{t1 - t0:.3f}",
-                "wall_time_s": f"{t2 - t1:.3f}"})
+                "wall_time_s": f"{t2 - t1:.3f}"}, final_keys)
         return rec

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from biosnn.backends.base import apply_overrides, split_key
-from biosnn.backends.brian2_network import brian2_errors, build_objects, collect_recording
+from biosnn.backends.brian2_network import brian2_errors, build_objects, check_final_state, collect_recording
 from biosnn.backends.brian2_runtime import brian2_prefs
 from biosnn.backends.progress import STANDALONE_REPORT_CODE, ProgressBar, tail_progress
 from biosnn.errors import BackendError
@@ -217,8 +217,9 @@ class StandaloneSimulation:
                 args[getattr(self.objects.synapses[part], var)] = value.quantity()
         return args
 
-    def run(self, duration: float | None = None, overrides=None, progress: bool = True):
+    def run(self, duration: float | None = None, overrides=None, progress: bool = True, final_state=None):
         """Run the compiled binary (see :meth:`biosnn.backends.base.Simulation.run`)."""
+        final_keys = check_final_state(self.spec, final_state)
         if duration is not None and abs(float(duration) - self.duration_s) > 1e-12:
             raise BackendError(f"this build simulates {self.duration_s} s; build again with "
                                f"duration={duration} to simulate another duration")
@@ -252,7 +253,7 @@ class StandaloneSimulation:
                 rec = collect_recording(self.objects, self.spec, self.duration_s, {
                     "backend": self.backend.name, "spec": self.spec.name,
                     "build_time_s": f"{self.build_time_s:.3f}", "wall_time_s": f"{wall:.3f}",
-                    "compiled": str(self.compiled), "build_dir": str(self.directory)})
+                    "compiled": str(self.compiled), "build_dir": str(self.directory)}, final_keys)
             finally:
                 shutil.rmtree(results_dir, ignore_errors=True)
         return rec
