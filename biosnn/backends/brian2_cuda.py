@@ -420,7 +420,7 @@ class CudaStandaloneBackend(CppStandaloneBackend):
         if not _brian2cuda_available():
             raise BackendError("the cuda_standalone backend needs brian2cuda: "
                                "pip install 'biosnn[cuda]' (and CUDA's nvcc on the PATH)")
-        super().__init__(threads=0, float32=float32, cache_dir=cache_dir)
+        super().__init__(threads=0, float32=float32, cache_dir=cache_dir, static_projections=False)
         if compute_capability is not None:
             if isinstance(compute_capability, bool) or not isinstance(compute_capability, (int, float)):
                 raise BackendError(f"compute_capability must be a number such as 9.0, got "

@@ -18,6 +18,7 @@ from biosnn.errors import BackendError, SpecError
 from biosnn.recording import FinalState, Recording, SpikeTrains, StateTrace
 from biosnn.spec import model as m
 from biosnn.spec.check import evaluate_namespace
+from biosnn.backends.brian2_static import static_statements
 from biosnn.spec.expand import expand_projection
 from biosnn.spec.values import ArrayValue, parse_quantity, unit_of
 
@@ -74,7 +75,7 @@ def _namespace(spec, layers, functions) -> dict:
     return ns
 
 
-def build_objects(spec: m.NetworkSpec, duration_s: float | None = None) -> Brian2Objects:
+def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: bool = False) -> Brian2Objects:
     """Create the Brian2 objects of ``spec`` on the active device.
 
     Parameters
@@ -83,6 +84,9 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None) -> Brian
         The network.
     duration_s : float, optional
         Simulated time (seconds); only used to size nothing -- kept for backends.
+    static : bool
+        Build static projections (see :mod:`biosnn.backends.brian2_static`)
+        with biosnn's own C++ standalone template instead of ``Synapses``.
 
     Returns
     -------
@@ -167,6 +171,10 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None) -> Brian
                                (f"projections.{proj.name}.parameters", proj.parameters)], functions)
         kwargs = _given(smodel, "on_pre", "on_post", "method")
         conn = expand_projection(spec, proj)
+        statements = static_statements(spec, proj) if static else None
+        if statements is not None and not isinstance(proj.weights, str):
+            net_objects.append(_static_projection(objs, proj, conn, statements, clock))
+            continue
         with brian2_errors(f"create projection '{proj.name}'"):
             syn = b2.Synapses(objs.groups[proj.source], objs.groups[proj.target], model=smodel.equations,
                               namespace=ns, clock=clock, name=proj.name, **kwargs)
@@ -211,6 +219,30 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None) -> Brian
                 net_objects.append(st)
     objs.network = b2.Network(*net_objects, name="biosnn_network")
     return objs
+
+
+def _static_projection(objs: Brian2Objects, proj: m.Projection, conn, statements, clock):
+    """A static projection on biosnn's template (weights per synapse, or the shared conv kernel)."""
+    from biosnn.backends.brian2_static import make_static_projection
+    kernel = proj.weights is None and isinstance(proj.connect, m.Conv2D)
+    when, order = ("groups", 10 * proj.order + 5) if proj.order is not None else ("synapses", 0)
+    with brian2_errors(f"create projection '{proj.name}'"):
+        obj = make_static_projection(objs.groups[proj.source], objs.groups[proj.target], conn, statements,
+                                     name=proj.name, clock=clock, when=when, order=order,
+                                     kernel_size=proj.connect.kernel.data.size if kernel else None)
+    if "w" in obj.variables:
+        if kernel:
+            value = ArrayValue(np.asarray(proj.connect.kernel.data, dtype=np.float64).ravel(),
+                               proj.connect.kernel.unit)
+        elif proj.weights is not None:
+            value = proj.weights
+        else:  # Pool2D: per-synapse weights in SI units
+            unit = parse_quantity(proj.connect.weight) if proj.connect.weight else 1.0
+            value = ArrayValue(np.asarray(conn.weights), _unit_name(unit))
+        _set(obj, "w", value, f"weights of {proj.name}")
+    objs.n_synapses[proj.name] = len(conn.i)
+    objs.synapses[proj.name] = obj
+    return obj
 
 
 def _given(model, *names) -> dict:

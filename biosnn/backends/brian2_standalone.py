@@ -38,7 +38,7 @@ from biosnn.errors import BackendError
 from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue
 
-__all__ = ["CppStandaloneBackend", "StandaloneSimulation", "cache_root", "structure_key"]
+__all__ = ["CppStandaloneBackend", "StandaloneSimulation", "cache_root", "structure_key", "profile_of"]
 
 _LOCK = threading.RLock()
 _ACTIVE: dict[str, "StandaloneSimulation | None"] = {}
@@ -75,6 +75,25 @@ def structure_key(spec: m.NetworkSpec, duration_s: float, options: dict) -> str:
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _read_profile(path: Path) -> str:
+    """Brian2's ``profiling_info.txt`` (``name seconds`` per line) as a JSON object, slowest first."""
+    times = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                times[parts[0]] = float(parts[1])
+    return json.dumps(dict(sorted(times.items(), key=lambda kv: -kv[1])))
+
+
+def profile_of(rec) -> dict[str, float]:
+    """Seconds per code object of a run made with ``profile=True`` (slowest first)."""
+    if "profile" not in rec.meta:
+        raise BackendError("this recording has no profile: build with "
+                           "get_backend('cpp_standalone', profile=True)")
+    return json.loads(rec.meta["profile"])
+
+
 @contextmanager
 def _dir_lock(directory: Path):
     directory.mkdir(parents=True, exist_ok=True)
@@ -97,21 +116,37 @@ class CppStandaloneBackend:
         Single precision state variables.
     cache_dir : str or Path, optional
         Where compiled builds are kept (default :func:`cache_root`).
+    static_projections : bool
+        Propagate static projections (no plasticity, no delay: all of a
+        converted network's synapses) with biosnn's own template
+        (:mod:`biosnn.backends.brian2_static`: CSR target lists, 8-12 bytes per
+        synapse, no spike queue, OpenMP) instead of Brian2's ``Synapses``
+        (default ``True``; ``False`` uses Brian2's stock templates only).
+    profile : bool
+        Time every code object (Brian2's ``profile=True``); each run's
+        recording then carries ``meta["profile"]``, a JSON object
+        ``{code object: seconds}`` (see :func:`profile_of`).
     """
 
     device_name = "cpp_standalone"
     name = "cpp_standalone"
 
-    def __init__(self, threads: int = 0, float32: bool = False, cache_dir=None):
+    def __init__(self, threads: int = 0, float32: bool = False, cache_dir=None, static_projections: bool = True,
+                 profile: bool = False):
         if not isinstance(threads, int) or threads < 0:
             raise BackendError(f"threads must be a non-negative integer, got {threads!r}")
+        if not isinstance(static_projections, bool):
+            raise BackendError(f"static_projections must be True or False, got {static_projections!r}")
+        self.static_projections = static_projections
+        self.profile = bool(profile)
         self.threads = threads
         self.float32 = float32
         self.cache_dir = Path(cache_dir) if cache_dir else None
 
     # hooks for subclasses (CUDA) -------------------------------------------
     def options(self) -> dict:
-        return {"threads": self.threads, "float32": self.float32, "device": self.device_name}
+        return {"threads": self.threads, "float32": self.float32, "device": self.device_name,
+                "static_projections": self.static_projections, "profile": self.profile}
 
     def prefs(self):
         return brian2_prefs(devices__cpp_standalone__openmp_threads=self.threads,
@@ -170,10 +205,11 @@ class StandaloneSimulation:
                     self.objects = None
                     device = self.backend.activate_device()
                     gc.collect()  # objects of an earlier build would make Brian2 rename ours (lif_1): recompiles
-                    objs = build_objects(self.spec)
+                    objs = build_objects(self.spec, static=self.backend.static_projections)
                     with brian2_errors(f"generate code for '{self.spec.name}'"):
                         objs.network.run(self.duration_s * second, namespace={},
-                                         report=STANDALONE_REPORT_CODE, report_period=1 * second)
+                                         report=STANDALONE_REPORT_CODE, report_period=1 * second,
+                                         profile=self.backend.profile)
                     with _dir_lock(self.directory):
                         try:
                             self.backend.build_project(device, self.directory)
@@ -250,10 +286,12 @@ class StandaloneSimulation:
                 watcher.join()
                 bar.close()
             try:
-                rec = collect_recording(self.objects, self.spec, self.duration_s, {
-                    "backend": self.backend.name, "spec": self.spec.name,
-                    "build_time_s": f"{self.build_time_s:.3f}", "wall_time_s": f"{wall:.3f}",
-                    "compiled": str(self.compiled), "build_dir": str(self.directory)}, final_keys)
+                meta = {"backend": self.backend.name, "spec": self.spec.name,
+                        "build_time_s": f"{self.build_time_s:.3f}", "wall_time_s": f"{wall:.3f}",
+                        "compiled": str(self.compiled), "build_dir": str(self.directory)}
+                if self.backend.profile:
+                    meta["profile"] = _read_profile(results_dir / "profiling_info.txt")
+                rec = collect_recording(self.objects, self.spec, self.duration_s, meta, final_keys)
             finally:
                 shutil.rmtree(results_dir, ignore_errors=True)
         return rec

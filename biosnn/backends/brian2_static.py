@@ -1,0 +1,202 @@
+"""biosnn's own code generation for static projections on Brian2's C++ standalone device.
+
+A *static* projection only adds its weight to post-synaptic variables when a
+presynaptic neuron spikes: no plasticity, no delay, no synaptic state besides
+the weight.  Converted ANNs consist almost entirely of such projections.
+Brian2's ``Synapses`` handle them with its general machinery: a spike queue
+that collects the spiking synapses, per-synapse arrays of pre- and
+post-synaptic indices and weights (about 56 bytes per synapse in practice), and
+serial execution whenever post-synaptic variables are written.
+
+:class:`StaticProjection` replaces such a ``Synapses`` object on the
+``cpp_standalone`` device by one code object from biosnn's template
+``templates/biosnn_static_propagate.cpp`` (a derived Brian2 templater, the way
+brian2cuda extends Brian2):
+
+* synapses stored by presynaptic neuron (CSR): a row pointer per neuron and one
+  ``int32`` target per synapse; the weights as one ``float`` per synapse in the
+  simulation's float type (8 bytes per synapse with ``float32``, 12 with
+  ``float64``), or, for convolutions (:class:`~biosnn.spec.Conv2D`), an
+  ``int32`` index per synapse into the shared kernel (8 bytes per synapse, the
+  kernel once);
+* no spike queue and no delay array: spikes are propagated straight from the
+  source's spike space in the same step;
+* OpenMP: spiking neurons are shared among threads, additions are atomic.
+
+The order of the additions is the order of Brian2's own ``Synapses`` (spiking
+neurons ascending, then synapse creation order), so with one thread the
+results are bit-identical to the stock templates (tested).  The weights stay
+run-time values: ``run_args`` overrides of ``"<projection>.w"`` work as for
+``Synapses`` (for a shared kernel, ``w`` is the kernel).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from biosnn.spec import model as m
+
+__all__ = ["StaticStatement", "static_statements", "make_static_projection", "static_memory_bytes"]
+
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_LINE = re.compile(rf"^({_NAME})_post\s*\+=\s*(.+)$")
+
+
+@dataclass(frozen=True)
+class StaticStatement:
+    """One ``<target>_post += [w] [* <pre>_pre | * constant]`` statement of a static projection."""
+
+    target: str
+    weight: bool
+    pre: str | None = None
+    const: str | None = None
+
+
+def _rhs(rhs: str, weight_var: str) -> StaticStatement | None:
+    factors = [f.strip() for f in rhs.split("*")]
+    if not 1 <= len(factors) <= 2 or any(not f for f in factors):
+        return None
+    weight = weight_var in factors
+    rest = [f for f in factors if f != weight_var]
+    if len(rest) > 1 or (not weight and not rest):
+        return None
+    if not rest:
+        return StaticStatement("", True)
+    other = rest[0]
+    if re.fullmatch(rf"({_NAME})_pre", other):
+        return StaticStatement("", weight, pre=other[:-4])
+    if re.fullmatch(_NUMBER, other):
+        return StaticStatement("", weight, const=repr(float(other)))
+    return None
+
+
+def static_statements(spec: m.NetworkSpec, proj: m.Projection) -> tuple[StaticStatement, ...] | None:
+    """The statements of ``proj`` if it is a static projection, else ``None``.
+
+    Static: no delay, no initial values or operations, no ``on_post``, a model
+    whose only variable is the weight, and ``on_pre`` made of statements
+    ``X_post += w``, ``X_post += w * Y_pre``, ``X_post += Y_pre``,
+    ``X_post += w * c`` or ``X_post += c`` (``c`` a number).
+    """
+    smodel = spec.synapse_model(proj)
+    if proj.delay is not None or proj.initial or proj.operations or smodel.on_post or not smodel.on_pre:
+        return None
+    decl = [ln.strip() for ln in (smodel.equations or "").splitlines() if ln.strip()]
+    if len(decl) > 1 or any(not re.fullmatch(rf"{re.escape(proj.weight_var)}\s*:\s*[^()]+", d) for d in decl):
+        return None
+    if not decl and proj.weights is not None:
+        return None
+    out = []
+    for line in smodel.on_pre.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = _LINE.fullmatch(line)
+        if match is None:
+            return None
+        st = _rhs(match.group(2), proj.weight_var)
+        if st is None or (st.weight and not decl):
+            return None
+        out.append(StaticStatement(match.group(1), st.weight, st.pre, st.const))
+    return tuple(out) or None
+
+
+def static_memory_bytes(n_synapses: int, n_pre: int, float_bytes: int, kernel_size: int | None) -> int:
+    """Bytes a :class:`StaticProjection` stores (targets, weights or kernel indices, row pointers, kernel)."""
+    per_synapse = 4 + (4 if kernel_size is not None else float_bytes)
+    return n_synapses * per_synapse + 4 * (n_pre + 1) + (kernel_size or 0) * float_bytes
+
+
+def make_static_projection(source, target, conn, statements, *, name: str, clock, when: str, order: int,
+                           kernel_size: int | None = None):
+    """A Brian2 object propagating a static projection (see the module docstring).
+
+    Parameters
+    ----------
+    source, target : brian2 groups
+        Pre- and post-synaptic groups (the source needs a spike space).
+    conn : biosnn.connectivity.Connections
+        Synapses, sorted by ``(i, j)``; with ``kernel=True`` its ``kernel_index``.
+    statements : sequence of StaticStatement
+    name : str
+        Brian2 name (the projection's name: overrides and final values use it).
+    clock, when, order
+        Schedule of the propagation.
+    kernel_size : int, optional
+        Weights are a shared kernel of this many entries indexed by
+        ``conn.kernel_index`` (default: one weight per synapse).
+
+    Returns
+    -------
+    StaticProjection
+        Set its weights with ``obj.w = values`` (per synapse, or the kernel).
+    """
+    from brian2 import Group
+    from brian2.codegen.codeobject import CodeObject  # noqa: F401  (Brian2 import order)
+    from brian2.core.variables import Variables
+    from brian2.devices.cpp_standalone.codeobject import CPPStandaloneCodeObject
+    from brian2.groups.group import CodeRunner
+
+    class StaticCodeObject(CPPStandaloneCodeObject):
+        templater = CPPStandaloneCodeObject.templater.derive("biosnn.backends", templates_dir="templates")
+
+    class StaticProjection(Group):
+        add_to_magic_network = False
+
+        def __init__(self):
+            Group.__init__(self, clock=clock, when=when, order=order, name=name)
+            i = np.asarray(conn.i, dtype=np.int64)
+            n_pre = len(source)
+            rowptr = np.zeros(n_pre + 1, dtype=np.int32)
+            np.cumsum(np.bincount(i, minlength=n_pre), out=rowptr[1:])
+            self.variables = Variables(self)
+            self.variables.add_constant("N", len(i))
+            self.variables.add_array("_rowptr", size=n_pre + 1, dtype=np.int32, values=rowptr,
+                                     read_only=True, constant=True)
+            self.variables.add_array("_post", size=len(i), dtype=np.int32,
+                                     values=np.asarray(conn.j, dtype=np.int32), read_only=True, constant=True)
+            self.variables.add_reference("_source_spikespace", source, "_spikespace")
+            needed = ["_rowptr", "_post", "_source_spikespace"]
+            kernel = kernel_size is not None
+            kw = {"kernel": kernel, "statements": []}
+            weight_dims = None
+            for k, st in enumerate(statements):
+                tname = f"_target_{k}"
+                self.variables.add_reference(tname, target, st.target)
+                needed.append(tname)
+                pname = None
+                if st.pre is not None:
+                    pname = f"_pre_{k}"
+                    self.variables.add_reference(pname, source, st.pre)
+                    needed.append(pname)
+                if st.weight:
+                    weight_dims = target.variables[st.target].dim
+                    if st.pre is not None:
+                        weight_dims = weight_dims / source.variables[st.pre].dim
+                kw["statements"].append({"target": tname, "weight": st.weight, "pre": pname, "const": st.const})
+            if weight_dims is not None:
+                if kernel:
+                    kidx = np.asarray(conn.kernel_index, dtype=np.int32)
+                    self.variables.add_array("_kidx", size=len(kidx), dtype=np.int32, values=kidx,
+                                             read_only=True, constant=True)
+                    needed.append("_kidx")
+                    size = int(kernel_size)
+                else:
+                    size = len(i)
+                self.variables.add_array("w", size=size, dimensions=weight_dims, constant=True)
+                needed.append("w")
+            self._n_synapses = len(i)
+            self._enable_group_attributes()
+            self.runner = CodeRunner(self, "biosnn_static_propagate", code="", clock=clock, when=when,
+                                     order=order, name=f"{name}_propagate", needed_variables=needed,
+                                     template_kwds=kw, codeobj_class=StaticCodeObject)
+            self.contained_objects.append(self.runner)
+
+        def __len__(self):
+            return self._n_synapses
+
+    return StaticProjection()
