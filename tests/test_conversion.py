@@ -191,3 +191,4 @@ def test_errors_name_the_problem(digits):
         snn.run(np.zeros((2, 1, 7, 7)), progress=False)
     with pytest.raises(ConversionError, match="batch_size"):
         snn.run(x[:2], batch_size=0, progress=False)
+

@@ -279,6 +279,7 @@ class StandaloneSimulation:
                     except RuntimeError as exc:
                         out = results_dir / "stdout.txt"
                         tail = out.read_text()[-2000:] if out.exists() else ""
+                        shutil.rmtree(results_dir, ignore_errors=True)
                         raise BackendError(f"the compiled '{self.spec.name}' failed: {exc}\n{tail}") from exc
                 wall = time.perf_counter() - t0
             finally:

@@ -177,7 +177,11 @@ def make_static_projection(source, target, conn, statements, *, name: str, clock
                     weight_dims = target.variables[st.target].dim
                     if st.pre is not None:
                         weight_dims = weight_dims / source.variables[st.pre].dim
-                kw["statements"].append({"target": tname, "weight": st.weight, "pre": pname, "const": st.const})
+                kw["statements"].append({
+                    "target": tname, "weight": st.weight, "pre": pname, "const": st.const,
+                    # (shared) variables have one value: index 0, not the neuron index
+                    "target_index": "0" if target.variables[st.target].scalar else "_j",
+                    "pre_index": "0" if pname is not None and source.variables[st.pre].scalar else "_i"})
             if weight_dims is not None:
                 if kernel:
                     kidx = np.asarray(conn.kernel_index, dtype=np.int32)

@@ -17,8 +17,11 @@ __all__ = ["PARAMS", "prepare", "convert"]
 PARAMS = ("T", "normalization", "percentile", "input_mode", "readout", "seed", "name")
 
 
-def prepare(model):
-    """An evaluation-mode copy of ``model``: ReLU networks need no re-training for rate coding."""
+def prepare(model, **params):
+    """An evaluation-mode copy of ``model``: ReLU networks need no re-training for rate coding.
+
+    ``params`` (the conversion parameters, checked by :func:`biosnn.prepare`) change nothing here.
+    """
     return copy.deepcopy(model).eval()
 
 

@@ -18,7 +18,7 @@
         const int32_t _i = {{_source_spikespace}}[_k];
         {% for st in statements %}
         {% if st.pre %}
-        const {{c_data_type(variables[st.pre].dtype)}} _factor{{loop.index}} = {{get_array_name(variables[st.pre])}}[_i];
+        const {{c_data_type(variables[st.pre].dtype)}} _factor{{loop.index}} = {{get_array_name(variables[st.pre])}}[{{st.pre_index}}];
         {% endif %}
         {% endfor %}
         const int32_t _end = {{_rowptr}}[_i + 1];
@@ -31,7 +31,7 @@
             {% if openmp_pragma('with_openmp') %}
             #pragma omp atomic
             {% endif %}
-            {{get_array_name(variables[st.target])}}[_j] += {{ _w }}{{ ' * ' if (_w and _f) else '' }}{{ _f }};
+            {{get_array_name(variables[st.target])}}[{{st.target_index}}] += {{ _w }}{{ ' * ' if (_w and _f) else '' }}{{ _f }};
             {% endfor %}
         }
     }

@@ -1,0 +1,88 @@
+"""biosnn's static-projection template (cpp_standalone) against Brian2's stock Synapses and the runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from biosnn.backends import get_backend
+from biosnn.backends.brian2_static import StaticStatement, static_memory_bytes, static_statements
+from biosnn.spec import (AllToAll, ArrayValue, Conv2D, NetworkSpec, NeuronModel, Operation, Population, Projection,
+                         SpikeMonitor, SpikeTimesInput, StateMonitor)
+from biosnn.spec.model import SynapseModel
+
+
+def spec() -> NetworkSpec:
+    """Every statement form: w, w * x_pre (per neuron and shared x), a constant, x_pre alone, a conv kernel.
+
+    Each post-synaptic variable is written by one projection only: the order of projections within a
+    schedule slot is Brian2's choice (by object name), which differs between the two implementations.
+    """
+    rng = np.random.default_rng(3)
+    times = np.arange(40) * 0.5
+    return NetworkSpec(
+        "static_forms", dt="0.1*ms", duration="25*ms", seed=1,
+        neuron_models={
+            "src": NeuronModel("dq/dt = r : 1\nr : Hz (constant)\nx : 1\ns : 1 (shared)\ncount : 1",
+                               threshold="q > 1", reset="q -= 1\ncount += 1"),
+            "acc": NeuronModel("dv/dt = -v/(10*ms) : volt\nI : 1\nJ : 1\nK : 1\nn : 1\nm : 1\nx : 1",
+                               threshold="v > 2*mV", reset="v = 0*mV")},
+        synapse_models={
+            "jump": SynapseModel("w : volt", on_pre="v_post += w"),
+            "current": SynapseModel("w : 1", on_pre="I_post += w * x_pre\nJ_post += s_pre * w"),
+            "count": SynapseModel("", on_pre="n_post += 1\nm_post += x_pre"),
+            "stateful": SynapseModel("w : 1\nc : 1", on_pre="c += 1\nK_post += w")},
+        populations=[
+            Population("a", 16, "src", shape=(1, 4, 4), initial={
+                "x": ArrayValue(rng.random(16)), "r": ArrayValue(rng.uniform(100, 400, 16), "Hz")},
+                operations=[Operation("s = 0.5 + 0.001 * t / ms")]),
+            Population("b", 18, "acc", shape=(2, 3, 3), initial={"x": ArrayValue(rng.random(18))}),
+            Population("c", 5, "acc")],
+        inputs=[SpikeTimesInput("drive", 16, ArrayValue(np.arange(40) % 16), ArrayValue(times, "ms"))],
+        projections=[
+            Projection("a_b", "a", "b", "jump", Conv2D(ArrayValue(rng.normal(1, 0.5, (2, 1, 2, 2)), "mV"))),
+            Projection("a_c", "a", "c", "current", AllToAll(), weights=ArrayValue(rng.random(80))),
+            Projection("b_c", "b", "c", "count", AllToAll()),
+            Projection("drive_c", "drive", "c", "jump", AllToAll(), weights=ArrayValue(np.full(80, 0.3), "mV")),
+            Projection("b_c_stateful", "b", "c", "stateful", AllToAll(), weights=ArrayValue(np.ones(90)))],
+        monitors=[SpikeMonitor("a"), SpikeMonitor("b"), SpikeMonitor("c"),
+                  StateMonitor("c", ("v", "I", "J", "K", "n", "m"))])
+
+
+def test_which_projections_are_static():
+    s = spec()
+    forms = {p.name: static_statements(s, p) for p in s.projections}
+    assert forms["a_b"] == (StaticStatement("v", True),)
+    assert forms["a_c"] == (StaticStatement("I", True, pre="x"), StaticStatement("J", True, pre="s"))
+    assert forms["b_c"] == (StaticStatement("n", False, const="1.0"), StaticStatement("m", False, pre="x"))
+    assert forms["b_c_stateful"] is None          # synaptic state besides the weight: stock Synapses
+    delayed = Projection("d", "a", "c", "jump", AllToAll(), weights="1*mV", delay="1*ms")
+    assert static_statements(s, delayed) is None  # delays: stock Synapses
+    # 4-byte targets + 4-byte kernel indices, row pointers, the kernel; or 4 + float bytes per synapse
+    assert static_memory_bytes(72, 16, 8, 8) == 72 * 8 + 4 * 17 + 8 * 8
+    assert static_memory_bytes(80, 16, 4, None) == 80 * 8 + 4 * 17
+
+
+@pytest.mark.standalone
+def test_static_template_equals_stock_synapses_and_runtime(build_cache):
+    s = spec()
+    ref = get_backend("runtime").build(s).run(progress=False)
+    runs = {}
+    for static in (True, False):
+        sim = get_backend("cpp_standalone", cache_dir=build_cache, static_projections=static).build(s)
+        generated = {p.name for p in (sim.directory / "code_objects").glob("*_propagate_codeobject.cpp")}
+        assert ("a_c_propagate_codeobject.cpp" in generated) is static
+        assert "b_c_stateful_propagate_codeobject.cpp" not in generated
+        runs[static] = sim.run(progress=False, final_state=["a_b.w", "a_c.w"])
+    assert len(ref.spikes["c"]) > 5 and len(ref.spikes["b"]) > 5
+    for pop in ("a", "b", "c"):  # same random numbers, same order of additions: identical runs
+        for rec in runs.values():
+            np.testing.assert_array_equal(rec.spikes[pop].indices, ref.spikes[pop].indices)
+            np.testing.assert_allclose(rec.spikes[pop].times, ref.spikes[pop].times, atol=1e-12)
+    for var in ("v", "I", "J", "K", "n", "m"):
+        np.testing.assert_array_equal(runs[True].states["c"][var].values, runs[False].states["c"][var].values)
+        np.testing.assert_allclose(runs[True].states["c"][var].values, ref.states["c"][var].values,
+                                   rtol=1e-12, atol=1e-15)
+    # the shared conv kernel is the projection's weight variable (8 entries), per-synapse weights otherwise
+    assert runs[True].final["a_b.w"].values.shape == (8,) and runs[False].final["a_b.w"].values.shape == (72,)
+    np.testing.assert_array_equal(runs[True].final["a_c.w"].values, runs[False].final["a_c.w"].values)
