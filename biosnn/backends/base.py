@@ -21,7 +21,7 @@ from biosnn.spec.values import ArrayValue
 __all__ = ["Backend", "Simulation", "get_backend", "available_backends", "BACKEND_NAMES",
            "apply_overrides", "split_key"]
 
-BACKEND_NAMES = ("runtime", "cython", "cpp_standalone", "cuda_standalone")
+BACKEND_NAMES = ("runtime", "cython", "cpp_standalone", "cuda_standalone", "nest")
 
 
 @runtime_checkable
@@ -83,6 +83,8 @@ def available_backends() -> list[str]:
         names.append("cpp_standalone")
     if _module_available("brian2cuda") and shutil.which("nvcc"):
         names.append("cuda_standalone")
+    if _module_available("nest"):
+        names.append("nest")
     return names
 
 
@@ -91,12 +93,14 @@ def get_backend(name: str, **options) -> Backend:
 
     Parameters
     ----------
-    name : {"runtime", "cython", "cpp_standalone", "cuda_standalone"}
+    name : {"runtime", "cython", "cpp_standalone", "cuda_standalone", "nest"}
         ``runtime`` is Brian2's runtime mode with numpy code generation,
         ``cython`` the same with Cython, ``cpp_standalone`` Brian2's C++
         standalone device (options ``threads``, ``float32``, ``cache_dir``),
         ``cuda_standalone`` brian2cuda (same options plus
-        ``compute_capability``).
+        ``compute_capability``), ``nest`` NEST 3 (options ``local_num_threads``,
+        ``cache_dir``; models without a built-in NEST counterpart are
+        translated to NESTML and compiled once).
     **options
         Passed to the backend.
 
@@ -118,8 +122,11 @@ def get_backend(name: str, **options) -> Backend:
         from biosnn.backends.brian2_cuda import CudaStandaloneBackend
         return CudaStandaloneBackend(**options)
     if name == "nest":
-        raise BackendError("the NEST backend is not available in this version of biosnn; "
-                           f"use one of {available_backends()}")
+        if not _module_available("nest"):
+            raise BackendError("the nest backend needs NEST: pip install 'biosnn[nest]' "
+                               f"(or use one of {available_backends()})")
+        from biosnn.backends.nest import NestBackend
+        return NestBackend(**options)
     raise BackendError(f"unknown backend '{name}'; use one of {list(BACKEND_NAMES)} "
                        f"(available here: {available_backends()})")
 

@@ -1,0 +1,334 @@
+"""How spec neuron and synapse models become NEST models.
+
+A population's model is either mapped onto a built-in NEST model (the library
+``lif`` -> ``iaf_psc_delta``) or translated to NESTML
+(:mod:`biosnn.backends.nestml_translate`).  Either way the result is a
+:class:`NeuronPlan`: the NEST model name, its parameters in NEST units, how
+each spec variable is named and scaled in NEST, and which receptor each
+synaptic target variable uses.
+
+Synapses: a synapse model whose ``on_pre`` is one statement ``x_post += expr``
+(no ``on_post``, no synaptic ODEs) becomes NEST's ``static_synapse`` with
+weight ``expr`` (evaluated per synapse) on the receptor of ``x``; the library's
+pair STDP (``stdp_trace``, all-to-all pairing, additive or multiplicative)
+becomes ``stdp_synapse`` (NEST updates a weight at presynaptic spikes only, so
+potentiation by postsynaptic spikes after a synapse's last presynaptic spike is
+missing from weights read at the end of a run); anything else raises :class:`~biosnn.errors.BackendError` naming the statement.
+
+Semantics follow Brian2's runtime (biosnn's reference): see
+:mod:`biosnn.backends.nest` for the timing conventions.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from biosnn.errors import BackendError
+from biosnn.spec import model as m
+from biosnn.spec.check import evaluate_namespace
+from biosnn.spec.values import ArrayValue, unit_namespace
+
+__all__ = ["NeuronPlan", "plan_neuron", "StaticSynapse", "plan_synapse", "evaluate", "namespace_layers"]
+
+_NUMPY_FUNCS = {"exp": np.exp, "log": np.log, "log10": np.log10, "sqrt": np.sqrt, "abs": np.abs,
+                "sin": np.sin, "cos": np.cos, "tan": np.tan, "tanh": np.tanh, "clip": np.clip,
+                "floor": np.floor, "ceil": np.ceil, "int": lambda x: np.asarray(x).astype(np.int64)}
+_SAFE = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Load, ast.Call,
+         ast.Mult, ast.Div, ast.Add, ast.Sub, ast.Pow, ast.USub, ast.UAdd, ast.Mod)
+
+
+def evaluate(value, n: int, names: dict, rng: np.random.Generator, what: str) -> np.ndarray:
+    """Evaluate a spec value (expression string or :class:`ArrayValue`) for ``n`` elements, in SI.
+
+    Parameters
+    ----------
+    value : str or ArrayValue
+        E.g. ``"Vr + rand()*(Vt - Vr)"`` or ``ArrayValue(w, "mV")``.
+    n : int
+        Number of neurons or synapses.
+    names : dict
+        Constants (Brian2 quantities) and per-element arrays (``i``, ``j``,
+        synaptic variables) the expression may use.
+    rng : numpy.random.Generator
+        Source of ``rand()`` / ``randn()`` (NEST's values differ from Brian2's).
+    what : str
+        What is evaluated, for error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``n`` floats in SI units.
+    """
+    if isinstance(value, ArrayValue):
+        data = np.asarray(value.si(), dtype=np.float64).reshape(-1)
+        if data.size not in (1, n):
+            raise BackendError(f"{what} has {data.size} values for {n} elements")
+        return np.broadcast_to(data, (n,)).astype(np.float64)
+    text = str(value).strip()
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        raise BackendError(f"{what} '{text}' is not an expression") from None
+    env = dict(unit_namespace())
+    env.update(names)
+    env.update({"rand": lambda: rng.random(n), "randn": lambda: rng.standard_normal(n)})
+    env.update(_NUMPY_FUNCS)
+    for node in ast.walk(tree):
+        if not isinstance(node, _SAFE) or (isinstance(node, ast.Call) and not isinstance(node.func, ast.Name)):
+            raise BackendError(f"{what} '{text}': the NEST backend evaluates only arithmetic, constants, "
+                               "rand(), randn(), i and numpy-like functions")
+        if isinstance(node, ast.Name) and node.id not in env:
+            raise BackendError(f"{what} '{text}' uses '{node.id}', which the NEST backend cannot evaluate "
+                               "(only constants, i, j and synaptic variables set before it)")
+    try:
+        out = eval(compile(tree, "<value>", "eval"), {"__builtins__": {}}, env)
+    except Exception as exc:  # unit mismatches, bad calls
+        raise BackendError(f"{what} '{text}' could not be evaluated: {exc}") from None
+    return np.broadcast_to(np.asarray(out, dtype=np.float64), (n,)).astype(np.float64)
+
+
+def namespace_layers(spec, part, model, kind: str) -> dict:
+    """Constants visible to a population's or projection's model (spec, model, part), evaluated."""
+    mname = part.model if isinstance(part.model, str) else part.name
+    plural = "populations" if kind == "neuron" else "projections"
+    return evaluate_namespace([("namespace", spec.namespace),
+                               (f"{kind}_models.{mname}.parameters", model.parameters),
+                               (f"{plural}.{part.name}.parameters", part.parameters)])
+
+
+@dataclass
+class NeuronPlan:
+    """A population as NEST sees it.
+
+    Attributes
+    ----------
+    nest_model : str
+        NEST model name.
+    params : dict
+        NEST status values (NEST units) set at creation.
+    names : dict
+        Spec variable -> NEST status / recordable name.
+    scales : dict
+        Spec variable -> SI value of one NEST unit.
+    dims : dict
+        Spec variable -> Brian2 dimension.
+    receptors : dict
+        Synaptic target variable -> NEST receptor type.
+    weight_factor : dict
+        Target variable -> factor applied to weights (built-in models add input
+        after the step's propagation; the factor restores Brian2's order).
+    settable : set
+        Spec variables that may be set between run segments (current inputs).
+    nestml : NestmlModel or None
+        The translation, for NESTML models.
+    builtin : bool
+        Whether ``nest_model`` is a built-in NEST model.
+    """
+
+    nest_model: str
+    params: dict = field(default_factory=dict)
+    names: dict = field(default_factory=dict)
+    scales: dict = field(default_factory=dict)
+    dims: dict = field(default_factory=dict)
+    receptors: dict = field(default_factory=dict)
+    weight_factor: dict = field(default_factory=dict)
+    settable: set = field(default_factory=set)
+    nestml: object = None
+    builtin: bool = False
+
+
+def _same_structure(a: m.NeuronModel, b: m.NeuronModel) -> bool:
+    return all(_norm(getattr(a, f)) == _norm(getattr(b, f))
+               for f in ("equations", "threshold", "reset", "refractory"))
+
+
+def _si(value) -> float:
+    return float(np.asarray(value))
+
+
+def _plan_lif(consts: dict, dt_s: float) -> NeuronPlan:
+    """The library ``lif`` as ``iaf_psc_delta``: C_m = tau_m / R_m, I -> I_e, t_ref = tau_ref - dt.
+
+    Brian2 counts the spike step into the refractory period (the neuron may
+    fire again ``tau_ref`` after a spike); ``iaf_psc_delta`` clamps ``t_ref``
+    *further* steps, hence ``t_ref = tau_ref - dt``.  Input arriving during the
+    refractory period is dropped by NEST (Brian2 adds it to the held ``v``).
+    """
+    from brian2 import amp, volt
+    tau_m, r_m = _si(consts["tau_m"]), _si(consts["R_m"])
+    params = {"E_L": _si(consts["E_L"]) * 1e3, "V_th": _si(consts["v_th"]) * 1e3,
+              "V_reset": _si(consts["v_reset"]) * 1e3, "tau_m": tau_m * 1e3,
+              "C_m": tau_m / r_m * 1e12, "t_ref": max(_si(consts["tau_ref"]) - dt_s, 0.0) * 1e3,
+              "I_e": 0.0, "V_m": 0.0, "V_min": -np.inf}
+    return NeuronPlan(nest_model="iaf_psc_delta", params=params, names={"v": "V_m", "I": "I_e"},
+                      scales={"v": 1e-3, "I": 1e-12}, dims={"v": volt.dim, "I": amp.dim},
+                      receptors={"v": 0}, weight_factor={"v": float(np.exp(-dt_s / tau_m))},
+                      settable={"I"}, builtin=True)
+
+
+def _builtin_plan(model: m.NeuronModel, consts: dict, dt_s: float):
+    from biosnn.models import neurons
+    if _same_structure(model, neurons.lif()):
+        return _plan_lif(consts, dt_s)
+    return None
+
+
+def plan_neuron(spec, pop: m.Population, targets, current_vars, dt_s: float) -> NeuronPlan:
+    """Map a population onto a built-in NEST model or translate its model to NESTML.
+
+    Parameters
+    ----------
+    spec : NetworkSpec
+    pop : Population
+    targets : iterable of str
+        Variables that synapses add to.
+    current_vars : iterable of str
+        Variables set by current inputs (must be parameters of the model).
+    dt_s : float
+        Time step (seconds).
+
+    Returns
+    -------
+    NeuronPlan
+    """
+    from biosnn.backends.nestml_translate import translate_neuron
+    model = spec.neuron_model(pop)
+    consts = namespace_layers(spec, pop, model, "neuron")
+    targets, current_vars = set(targets), set(current_vars)
+    plan = _builtin_plan(model, consts, dt_s)
+    if plan is not None and targets <= set(plan.receptors) and current_vars <= plan.settable:
+        return plan
+    mname = pop.model if isinstance(pop.model, str) else pop.name
+    tr = translate_neuron(model, mname, _nestml_name(mname), consts, targets)
+    unsettable = sorted(current_vars - set(tr.parameters))
+    if unsettable:
+        raise BackendError(f"a current input of population '{pop.name}' sets {unsettable}, which NEST can set "
+                           f"only when it is a parameter of model '{mname}' (declare e.g. "
+                           f"'{unsettable[0]} : amp' in its equations)")
+    params = {}
+    for name in tr.parameters:
+        params[name] = _si(consts[name]) / tr.units[name] if name in consts else 0.0
+    return NeuronPlan(nest_model=tr.name, params=params, names={k: k for k in tr.dims},
+                      scales=dict(tr.units), dims=dict(tr.dims), receptors={v: 0 for v in tr.ports},
+                      weight_factor={v: 1.0 for v in tr.ports}, settable=set(tr.parameters), nestml=tr)
+
+
+def _nestml_name(model_name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", model_name) + "_nestml"
+
+
+@dataclass
+class StaticSynapse:
+    """A projection as NEST connections (``static_synapse`` or a built-in STDP synapse).
+
+    Attributes
+    ----------
+    target_var : str
+        The post-synaptic variable the weight is added to.
+    rhs : str
+        The added expression (Brian2 syntax).
+    sign : float
+        +1 for ``+=``, -1 for ``-=``.
+    consts : dict
+        Constants of the synapse model.
+    nest_model : str
+        NEST synapse model.
+    stdp : dict, optional
+        For library ``stdp_trace`` models: ``pairing``, ``dependence`` and the
+        constants (SI) that become NEST's ``lambda``, ``alpha``, ``mu_*``,
+        ``tau_plus``, ``Wmax`` and the target neurons' ``tau_minus``.
+    """
+
+    target_var: str
+    rhs: str
+    sign: float
+    consts: dict
+    nest_model: str = "static_synapse"
+    stdp: dict | None = None
+
+    def nest_params(self, weight_scale: float) -> dict:
+        """NEST synapse parameters (weights divided by ``weight_scale``, the NEST weight unit in SI)."""
+        if self.stdp is None:
+            return {}
+        c = self.consts
+        a_plus, a_minus, w_max = (_si(c[k]) for k in ("A_plus", "A_minus", "w_max"))
+        additive = self.stdp["dependence"] == "additive"
+        lam = a_plus / w_max if additive else a_plus
+        return {"lambda": lam, "alpha": a_minus / a_plus, "mu_plus": 0.0 if additive else 1.0,
+                "mu_minus": 0.0 if additive else 1.0, "tau_plus": _si(c["tau_plus"]) * 1e3,
+                "Wmax": w_max / weight_scale}
+
+    def tau_minus_ms(self) -> float | None:
+        """The post trace's time constant, a parameter of NEST's *target neurons* (ms)."""
+        return None if self.stdp is None else _si(self.consts["tau_minus"]) * 1e3
+
+
+_STDP_NEST = {"all": "stdp_synapse"}
+
+
+def _norm(text) -> str:
+    return re.sub(r"\s+", " ", (text or "").strip())
+
+
+def _match_stdp(smodel: m.SynapseModel, target_var: str):
+    """(pairing, dependence) when ``smodel`` is the library's ``stdp_trace`` delivering to ``target_var``."""
+    from biosnn.models import plasticity
+    unit = re.match(r"^\s*w\s*:\s*([^\n]+?)\s*$", (smodel.equations or "").splitlines()[0] if smodel.equations
+                    else "")
+    if unit is None:
+        return None
+    for pairing in plasticity.PAIRINGS:
+        for dependence in plasticity.WEIGHT_DEPENDENCES:
+            ref = plasticity.stdp_trace(pairing, dependence, unit=unit.group(1), target_var=target_var)
+            if all(_norm(getattr(ref, f)) == _norm(getattr(smodel, f)) for f in ("equations", "on_pre", "on_post")):
+                return pairing, dependence
+    return None
+
+
+_ON_PRE = re.compile(r"^\s*([A-Za-z_]\w*)_post\s*([-+])=\s*(.+?)\s*$")
+
+
+def plan_synapse(spec, proj: m.Projection) -> StaticSynapse:
+    """Check that a projection is a static ``x_post += expr`` synapse and describe it.
+
+    Raises
+    ------
+    BackendError
+        For plasticity (``on_post``, synaptic ODEs, assignments to synaptic
+        variables) or several statements, naming the statement and what NEST
+        offers instead.
+    """
+    smodel = spec.synapse_model(proj)
+    mname = proj.model if isinstance(proj.model, str) else proj.name
+    stmts = [s for s in re.split(r"[;\n]", smodel.on_pre or "") if s.strip()]
+    first = _ON_PRE.match(stmts[0]) if stmts else None
+    stdp = _match_stdp(smodel, first.group(1)) if first and first.group(2) == "+" else None
+    if stdp is not None and stdp[0] not in _STDP_NEST:
+        raise BackendError(
+            f"projection '{proj.name}': NEST has no synapse with biosnn's nearest-spike pairing (each "
+            "postsynaptic spike pairs with the last presynaptic one and vice versa); stdp_nn_symm_synapse "
+            "pairs a presynaptic spike only with the first postsynaptic spike after it. Use pairing='all' "
+            "(stdp_synapse) or a Brian2 backend")
+    if stdp is not None and first.group(3).strip() == "w":
+        consts = namespace_layers(spec, proj, smodel, "synapse")
+        if _si(consts["w_min"]) != 0.0:
+            raise BackendError(f"projection '{proj.name}': NEST's STDP synapses clip weights to [0, Wmax]; "
+                               f"w_min must be 0 (it is {consts['w_min']})")
+        return StaticSynapse(target_var=first.group(1), rhs="w", sign=1.0, consts=consts,
+                             nest_model=_STDP_NEST[stdp[0]], stdp={"pairing": stdp[0], "dependence": stdp[1]})
+    eq_lines = [ln for ln in (smodel.equations or "").splitlines() if ln.strip()]
+    dynamic = [ln for ln in eq_lines if re.match(r"^\s*d\w+/dt", ln)]
+    if smodel.on_post or dynamic or len(stmts) != 1 or not _ON_PRE.match(stmts[0]):
+        line = (smodel.on_post or "").strip() or (dynamic[0] if dynamic else "; ".join(stmts) or "(no on_pre)")
+        raise BackendError(
+            f"synapse model '{mname}' (projection '{proj.name}') cannot run on NEST: the NEST backend "
+            f"runs synapses whose on_pre is one statement 'x_post += expr' (static_synapse); it does "
+            f"not translate '{line.strip()}'. NEST offers built-in plastic synapses (stdp_synapse, "
+            "stdp_triplet_synapse, stdp_nn_*); use a Brian2 backend for this model")
+    var, op, rhs = _ON_PRE.match(stmts[0]).groups()
+    return StaticSynapse(target_var=var, rhs=rhs, sign=1.0 if op == "+" else -1.0,
+                         consts=namespace_layers(spec, proj, smodel, "synapse"))

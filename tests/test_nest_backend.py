@@ -1,0 +1,277 @@
+"""The NEST backend against Brian2's runtime (biosnn's reference semantics) and analytic values.
+
+Tests marked ``nestml`` generate and compile NESTML models (two models, 15-40 s
+each on an idle machine, once; modules are cached under the session's build cache).
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("PYNEST_QUIET", "1")  # no NEST banner in the test output
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # NEST threads must not spin on a shared CI machine
+pytest.importorskip("nest")
+
+from biosnn import get_backend  # noqa: E402
+from biosnn.backends.base import available_backends  # noqa: E402
+from biosnn.errors import BackendError  # noqa: E402
+from biosnn.spec import load_spec  # noqa: E402
+from biosnn.spec import model as m  # noqa: E402
+from biosnn.spec.values import ArrayValue  # noqa: E402
+
+
+def A(values, unit="1"):
+    return ArrayValue(np.asarray(values), unit)
+
+
+def _explicit(i, j):
+    return m.Explicit(A(np.asarray(i, dtype=np.int64)), A(np.asarray(j, dtype=np.int64)))
+
+
+@pytest.fixture(scope="module")
+def nestml_cache(build_cache):
+    """NESTML module cache; skips where NESTML or the C++ toolchain is missing."""
+    import shutil
+    pytest.importorskip("pynestml")
+    if not (shutil.which("cmake") and shutil.which("g++")):
+        pytest.skip("NESTML needs cmake and g++")
+    return build_cache / "nestml"
+
+
+def _both(spec, nest_options=None, final_state=None):
+    ref = get_backend("runtime").build(spec).run(progress=False, final_state=final_state)
+    sim = get_backend("nest", **(nest_options or {})).build(spec)
+    return ref, sim.run(progress=False, final_state=final_state), sim
+
+
+def _assert_same_spikes(ref, rec, name):
+    a, b = ref.spikes[name], rec.spikes[name]
+    assert len(a.times) > 0
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_allclose(a.times, b.times, atol=1e-9)
+
+
+def test_get_backend_lists_and_validates_nest():
+    assert "nest" in available_backends()
+    assert get_backend("nest", local_num_threads=2).local_num_threads == 2
+    with pytest.raises(BackendError, match="local_num_threads must be a positive integer"):
+        get_backend("nest", local_num_threads=0)
+
+
+def test_builtin_lif_network_matches_brian2_spike_for_spike():
+    """lif -> iaf_psc_delta: currents, spike times, explicit weights, delays, a recurrent synapse."""
+    spec = m.NetworkSpec(
+        name="det_lif", dt="0.1*ms", duration="100*ms",
+        populations=[m.Population("exc", 4, "lif", initial={"I": A([0.16, 0.18, 0.2, 0.25], "nA"),
+                                                            "v": "-65*mV"}),
+                     m.Population("driven", 2, "lif", initial={"v": "-65*mV"})],
+        inputs=[m.SpikeTimesInput("stim", 2, indices=A(np.array([0, 1, 0])), times=A([5.0, 22.0, 51.3], "ms")),
+                m.CurrentInput("drive", "driven", "I", A(np.array([[0.2, 0.0], [0.5, 0.3], [0.0, 0.2]]), "nA"),
+                               dt="35*ms")],
+        projections=[m.Projection("stim_exc", "stim", "exc", "delta_voltage", connect=_explicit([0, 0, 1, 1], [0, 1, 2, 3]),
+                                  weights=A([3.0, 4.0, 5.0, -2.0], "mV"), delay="1*ms"),
+                     m.Projection("rec", "exc", "exc", "delta_voltage", connect=_explicit([3], [0]), weights="2*mV")],
+        monitors=[m.SpikeMonitor("exc"), m.SpikeMonitor("stim"), m.SpikeMonitor("driven"),
+                  m.StateMonitor("exc", ["v"], indices=[0, 3])])
+    ref, rec, _ = _both(spec, final_state=["exc.v", "stim_exc.w"])
+    assert rec.meta["nest_models"] == "iaf_psc_delta"
+    for name in ("exc", "stim", "driven"):
+        _assert_same_spikes(ref, rec, name)
+    assert len(ref.spikes["exc"].times) >= 10
+    np.testing.assert_allclose(rec.final["exc.v"].values, ref.final["exc.v"].values, atol=1e-9)
+    np.testing.assert_allclose(rec.final["stim_exc.w"].values, ref.final["stim_exc.w"].values, rtol=1e-12)
+    assert rec.final["stim_exc.w"].unit == ref.final["stim_exc.w"].unit == "volt"
+    a, b = ref.states["exc"]["v"], rec.states["exc"]["v"]
+    np.testing.assert_allclose(b.times, a.times, atol=1e-12)
+    # traces agree except in the one step where an input arrives (Brian2 shows the jump a step earlier)
+    close = np.isclose(a.values, b.values, atol=1e-9)
+    assert close.mean() > 0.98
+
+
+def test_lif_interspike_interval_matches_the_analytic_value():
+    """tau_ref + tau_m ln((E_L + R I - v_reset)/(E_L + R I - v_th)), to within one step."""
+    spec = m.NetworkSpec(name="isi", dt="0.1*ms", duration="200*ms",
+                         populations=[m.Population("n", 3, "lif", initial={"I": A([0.2, 0.3, 0.5], "nA"),
+                                                                           "v": "-65*mV"})],
+                         monitors=[m.SpikeMonitor("n")])
+    rec = get_backend("nest").build(spec).run(progress=False)
+    for k, current in enumerate([0.2e-9, 0.3e-9, 0.5e-9]):
+        drive = -65e-3 + 100e6 * current
+        expected = 2e-3 + 20e-3 * np.log((drive + 65e-3) / (drive + 50e-3))
+        isi = np.diff(rec.spikes["n"].times[rec.spikes["n"].indices == k])
+        assert len(isi) >= 3
+        np.testing.assert_allclose(isi, expected, atol=1e-4 + 1e-9)
+
+
+def test_conv2d_and_pool_projections_match_brian2():
+    """Convolution and pooling are expanded with the Brian2 backend's index code."""
+    rng = np.random.default_rng(3)
+    kernel = rng.uniform(0.5, 4.0, size=(2, 1, 3, 3))
+    idx = rng.integers(0, 36, size=40)
+    times = np.sort(rng.uniform(0, 40, size=40)).round(1)
+    spec = m.NetworkSpec(
+        name="conv_nest", dt="0.1*ms", duration="60*ms",
+        inputs=[m.SpikeTimesInput("img", 36, indices=A(idx), times=A(times, "ms"), shape=(1, 6, 6))],
+        populations=[m.Population("c1", 32, "lif", shape=(2, 4, 4), initial={"v": "-65*mV"}),
+                     m.Population("p1", 8, "lif", shape=(2, 2, 2), initial={"v": "-65*mV"})],
+        projections=[m.Projection("conv", "img", "c1", "delta_voltage", connect=m.Conv2D(A(kernel, "mV"))),
+                     m.Projection("pool", "c1", "p1", "delta_voltage",
+                                  connect=m.Pool2D(kernel_size=2, weight="16*mV"))],
+        monitors=[m.SpikeMonitor("c1"), m.SpikeMonitor("p1")])
+    ref, rec, _ = _both(spec, {"local_num_threads": 2})  # threads change nothing
+    _assert_same_spikes(ref, rec, "c1")
+    _assert_same_spikes(ref, rec, "p1")
+
+
+def test_poisson_input_rates():
+    spec = m.NetworkSpec(name="poisson_nest", dt="0.1*ms", duration="2*second", seed=4,
+                         inputs=[m.PoissonInput("noise", 50, rates=A(np.full(50, 20.0), "Hz"))],
+                         populations=[m.Population("n", 1, "lif", initial={"v": "-65*mV"})],
+                         projections=[m.Projection("noise_n", "noise", "n", "delta_voltage", weights="0.1*mV")],
+                         monitors=[m.SpikeMonitor("noise")])
+    rec = get_backend("nest").build(spec).run(progress=False)
+    counts = rec.spikes["noise"].counts()
+    assert abs(counts.sum() - 2000) < 4 * np.sqrt(2000)
+
+
+def test_untranslatable_models_and_synapses_raise_backend_errors():
+    noisy = m.NeuronModel(equations="dv/dt = -v/tau + sigma*xi/sqrt(tau) : volt",
+                          threshold="v > 1*mV", reset="v = 0*mV", parameters={"tau": "10*ms", "sigma": "1*mV"})
+    spec = m.NetworkSpec(name="noisy", neuron_models={"noisy": noisy},
+                         populations=[m.Population("n", 2, "noisy")])
+    with pytest.raises(BackendError, match=r"neuron model 'noisy' cannot be translated.*xi.*dv/dt.*NEST can run"):
+        get_backend("nest").build(spec)
+    plastic = m.SynapseModel(equations="w : volt\ndapre/dt = -apre/(20*ms) : 1 (event-driven)",
+                             on_pre="v_post += w\napre += 0.01", on_post="w = w + apre*mV")
+    spec = m.NetworkSpec(name="plastic", synapse_models={"plastic": plastic},
+                         populations=[m.Population("a", 2, "lif"), m.Population("b", 2, "lif")],
+                         projections=[m.Projection("ab", "a", "b", "plastic", weights="1*mV")])
+    with pytest.raises(BackendError, match=r"synapse model 'plastic'.*w = w \+ apre\*mV.*stdp_synapse"):
+        get_backend("nest").build(spec)
+
+
+def test_nestml_errors_become_backend_errors(nestml_cache, tmp_path):
+    """NESTML prints errors and returns normally; biosnn checks and quotes them."""
+    from biosnn.backends.nestml_build import compile_module
+    bad = "model bad_nestml:\n    state:\n        v mV = 0 mV\n    equations:\n        v' = -v / undefined_tau\n"
+    with pytest.raises(BackendError, match=r"(?s)NESTML rejected.*bad_nestml.*undefined_tau"):
+        compile_module({"bad_nestml": bad}, cache_root=tmp_path)
+
+
+def _cuba_small():
+    cuba = load_spec("network_specs/cuba.yaml")
+    return cuba.replace(
+        name="cuba_small", duration="200*ms",
+        populations=(m.Population("exc", 6, "cuba_lif", initial={"v": A(np.linspace(-60, -50.5, 6), "mV")}),),
+        inputs=(m.SpikeTimesInput("stim", 3, indices=A(np.array([0, 1, 2, 0, 1, 2, 0])),
+                                  times=A([3.0, 10.0, 17.2, 40.0, 41.0, 90.5, 120.0], "ms")),),
+        projections=(m.Projection("stim_e", "stim", "exc", "excitatory", connect=_explicit([0, 0, 1, 2, 2], [0, 1, 2, 3, 4])),
+                     m.Projection("stim_i", "stim", "exc", "inhibitory", connect=_explicit([1, 2], [5, 0]), delay="0.5*ms"),
+                     m.Projection("ee", "exc", "exc", "excitatory", connect=_explicit(range(6), [1, 2, 3, 4, 5, 0]))),
+        monitors=(m.SpikeMonitor("exc"),))
+
+
+@pytest.mark.nestml
+def test_nestml_cuba_neuron_matches_brian2_spike_for_spike(nestml_cache):
+    """The CUBA neuron (3 ODEs, refractoriness, two synaptic targets) translated to NESTML."""
+    spec = _cuba_small()
+    ref, rec, sim = _both(spec, {"cache_dir": nestml_cache}, final_state=["exc.v", "exc.gi"])
+    assert rec.meta["nest_models"] == "cuba_lif_nestml"
+    _assert_same_spikes(ref, rec, "exc")
+    assert len(ref.spikes["exc"].times) >= 20
+    np.testing.assert_allclose(rec.final["exc.v"].values, ref.final["exc.v"].values, atol=1e-9)
+    np.testing.assert_allclose(rec.final["exc.gi"].values, ref.final["exc.gi"].values, atol=1e-12)
+    again = get_backend("nest", cache_dir=nestml_cache).build(spec)
+    assert not again.compiled_now  # cached by the hash of the model text
+
+
+@pytest.mark.nestml
+def test_nestml_cuba_rates_match_brian2(nestml_cache):
+    """CUBA (4000 neurons): NEST's population rates within the seed-to-seed spread of Brian2's."""
+    spec = load_spec("network_specs/cuba.yaml")
+    duration = 0.1  # the first 100 ms: Brian2's numpy runtime is the slow part of this test
+    ref = get_backend("runtime").build(spec).run(duration=duration, progress=False)
+    rates = {"exc": [], "inh": []}
+    for seed in (1, 2, 3):
+        rec = get_backend("nest", cache_dir=nestml_cache).build(
+            spec.replace(seed=seed)).run(duration=duration, progress=False)
+        for pop in rates:
+            rates[pop].append(rec.mean_rate(pop))
+    for pop, values in rates.items():
+        values = np.asarray(values)
+        spread = max(values.std(ddof=1), 0.05 * values.mean())
+        assert ref.mean_rate(pop) > 1.0
+        assert abs(ref.mean_rate(pop) - values.mean()) < 4 * spread + 0.1 * values.mean(), (pop, ref.mean_rate(pop), values)
+
+
+@pytest.mark.nestml
+def test_nestml_if_subtract_matches_brian2_spike_for_spike(nestml_cache):
+    """Reset by subtraction (no NEST built-in) via NESTML, driven by a time-varying current and spikes."""
+    steps = 40
+    # values whose per-step increments do not sum to the threshold exactly (no rounding ties)
+    current = np.repeat(np.array([[0.317, 0.531, 0.0], [0.613, 0.229, 0.871]]), steps // 2, axis=0)
+    spec = m.NetworkSpec(
+        name="det_ifsub", dt="0.1*ms", duration="80*ms",
+        populations=[m.Population("n", 3, "if_subtract")],
+        inputs=[m.CurrentInput("drive", "n", "I", A(current, "nA"), dt="2*ms"),
+                m.SpikeTimesInput("stim", 1, indices=A(np.array([0, 0])), times=A([10.0, 31.4], "ms"))],
+        projections=[m.Projection("stim_n", "stim", "n", "delta_voltage", connect=_explicit([0, 0], [1, 2]),
+                                  weights=A([7.0, -3.0], "mV"), delay="0.3*ms")],
+        monitors=[m.SpikeMonitor("n")])
+    ref, rec, _ = _both(spec, {"cache_dir": nestml_cache}, final_state=["n.v"])
+    assert rec.meta["nest_models"] == "if_subtract_nestml"
+    _assert_same_spikes(ref, rec, "n")
+    np.testing.assert_allclose(rec.final["n.v"].values, ref.final["n.v"].values, atol=1e-9)
+
+
+def test_cli_runs_a_spec_on_nest(tmp_path, capsys):
+    from biosnn.cli import main
+    spec = m.NetworkSpec(name="cli_nest", duration="50*ms",
+                         populations=[m.Population("n", 2, "lif", initial={"I": A([0.3, 0.4], "nA"), "v": "-65*mV"})],
+                         monitors=[m.SpikeMonitor("n")])
+    path = spec.save(tmp_path / "cli_nest.yaml")
+    assert main(["run", str(path), "--backend", "nest", "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert "on nest" in capsys.readouterr().out
+    from biosnn.recording import Recording
+    rec = Recording.load(tmp_path / "out" / "recording.npz")
+    assert rec.meta["backend"] == "nest" and len(rec.spikes["n"].times) >= 4
+
+
+@pytest.mark.parametrize("pairing,dependence,amplitudes", [("all", "additive", (1e-5, 1.2e-5)),
+                                                           ("all", "multiplicative", (0.05, 0.06)),
+                                                           ("nearest", "additive", (1e-5, 1.2e-5))])
+def test_pair_stdp_maps_onto_nest_stdp_synapses(pairing, dependence, amplitudes):
+    """Library pair STDP (all-to-all) -> stdp_synapse: final weights equal Brian2's and the analytic sum.
+
+    NEST applies potentiation at the next presynaptic spike, so the inputs end
+    with a presynaptic spike after the postsynaptic neurons fell silent.
+    Nearest-spike pairing has no exact NEST counterpart and is refused.
+    """
+    from biosnn.models.plasticity import stdp_trace
+    times = np.array([22.2, 59.7, 81.1, 108.0, 125.7, 127.0, 129.0, 152.0, 172.4, 177.7, 199.3, 267.6, 268.6, 390.0])
+    model = stdp_trace(pairing, dependence, A_plus=amplitudes[0], A_minus=amplitudes[1], w_max=1e-3, unit="mV")
+    spec = m.NetworkSpec(
+        name="stdp_nest", duration="400*ms", synapse_models={"stdp": model},
+        populations=[m.Population("post", 2, "lif", initial={"v": "-65*mV"})],
+        inputs=[m.SpikeTimesInput("pre", 1, indices=A(np.zeros(len(times), dtype=np.int64)), times=A(times, "ms")),
+                m.CurrentInput("drive", "post", "I", A(np.array([[0.2, 0.26]] * 3 + [[0.0, 0.0]]), "nA"),
+                               dt="100*ms")],
+        projections=[m.Projection("syn", "pre", "post", "stdp", weights="0.0003*mV", delay="1*ms")],
+        monitors=[m.SpikeMonitor("post")])
+    if pairing == "nearest":
+        with pytest.raises(BackendError, match=r"projection 'syn': NEST has no synapse with biosnn's nearest"):
+            get_backend("nest").build(spec)
+        return
+    ref, rec, _ = _both(spec, final_state=["syn.w"])
+    assert rec.meta["nest_models"] == "iaf_psc_delta"
+    _assert_same_spikes(ref, rec, "post")
+    w_ref, w = ref.final["syn.w"].values, rec.final["syn.w"].values
+    assert np.all(np.abs(w_ref - 3e-7) > 1e-8)  # the weights did change
+    np.testing.assert_allclose(w, w_ref, rtol=1e-9)
+    if pairing == "all" and dependence == "additive":  # the analytic pair sum, arrival = spike time + delay
+        post = ref.spikes["post"]
+        for j in range(2):
+            lag = post.times[post.indices == j][None, :] * 1e3 - (times[:, None] + 1.0)
+            dw = np.where(lag >= 0, 1e-5 * np.exp(-lag / 20), -1.2e-5 * np.exp(lag / 20)).sum() * 1e-3
+            np.testing.assert_allclose(w[j] - 3e-7, dw, rtol=1e-9)
