@@ -31,15 +31,18 @@ and sample come out of a tiny state monitor, not from recording every spike.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from biosnn import connectivity as cx
-from biosnn.conversion.graph import LayerGraph, snn_roles
+from biosnn.conversion.graph import Layer, LayerGraph, snn_roles
 from biosnn.errors import ConversionError
 from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue
 
-__all__ = ["rate_network_spec", "layer_connections", "layer_populations", "DT_MS"]
+__all__ = ["rate_network_spec", "layer_connections", "layer_populations", "synaptic_inputs", "SynapticInput",
+           "meter_parts", "METER_SYNAPSE", "DT_MS"]
 
 DT_MS = 1.0  # nominal time step; a converted network's time is counted in steps
 
@@ -79,6 +82,117 @@ def _fanout(conns: list[tuple[int, cx.Connections]], size: int) -> np.ndarray:
     for _, c in conns:
         out += np.bincount(c.i, minlength=size)[:size]
     return out
+
+
+def _conv_connect(layer, scale: float) -> m.Conv2D | None:
+    """The spec's :class:`~biosnn.spec.Conv2D` of a conv layer (kernel scaled), if it can express it."""
+    p = layer.params
+    dilation = p.get("dilation", 1)
+    if dilation not in (1, (1, 1)) or isinstance(p["padding"], str):
+        return None
+    return m.Conv2D(ArrayValue(np.asarray(layer.weight, dtype=np.float64) * scale), stride=p["stride"],
+                    padding=p["padding"], groups=p["groups"])
+
+
+@dataclasses.dataclass(frozen=True)
+class SynapticInput:
+    """Synapses from one spiking layer onto a layer with neurons (see :func:`synaptic_inputs`).
+
+    Attributes
+    ----------
+    source : str
+        The spiking layer the synapses start from.
+    layer : Layer
+        The layer whose map they realise (a virtual branch's linear/conv
+        layer, or the ``add`` layer itself for a shortcut).
+    conns : Connections
+        The synapses with the layer's own weights (shortcuts: the add's
+        coefficient).
+    scale : float
+        Factor on the weights: the product of the residual coefficients on
+        the way (1 for sequential layers).
+    tag : str
+        Suffix that makes projection names unique.
+    """
+
+    source: str
+    layer: Layer
+    conns: cx.Connections
+    scale: float
+    tag: str
+
+
+def synaptic_inputs(graph: LayerGraph, name: str, roles: dict) -> tuple[list[SynapticInput], np.ndarray]:
+    """The synapses and the bias of non-virtual layer ``name``, looking through virtual branches.
+
+    Parameters
+    ----------
+    graph : LayerGraph
+    name : str
+        A layer that has neurons (not the input, not a virtual branch).
+    roles : dict
+        Layer roles (:func:`~biosnn.conversion.graph.snn_roles` or
+        :attr:`~biosnn.conversion.tsc_reference.TSCSchedule.roles`; only
+        ``"virtual"`` is looked at).
+
+    Returns
+    -------
+    inputs : list of SynapticInput
+    bias : ndarray (size,)
+        Summed bias per target unit, residual coefficients applied (float64).
+    """
+    out = []
+    bias = np.zeros(graph[name].size)
+
+    def visit(layer, scale: float, tag: str):
+        nonlocal bias
+        if layer.op == "add":
+            for k, (c, src) in enumerate(zip(layer.weight, layer.inputs)):
+                if roles[src] == "virtual":
+                    visit(graph[src], scale * float(c), f"{tag}_{k}")
+                else:
+                    n = graph[src].size
+                    out.append(SynapticInput(src, layer, cx.one_to_one(n, weights=np.full(n, scale * float(c))),
+                                             1.0, f"{tag}_{k}"))
+            return
+        out.append(SynapticInput(layer.inputs[0], layer, layer_connections(layer), scale, tag))
+        if layer.bias is not None:
+            b = np.asarray(layer.bias, dtype=np.float64)
+            if layer.op == "conv2d":
+                b = np.repeat(b, int(np.prod(layer.out_shape[1:])))
+            bias = bias + scale * b
+
+    visit(graph[name], 1.0, "")
+    return out, bias
+
+
+#: Synapse model of the meter projections (``synapse_models["meter"]`` of a spec using :func:`meter_parts`).
+METER_SYNAPSE = m.SynapseModel("", on_pre="spk_post += 1\nops_post += fanout_pre",
+                               description="counts spikes and synaptic operations per layer")
+
+
+def meter_parts(metered: list[tuple[str, int]], window: str) -> tuple[m.Population, list, m.StateMonitor]:
+    """A ``meter`` population with one neuron per metered population, its synapses and its monitor.
+
+    Each spike of a metered population adds 1 to ``spk`` and the spiking
+    unit's ``fanout`` to ``ops`` of its meter neuron; at every window start
+    the sums move to ``spk_last``/``ops_last`` (monitored) and restart from 0.
+    The projections use the synapse model ``"meter"`` (:data:`METER_SYNAPSE`).
+
+    Parameters
+    ----------
+    metered : list of (str, int)
+        Population names and sizes, in meter order.
+    window : str
+        The window length (a Brian2 quantity string).
+    """
+    meter = m.Population("meter", len(metered), m.NeuronModel("spk : 1\nops : 1\nspk_last : 1\nops_last : 1"),
+                         operations=[m.Operation("spk_last = spk\nops_last = ops\nspk = 0\nops = 0", dt=window)])
+    projs = [m.Projection(f"{pname}_meter", pname, "meter", "meter",
+                          m.Explicit(ArrayValue(np.arange(size)), ArrayValue(np.full(size, k))))
+             for k, (pname, size) in enumerate(metered)]
+    monitor = m.StateMonitor("meter", ("spk_last", "ops_last"), dt=window, when="start", order=2)
+    return meter, projs, monitor
 
 
 _IF_EQS = "v : 1\nI : 1\nb : 1 (constant)\nfanout : 1 (constant)"
@@ -163,8 +277,7 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
             "c : 1", on_pre="c += 1\nfire_post = fire_post + (1 - fire_post) * int(c > n_out_post)\n"
                             "n_out_post = n_out_post + int(c > n_out_post)",
             description="max-pool gate input: per-synapse spike counter"),
-        "meter": m.SynapseModel("", on_pre="spk_post += 1\nops_post += fanout_pre",
-                                description="counts spikes and synaptic operations per layer"),
+        "meter": METER_SYNAPSE,
     }
 
     # input population
@@ -199,7 +312,7 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
                                        order=layer_order)
         biases[pname] = np.zeros(layer.size)
 
-    def add_projection(src_layer_name, tgt_pop, conns: cx.Connections, scale=1.0, tag=""):
+    def add_projection(src_layer_name, tgt_pop, conns: cx.Connections, scale=1.0, tag="", conv=None):
         src_pop = pop_of[src_layer_name]
         weights = None if conns.weights is None else np.asarray(conns.weights, dtype=np.float64) * scale
         if src_pop == "input" and input_mode == "analog":
@@ -211,6 +324,11 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
             proj = m.Projection(pname, src_pop, tgt_pop, "gate",
                                 m.Explicit(ArrayValue(conns.i), ArrayValue(conns.j)),
                                 operations=[m.Operation("c = 0", dt=window)], order=order_of[src_layer_name])
+        elif conv is not None and specs_by_pop[src_pop].get("shape") is not None \
+                and _conv_connect(conv, scale) is not None:
+            # a convolution keeps its kernel: backends may share it instead of storing a weight per synapse
+            proj = m.Projection(pname, src_pop, tgt_pop, model, _conv_connect(conv, scale),
+                                order=order_of[src_layer_name])
         else:
             proj = m.Projection(pname, src_pop, tgt_pop, model,
                                 m.Explicit(ArrayValue(conns.i), ArrayValue(conns.j)),
@@ -219,32 +337,17 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         projs.append(proj)
         out_conns.setdefault(src_pop, []).append((0, conns))
 
-    def incoming(layer, tgt_pop, scale=1.0, tag=""):
-        if layer.op == "add":
-            for k, (c, src) in enumerate(zip(layer.weight, layer.inputs)):
-                src_layer = graph[src]
-                if roles[src] == "virtual":
-                    incoming(src_layer, tgt_pop, scale * float(c), tag=f"{tag}_{k}")
-                else:
-                    n = src_layer.size
-                    add_projection(src, tgt_pop, cx.one_to_one(n, weights=np.full(n, scale * float(c))),
-                                   tag=f"{tag}_{k}")
-            return
-        conns = layer_connections(layer)
-        add_projection(layer.inputs[0], tgt_pop, conns, scale, tag)
-        if layer.bias is not None:
-            bias = np.asarray(layer.bias, dtype=np.float64)
-            if layer.op == "conv2d":
-                bias = np.repeat(bias, int(np.prod(layer.out_shape[1:])))
-            biases[tgt_pop] += scale * bias
-
     for layer in graph.layers[1:]:
         if layer.name in pop_of:
-            incoming(layer, pop_of[layer.name])
+            tgt_pop = pop_of[layer.name]
+            inputs, bias = synaptic_inputs(graph, layer.name, roles)
+            for si in inputs:
+                add_projection(si.source, tgt_pop, si.conns, si.scale, si.tag,
+                               conv=si.layer if si.layer.op == "conv2d" else None)
+            biases[tgt_pop] += bias
 
     # fan-out for synaptic-operation counting; meter population
     populations = []
-    meter_index = {}
     for pname, kw in specs_by_pop.items():
         size = kw["size"]
         initial = {"fanout": ArrayValue(_fanout(out_conns.get(pname, []), size))}
@@ -252,18 +355,12 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
             initial["b"] = ArrayValue(biases[pname])
         populations.append(m.Population(**kw, initial=initial))
         if kw["model"] != "if_readout":  # the integrating readout never spikes
-            meter_index[pname] = len(meter_index)
             metered.append(pname)
-    populations.append(m.Population("meter", len(metered), m.NeuronModel(
-        "spk : 1\nops : 1\nspk_last : 1\nops_last : 1"),
-        operations=[m.Operation("spk_last = spk\nops_last = ops\nspk = 0\nops = 0", dt=window)]))
-    for pname in metered:
-        n = specs_by_pop[pname]["size"]
-        projs.append(m.Projection(f"{pname}_meter", pname, "meter", "meter",
-                                  m.Explicit(ArrayValue(np.arange(n)), ArrayValue(np.full(n, meter_index[pname])))))
-
+    meter, meter_projs, meter_monitor = meter_parts([(p, specs_by_pop[p]["size"]) for p in metered], window)
+    populations.append(meter)
+    projs.extend(meter_projs)
     out_pop = pop_of[graph.output]
-    monitors = [m.StateMonitor("meter", ("spk_last", "ops_last"), dt=window, when="start", order=2)]
+    monitors = [meter_monitor]
     if readout == "potential" and specs_by_pop[out_pop]["model"] == "if_readout":
         monitors.append(m.StateMonitor(out_pop, ("v_last",), dt=window, when="start", order=2))
     else:

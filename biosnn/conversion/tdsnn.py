@@ -1,0 +1,383 @@
+"""TDSNN: reverse temporal coding with LIF and ticking neurons (Zhang et al., AAAI 2019).
+
+Every neuron fires once; a larger value fires *later*: the value ``x`` is sent
+at step ``T(x) = ceil(L ln(x + 1))`` of its layer's active period (eq. 10).
+The ANN is re-trained with the activation ``G(x) = exp(T(x) / L)`` (eq. 11)
+in front of every weighted layer (:func:`prepare`), then :func:`convert`
+turns it into LIF layers with leak ``exp(-1/L)`` per step, negated weights
+(except the output layer), the bias as an input of G-value 1, a ticking
+neuron of weight ``w_tick = (1 - exp(-1/L)) exp(-T_il/L)`` (eq. 9) per layer,
+and max pooling as unit weights with threshold ``N`` (no leak, no ticking
+neuron: the paper's simplified mapping).  The output layer integrates and the
+largest potential wins.  The discrete-time semantics, the schedule and the
+operation counts are documented in :mod:`biosnn.conversion.tdsnn_reference`
+and :mod:`biosnn.conversion.tdsnn_spec`.
+
+Period length
+-------------
+All layers use one period length ``T_il`` (the inhibitory period of a layer is
+the active period of its input, Fig. 3 of the paper).  It must exceed every
+spike step: by default ``convert`` sets ``T_il = 1 + max_step + margin``,
+``max_step`` being the largest spike step ``T(x)`` of any input, hidden or
+max-pool neuron of the G-ANN over the calibration data.  No activation is
+rescaled: ``G`` is not homogeneous, so a per-layer normalisation would change
+the re-trained network's function.  A neuron whose value would need a later
+step fires at the last active step (its value is clipped); the reference
+(:func:`~biosnn.conversion.tdsnn_reference.simulate_tdsnn`) counts such neurons.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import warnings
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from biosnn.conversion.rate import calibration_array
+from biosnn.conversion.snn import SNN, SNNResult
+from biosnn.conversion.tdsnn_reference import (WEIGHTED, ann_operation_counts, check_L, check_T_il, g_forward,
+                                               g_logits, g_value, input_steps, operation_totals, simulate_tdsnn,
+                                               spike_step, tdsnn_roles)
+from biosnn.conversion.tdsnn_spec import tdsnn_layout, tdsnn_network_spec, window_steps
+from biosnn.errors import ConversionError
+
+__all__ = ["PARAMS", "prepare", "convert", "TDSNN", "TDSNNActivation", "strip_activations"]
+
+PARAMS = ("L", "T_il", "margin", "name")
+
+_TICK = "tick:"
+
+
+class _G(torch.autograd.Function):
+    """G(x) forward; the gradient of its envelope ``relu(x) + 1`` backward (straight-through)."""
+
+    @staticmethod
+    def forward(ctx, x, L):
+        ctx.save_for_backward(x)
+        return g_value(x, L)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x > 0).to(grad.dtype), None
+
+
+class TDSNNActivation(nn.Module):
+    """``G(x) = exp(ceil(L ln(x + 1)) / L)`` for ``x >= 0``, 1 otherwise (Zhang et al. 2019, eq. 11).
+
+    The value a TDSNN layer receives from a neuron of value ``x`` (its spike
+    at step ``ceil(L ln(x + 1))``, decayed).  The gradient is that of
+    ``relu(x) + 1`` (straight-through), which ``G`` follows within a factor
+    ``exp(1/L)``.
+
+    Parameters
+    ----------
+    L : float
+        Leak constant of the SNN (time steps).
+    """
+
+    def __init__(self, L: float = 5.0):
+        super().__init__()
+        self.L = check_L(L)
+
+    def forward(self, x):
+        return _G.apply(x, self.L)
+
+    def extra_repr(self) -> str:
+        return f"L={self.L:g}"
+
+
+class _Tracer(fx.Tracer):
+    """torch.fx tracer that keeps TDSNNActivation modules as calls."""
+
+    def is_leaf_module(self, mod, qualname):
+        return isinstance(mod, TDSNNActivation) or super().is_leaf_module(mod, qualname)
+
+
+def _graph_module(model):
+    """``model`` (deep copy, eval mode) as a torch.fx GraphModule that keeps TDSNNActivation modules as calls."""
+    if not isinstance(model, nn.Module):
+        raise ConversionError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    model = copy.deepcopy(model).eval()
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError, ...
+        raise ConversionError(f"torch.fx could not trace {type(model).__name__}.forward: "
+                              f"{type(exc).__name__}: {exc}. Fix: avoid data-dependent control flow") from None
+    return fx.GraphModule(model, graph)
+
+
+def _weighted_call(node, modules) -> bool:
+    """Does this fx node compute a weighted layer (Linear, Conv2d, average pooling)?"""
+    if node.op == "call_module":
+        return isinstance(modules[node.target], (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d))
+    if node.op == "call_function":
+        return node.target in (F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean)
+    return node.op == "call_method" and node.target == "mean"
+
+
+def prepare(model, L: float = 5.0):
+    """A copy of ``model`` with ``G`` (eq. 11) in front of every weighted layer, for re-training.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A (trained) chain of Linear / Conv2d / pooling layers with ReLUs.
+    L : float
+        Leak constant of the SNN (time steps; the paper uses 1 to 5).
+
+    Returns
+    -------
+    torch.fx.GraphModule
+        Same parameters (same ``state_dict`` keys), in eval mode, with a
+        :class:`TDSNNActivation` before every ``nn.Linear``, ``nn.Conv2d`` and
+        average pooling (max pooling commutes with ``G`` and gets none).
+        Re-train it (e.g. :func:`biosnn.datasets.train_classifier`), then
+        ``biosnn.convert(prepared, "tdsnn", ...)``.
+    """
+    L = check_L(L)
+    gm = _graph_module(model)
+    modules = dict(gm.named_modules())
+    if any(isinstance(mod, TDSNNActivation) for mod in modules.values()):
+        raise ConversionError("the model already contains TDSNNActivation modules (it was prepared before). "
+                              "Fix: prepare the original ReLU model")
+    count = 0
+    for node in list(gm.graph.nodes):
+        if not _weighted_call(node, modules):
+            continue
+        target = f"tdsnn_g{count}"
+        count += 1
+        gm.add_submodule(target, TDSNNActivation(L))
+        with gm.graph.inserting_before(node):
+            g = gm.graph.call_module(target, (node.args[0],))
+        node.replace_input_with(node.args[0], g)
+    gm.recompile()
+    return gm.eval()
+
+
+def strip_activations(model):
+    """Remove the TDSNNActivation modules of a prepared model.
+
+    Returns
+    -------
+    model : torch.fx.GraphModule
+        The ReLU network with the same weights (what :func:`biosnn.conversion.graph.trace` reads).
+    L : float or None
+        The activations' leak constant (``None`` if there are none).
+    preceded : set of str
+        Names of the layers that had ``G`` in front (module paths, or fx node names for functions).
+    """
+    gm = _graph_module(model)
+    modules = dict(gm.named_modules())
+    Ls, preceded = set(), set()
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target], TDSNNActivation):
+            continue
+        Ls.add(modules[node.target].L)
+        for user in node.users:
+            if not _weighted_call(user, modules):
+                raise ConversionError(
+                    f"TDSNNActivation '{node.target}' feeds '{user.name}', which is not a Linear, Conv2d or "
+                    "average-pooling layer; G belongs right before the weighted layers (max pooling commutes "
+                    "with it). Fix: use biosnn.prepare(model, 'tdsnn', L=...)")
+            preceded.add(user.target if user.op == "call_module" else user.name)
+        node.replace_all_uses_with(node.args[0])
+        gm.graph.erase_node(node)
+        gm.delete_submodule(node.target)
+    if len(Ls) > 1:
+        raise ConversionError(f"the model's TDSNNActivation modules use different L {sorted(Ls)}; TDSNN has one "
+                              "leak constant. Fix: prepare the model with a single L")
+    gm.recompile()
+    return gm, (Ls.pop() if Ls else None), preceded
+
+
+class TDSNN(SNN):
+    """A network converted with TDSNN reverse coding (made by :func:`convert`).
+
+    ``T`` (and :attr:`window_steps`) is the sample window ``P T_il + 1``
+    (``P`` weighted layers).  :meth:`run` returns an :class:`SNNResult` whose
+    ``scores`` approximate the G-ANN's logits (output potential times
+    ``exp(T_il/L)``) and whose ``extras`` hold the paper's operation counts per
+    sample (``additions``, ``multiplications`` and their parts, ``ticks``; see
+    :func:`~biosnn.conversion.tdsnn_reference.operation_totals`), measured by the
+    ``meter`` population.
+
+    Parameters
+    ----------
+    graph : LayerGraph
+        Traced chain network (as trained: :func:`convert` negates nothing in it).
+    L : float
+        Leak constant (time steps).
+    T_il : int
+        Steps per inhibitory / active period.
+    name : str
+        Network name.
+    calibration_max_step : int, optional
+        Largest spike step seen on the calibration data (for reference).
+    """
+
+    def __init__(self, graph, *, L: float, T_il: int, name: str = "tdsnn", calibration_max_step: int | None = None):
+        from biosnn.metrics import ann_ops
+        self.L = check_L(L)
+        self.T_il = check_T_il(T_il)
+        if graph.input_scale != 1.0:
+            raise ConversionError(f"TDSNN encodes raw inputs; the graph has input_scale {graph.input_scale}. "
+                                  "Fix: convert the traced, un-normalised graph")
+        self.layout = tdsnn_layout(graph)
+        self.calibration_max_step = calibration_max_step
+        ann = ann_operation_counts(graph)
+        self.ann_multiplications, self.ann_additions = ann["multiplications"], ann["additions"]
+        super().__init__(graph, coding="tdsnn", T=window_steps(self.layout, self.T_il), thresholds={},
+                         input_mode="temporal", readout="potential", seed=None, ann_ops=ann_ops(graph), name=name)
+
+    def _build_spec(self, windows: int):
+        return tdsnn_network_spec(self.graph, L=self.L, T_il=self.T_il, windows=windows, name=self.name)
+
+    def _scores_from_potential(self, v_last: np.ndarray) -> np.ndarray:
+        scores = v_last * math.exp(self.T_il / self.L)
+        return np.maximum(scores, 0.0) if self.graph[self.graph.output].relu else scores
+
+    def layer_populations(self) -> dict[str, str]:
+        """Torch layer name -> population; ticking neurons appear as ``"tick:<layer>"``."""
+        pops = {s.layer: s.population for s in self.layout}
+        pops.update({_TICK + s.layer: s.tick_population for s in self.layout if s.role == "lif"})
+        return pops
+
+    def encode(self, x) -> np.ndarray:
+        """Input spike steps ``min(T(x), T_il - 1)`` of raw inputs ``x``, float64 of the shape of ``x``."""
+        x = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
+        n_in = self.graph.input.size
+        if x.ndim < 2 or int(np.prod(x.shape[1:])) != n_in:
+            raise ConversionError(f"x must have shape (N,) + {self.graph.input_shape}, got {x.shape}")
+        return input_steps(self.graph, x, self.L, self.T_il).reshape(x.shape)
+
+    def run(self, x, backend: str = "runtime", batch_size: int = 256, progress: bool = True,
+            **backend_options) -> SNNResult:
+        """Simulate raw inputs ``x`` (see :meth:`SNN.run`); the ticking neurons' counts go to ``extras``."""
+        res = super().run(self.encode(x), backend=backend, batch_size=batch_size, progress=progress,
+                          **backend_options)
+        spikes = {k: v for k, v in res.layer_spikes.items() if not k.startswith(_TICK)}
+        synops = {k: v for k, v in res.layer_synops.items() if not k.startswith(_TICK)}
+        zero = np.zeros(len(res.predictions))
+        ticks = sum((v for k, v in res.layer_spikes.items() if k.startswith(_TICK)), zero)
+        tick_adds = sum((v for k, v in res.layer_synops.items() if k.startswith(_TICK)), zero)
+        synaptic = sum(synops.values(), zero)
+        extras = operation_totals(self.graph, self.T_il, np.rint(synaptic), np.rint(tick_adds), np.rint(ticks))
+        return dataclasses.replace(res, layer_spikes=spikes, layer_synops=synops, extras=extras)
+
+    def spike_steps(self, x, backend: str = "runtime", **backend_options) -> dict[str, np.ndarray]:
+        """Active-period spike step of every neuron, from a Brian2 run with spike monitors (for tests).
+
+        All samples run in one batch (keep ``x`` small).
+
+        Returns
+        -------
+        dict of str to ndarray
+            int64 ``(N, layer.size)`` for the input, hidden and max-pool layers;
+            -1 where a neuron did not fire.
+        """
+        from biosnn.backends.base import get_backend
+        from biosnn.conversion.rate_spec import DT_MS
+        from biosnn.spec import model as m
+        steps = self.encode(x)
+        n = steps.shape[0]
+        spiking = [s for s in self.layout if s.role != "output"]
+        spec = self.spec_for(n)
+        spec = spec.replace(name=f"{spec.name}_spikes",
+                            monitors=tuple(spec.monitors) + tuple(m.SpikeMonitor(s.population) for s in spiking))
+        rec = get_backend(backend, **backend_options).build(spec).run(
+            overrides={"x_in": steps.reshape(n, -1)}, progress=False)
+        out = {}
+        for s in spiking:
+            st = rec.spikes[s.population]
+            step = np.rint(st.times / (DT_MS * 1e-3)).astype(np.int64)
+            win = step // self.T
+            arr = np.full((n, self.graph[s.layer].size), -1, dtype=np.int64)
+            keep = win < n
+            arr[win[keep], st.indices[keep]] = step[keep] - win[keep] * self.T - s.period * self.T_il
+            out[s.layer] = arr
+        return out
+
+    def reference(self, x, batch_size: int = 256, exact: bool = True):
+        """The exact discrete-time reference of this network on raw inputs ``x``
+        (:func:`~biosnn.conversion.tdsnn_reference.simulate_tdsnn`)."""
+        return simulate_tdsnn(self.graph, x, self.L, self.T_il, batch_size=batch_size, exact=exact)
+
+    def g_ann(self, x, batch_size: int = 256) -> np.ndarray:
+        """Logits of the G-ANN (the re-trained network, float64, no clipping) on raw inputs ``x``."""
+        return g_logits(self.graph, g_forward(self.graph, x, self.L, batch_size=batch_size))
+
+
+def max_spike_step(graph, x, L: float, batch_size: int = 256) -> int:
+    """Largest spike step ``T(value)`` of any input, hidden or max-pool neuron of the G-ANN on ``x``."""
+    roles = tdsnn_roles(graph)
+    values = g_forward(graph, x, L, batch_size=batch_size)
+    return int(max(float(spike_step(torch.from_numpy(values[name]), L).max())
+                   for name, role in roles.items() if role != "output"))
+
+
+def convert(ann, calibration, input_shape, *, L: float | None = None, T_il: int | None = None, margin: int = 2,
+            name: str = "tdsnn") -> TDSNN:
+    """TDSNN conversion (``biosnn.convert(ann, "tdsnn", ...)``).
+
+    Parameters
+    ----------
+    ann : torch.nn.Module
+        The model :func:`prepare` returned, re-trained.  A plain ReLU model is
+        accepted too (with a warning): the SNN then computes the G-network of
+        its weights, which usually loses accuracy.
+    calibration : torch.Tensor or ndarray
+        ``(N,) + input_shape`` training samples; they fix the period length.
+    input_shape : tuple
+        Per-sample input shape, e.g. ``(1, 28, 28)``.
+    L : float, optional
+        Leak constant (time steps); default the prepared model's (5 for a
+        plain model).  Must equal the prepared model's.
+    T_il : int, optional
+        Steps per inhibitory / active period; default ``1 + max_step + margin``
+        with ``max_step`` the largest spike step on the calibration data.
+    margin : int
+        Extra steps over the calibration data's largest spike step (default 2)
+        for test inputs with larger values.
+    name : str
+        Network name.
+
+    Returns
+    -------
+    TDSNN
+    """
+    from biosnn.conversion.graph import trace
+    if not isinstance(margin, (int, np.integer)) or isinstance(margin, bool) or margin < 0:
+        raise ConversionError(f"margin must be a non-negative integer (time steps), got {margin!r}")
+    stripped, model_L, preceded = strip_activations(ann)
+    if model_L is not None and L is not None and check_L(L) != model_L:
+        raise ConversionError(f"L={L!r} differs from the L={model_L:g} the model was prepared (and re-trained) "
+                              f"with. Fix: pass L={model_L:g} or prepare the model again")
+    L = check_L(L if L is not None else (model_L if model_L is not None else 5.0))
+    graph = trace(stripped, input_shape)
+    tdsnn_roles(graph)
+    weighted = {layer.name for layer in graph.layers if layer.op in WEIGHTED}
+    if not preceded:
+        warnings.warn("the model has no TDSNN activation: the SNN computes the G-network of its weights "
+                      "(G(x) = exp(ceil(L ln(x + 1))/L) before every weighted layer), not the model itself. "
+                      "Re-train biosnn.prepare(model, 'tdsnn', L=...) for the paper's accuracy.", stacklevel=4)
+    elif weighted - preceded:
+        raise ConversionError(f"layers {sorted(weighted - preceded)} have no TDSNNActivation in front; the SNN "
+                              "applies G before every weighted layer. Fix: use biosnn.prepare(model, 'tdsnn', "
+                              "L=...) and re-train")
+    calib = calibration_array(calibration)
+    if len(calib) == 0:
+        raise ConversionError("calibration data is empty; pass a few hundred training samples")
+    top = max_spike_step(graph, calib, L)
+    if T_il is None:
+        T_il = top + 1 + int(margin)
+    elif check_T_il(T_il) <= top:
+        warnings.warn(f"T_il={T_il} steps cannot represent the calibration data's largest spike step {top}: "
+                      f"later spikes are clipped to step {T_il - 1}. Use T_il >= {top + 1}.", stacklevel=4)
+    return TDSNN(graph, L=L, T_il=int(T_il), name=name, calibration_max_step=top)

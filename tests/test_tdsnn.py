@@ -1,0 +1,254 @@
+"""TDSNN reverse coding (Zhang et al. 2019): G, prepare, exact spike times in Brian2 vs the reference and eq. 10."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import biosnn
+from biosnn.conversion.graph import trace
+from biosnn.conversion.tdsnn import TDSNNActivation, strip_activations
+from biosnn.conversion.tdsnn_reference import g_forward, g_logits, spike_step
+from biosnn.datasets import load_digits, train_classifier
+from biosnn.errors import ConversionError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _T(value: float, L: float) -> int:
+    """Eq. 10 by hand: ceil(L ln(x + 1)) for x > 0, else 0."""
+    return math.ceil(L * math.log(1.0 + value)) if value > 0 else 0
+
+
+def test_activation_G_values_gradient_and_prepare():
+    L = 2.0
+    x = torch.tensor([-3.0, 0.0, 0.2, 1.0, 7.5], dtype=torch.float64, requires_grad=True)
+    g = TDSNNActivation(L)(x)
+    expected = [1.0 if v < 0 else math.exp(_T(v, L) / L) for v in x.tolist()]   # eq. 11
+    np.testing.assert_allclose(g.detach().numpy(), expected, rtol=1e-15)
+    np.testing.assert_array_equal(spike_step(x.detach(), L).numpy(), [0, 0, 1, 2, 5])
+    g.sum().backward()                                    # straight-through: the gradient of relu(x) + 1
+    np.testing.assert_array_equal(x.grad.numpy(), [0, 0, 1, 1, 1])
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(2 * 4 * 4, 6), nn.ReLU(), nn.Linear(6, 3))
+    prepared = biosnn.prepare(model, "tdsnn", L=3)
+    acts = [m for m in prepared.modules() if isinstance(m, TDSNNActivation)]
+    assert len(acts) == 3 and all(a.L == 3.0 for a in acts)      # before the conv and both linear layers
+    assert list(prepared.state_dict()) == list(model.state_dict())
+    stripped, L_found, preceded = strip_activations(prepared)
+    assert L_found == 3.0 and preceded == {"0", "4", "6"}
+    xb = torch.rand(5, 1, 8, 8, dtype=torch.float64)
+    graph = trace(model, (1, 8, 8))
+    with torch.no_grad():
+        np.testing.assert_allclose(prepared.double()(xb).numpy(), g_logits(graph, g_forward(graph, xb, 3.0)),
+                                   rtol=1e-12, atol=1e-12)
+    with pytest.raises(ConversionError, match="already contains TDSNNActivation"):
+        biosnn.prepare(prepared, "tdsnn", L=3)
+
+
+def _hand_model():
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
+    with torch.no_grad():
+        model[0].weight[:] = torch.tensor([[0.5, 1.0], [-0.375, 1.5]])    # exact in float32
+        model[0].bias[:] = torch.tensor([0.25, -0.125])
+        model[2].weight[:] = torch.tensor([[1.0, -0.5], [-0.25, 0.75]])
+        model[2].bias[:] = torch.tensor([0.125, 0.0])
+    return biosnn.prepare(model, "tdsnn", L=2)
+
+
+_HAND_X = np.array([[1.0, 0.25], [0.0, 0.6]])
+
+
+def _hand_expected(L=2.0, T_il=None):
+    """Spike steps (eq. 10, clipped at T_il - 1) and logits of the hand model, by hand."""
+    w1, b1 = np.array([[0.5, 1.0], [-0.375, 1.5]]), np.array([0.25, -0.125])
+    w2, b2 = np.array([[1.0, -0.5], [-0.25, 0.75]]), np.array([0.125, 0.0])
+    top = np.inf if T_il is None else T_il - 1
+    steps_in = np.array([[min(_T(v, L), top) for v in row] for row in _HAND_X])
+    hidden = np.exp(steps_in / L) @ w1.T + b1
+    steps_h = np.array([[min(_T(v, L), top) for v in row] for row in hidden])
+    return steps_in, steps_h, np.exp(steps_h / L) @ w2.T + b2
+
+
+def test_hand_network_spike_times_scores_and_operation_counts(tmp_path):
+    """x = (1, 0.25): input steps (2, 1); hidden a = (3.26, 1.33): steps (3, 2); by eq. 10 with L = 2."""
+    snn = biosnn.convert(_hand_model(), "tdsnn", calibration=_HAND_X, input_shape=(2,))
+    steps_in, steps_h, logits = _hand_expected()
+    np.testing.assert_array_equal(steps_in, [[2, 1], [0, 1]])
+    np.testing.assert_array_equal(steps_h, [[3, 2], [3, 3]])
+    assert snn.L == 2.0 and snn.calibration_max_step == 3 and snn.T_il == 3 + 1 + 2 and snn.T == 2 * 6 + 1
+    brian = snn.spike_steps(_HAND_X)
+    np.testing.assert_array_equal(brian["input"], steps_in)
+    np.testing.assert_array_equal(brian["0"], steps_h)
+    res = snn.run(_HAND_X, progress=False)
+    np.testing.assert_allclose(res.scores, logits, rtol=1e-13)
+    np.testing.assert_array_equal(res.predictions, np.argmax(logits, axis=1))
+    np.testing.assert_array_equal(res.layer_spikes["input"], [2, 2])     # every neuron fires once
+    np.testing.assert_array_equal(res.layer_spikes["0"], [2, 2])
+    ex = res.extras
+    np.testing.assert_array_equal(ex["synaptic_additions"], [2 * 2 + 2 * 2] * 2)  # each spike x fan-out 2
+    np.testing.assert_array_equal(ex["ticks"], steps_h.max(axis=1))               # ticks until all fired
+    np.testing.assert_array_equal(ex["tick_additions"], steps_h.sum(axis=1))      # k ticks for a spike at k
+    np.testing.assert_array_equal(ex["bias_additions"], [4, 4])
+    np.testing.assert_array_equal(ex["additions"], 8 + steps_h.sum(axis=1) + 4)
+    np.testing.assert_array_equal(ex["multiplications"], (2 + 2) * snn.T_il + steps_h.sum(axis=1))
+    assert snn.ann_multiplications == 8 and snn.ann_additions == 8
+    assert biosnn.load(snn.save(tmp_path / "hand.yaml")) == snn.spec
+
+    # a period too short for the values: neurons still silent at the last active step fire there (clipped)
+    with pytest.warns(UserWarning, match="clipped to step 2"):
+        short = biosnn.convert(_hand_model(), "tdsnn", calibration=_HAND_X, input_shape=(2,), T_il=3)
+    steps_in, steps_h, logits = _hand_expected(T_il=3)
+    np.testing.assert_array_equal(steps_h, [[2, 2], [2, 2]])
+    ref = short.reference(_HAND_X)
+    np.testing.assert_array_equal(ref.steps["0"], steps_h)
+    np.testing.assert_array_equal(ref.saturated["0"], [1, 2])
+    res = short.run(_HAND_X, progress=False)
+    np.testing.assert_allclose(res.scores, logits, rtol=1e-13)
+    np.testing.assert_allclose(ref.scores, logits, rtol=1e-13)
+    np.testing.assert_array_equal(res.extras["tick_additions"], [4, 4])   # both hidden neurons at step 2
+    np.testing.assert_array_equal(res.extras["ticks"], [2, 2])
+
+
+@pytest.fixture(scope="module")
+def digits_tdsnn():
+    """A max-pool CNN trained on digits, re-trained with G (L = 2), converted."""
+    x, y = load_digits("train")
+    xt, yt = load_digits("test")
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 8, 3), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(8 * 2 * 2, 16), nn.ReLU(), nn.Linear(16, 10))
+    train_classifier(model, x, y, epochs=5, lr=1e-2, batch_size=64, seed=0)
+    prepared = train_classifier(biosnn.prepare(model, "tdsnn", L=2), x, y, epochs=2, lr=3e-3, batch_size=64, seed=0)
+    snn = biosnn.convert(prepared, "tdsnn", calibration=x[:300], input_shape=(1, 8, 8), name="digits_tdsnn")
+    return snn, prepared, xt, yt
+
+
+def test_brian2_spike_times_equal_reference_and_eq10(digits_tdsnn):
+    """Every neuron's Brian2 spike step equals the discrete reference's and T(x) of its G-ANN value (eq. 10)."""
+    snn, prepared, xt, yt = digits_tdsnn
+    x = xt[:8]
+    ref = snn.reference(x)
+    assert all(int(s.sum()) == 0 for s in ref.saturated.values())   # T_il covers these samples
+    brian = snn.spike_steps(x)
+    assert set(brian) == set(ref.steps) == {"input", "0", "2", "3", "6"}
+    for name, steps in brian.items():
+        np.testing.assert_array_equal(steps, ref.steps[name], err_msg=f"layer {name}")
+    values = g_forward(snn.graph, x, snn.L)
+    for name, steps in brian.items():
+        v = values[name]
+        u = snn.L * np.log1p(np.maximum(v, 0.0))
+        # not within rounding error of a step boundary (of eq. 10's ceil, or of the ReLU at 0)
+        clear = (v < -1e-9) | ((v > 1e-9) & (np.abs(u - np.round(u)) > 1e-9))
+        analytic = spike_step(torch.from_numpy(v), snn.L).numpy()
+        np.testing.assert_array_equal(steps[clear], analytic[clear], err_msg=f"layer {name}")
+        if name != "input":                                          # (pixels k/16 meet a boundary only at 0)
+            assert clear.mean() > 0.99, name
+
+    res = snn.run(x, batch_size=8, progress=False)
+    np.testing.assert_array_equal(res.scores, ref.scores)          # the same float operations: bit for bit
+    logits = snn.g_ann(x)
+    np.testing.assert_allclose(res.scores, logits, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(res.predictions, ref.predictions)
+    np.testing.assert_array_equal(res.predictions, np.argmax(logits, axis=1))
+    for name, counts in res.layer_spikes.items():
+        np.testing.assert_array_equal(counts, snn.graph[name].size)   # every neuron fires exactly once
+    for key, value in ref.ops.items():
+        np.testing.assert_array_equal(res.extras[key], value, err_msg=key)
+    assert res.extras["ticks"].min() > 0 and res.T == 4 * snn.T_il + 1
+
+    # on the whole test split: the reference predicts exactly what the G-ANN (float64) and the
+    # re-trained torch model predict, and is far above chance
+    full = snn.reference(xt)
+    g_pred = np.argmax(snn.g_ann(xt), axis=1)
+    np.testing.assert_array_equal(full.predictions, g_pred)
+    fast = snn.reference(xt, exact=False)                          # one matrix product per layer
+    for name, steps in full.steps.items():
+        np.testing.assert_array_equal(fast.steps[name], steps, err_msg=f"layer {name}")
+    np.testing.assert_allclose(fast.scores, full.scores, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        torch_pred = prepared.double()(torch.as_tensor(xt, dtype=torch.float64)).argmax(1).numpy()
+    np.testing.assert_array_equal(torch_pred, g_pred)
+    assert np.mean(full.predictions == yt) > 0.5
+
+
+@pytest.mark.standalone
+def test_cpp_standalone_equals_reference(build_cache):
+    snn = biosnn.convert(_hand_model(), "tdsnn", calibration=_HAND_X, input_shape=(2,), name="hand_tdsnn")
+    res = snn.run(_HAND_X, backend="cpp_standalone", batch_size=2, progress=False, cache_dir=build_cache)
+    ref = snn.reference(_HAND_X)
+    np.testing.assert_allclose(res.scores, ref.scores, rtol=1e-13)
+    for key, value in ref.ops.items():
+        np.testing.assert_array_equal(res.extras[key], value, err_msg=key)
+
+
+def test_errors_name_the_problem():
+    x = np.random.default_rng(0).random((10, 4))
+    with pytest.raises(ConversionError, match="L .*must be a positive number"):
+        biosnn.prepare(nn.Sequential(nn.Linear(4, 2)), "tdsnn", L=0)
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.out = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, z):
+            h = torch.relu(self.a(z))
+            return self.out(torch.relu(self.b(h)) + h)
+
+    with pytest.raises(ConversionError, match="residual connection"):
+        biosnn.convert(biosnn.prepare(Residual(), "tdsnn"), "tdsnn", calibration=x, input_shape=(4,))
+    pool_out = nn.Sequential(nn.Unflatten(1, (1, 2, 2)), nn.Conv2d(1, 2, 1), nn.ReLU(), nn.MaxPool2d(2))
+    with pytest.raises(ConversionError, match="output layer .* is a maxpool2d"):
+        biosnn.convert(biosnn.prepare(pool_out, "tdsnn"), "tdsnn", calibration=x, input_shape=(4,))
+    mlp = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    with pytest.raises(ConversionError, match="differs from the L=5"):
+        biosnn.convert(biosnn.prepare(mlp, "tdsnn", L=5), "tdsnn", calibration=x, input_shape=(4,), L=3)
+    half = nn.Sequential(TDSNNActivation(2), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    with pytest.raises(ConversionError, match=r"layers \['3'\] have no TDSNNActivation"):
+        biosnn.convert(half, "tdsnn", calibration=x, input_shape=(4,))
+    misplaced = nn.Sequential(nn.Unflatten(1, (1, 2, 2)), nn.Conv2d(1, 2, 1), nn.ReLU(), TDSNNActivation(2),
+                              nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2, 2))
+    with pytest.raises(ConversionError, match="not a Linear, Conv2d or average-pooling"):
+        biosnn.convert(misplaced, "tdsnn", calibration=x, input_shape=(4,))
+    with pytest.warns(UserWarning, match="no TDSNN activation"):
+        snn = biosnn.convert(mlp, "tdsnn", calibration=x, input_shape=(4,))
+    with pytest.raises(ConversionError, match="x must have shape"):
+        snn.run(np.zeros((2, 5)), progress=False)
+    with pytest.raises(ConversionError, match="margin must be"):
+        biosnn.convert(mlp, "tdsnn", calibration=x, input_shape=(4,), margin=-1)
+    with pytest.raises(ConversionError, match="unknown parameters \\['T'\\]"):
+        biosnn.convert(mlp, "tdsnn", calibration=x, input_shape=(4,), T=8)
+
+
+def test_convert_tdsnn_example():
+    """examples/convert_tdsnn.py on scikit-learn digits (avg-pool CNN, L = 2), Brian2 runtime."""
+    env = dict(os.environ, BIOSNN_PROGRESS="0", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "examples/convert_tdsnn.py", "--dataset", "digits", "--L", "2",
+                           "--epochs", "4", "--retrain-epochs", "1", "--test-samples", "150", "--brian2-samples", "6",
+                           "--backend", "runtime"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    out = proc.stdout
+    for key in ("ANN accuracy", "G-ANN accuracy", "SNN accuracy", "Brian2 equals the reference",
+                "additions per image", "multiplications per image"):
+        assert key in out, key
+    assert "Brian2 equals the reference: yes" in out
+    assert float(out.split("SNN accuracy")[1].split("%")[0].split()[-1]) > 30.0   # chance: 10 %
