@@ -9,6 +9,8 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from biosnn.models import neurons, synapses
+from biosnn.models import plasticity
+from biosnn.models import plasticity_stochastic
 
 __all__ = ["NEURON_MODELS", "SYNAPSE_MODELS"]
 
@@ -26,4 +28,6 @@ SYNAPSE_MODELS = MappingProxyType({
     "delta": synapses.delta,
     "conductance_exc": synapses.conductance_exc,
     "conductance_inh": synapses.conductance_inh,
+    **plasticity.LIBRARY,
+    "stochastic_binary_stdp": plasticity_stochastic.stochastic_binary_stdp,
 })
