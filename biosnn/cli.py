@@ -3,7 +3,10 @@
 ``biosnn run network_specs/cuba.yaml --backend cpp_standalone --duration 0.5 --out runs/cuba``
 runs a spec, writes the recording (``recording.npz``, SONATA ``spikes.h5``) and
 plots (``raster.png``, ``rates.png``) and prints a summary.  ``biosnn demo``
-runs the packaged demo on scikit-learn's digits (no download).  Bad input
+runs the packaged demo on scikit-learn's digits (no download).
+``biosnn train-stdp network_specs/diehl_cook_2015.yaml --dataset mnist --samples 60000 --out runs/dc``
+trains the Diehl & Cook (2015) network with STDP (resumable), tests it and
+writes the weight map and an accuracy report.  Bad input
 gives a one-paragraph error and exit status 2, never a traceback.
 """
 
@@ -45,9 +48,12 @@ def cmd_run(args) -> int:
     duration = _duration(args.duration)
     options = {}
     if args.threads is not None:
-        if args.backend not in ("cpp_standalone",):
-            raise BiosnnError("--threads applies to the cpp_standalone backend only")
-        options["threads"] = args.threads
+        if args.backend == "nest":
+            options["local_num_threads"] = args.threads
+        elif args.backend == "cpp_standalone":
+            options["threads"] = args.threads
+        else:
+            raise BiosnnError("--threads applies to the cpp_standalone and nest backends only")
     if args.float32:
         options["float32"] = True
     backend = get_backend(args.backend, **options)
@@ -77,16 +83,31 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_train_stdp(args) -> int:
+    from biosnn.learning.report import train_and_report
+    from biosnn.spec import load_spec
+
+    spec = load_spec(args.spec)
+    protocol = {"rest": args.rest}
+    if args.weight_total is not None:
+        protocol["weight_total"] = args.weight_total
+    train_and_report(spec, dataset=args.dataset, out=args.out, samples=args.samples, n_exc=args.neurons,
+                     test_samples=args.test_samples, label_samples=args.label_samples, chunk=args.chunk,
+                     backend=args.backend, seed=args.seed, progress=not args.no_progress,
+                     mnist_path=args.mnist, **protocol)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="biosnn", description="Biophysical spiking networks on Brian2.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a network spec (YAML) and write its recording and plots")
     r.add_argument("spec", help="path to a network spec, e.g. network_specs/cuba.yaml")
     r.add_argument("--backend", default="runtime",
-                   help="runtime (numpy), cython, cpp_standalone or cuda_standalone (default: runtime)")
+                   help="runtime (numpy), cython, cpp_standalone, cuda_standalone or nest (default: runtime)")
     r.add_argument("--duration", default=None, help="simulated time: seconds (0.5) or a quantity ('500*ms')")
     r.add_argument("--out", default=None, help="output directory (default: runs/<spec name>)")
-    r.add_argument("--threads", type=int, default=None, help="OpenMP threads (cpp_standalone)")
+    r.add_argument("--threads", type=int, default=None, help="threads (cpp_standalone: OpenMP; nest: local_num_threads)")
     r.add_argument("--float32", action="store_true", help="single-precision state variables")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
@@ -95,6 +116,27 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--backend", default="runtime", help="backend for the SNN")
     d.add_argument("--samples", type=int, default=200, help="test samples to simulate")
     d.set_defaults(func=cmd_demo)
+    t = sub.add_parser("train-stdp", help="train a Diehl & Cook (2015) network with STDP, test it, report accuracy")
+    t.add_argument("spec", help="network spec, e.g. network_specs/diehl_cook_2015.yaml")
+    t.add_argument("--dataset", default="mnist", choices=["mnist", "digits"],
+                   help="mnist (28x28, 784 inputs) or digits (scikit-learn 8x8, 64 inputs, offline)")
+    t.add_argument("--samples", type=int, default=None, help="training presentations (default: one epoch)")
+    t.add_argument("--out", required=True, help="output directory; a run with the same --out resumes")
+    t.add_argument("--backend", default="cpp_standalone", help="cpp_standalone (default) or runtime")
+    t.add_argument("--neurons", type=int, default=None, help="excitatory neurons (default: the spec's)")
+    t.add_argument("--test-samples", type=int, default=None, help="test images (default: the whole test set)")
+    t.add_argument("--label-samples", type=int, default=0,
+                   help="assign neuron classes from the frozen responses to this many training images "
+                        "(default 0: from the responses during training)")
+    t.add_argument("--chunk", type=int, default=1000, help="presentation slots per compiled run (default 1000)")
+    t.add_argument("--rest", type=float, default=0.0,
+                   help="rest after each presentation, seconds (default 0: instant reset; the paper 0.15)")
+    t.add_argument("--weight-total", type=float, default=None,
+                   help="input weight sum per neuron (default 78 for mnist, drive-matched for digits)")
+    t.add_argument("--seed", type=int, default=None, help="seed of the Poisson inputs (default: the spec's)")
+    t.add_argument("--mnist", default=None, help="path of mnist.npz (default: $BIOSNN_MNIST or the cache)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train_stdp)
     return p
 
 
