@@ -11,16 +11,7 @@ import biosnn
 from biosnn.conversion.graph import trace
 from biosnn.conversion.reference import simulate_rate
 from biosnn.conversion.snn import SNN
-from biosnn.datasets import load_digits
 from biosnn.errors import ConversionError
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _tiny():
@@ -59,13 +50,6 @@ def _cnn(pool: str):
                          nn.Flatten(), nn.Linear(8 * 2 * 2, 16), nn.ReLU(), nn.Linear(16, 10)).eval()
 
 
-@pytest.fixture(scope="module")
-def digits():
-    x, y = load_digits("train")
-    xt, yt = load_digits("test")
-    return x, y, xt, yt
-
-
 def _compare_with_reference(snn, res, x):
     ref = simulate_rate(snn.graph, x, snn.T, thresholds=snn.thresholds, readout=snn.readout)
     for name, counts in res.layer_spikes.items():
@@ -86,23 +70,9 @@ def test_brian2_equals_reference(pool, readout, digits):
     assert res.spikes_per_sample.min() > 0
 
 
-def test_residual_block_equals_reference(digits):
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c0 = nn.Conv2d(1, 4, 3, padding=1)
-            self.c1 = nn.Conv2d(4, 4, 3, padding=1)
-            self.c2 = nn.Conv2d(4, 4, 3, padding=1)
-            self.fc = nn.Linear(4 * 8 * 8, 10)
-
-        def forward(self, x):
-            h = torch.relu(self.c0(x))
-            out = torch.relu(self.c2(torch.relu(self.c1(h))) + h)
-            return self.fc(out.flatten(1))
-
-    torch.manual_seed(0)
+def test_residual_block_equals_reference(digits, residual_block):
     x, _, xt, _ = digits
-    snn = biosnn.convert(Block().eval(), "rate", calibration=x[:200], input_shape=(1, 8, 8), T=10,
+    snn = biosnn.convert(residual_block, "rate", calibration=x[:200], input_shape=(1, 8, 8), T=10,
                          normalization="percentile")
     res = snn.run(xt[:6], progress=False)
     _compare_with_reference(snn, res, xt[:6])

@@ -17,28 +17,10 @@ import torch.nn.functional as F
 import biosnn
 from biosnn.conversion.stc_spec import stc_plan
 from biosnn.conversion.stc_torch import STCBlock, STCNet, cab, steb, theta_table
-from biosnn.datasets import accuracy, load_digits, train_classifier
+from biosnn.datasets import accuracy, train_classifier
 from biosnn.errors import ConversionError
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_torch_thread():
-    """One torch thread while this module runs (the CI machine's cores are shared by test workers)."""
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    x, y = load_digits("train")
-    xt, yt = load_digits("test")
-    return x, y, xt, yt
 
 
 def _bn_cnn():

@@ -23,14 +23,6 @@ from biosnn.errors import ConversionError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _T(value: float, L: float) -> int:
     """Eq. 10 by hand: ceil(L ln(x + 1)) for x > 0, else 0."""
     return math.ceil(L * math.log(1.0 + value)) if value > 0 else 0

@@ -27,14 +27,6 @@ from biosnn.spec import model as m
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_emit_pattern_gives_the_binary_digits_msb_first():
     """Threshold 2**(n-1-t), reset by subtraction: the spikes are the digits of clip(floor(r), 0, 2**n - 1)."""
     bits = 5

@@ -19,26 +19,10 @@ from biosnn.conversion.reference import simulate_rate
 from biosnn.conversion.tsc import TSCSNN
 from biosnn.conversion.tsc_reference import simulate_tsc, tsc_schedule
 from biosnn.conversion.tsc_spec import tsc_network_spec
-from biosnn.datasets import load_digits
 from biosnn.errors import ConversionError
 from biosnn.metrics import synops
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    x, y = load_digits("train")
-    xt, yt = load_digits("test")
-    return x, y, xt, yt
 
 
 def _tiny():
@@ -208,24 +192,10 @@ def test_trained_cnn_agrees_with_ann(digits):
     assert rate_adds.mean() > 2 * res.extras["synaptic_additions"].mean()
 
 
-def test_residual_block_equals_reference(digits):
+def test_residual_block_equals_reference(digits, residual_block):
     """A residual add integrates over the periods of both of its sources."""
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c0 = nn.Conv2d(1, 4, 3, padding=1)
-            self.c1 = nn.Conv2d(4, 4, 3, padding=1)
-            self.c2 = nn.Conv2d(4, 4, 3, padding=1)
-            self.fc = nn.Linear(4 * 8 * 8, 10)
-
-        def forward(self, x):
-            h = torch.relu(self.c0(x))
-            out = torch.relu(self.c2(torch.relu(self.c1(h))) + h)
-            return self.fc(out.flatten(1))
-
-    torch.manual_seed(0)
     x, _, xt, _ = digits
-    snn = biosnn.convert(Block().eval(), "tsc", calibration=x[:200], input_shape=(1, 8, 8), T=8)
+    snn = biosnn.convert(residual_block, "tsc", calibration=x[:200], input_shape=(1, 8, 8), T=8)
     add = [n for n, r in snn.schedule.roles.items() if r == "neuron" and snn.graph[n].op == "add"][0]
     assert snn.schedule.integrate[add] == (8, 24)   # periods of h (1) and of c1 (2)
     res = snn.run(xt[:4], progress=False)
