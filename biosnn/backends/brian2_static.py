@@ -32,6 +32,7 @@ run-time values: ``run_args`` overrides of ``"<projection>.w"`` work as for
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -120,7 +121,7 @@ def make_static_projection(source, target, conn, statements, *, name: str, clock
     source, target : brian2 groups
         Pre- and post-synaptic groups (the source needs a spike space).
     conn : biosnn.connectivity.Connections
-        Synapses, sorted by ``(i, j)``; with ``kernel=True`` its ``kernel_index``.
+        Synapses, sorted by ``(i, j)``; with ``kernel_size`` its ``kernel_index``.
     statements : sequence of StaticStatement
     name : str
         Brian2 name (the projection's name: overrides and final values use it).
@@ -135,8 +136,13 @@ def make_static_projection(source, target, conn, statements, *, name: str, clock
     StaticProjection
         Set its weights with ``obj.w = values`` (per synapse, or the kernel).
     """
+    return _classes()[1](source, target, conn, statements, name, clock, when, order, kernel_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _classes():
+    """The Brian2 classes, made once (module-level classes would import Brian2 with biosnn)."""
     from brian2 import Group
-    from brian2.codegen.codeobject import CodeObject  # noqa: F401  (Brian2 import order)
     from brian2.core.variables import Variables
     from brian2.devices.cpp_standalone.codeobject import CPPStandaloneCodeObject
     from brian2.groups.group import CodeRunner
@@ -147,7 +153,7 @@ def make_static_projection(source, target, conn, statements, *, name: str, clock
     class StaticProjection(Group):
         add_to_magic_network = False
 
-        def __init__(self):
+        def __init__(self, source, target, conn, statements, name, clock, when, order, kernel_size):
             Group.__init__(self, clock=clock, when=when, order=order, name=name)
             i = np.asarray(conn.i, dtype=np.int64)
             n_pre = len(source)
@@ -203,4 +209,4 @@ def make_static_projection(source, target, conn, statements, *, name: str, clock
         def __len__(self):
             return self._n_synapses
 
-    return StaticProjection()
+    return StaticCodeObject, StaticProjection
