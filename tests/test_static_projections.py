@@ -86,3 +86,8 @@ def test_static_template_equals_stock_synapses_and_runtime(build_cache):
     # the shared conv kernel is the projection's weight variable (8 entries), per-synapse weights otherwise
     assert runs[True].final["a_b.w"].values.shape == (8,) and runs[False].final["a_b.w"].values.shape == (72,)
     np.testing.assert_array_equal(runs[True].final["a_c.w"].values, runs[False].final["a_c.w"].values)
+    # building the same structure again in this process regenerates the same code: no renamed
+    # code objects (``*_codeobject_1``), hence no recompilation
+    again = get_backend("cpp_standalone", cache_dir=build_cache, static_projections=True).build(s)
+    assert again.compiled is False
+    assert not list((again.directory / "code_objects").glob("*_codeobject_1.cpp"))
