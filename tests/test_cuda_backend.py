@@ -129,7 +129,7 @@ def test_run_without_gpu_gives_clear_error(monkeypatch, tmp_path):
     """The no-GPU message replaces a failed run of the binary (no build needed)."""
     from biosnn.backends.brian2_standalone import StandaloneSimulation
 
-    def failing_run(self, duration=None, overrides=None, progress=True):
+    def failing_run(self, duration=None, overrides=None, progress=True, final_state=None):
         try:
             raise RuntimeError("Project run failed (project directory: x)")
         except RuntimeError as exc:
@@ -146,7 +146,7 @@ def test_run_without_gpu_gives_clear_error(monkeypatch, tmp_path):
     with pytest.raises(BackendError, match="the compiled 'x' failed"):
         sim.run()
 
-    def other_error(self, duration=None, overrides=None, progress=True):
+    def other_error(self, duration=None, overrides=None, progress=True, final_state=None):
         raise BackendError("this build simulates 0.1 s")
 
     monkeypatch.setattr(StandaloneSimulation, "run", other_error)
