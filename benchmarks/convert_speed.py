@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import biosnn  # noqa: E402
 from biosnn.datasets import accuracy, load_mnist, train_classifier  # noqa: E402
-from convert_mnist_rate import (CACHE, ann_predictions, append_section, command_line, cpu_model,  # noqa: E402
+from convert_mnist_rate import (CACHE, ann_predictions, append_section, cpu_model,  # noqa: E402
                                 spikingjelly_throughput, trained_lenet)
 
 #: coding -> (conversion parameters, whether the prepared model needs fine-tuning)
@@ -60,6 +60,12 @@ CODINGS = {
     "stc": ({"T": 8, "theta0": 1.0, "tau": 2.0}, True),
 }
 PREPARE_KEYS = {"tdsnn": ("L",), "tpc": ("bits",), "stc": ("T", "theta0", "tau"), "tsc": (), "rate": ()}
+
+
+def command() -> str:
+    """This run's command line (environment variables that matter included)."""
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("BIOSNN_MNIST", "OMP_NUM_THREADS") if k in os.environ)
+    return " ".join(filter(None, [env, ".venv/bin/python benchmarks/convert_speed.py", *sys.argv[1:]]))
 
 
 def log(msg=""):
@@ -180,7 +186,7 @@ def main(argv=None):
     sj_ips = sj.get("ips")
     lines = [f"## Conversion speed: every coding on cpp_standalone vs SpikingJelly (LeNet-5, MNIST)\n",
              f"{datetime.date.today()} · {cpu_model()}, {os.cpu_count()} cores (1 thread each side) · "
-             f"`{command_line(argv if argv is not None else sys.argv[1:])}` · {total_s / 60:.1f} min in all\n",
+             f"`{command()}` · {total_s / 60:.1f} min in all\n",
              f"{args.images} test images; Brian2 runs {args.batch} sample windows per run of one compiled binary "
              "(static projections on biosnn's template); SpikingJelly "
              + (f"{sj.get('version')} ann2snn rate 99.9 %, T = {args.sj_T}, batch {args.sj_batch}: "
