@@ -79,25 +79,13 @@ def retrained(model, L: float, x, y, args) -> torch.nn.Module:
 
 
 def brian2_check(snn, exact, x, args) -> dict:
-    """``snn.run`` on cpp_standalone against the exact reference; the compiled binary's own run times are read
-    from each run's ``Recording.meta`` (``StandaloneSimulation.run`` is wrapped in this process only: a second
-    build of the same structure in one process would regenerate and partly recompile the code)."""
-    from biosnn.backends import brian2_standalone as bs
+    """``snn.run`` on cpp_standalone against the exact reference; the compiled binary's own run time is
+    ``SNNResult.run_time_s``."""
     n, B = len(x), min(args.brian2_batch, len(x))
-    binary_s, original = [], bs.StandaloneSimulation.run
-
-    def run_and_time(self, *a, **k):
-        rec = original(self, *a, **k)
-        binary_s.append(float(rec.meta["wall_time_s"]))
-        return rec
-
-    bs.StandaloneSimulation.run = run_and_time
-    try:
-        res = snn.run(x, backend="cpp_standalone", batch_size=B, progress=False)
-    finally:
-        bs.StandaloneSimulation.run = original
-    return {"n": n, "B": B, "runs": len(binary_s), "e2e_s": res.wall_time_s, "binary_s": sum(binary_s),
-            "ips": n / sum(binary_s), "same_pred": bool(np.array_equal(res.predictions, exact.predictions[:n])),
+    res = snn.run(x, backend="cpp_standalone", batch_size=B, progress=False)
+    binary_s = res.run_time_s
+    return {"n": n, "B": B, "runs": res.runs, "e2e_s": res.wall_time_s, "binary_s": binary_s,
+            "ips": n / binary_s, "same_pred": bool(np.array_equal(res.predictions, exact.predictions[:n])),
             "same_ops": all(np.array_equal(res.extras[k], v[:n]) for k, v in exact.ops.items()),
             "same_scores": bool(np.array_equal(res.scores, exact.scores[:n])),
             "once": all(np.array_equal(c, np.full(n, snn.graph[k].size)) for k, c in res.layer_spikes.items())}

@@ -83,6 +83,7 @@ def test_batch_size_does_not_change_results(digits):
     snn = biosnn.convert(_cnn("avg"), "rate", calibration=x[:200], input_shape=(1, 8, 8), T=8)
     a = snn.run(xt[:10], batch_size=10, progress=False)
     b = snn.run(xt[:10], batch_size=4, progress=False)  # 3 runs, the last padded
+    assert (a.runs, b.runs) == (1, 3) and b.run_time_s > 0 and b.build_time_s >= 0
     np.testing.assert_array_equal(a.scores, b.scores)
     for k in a.layer_spikes:
         np.testing.assert_array_equal(a.layer_spikes[k], b.layer_spikes[k])

@@ -62,6 +62,12 @@ class SNNResult:
     input_events: np.ndarray = field(default=None)
     input_macs: np.ndarray = field(default=None)
     ann_macs: int = 0
+    build_time_s: float = 0.0
+    """Wall time of building the network (code generation, plus compilation unless cached)."""
+    run_time_s: float = 0.0
+    """Time the simulations themselves took (for standalone backends: the compiled binary's runs)."""
+    runs: int = 0
+    """Number of simulation runs (batches)."""
     extras: dict = field(default_factory=dict)
     """Coding-specific figures per sample (e.g. additions and memory accesses of TSC), name -> ndarray (N,)."""
 
@@ -212,6 +218,7 @@ class SNN:
         t0 = time.perf_counter()
         be = get_backend(backend, **backend_options)
         sim = be.build(spec)
+        build_s, run_s = time.perf_counter() - t0, 0.0
         pops = self.layer_populations()
         meter_order = [pr.source for pr in spec.projections if pr.target == "meter"]
         out_pop = pops[self.graph.output]
@@ -229,6 +236,7 @@ class SNN:
             if k < windows:
                 chunk = np.concatenate([chunk, np.zeros((windows - k, n_in))])
             rec = sim.run(overrides={"x_in": chunk}, progress=False)
+            run_s += float(rec.meta.get("wall_time_s", 0.0))
             meter = rec.states["meter"]
             spikes[s:s + k] = meter["spk_last"].values[1:windows + 1][:k]
             ops[s:s + k] = meter["ops_last"].values[1:windows + 1][:k]
@@ -255,4 +263,5 @@ class SNN:
         preds = np.argmax(scores, axis=1)
         return SNNResult(predictions=preds, scores=scores, layer_spikes=layer_spikes,
                          layer_synops=layer_synops, wall_time_s=wall, backend=backend, T=self.T,
+                         build_time_s=build_s, run_time_s=run_s, runs=len(starts),
                          input_events=input_events, input_macs=input_macs, ann_macs=self.ann_ops)
