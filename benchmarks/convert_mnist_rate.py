@@ -248,9 +248,8 @@ def accuracy_sweep(model, pool, x_train, x_test, y_test, ann_pred, args) -> tupl
 
 # --------------------------------------------------------------------------- Brian2
 def brian2_throughput(model, x_train, x_test, y_test, ann_pred, ref_result, args) -> dict:
-    """One ``snn.run`` on cpp_standalone, with the build (code generation + compilation) and each
-    run of the compiled binary timed separately (by wrapping ``StandaloneSimulation._load`` and
-    ``.run`` in this process; nothing in biosnn is changed)."""
+    """One ``snn.run`` on cpp_standalone, with the build (code generation + compilation) and the
+    runs of the compiled binary timed separately (``SNNResult.build_time_s`` / ``run_time_s``)."""
     from biosnn.backends import brian2_standalone as bs
     n, B, T = args.brian2_images, min(args.brian2_batch, args.brian2_images), args.brian2_T
     x, y = x_test[:n], y_test[:n]
@@ -266,39 +265,16 @@ def brian2_throughput(model, x_train, x_test, y_test, ann_pred, ref_result, args
     cached = (build_dir / "main").exists()
     log(f"  Brian2 cpp_standalone: {n} images, T={T}, {B} sample windows per run, build dir {build_dir} "
         f"({'already compiled' if cached else 'will compile'})")
-    times = {"build": [], "run": []}
-    orig_load, orig_run = bs.StandaloneSimulation._load, bs.StandaloneSimulation.run
-
-    def timed_load(self):
-        t0 = time.perf_counter()
-        try:
-            return orig_load(self)
-        finally:
-            times["build"].append(time.perf_counter() - t0)
-
-    def timed_run(self, *a, **k):
-        n_build = len(times["build"])
-        t0 = time.perf_counter()
-        try:
-            return orig_run(self, *a, **k)
-        finally:
-            # a reload inside run() is build time, not simulation time
-            times["run"].append(time.perf_counter() - t0 - sum(times["build"][n_build:]))
-
-    bs.StandaloneSimulation._load, bs.StandaloneSimulation.run = timed_load, timed_run
-    try:
-        res = snn.run(x, backend="cpp_standalone", batch_size=B, progress=False)
-    finally:
-        bs.StandaloneSimulation._load, bs.StandaloneSimulation.run = orig_load, orig_run
-    build_s, sim_s = sum(times["build"]), sum(times["run"])
+    res = snn.run(x, backend="cpp_standalone", batch_size=B, progress=False)
+    build_s, sim_s = res.build_time_s, res.run_time_s
     log(f"  snn.run {res.wall_time_s:.1f} s end to end = build {build_s:.1f} s "
-        f"({'compile included' if not cached else 'cached binary'}) + {len(times['run'])} binary runs "
-        f"{', '.join(f'{t:.1f}' for t in times['run'])} s (+ {res.wall_time_s - build_s - sim_s:.1f} s other)")
+        f"({'compile included' if not cached else 'cached binary'}) + {res.runs} binary runs "
+        f"{sim_s:.1f} s (+ {res.wall_time_s - build_s - sim_s:.1f} s other)")
     common = sorted(set(res.layer_spikes) & set(ref_result["layer_spikes"]))
     spikes_equal = all(np.array_equal(res.layer_spikes[k].round().astype(np.int64),
                                       ref_result["layer_spikes"][k][:n]) for k in common)
     return {"n": n, "B": B, "T": T, "wall_s": res.wall_time_s, "build_s": build_s, "sim_s": sim_s,
-            "runs": len(times["run"]), "compiled": not cached, "ips": n / sim_s,
+            "runs": res.runs, "compiled": not cached, "ips": n / sim_s,
             "ips_e2e": res.images_per_second, "acc": res.accuracy(y), "agree_ann": res.agreement(ann_pred[:n]),
             "agree_ref": float(np.mean(res.predictions == ref_result["predictions"][:n])),
             "spikes_equal_ref": spikes_equal, "layers_compared": len(common),

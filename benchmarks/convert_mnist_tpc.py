@@ -37,7 +37,6 @@ import datetime
 import os
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -92,42 +91,16 @@ def evaluate(qat, bits: int, steps: int, x_train, x_test, y_test) -> dict:
             "latency": snn.latency_steps}
 
 
-@contextmanager
-def standalone_timer():
-    """Times ``StandaloneSimulation._load`` (code generation, compilation unless cached) and the
-    binary's ``run`` calls separately, by wrapping them in this process (biosnn is not changed)."""
-    from biosnn.backends import brian2_standalone as bs
-    times = {"build": [], "run": []}
-    load, run = bs.StandaloneSimulation._load, bs.StandaloneSimulation.run
-
-    def timed(fn, key):
-        def wrapper(self, *a, **k):
-            n_build, t0 = len(times["build"]), time.perf_counter()
-            try:
-                return fn(self, *a, **k)
-            finally:
-                nested = sum(times["build"][n_build:]) if key == "run" else 0.0
-                times[key].append(time.perf_counter() - t0 - nested)
-        return wrapper
-
-    bs.StandaloneSimulation._load, bs.StandaloneSimulation.run = timed(load, "build"), timed(run, "run")
-    try:
-        yield times
-    finally:
-        bs.StandaloneSimulation._load, bs.StandaloneSimulation.run = load, run
-
-
 def brian2_run(row: dict, x_test, y_test, images: int, batch: int) -> dict:
     snn, ref = row["snn"], row["ref"]
     x = x_test[:images]
-    with standalone_timer() as times:
-        res = snn.run(x, backend="cpp_standalone", batch_size=min(batch, images), progress=False)
+    res = snn.run(x, backend="cpp_standalone", batch_size=min(batch, images), progress=False)
     exact = (np.array_equal(res.scores, ref.scores[:images])
              and all(np.array_equal(res.layer_spikes[k], ref.layer_spikes[k][:images])
                      and np.array_equal(res.layer_synops[k], ref.layer_synops[k][:images]) for k in ref.layer_spikes))
-    sim_s = sum(times["run"])
+    sim_s = res.run_time_s
     out = {"bits": row["bits"], "images": images, "windows": min(batch, images) + snn.plan.depth - 1,
-           "build_s": sum(times["build"]), "sim_s": sim_s, "wall_s": res.wall_time_s, "runs": len(times["run"]),
+           "build_s": res.build_time_s, "sim_s": sim_s, "wall_s": res.wall_time_s, "runs": res.runs,
            "ips": images / sim_s, "ips_e2e": res.images_per_second, "exact": exact,
            "agree_ref": 100 * float(np.mean(res.predictions == ref.predictions[:images])),
            "err": 100 * float(np.mean(res.predictions != y_test[:images]))}
