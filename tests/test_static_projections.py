@@ -58,8 +58,9 @@ def test_which_projections_are_static():
     assert forms["b_c_stateful"] is None          # synaptic state besides the weight: stock Synapses
     delayed = Projection("d", "a", "c", "jump", AllToAll(), weights="1*mV", delay="1*ms")
     assert static_statements(s, delayed) is None  # delays: stock Synapses
-    # 4-byte targets + 4-byte kernel indices, row pointers, the kernel; or 4 + float bytes per synapse
-    assert static_memory_bytes(72, 16, 8, 8) == 72 * 8 + 4 * 17 + 8 * 8
+    # 4-byte targets + 2-byte kernel indices, row pointers, the kernel; or 4 + float bytes per synapse
+    assert static_memory_bytes(72, 16, 8, 8) == 72 * 6 + 4 * 17 + 8 * 8
+    assert static_memory_bytes(72, 16, 8, 2 ** 15) == 72 * 8 + 4 * 17 + 8 * 2 ** 15
     assert static_memory_bytes(80, 16, 4, None) == 80 * 8 + 4 * 17
 
 

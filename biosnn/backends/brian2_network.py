@@ -239,7 +239,8 @@ def _static_projection(objs: Brian2Objects, proj: m.Projection, conn, statements
         else:  # Pool2D: per-synapse weights in SI units
             unit = parse_quantity(proj.connect.weight) if proj.connect.weight else 1.0
             value = ArrayValue(np.asarray(conn.weights), _unit_name(unit))
-        _set(obj, "w", value, f"weights of {proj.name}")
+        with brian2_errors(f"set weights of {proj.name}"):
+            obj.set_weights(value.quantity())
     objs.n_synapses[proj.name] = len(conn.i)
     objs.synapses[proj.name] = obj
     return obj

@@ -33,6 +33,7 @@ import numpy as np
 from biosnn.backends.base import apply_overrides, split_key
 from biosnn.backends.brian2_network import brian2_errors, build_objects, check_final_state, collect_recording
 from biosnn.backends.brian2_runtime import brian2_prefs
+from biosnn.backends.brian2_static import write_static_files
 from biosnn.backends.progress import STANDALONE_REPORT_CODE, ProgressBar, tail_progress
 from biosnn.errors import BackendError
 from biosnn.spec import model as m
@@ -213,6 +214,7 @@ class StandaloneSimulation:
                     with _dir_lock(self.directory):
                         try:
                             self.backend.build_project(device, self.directory)
+                            write_static_files(objs.network.objects, self.directory)
                         except (RuntimeError, OSError) as exc:
                             raise BackendError(
                                 f"compiling '{self.spec.name}' with {self.backend.device_name} failed: {exc} "

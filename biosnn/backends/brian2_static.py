@@ -17,8 +17,12 @@ brian2cuda extends Brian2):
   ``int32`` target per synapse; the weights as one ``float`` per synapse in the
   simulation's float type (8 bytes per synapse with ``float32``, 12 with
   ``float64``), or, for convolutions (:class:`~biosnn.spec.Conv2D`), an
-  ``int32`` index per synapse into the shared kernel (8 bytes per synapse, the
-  kernel once);
+  ``int16`` index per synapse into the shared kernel (6 bytes per synapse, the
+  kernel once; ``int32`` for kernels of 2**15 entries or more);
+* one copy of each array in the binary: targets, kernel indices and weights
+  are read from files straight into their arrays in ``main``
+  (:func:`write_static_files`), where Brian2's ``values=`` would keep a second,
+  static copy for the whole run;
 * no spike queue and no delay array: spikes are propagated straight from the
   source's spike space in the same step;
 * OpenMP: spiking neurons are shared among threads, additions are atomic.
@@ -40,7 +44,8 @@ import numpy as np
 
 from biosnn.spec import model as m
 
-__all__ = ["StaticStatement", "static_statements", "make_static_projection", "static_memory_bytes"]
+__all__ = ["StaticStatement", "static_statements", "make_static_projection", "static_memory_bytes",
+           "write_static_files"]
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -108,8 +113,50 @@ def static_statements(spec: m.NetworkSpec, proj: m.Projection) -> tuple[StaticSt
 
 def static_memory_bytes(n_synapses: int, n_pre: int, float_bytes: int, kernel_size: int | None) -> int:
     """Bytes a :class:`StaticProjection` stores (targets, weights or kernel indices, row pointers, kernel)."""
-    per_synapse = 4 + (4 if kernel_size is not None else float_bytes)
+    index_bytes = 2 if kernel_size is not None and kernel_size < 2 ** 15 else 4
+    per_synapse = 4 + (index_bytes if kernel_size is not None else float_bytes)
     return n_synapses * per_synapse + 4 * (n_pre + 1) + (kernel_size or 0) * float_bytes
+
+
+_READ_FILE = """{{
+    std::ifstream _biosnn_f("static_arrays/biosnn_{array}", std::ios::in | std::ios::binary);
+    if (!_biosnn_f.read(reinterpret_cast<char*>(brian::{array}), (std::streamsize){size} * sizeof({ctype}))) {{
+        std::cerr << "biosnn: cannot read static_arrays/biosnn_{array}" << std::endl;
+        std::exit(1);
+    }}
+}}"""
+
+
+def c_type(dtype) -> str:
+    """The C type of a numpy dtype, as Brian2's C++ code names it."""
+    from brian2.devices.cpp_standalone.codeobject import c_data_type
+    return c_data_type(np.dtype(dtype))
+
+
+def write_static_files(objects, directory) -> int:
+    """Write the arrays that static projections read in ``main`` into ``directory/static_arrays``.
+
+    Parameters
+    ----------
+    objects : iterable
+        Brian2 objects; those without ``files`` (not static projections) are skipped.
+    directory : path-like
+        The standalone project directory.
+
+    Returns
+    -------
+    int
+        Bytes written.
+    """
+    from pathlib import Path
+    out = Path(directory) / "static_arrays"
+    out.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for obj in objects:
+        for name, values in getattr(obj, "files", {}).items():
+            values.tofile(out / name)
+            written += values.nbytes
+    return written
 
 
 def make_static_projection(source, target, conn, statements, *, name: str, clock, when: str, order: int,
@@ -163,8 +210,9 @@ def _classes():
             self.variables.add_constant("N", len(i))
             self.variables.add_array("_rowptr", size=n_pre + 1, dtype=np.int32, values=rowptr,
                                      read_only=True, constant=True)
-            self.variables.add_array("_post", size=len(i), dtype=np.int32,
-                                     values=np.asarray(conn.j, dtype=np.int32), read_only=True, constant=True)
+            self.files = {}
+            self.variables.add_array("_post", size=len(i), dtype=np.int32, read_only=True, constant=True)
+            self._load_from_file("_post", conn.j)
             self.variables.add_reference("_source_spikespace", source, "_spikespace")
             needed = ["_rowptr", "_post", "_source_spikespace"]
             kernel = kernel_size is not None
@@ -190,9 +238,10 @@ def _classes():
                     "pre_index": "0" if pname is not None and source.variables[st.pre].scalar else "_i"})
             if weight_dims is not None:
                 if kernel:
-                    kidx = np.asarray(conn.kernel_index, dtype=np.int32)
-                    self.variables.add_array("_kidx", size=len(kidx), dtype=np.int32, values=kidx,
-                                             read_only=True, constant=True)
+                    # 2 bytes per synapse while the kernel has fewer than 2**15 entries
+                    kdtype = np.int16 if kernel_size < 2 ** 15 else np.int32
+                    self.variables.add_array("_kidx", size=len(i), dtype=kdtype, read_only=True, constant=True)
+                    self._load_from_file("_kidx", conn.kernel_index)
                     needed.append("_kidx")
                     size = int(kernel_size)
                 else:
@@ -208,5 +257,29 @@ def _classes():
 
         def __len__(self):
             return self._n_synapses
+
+        def _load_from_file(self, name, values):
+            """Make the binary read ``name`` from its own file, straight into the array.
+
+            Brian2's ``values=`` path keeps a second, static copy of the
+            array for the whole run; reading the file in ``main`` keeps one.
+            The file is written by :func:`write_static_files` next to Brian2's
+            static arrays.
+            """
+            from brian2 import get_device
+            var = self.variables[name]
+            array = get_device().get_array_name(var)
+            self.files[f"biosnn_{array}"] = np.ascontiguousarray(values, dtype=var.dtype)
+            if self.files[f"biosnn_{array}"].shape != (var.size,):
+                raise ValueError(f"{self.name}.{name}: {len(values)} values for {var.size} entries")
+            get_device().insert_code("main", _READ_FILE.format(array=array, size=var.size,
+                                                               ctype=c_type(var.dtype)))
+
+        def set_weights(self, values):
+            """Set ``w`` (per synapse, or the shared kernel) from a Brian2 quantity, without a static copy."""
+            from brian2.units.fundamentalunits import fail_for_dimension_mismatch
+            var = self.variables["w"]
+            fail_for_dimension_mismatch(values, var.dim, f"weights of {self.name}")
+            self._load_from_file("w", np.asarray(values, dtype=np.float64).ravel())
 
     return StaticCodeObject, StaticProjection

@@ -22,6 +22,7 @@
         {% endif %}
         {% endfor %}
         const int32_t _end = {{_rowptr}}[_i + 1];
+        #pragma GCC unroll 8
         for (int32_t _s = {{_rowptr}}[_i]; _s < _end; _s++)
         {
             const int32_t _j = {{_post}}[_s];
