@@ -75,6 +75,16 @@ def test_static_template_equals_stock_synapses_and_runtime(build_cache):
         assert ("a_c_propagate_codeobject.cpp" in generated) is static
         assert "b_c_stateful_propagate_codeobject.cpp" not in generated
         runs[static] = sim.run(progress=False, final_state=["a_b.w", "a_c.w"])
+        if static:  # one copy of the targets and weights in the binary: no Brian2 static array for them
+            objects_cpp = (sim.directory / "objects.cpp").read_text()
+            for array in ("_array_a_c__post", "_array_a_c_w", "_array_a_b__kidx", "_array_a_b_w"):
+                assert f"_static_array_{array}" not in objects_cpp
+                assert (sim.directory / "static_arrays" / f"biosnn_{array}").exists()
+            assert "int16_t * _array_a_b__kidx" in objects_cpp  # 2-byte kernel indices
+            # weights given at run time replace the ones read from the file
+            new_w = np.linspace(0.0, 1.0, 80)
+            over = sim.run(progress=False, overrides={"a_c.w": new_w}, final_state=["a_c.w"])
+            np.testing.assert_array_equal(over.final["a_c.w"].values, new_w)
     assert len(ref.spikes["c"]) > 5 and len(ref.spikes["b"]) > 5
     for pop in ("a", "b", "c"):  # same random numbers, same order of additions: identical runs
         for rec in runs.values():
