@@ -13,7 +13,8 @@ from biosnn.spec.model import SynapseModel
 
 
 def spec() -> NetworkSpec:
-    """Every statement form: w, w * x_pre (per neuron and shared x), a constant, x_pre alone, a conv kernel.
+    """Every statement form: w, w * x_pre (per neuron and shared x), a constant, x_pre alone, conv kernels
+    (plain, and strided + padded + grouped).
 
     Each post-synaptic variable is written by one projection only: the order of projections within a
     schedule slot is Brian2's choice (by object name), which differs between the two implementations.
@@ -37,16 +38,19 @@ def spec() -> NetworkSpec:
                 "x": ArrayValue(rng.random(16)), "r": ArrayValue(rng.uniform(100, 400, 16), "Hz")},
                 operations=[Operation("s = 0.5 + 0.001 * t / ms")]),
             Population("b", 18, "acc", shape=(2, 3, 3), initial={"x": ArrayValue(rng.random(18))}),
-            Population("c", 5, "acc")],
+            Population("c", 5, "acc"),
+            Population("d", 16, "acc", shape=(4, 2, 2))],
         inputs=[SpikeTimesInput("drive", 16, ArrayValue(np.arange(40) % 16), ArrayValue(times, "ms"))],
         projections=[
             Projection("a_b", "a", "b", "jump", Conv2D(ArrayValue(rng.normal(1, 0.5, (2, 1, 2, 2)), "mV"))),
             Projection("a_c", "a", "c", "current", AllToAll(), weights=ArrayValue(rng.random(80))),
             Projection("b_c", "b", "c", "count", AllToAll()),
             Projection("drive_c", "drive", "c", "jump", AllToAll(), weights=ArrayValue(np.full(80, 0.3), "mV")),
-            Projection("b_c_stateful", "b", "c", "stateful", AllToAll(), weights=ArrayValue(np.ones(90)))],
+            Projection("b_c_stateful", "b", "c", "stateful", AllToAll(), weights=ArrayValue(np.ones(90))),
+            Projection("b_d", "b", "d", "jump", Conv2D(ArrayValue(rng.normal(1, 0.5, (4, 1, 2, 2)), "mV"),
+                                                       stride=2, padding=1, groups=2))],
         monitors=[SpikeMonitor("a"), SpikeMonitor("b"), SpikeMonitor("c"),
-                  StateMonitor("c", ("v", "I", "J", "K", "n", "m"))])
+                  StateMonitor("c", ("v", "I", "J", "K", "n", "m")), StateMonitor("d", ("v",))])
 
 
 def test_which_projections_are_static():
@@ -58,9 +62,8 @@ def test_which_projections_are_static():
     assert forms["b_c_stateful"] is None          # synaptic state besides the weight: stock Synapses
     delayed = Projection("d", "a", "c", "jump", AllToAll(), weights="1*mV", delay="1*ms")
     assert static_statements(s, delayed) is None  # delays: stock Synapses
-    # 4-byte targets + 2-byte kernel indices, row pointers, the kernel; or 4 + float bytes per synapse
-    assert static_memory_bytes(72, 16, 8, 8) == 72 * 6 + 4 * 17 + 8 * 8
-    assert static_memory_bytes(72, 16, 8, 2 ** 15) == 72 * 8 + 4 * 17 + 8 * 2 ** 15
+    # a convolution stores its kernel only; otherwise 4-byte targets + weights, row pointers
+    assert static_memory_bytes(72, 16, 8, 8) == 8 * 8
     assert static_memory_bytes(80, 16, 4, None) == 80 * 8 + 4 * 17
 
 
@@ -77,10 +80,12 @@ def test_static_template_equals_stock_synapses_and_runtime(build_cache):
         runs[static] = sim.run(progress=False, final_state=["a_b.w", "a_c.w"])
         if static:  # one copy of the targets and weights in the binary: no Brian2 static array for them
             objects_cpp = (sim.directory / "objects.cpp").read_text()
-            for array in ("_array_a_c__post", "_array_a_c_w", "_array_a_b__kidx", "_array_a_b_w"):
+            for array in ("_array_a_c__post", "_array_a_c_w", "_array_a_b_w"):
                 assert f"_static_array_{array}" not in objects_cpp
                 assert (sim.directory / "static_arrays" / f"biosnn_{array}").exists()
-            assert "int16_t * _array_a_b__kidx" in objects_cpp  # 2-byte kernel indices
+            # convolutions store their kernel only: no per-synapse array
+            assert "_array_a_b__post" not in objects_cpp and "_array_b_d__post" not in objects_cpp
+            assert "const int _num__array_a_b_w = 8;" in objects_cpp
             # weights given at run time replace the ones read from the file
             new_w = np.linspace(0.0, 1.0, 80)
             over = sim.run(progress=False, overrides={"a_c.w": new_w}, final_state=["a_c.w"])
@@ -90,10 +95,11 @@ def test_static_template_equals_stock_synapses_and_runtime(build_cache):
         for rec in runs.values():
             np.testing.assert_array_equal(rec.spikes[pop].indices, ref.spikes[pop].indices)
             np.testing.assert_allclose(rec.spikes[pop].times, ref.spikes[pop].times, atol=1e-12)
-    for var in ("v", "I", "J", "K", "n", "m"):
-        np.testing.assert_array_equal(runs[True].states["c"][var].values, runs[False].states["c"][var].values)
-        np.testing.assert_allclose(runs[True].states["c"][var].values, ref.states["c"][var].values,
+    for pop, var in [("c", "v"), ("c", "I"), ("c", "J"), ("c", "K"), ("c", "n"), ("c", "m"), ("d", "v")]:
+        np.testing.assert_array_equal(runs[True].states[pop][var].values, runs[False].states[pop][var].values)
+        np.testing.assert_allclose(runs[True].states[pop][var].values, ref.states[pop][var].values,
                                    rtol=1e-12, atol=1e-15)
+    assert np.count_nonzero(np.diff(ref.states["d"]["v"].values, axis=-1)) > 20  # the strided conv delivers
     # the shared conv kernel is the projection's weight variable (8 entries), per-synapse weights otherwise
     assert runs[True].final["a_b.w"].values.shape == (8,) and runs[False].final["a_b.w"].values.shape == (72,)
     np.testing.assert_array_equal(runs[True].final["a_c.w"].values, runs[False].final["a_c.w"].values)

@@ -223,13 +223,20 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: 
 
 def _static_projection(objs: Brian2Objects, proj: m.Projection, conn, statements, clock):
     """A static projection on biosnn's template (weights per synapse, or the shared conv kernel)."""
-    from biosnn.backends.brian2_static import make_static_projection
+    from biosnn.backends.brian2_static import ConvGeometry, make_static_projection
     kernel = proj.weights is None and isinstance(proj.connect, m.Conv2D)
     when, order = ("groups", 10 * proj.order + 5) if proj.order is not None else ("synapses", 0)
+    conv = None
+    if kernel:
+        conv = ConvGeometry.of(proj.connect, conn.pre_shape, conn.post_shape)
+        if conv.n_synapses() != len(conn.i):
+            raise BackendError(f"projection '{proj.name}': the convolution's geometry gives {conv.n_synapses()} "
+                               f"synapses, its expansion {len(conn.i)}; build with static_projections=False "
+                               "and report this")
     with brian2_errors(f"create projection '{proj.name}'"):
         obj = make_static_projection(objs.groups[proj.source], objs.groups[proj.target], conn, statements,
                                      name=proj.name, clock=clock, when=when, order=order,
-                                     kernel_size=proj.connect.kernel.data.size if kernel else None)
+                                     kernel_size=proj.connect.kernel.data.size if kernel else None, conv=conv)
     if "w" in obj.variables:
         if kernel:
             value = ArrayValue(np.asarray(proj.connect.kernel.data, dtype=np.float64).ravel(),

@@ -9,29 +9,31 @@ post-synaptic indices and weights (about 56 bytes per synapse in practice), and
 serial execution whenever post-synaptic variables are written.
 
 :class:`StaticProjection` replaces such a ``Synapses`` object on the
-``cpp_standalone`` device by one code object from biosnn's template
-``templates/biosnn_static_propagate.cpp`` (a derived Brian2 templater, the way
-brian2cuda extends Brian2):
+``cpp_standalone`` device by one code object from biosnn's templates (a
+derived Brian2 templater, the way brian2cuda extends Brian2):
 
-* synapses stored by presynaptic neuron (CSR): a row pointer per neuron and one
-  ``int32`` target per synapse; the weights as one ``float`` per synapse in the
-  simulation's float type (8 bytes per synapse with ``float32``, 12 with
-  ``float64``), or, for convolutions (:class:`~biosnn.spec.Conv2D`), an
-  ``int16`` index per synapse into the shared kernel (6 bytes per synapse, the
-  kernel once; ``int32`` for kernels of 2**15 entries or more);
-* one copy of each array in the binary: targets, kernel indices and weights
-  are read from files straight into their arrays in ``main``
-  (:func:`write_static_files`), where Brian2's ``values=`` would keep a second,
-  static copy for the whole run;
+* ``templates/biosnn_static_propagate.cpp``, per-synapse weights: synapses
+  stored by presynaptic neuron (CSR), a row pointer per neuron, one ``int32``
+  target and one weight in the simulation's float type per synapse (8 bytes
+  per synapse with ``float32``, 12 with ``float64``);
+* ``templates/biosnn_static_conv.cpp``, convolutions
+  (:class:`~biosnn.spec.Conv2D`): no per-synapse array at all.  The targets of
+  a spiking input neuron and their kernel entries are computed from the
+  convolution's geometry (:class:`ConvGeometry`); only the kernel is stored;
+* one copy of each array in the binary: targets and weights are read from
+  files straight into their arrays in ``main`` (:func:`write_static_files`),
+  where Brian2's ``values=`` would keep a second, static copy for the whole
+  run;
 * no spike queue and no delay array: spikes are propagated straight from the
   source's spike space in the same step;
 * OpenMP: spiking neurons are shared among threads, additions are atomic.
 
-The order of the additions is the order of Brian2's own ``Synapses`` (spiking
-neurons ascending, then synapse creation order), so with one thread the
-results are bit-identical to the stock templates (tested).  The weights stay
-run-time values: ``run_args`` overrides of ``"<projection>.w"`` work as for
-``Synapses`` (for a shared kernel, ``w`` is the kernel).
+Each target gets at most one addition per spiking source neuron, and the
+spiking neurons are taken in the order of the spike space, as Brian2's own
+``Synapses`` do, so with one thread the results are bit-identical to the
+stock templates (tested).  The weights stay run-time values: ``run_args``
+overrides of ``"<projection>.w"`` work as for ``Synapses`` (for a
+convolution, ``w`` is the kernel).
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ import numpy as np
 
 from biosnn.spec import model as m
 
-__all__ = ["StaticStatement", "static_statements", "make_static_projection", "static_memory_bytes",
-           "write_static_files"]
+__all__ = ["ConvGeometry", "StaticStatement", "static_statements", "make_static_projection",
+           "static_memory_bytes", "write_static_files"]
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -112,10 +114,17 @@ def static_statements(spec: m.NetworkSpec, proj: m.Projection) -> tuple[StaticSt
 
 
 def static_memory_bytes(n_synapses: int, n_pre: int, float_bytes: int, kernel_size: int | None) -> int:
-    """Bytes a :class:`StaticProjection` stores (targets, weights or kernel indices, row pointers, kernel)."""
-    index_bytes = 2 if kernel_size is not None and kernel_size < 2 ** 15 else 4
-    per_synapse = 4 + (index_bytes if kernel_size is not None else float_bytes)
-    return n_synapses * per_synapse + 4 * (n_pre + 1) + (kernel_size or 0) * float_bytes
+    """Bytes a static projection stores in the binary.
+
+    Per-synapse weights: a target and a weight per synapse plus a row pointer
+    per presynaptic neuron.  A convolution (``kernel_size`` given): its kernel only.
+
+    >>> static_memory_bytes(1000, 10, 4, None), static_memory_bytes(1000, 10, 4, 150)
+    (8044, 600)
+    """
+    if kernel_size is not None:
+        return kernel_size * float_bytes
+    return n_synapses * (4 + float_bytes) + 4 * (n_pre + 1)
 
 
 _READ_FILE = """{{
@@ -159,8 +168,48 @@ def write_static_files(objects, directory) -> int:
     return written
 
 
+@dataclass(frozen=True)
+class ConvGeometry:
+    """What the implicit-convolution template needs: shapes, kernel, stride, padding, groups.
+
+    Input neuron ``(c, y, x)`` is index ``(c * H + y) * W + x``, output ``(o, oy, ox)``
+    is ``(o * Ho + oy) * Wo + ox`` (the spec's channel-major layout).
+    """
+
+    C: int
+    H: int
+    W: int
+    Ho: int
+    Wo: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    cin_g: int
+    cout_g: int
+
+    @classmethod
+    def of(cls, conv: m.Conv2D, in_shape, out_shape) -> "ConvGeometry":
+        """The geometry of ``conv`` from the source's ``(C, H, W)`` to the target's ``(O, Ho, Wo)``."""
+        out_c, cin_g, kh, kw = conv.kernel.data.shape
+        C, H, W = (int(v) for v in in_shape)
+        O, Ho, Wo = (int(v) for v in out_shape)
+        return cls(C, H, W, Ho, Wo, int(kh), int(kw), *conv.stride, *conv.padding, int(cin_g),
+                   int(out_c) // conv.groups)
+
+    def n_synapses(self) -> int:
+        """The number of synapses the convolution makes (taps inside the input only)."""
+        def taps(n_in, n_out, k, stride, pad):
+            pos = np.arange(n_out)[:, None] * stride - pad + np.arange(k)[None, :]
+            return int(np.count_nonzero((pos >= 0) & (pos < n_in)))
+        return (self.C * self.cout_g * taps(self.H, self.Ho, self.kh, self.sh, self.ph)
+                * taps(self.W, self.Wo, self.kw, self.sw, self.pw))
+
+
 def make_static_projection(source, target, conn, statements, *, name: str, clock, when: str, order: int,
-                           kernel_size: int | None = None):
+                           kernel_size: int | None = None, conv: ConvGeometry | None = None):
     """A Brian2 object propagating a static projection (see the module docstring).
 
     Parameters
@@ -175,15 +224,22 @@ def make_static_projection(source, target, conn, statements, *, name: str, clock
     clock, when, order
         Schedule of the propagation.
     kernel_size : int, optional
-        Weights are a shared kernel of this many entries indexed by
-        ``conn.kernel_index`` (default: one weight per synapse).
+        Weights are a shared convolution kernel of this many entries
+        (default: one weight per synapse).
+    conv : ConvGeometry, optional
+        With ``kernel_size``: the convolution whose synapses the propagation
+        loop computes (``templates/biosnn_static_conv.cpp``) instead of
+        storing a target per synapse; ``conn`` then only gives the number of
+        synapses.
 
     Returns
     -------
     StaticProjection
-        Set its weights with ``obj.w = values`` (per synapse, or the kernel).
+        Set its weights with :meth:`set_weights` (per synapse, or the kernel).
     """
-    return _classes()[1](source, target, conn, statements, name, clock, when, order, kernel_size)
+    if (conv is None) != (kernel_size is None):
+        raise ValueError("a shared kernel (kernel_size) goes with a convolution's geometry (conv)")
+    return _classes()[1](source, target, conn, statements, name, clock, when, order, kernel_size, conv)
 
 
 @functools.lru_cache(maxsize=None)
@@ -200,23 +256,25 @@ def _classes():
     class StaticProjection(Group):
         add_to_magic_network = False
 
-        def __init__(self, source, target, conn, statements, name, clock, when, order, kernel_size):
+        def __init__(self, source, target, conn, statements, name, clock, when, order, kernel_size, conv):
             Group.__init__(self, clock=clock, when=when, order=order, name=name)
-            i = np.asarray(conn.i, dtype=np.int64)
-            n_pre = len(source)
-            rowptr = np.zeros(n_pre + 1, dtype=np.int32)
-            np.cumsum(np.bincount(i, minlength=n_pre), out=rowptr[1:])
+            n_syn = len(conn.i)
             self.variables = Variables(self)
-            self.variables.add_constant("N", len(i))
-            self.variables.add_array("_rowptr", size=n_pre + 1, dtype=np.int32, values=rowptr,
-                                     read_only=True, constant=True)
+            self.variables.add_constant("N", n_syn)
             self.files = {}
-            self.variables.add_array("_post", size=len(i), dtype=np.int32, read_only=True, constant=True)
-            self._load_from_file("_post", conn.j)
             self.variables.add_reference("_source_spikespace", source, "_spikespace")
-            needed = ["_rowptr", "_post", "_source_spikespace"]
+            needed = ["_source_spikespace"]
+            if conv is None:
+                i = np.asarray(conn.i, dtype=np.int64)
+                rowptr = np.zeros(len(source) + 1, dtype=np.int32)
+                np.cumsum(np.bincount(i, minlength=len(source)), out=rowptr[1:])
+                self.variables.add_array("_rowptr", size=len(rowptr), dtype=np.int32, values=rowptr,
+                                         read_only=True, constant=True)
+                self.variables.add_array("_post", size=n_syn, dtype=np.int32, read_only=True, constant=True)
+                self._load_from_file("_post", conn.j)
+                needed += ["_rowptr", "_post"]
             kernel = kernel_size is not None
-            kw = {"kernel": kernel, "statements": []}
+            kw = {"kernel": kernel, "statements": [], "conv": conv}
             weight_dims = None
             for k, st in enumerate(statements):
                 tname = f"_target_{k}"
@@ -237,20 +295,13 @@ def _classes():
                     "target_index": "0" if target.variables[st.target].scalar else "_j",
                     "pre_index": "0" if pname is not None and source.variables[st.pre].scalar else "_i"})
             if weight_dims is not None:
-                if kernel:
-                    # 2 bytes per synapse while the kernel has fewer than 2**15 entries
-                    kdtype = np.int16 if kernel_size < 2 ** 15 else np.int32
-                    self.variables.add_array("_kidx", size=len(i), dtype=kdtype, read_only=True, constant=True)
-                    self._load_from_file("_kidx", conn.kernel_index)
-                    needed.append("_kidx")
-                    size = int(kernel_size)
-                else:
-                    size = len(i)
+                size = int(kernel_size) if kernel else n_syn
                 self.variables.add_array("w", size=size, dimensions=weight_dims, constant=True)
                 needed.append("w")
-            self._n_synapses = len(i)
+            self._n_synapses = n_syn
             self._enable_group_attributes()
-            self.runner = CodeRunner(self, "biosnn_static_propagate", code="", clock=clock, when=when,
+            template = "biosnn_static_propagate" if conv is None else "biosnn_static_conv"
+            self.runner = CodeRunner(self, template, code="", clock=clock, when=when,
                                      order=order, name=f"{name}_propagate", needed_variables=needed,
                                      template_kwds=kw, codeobj_class=StaticCodeObject)
             self.contained_objects.append(self.runner)

@@ -7,6 +7,7 @@
    w[_kidx[s]], and factor a presynaptic variable or a constant.
    USES_VARIABLES { _rowptr, _post, _source_spikespace } #}
 {% extends 'common_group.cpp' %}
+{% from 'biosnn_static_macros.cpp' import add_statements, load_factors %}
 
 {% block maincode %}
     const int32_t _num_spikes = {{_source_spikespace}}[_num_source_spikespace - 1];
@@ -16,24 +17,14 @@
     for (int32_t _k = 0; _k < _num_spikes; _k++)
     {
         const int32_t _i = {{_source_spikespace}}[_k];
-        {% for st in statements %}
-        {% if st.pre %}
-        const {{c_data_type(variables[st.pre].dtype)}} _factor{{loop.index}} = {{get_array_name(variables[st.pre])}}[{{st.pre_index}}];
-        {% endif %}
-        {% endfor %}
+        {{ load_factors(statements, variables, get_array_name, c_data_type) | autoindent }}
         const int32_t _end = {{_rowptr}}[_i + 1];
         #pragma GCC unroll 8
         for (int32_t _s = {{_rowptr}}[_i]; _s < _end; _s++)
         {
             const int32_t _j = {{_post}}[_s];
-            {% for st in statements %}
-            {% set _w = (get_array_name(variables['w']) ~ ('[' ~ _kidx ~ '[_s]]' if kernel else '[_s]')) if st.weight else '' %}
-            {% set _f = ('_factor' ~ loop.index) if st.pre else (st.const if st.const is not none else '') %}
-            {% if openmp_pragma('with_openmp') %}
-            #pragma omp atomic
-            {% endif %}
-            {{get_array_name(variables[st.target])}}[{{st.target_index}}] += {{ _w }}{{ ' * ' if (_w and _f) else '' }}{{ _f }};
-            {% endfor %}
+            {{ add_statements(statements, variables, get_array_name, openmp_pragma,
+                              (_kidx ~ '[_s]') if kernel else '_s') | autoindent }}
         }
     }
 {% endblock %}
