@@ -7,20 +7,21 @@ import pytest
 
 from biosnn.backends import get_backend
 from biosnn.backends.brian2_static import StaticStatement, static_memory_bytes, static_statements
-from biosnn.spec import (AllToAll, ArrayValue, Conv2D, NetworkSpec, NeuronModel, Operation, Population, Projection,
-                         SpikeMonitor, SpikeTimesInput, StateMonitor)
+from biosnn.spec import (AllToAll, ArrayValue, Conv2D, Explicit, NetworkSpec, NeuronModel, Operation, Population,
+                         Projection, SpikeMonitor, SpikeTimesInput, StateMonitor)
 from biosnn.spec.model import SynapseModel
 
 
 def spec() -> NetworkSpec:
-    """Every statement form: w, w * x_pre (per neuron and shared x), a constant, x_pre alone, conv kernels
-    (plain, and strided + padded + grouped).
+    """Every statement form: w, w * x_pre (per neuron and shared x), a constant, x_pre alone; every layout:
+    all-to-all (dense), explicit (CSR target lists), conv kernels (plain, and strided + padded + grouped).
 
     Each post-synaptic variable is written by one projection only: the order of projections within a
     schedule slot is Brian2's choice (by object name), which differs between the two implementations.
     """
     rng = np.random.default_rng(3)
     times = np.arange(40) * 0.5
+    pairs = rng.choice(16 * 16, 40, replace=False)  # explicit synapses, unsorted, each pair once
     return NetworkSpec(
         "static_forms", dt="0.1*ms", duration="25*ms", seed=1,
         neuron_models={
@@ -48,9 +49,11 @@ def spec() -> NetworkSpec:
             Projection("drive_c", "drive", "c", "jump", AllToAll(), weights=ArrayValue(np.full(80, 0.3), "mV")),
             Projection("b_c_stateful", "b", "c", "stateful", AllToAll(), weights=ArrayValue(np.ones(90))),
             Projection("b_d", "b", "d", "jump", Conv2D(ArrayValue(rng.normal(1, 0.5, (4, 1, 2, 2)), "mV"),
-                                                       stride=2, padding=1, groups=2))],
+                                                       stride=2, padding=1, groups=2)),
+            Projection("a_d", "a", "d", "current", Explicit(ArrayValue(pairs // 16), ArrayValue(pairs % 16)),
+                       weights=ArrayValue(rng.random(40)))],
         monitors=[SpikeMonitor("a"), SpikeMonitor("b"), SpikeMonitor("c"),
-                  StateMonitor("c", ("v", "I", "J", "K", "n", "m")), StateMonitor("d", ("v",))])
+                  StateMonitor("c", ("v", "I", "J", "K", "n", "m")), StateMonitor("d", ("v", "I", "J"))])
 
 
 def test_which_projections_are_static():
@@ -80,11 +83,12 @@ def test_static_template_equals_stock_synapses_and_runtime(build_cache):
         runs[static] = sim.run(progress=False, final_state=["a_b.w", "a_c.w"])
         if static:  # one copy of the targets and weights in the binary: no Brian2 static array for them
             objects_cpp = (sim.directory / "objects.cpp").read_text()
-            for array in ("_array_a_c__post", "_array_a_c_w", "_array_a_b_w"):
+            for array in ("_array_a_d__post", "_array_a_d_w", "_array_a_c_w", "_array_a_b_w"):
                 assert f"_static_array_{array}" not in objects_cpp
                 assert (sim.directory / "static_arrays" / f"biosnn_{array}").exists()
-            # convolutions store their kernel only: no per-synapse array
-            assert "_array_a_b__post" not in objects_cpp and "_array_b_d__post" not in objects_cpp
+            # all-to-all stores its weights only, convolutions their kernel only: no target lists
+            for name in ("a_c", "a_b", "b_d"):
+                assert f"_array_{name}__post" not in objects_cpp
             assert "const int _num__array_a_b_w = 8;" in objects_cpp
             # weights given at run time replace the ones read from the file
             new_w = np.linspace(0.0, 1.0, 80)
@@ -95,7 +99,8 @@ def test_static_template_equals_stock_synapses_and_runtime(build_cache):
         for rec in runs.values():
             np.testing.assert_array_equal(rec.spikes[pop].indices, ref.spikes[pop].indices)
             np.testing.assert_allclose(rec.spikes[pop].times, ref.spikes[pop].times, atol=1e-12)
-    for pop, var in [("c", "v"), ("c", "I"), ("c", "J"), ("c", "K"), ("c", "n"), ("c", "m"), ("d", "v")]:
+    for pop, var in [("c", "v"), ("c", "I"), ("c", "J"), ("c", "K"), ("c", "n"), ("c", "m"), ("d", "v"), ("d", "I"),
+                     ("d", "J")]:
         np.testing.assert_array_equal(runs[True].states[pop][var].values, runs[False].states[pop][var].values)
         np.testing.assert_allclose(runs[True].states[pop][var].values, ref.states[pop][var].values,
                                    rtol=1e-12, atol=1e-15)

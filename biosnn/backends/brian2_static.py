@@ -16,6 +16,9 @@ derived Brian2 templater, the way brian2cuda extends Brian2):
   stored by presynaptic neuron (CSR), a row pointer per neuron, one ``int32``
   target and one weight in the simulation's float type per synapse (8 bytes
   per synapse with ``float32``, 12 with ``float64``);
+* ``templates/biosnn_static_dense.cpp``, all-to-all projections: no target
+  list, the weights as a row-major matrix (4 bytes per synapse with
+  ``float32``, 8 with ``float64``), added row by row in a vectorised loop;
 * ``templates/biosnn_static_conv.cpp``, convolutions
   (:class:`~biosnn.spec.Conv2D`): no per-synapse array at all.  The targets of
   a spiking input neuron and their kernel entries are computed from the
@@ -113,17 +116,23 @@ def static_statements(spec: m.NetworkSpec, proj: m.Projection) -> tuple[StaticSt
     return tuple(out) or None
 
 
-def static_memory_bytes(n_synapses: int, n_pre: int, float_bytes: int, kernel_size: int | None) -> int:
+def static_memory_bytes(n_synapses: int, n_pre: int, float_bytes: int, kernel_size: int | None,
+                        dense: bool = False) -> int:
     """Bytes a static projection stores in the binary.
 
     Per-synapse weights: a target and a weight per synapse plus a row pointer
-    per presynaptic neuron.  A convolution (``kernel_size`` given): its kernel only.
+    per presynaptic neuron; all-to-all (``dense``): the weights only.  A
+    convolution (``kernel_size`` given): its kernel only.
 
-    >>> static_memory_bytes(1000, 10, 4, None), static_memory_bytes(1000, 10, 4, 150)
-    (8044, 600)
+    >>> static_memory_bytes(1000, 10, 4, None), static_memory_bytes(1000, 10, 4, None, dense=True)
+    (8044, 4000)
+    >>> static_memory_bytes(1000, 10, 4, 150)
+    600
     """
     if kernel_size is not None:
         return kernel_size * float_bytes
+    if dense:
+        return n_synapses * float_bytes
     return n_synapses * (4 + float_bytes) + 4 * (n_pre + 1)
 
 
@@ -242,6 +251,15 @@ def make_static_projection(source, target, conn, statements, *, name: str, clock
     return _classes()[1](source, target, conn, statements, name, clock, when, order, kernel_size, conv)
 
 
+def _is_dense(conn, n_pre: int, n_post: int) -> bool:
+    """Whether ``conn`` is every pair ``(i, j)`` once, in row-major order (all-to-all)."""
+    if len(conn.i) != n_pre * n_post or n_pre * n_post == 0:
+        return False
+    j = np.asarray(conn.j).reshape(n_pre, n_post)
+    i = np.asarray(conn.i).reshape(n_pre, n_post)
+    return bool((j == np.arange(n_post)).all() and (i == np.arange(n_pre)[:, None]).all())
+
+
 @functools.lru_cache(maxsize=None)
 def _classes():
     """The Brian2 classes, made once (module-level classes would import Brian2 with biosnn)."""
@@ -264,7 +282,8 @@ def _classes():
             self.files = {}
             self.variables.add_reference("_source_spikespace", source, "_spikespace")
             needed = ["_source_spikespace"]
-            if conv is None:
+            dense = conv is None and _is_dense(conn, len(source), len(target))
+            if conv is None and not dense:
                 i = np.asarray(conn.i, dtype=np.int64)
                 rowptr = np.zeros(len(source) + 1, dtype=np.int32)
                 np.cumsum(np.bincount(i, minlength=len(source)), out=rowptr[1:])
@@ -274,7 +293,7 @@ def _classes():
                 self._load_from_file("_post", conn.j)
                 needed += ["_rowptr", "_post"]
             kernel = kernel_size is not None
-            kw = {"kernel": kernel, "statements": [], "conv": conv}
+            kw = {"kernel": kernel, "statements": [], "conv": conv, "n_post": len(target)}
             weight_dims = None
             for k, st in enumerate(statements):
                 tname = f"_target_{k}"
@@ -300,7 +319,8 @@ def _classes():
                 needed.append("w")
             self._n_synapses = n_syn
             self._enable_group_attributes()
-            template = "biosnn_static_propagate" if conv is None else "biosnn_static_conv"
+            template = ("biosnn_static_conv" if conv is not None else "biosnn_static_dense" if dense
+                        else "biosnn_static_propagate")
             self.runner = CodeRunner(self, template, code="", clock=clock, when=when,
                                      order=order, name=f"{name}_propagate", needed_variables=needed,
                                      template_kwds=kw, codeobj_class=StaticCodeObject)

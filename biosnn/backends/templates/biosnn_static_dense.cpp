@@ -1,0 +1,25 @@
+{# biosnn: propagation of a static all-to-all projection without a target list.
+   Synapse (i, j) is entry i * n_post + j of w (the order of the spec's synapses), so a
+   spike of i adds the contiguous row w[i * n_post : (i + 1) * n_post] to the targets
+   0 .. n_post - 1: a loop the compiler vectorises.  Each target gets one addition per
+   spiking source neuron, in the order of the spike space, as with Brian2's Synapses.
+   USES_VARIABLES { _source_spikespace } #}
+{% extends 'common_group.cpp' %}
+{% from 'biosnn_static_macros.cpp' import add_statements, load_factors %}
+
+{% block maincode %}
+    const int32_t _num_spikes = {{_source_spikespace}}[_num_source_spikespace - 1];
+    {% if openmp_pragma('with_openmp') %}
+    #pragma omp parallel for schedule(dynamic, 4)
+    {% endif %}
+    for (int32_t _k = 0; _k < _num_spikes; _k++)
+    {
+        const int32_t _i = {{_source_spikespace}}[_k];
+        {{ load_factors(statements, variables, get_array_name, c_data_type) | autoindent }}
+        const size_t _row = (size_t)_i * {{n_post}};
+        for (int32_t _j = 0; _j < {{n_post}}; _j++)
+        {
+            {{ add_statements(statements, variables, get_array_name, openmp_pragma, '_row + _j') | autoindent }}
+        }
+    }
+{% endblock %}
