@@ -92,7 +92,7 @@ def finetuned(model, coding, params, x, y, epochs, tag):
 
 def synapse_bytes(spec, float_bytes=8):
     """Bytes the static-projection template allocates for a spec's static projections."""
-    from biosnn.backends.brian2_static import static_memory_bytes, static_statements
+    from biosnn.backends.brian2_static import is_dense, static_memory_bytes, static_statements
     from biosnn.spec.expand import expand_projection
     from biosnn.spec.model import Conv2D
     total = n_syn = 0
@@ -101,7 +101,9 @@ def synapse_bytes(spec, float_bytes=8):
             continue
         conn = expand_projection(spec, proj)
         kernel = proj.connect.kernel.data.size if isinstance(proj.connect, Conv2D) else None
-        total += static_memory_bytes(len(conn.i), spec.node(proj.source).size, float_bytes, kernel)
+        n_pre, n_post = spec.node(proj.source).size, spec.node(proj.target).size
+        total += static_memory_bytes(len(conn.i), n_pre, float_bytes, kernel,
+                                     dense=kernel is None and is_dense(conn, n_pre, n_post))
         n_syn += len(conn.i)
     return total, n_syn
 

@@ -49,7 +49,7 @@ import numpy as np
 
 from biosnn.spec import model as m
 
-__all__ = ["ConvGeometry", "StaticStatement", "static_statements", "make_static_projection",
+__all__ = ["ConvGeometry", "StaticStatement", "is_dense", "static_statements", "make_static_projection",
            "static_memory_bytes", "write_static_files"]
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -251,7 +251,7 @@ def make_static_projection(source, target, conn, statements, *, name: str, clock
     return _classes()[1](source, target, conn, statements, name, clock, when, order, kernel_size, conv)
 
 
-def _is_dense(conn, n_pre: int, n_post: int) -> bool:
+def is_dense(conn, n_pre: int, n_post: int) -> bool:
     """Whether ``conn`` is every pair ``(i, j)`` once, in row-major order (all-to-all)."""
     if len(conn.i) != n_pre * n_post or n_pre * n_post == 0:
         return False
@@ -282,7 +282,7 @@ def _classes():
             self.files = {}
             self.variables.add_reference("_source_spikespace", source, "_spikespace")
             needed = ["_source_spikespace"]
-            dense = conv is None and _is_dense(conn, len(source), len(target))
+            dense = conv is None and is_dense(conn, len(source), len(target))
             if conv is None and not dense:
                 i = np.asarray(conn.i, dtype=np.int64)
                 rowptr = np.zeros(len(source) + 1, dtype=np.int32)
