@@ -16,7 +16,7 @@ divided by the propagation code objects' time alone (Brian2's profiling).
 
 Run::
 
-    python benchmarks/static_synapses.py [--sizes 1000 2000] [--threads 0 2]
+    python benchmarks/static_synapses.py [--sizes 2000 3000] [--threads 0 2]
 
 Prints a table and appends it to BENCHMARKS.md.
 """
@@ -74,8 +74,8 @@ LAUNCH = ("import os, sys\n"
 
 
 def child(n, static, threads, float32, cache):
-    args = [sys.executable, "-c", f"LAUNCH = {LAUNCH!r}\n" + CHILD, str(n), "1" if static else "0", str(threads), "1" if float32 else "0",
-            cache]
+    args = [sys.executable, "-c", f"LAUNCH = {LAUNCH!r}\n" + CHILD, str(n), "1" if static else "0", str(threads),
+            "1" if float32 else "0", cache]
     env = dict(os.environ, BIOSNN_PROGRESS="0")
     out = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT)
     if out.returncode:
@@ -85,7 +85,7 @@ def child(n, static, threads, float32, cache):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", type=int, nargs=2, default=[1000, 2000], help="two n (n*n synapses)")
+    ap.add_argument("--sizes", type=int, nargs=2, default=[2000, 3000], help="two n (n*n synapses)")
     ap.add_argument("--threads", type=int, nargs="+", default=[0], help="OpenMP thread counts to time")
     ap.add_argument("--cache", default=None, help="build directory (default: a temporary one)")
     args = ap.parse_args()
