@@ -9,14 +9,21 @@ What it builds
   equation model is translated to NESTML, compiled once and cached by a hash
   of its text (:mod:`biosnn.backends.nestml_build`);
 * inputs: spike times -> ``spike_generator``, Poisson -> ``poisson_generator``
-  + ``parrot_neuron`` (so every target sees the same train); current inputs
+  + ``parrot_neuron`` (so every target of a source sees the same train), or
+  the generators alone where every source has at most one static synapse
+  and no monitor (:func:`_private_slots`: no relay neurons, no extra spikes
+  to exchange, NEST's minimal delay stays the projections'); sources of equal
+  rate share generators (a generator draws one train per connection); current inputs
   set their variable (a model parameter, ``I_e`` for ``iaf_psc_delta``) between
   ``nest.Run`` segments, exactly when Brian2's ``run_regularly`` would;
 * projections: every connectivity kind is expanded to explicit lists by
   :func:`biosnn.spec.expand.expand_projection` (the Brian2 backends use the
-  same lists), connected with ``static_synapse`` or, for the library's pair
-  STDP with all-to-all pairing, ``stdp_synapse`` (see
-  :func:`biosnn.backends.nest_models.plan_synapse`);
+  same lists), connected with ``static_synapse``, for the library's pair
+  STDP with all-to-all pairing ``stdp_synapse``, and for any other plastic
+  equation model a NESTML synapse co-generated with the target's NESTML
+  neuron (see :func:`biosnn.backends.nest_models.plan_synapse` and
+  :mod:`biosnn.backends.nestml_synapses`); plastic synapses take their
+  presynaptic spikes from ``parrot_neuron`` relays that carry the delay;
 * monitors: ``spike_recorder`` and ``multimeter``.
 
 Timing conventions (so that spike trains equal the Brian2 runtime's)
@@ -32,9 +39,16 @@ which a synaptic input arrives (Brian2 records the jump one step earlier).
 
 Processes
 ---------
-The kernel runs with ``local_num_threads`` threads.  Nothing here assumes a
-single MPI process except reading recorders, connection weights and final
-values, which read the local rank's part (the PyPI wheel has no MPI).
+The kernel runs with ``local_num_threads`` threads per process.  With an
+MPI-enabled NEST (the PyPI wheel has none; ``scripts/build_nest_mpi.sh``
+builds one) the same script runs under ``mpirun -np N``: every rank builds the
+whole network from the same seed, NEST keeps each rank's share of neurons and
+connections, and recorder events, final values and connection weights are
+gathered from all ranks (:mod:`biosnn.backends.nest_mpi`, with mpi4py), so
+every rank returns the same :class:`~biosnn.recording.Recording` (its
+``meta["processes"]`` says how many).  NEST's results are reproducible per
+number of virtual processes (processes x threads): ``mpirun -np 2`` with one
+thread equals one process with two threads.
 """
 
 from __future__ import annotations
@@ -46,7 +60,9 @@ import numpy as np
 
 from biosnn.backends.base import apply_overrides
 from biosnn.backends.brian2_network import check_final_state
-from biosnn.backends.nest_models import NeuronPlan, evaluate, plan_neuron, plan_synapse
+from biosnn.backends.nest_models import NeuronPlan, evaluate, name_paired_synapses, plan_neuron, plan_synapse
+from biosnn.backends.nest_mpi import (communicator, gather_connections, gather_events, gather_node_values,
+                                      merge_samples, merge_spikes, per_node, sample_matrix)
 from biosnn.backends.progress import ProgressBar
 from biosnn.errors import BackendError
 from biosnn.recording import FinalState, Recording, SpikeTrains, StateTrace
@@ -120,6 +136,7 @@ class _Built:
     synapses: dict = field(default_factory=dict)     # projection name -> (plan, n)
     tau_minus: dict = field(default_factory=dict)    # population -> (STDP tau_minus in ms, projection)
     parrots: dict = field(default_factory=dict)      # STDP projection -> relay parrot neurons
+    relay_source: dict = field(default_factory=dict)  # STDP projection -> source index of each relay parrot
 
 
 class NestSimulation:
@@ -139,7 +156,10 @@ class NestSimulation:
         for part in list(spec.populations) + list(spec.projections):
             if part.operations:
                 raise BackendError(f"'{part.name}' has operations (run_regularly), which the NEST backend "
-                                   "cannot run; use a Brian2 backend for this spec")
+                                   "cannot run: NEST runs no code between its steps, and a value set between "
+                                   "nest.Run segments would keep the synaptic input that Brian2's operation "
+                                   "overwrites (NEST adds it during the next step). Use a Brian2 backend, give "
+                                   "changing values as current inputs, or reset by starting a new run")
         if spec.timed_arrays:
             raise BackendError(f"the NEST backend does not evaluate timed arrays in equations "
                                f"({[t.name for t in spec.timed_arrays]}); give inputs as current inputs, "
@@ -156,21 +176,43 @@ class NestSimulation:
         for inp in spec.inputs:
             if isinstance(inp, m.CurrentInput):
                 currents[inp.target].add(inp.variable)
-        return {p.name: plan_neuron(spec, p, targets[p.name], currents[p.name], self.dt_s)
-                for p in spec.populations}
+        paired = {p.name: [self.synapses[q.name].nestml for q in spec.projections
+                           if q.target == p.name and self.synapses[q.name].nestml is not None]
+                  for p in spec.populations}
+        plans = {p.name: plan_neuron(spec, p, targets[p.name], currents[p.name], self.dt_s, paired[p.name])
+                 for p in spec.populations}
+        # populations of one NESTML model share one translation: with the input ports of all of them
+        ports: dict = {}
+        for p in spec.populations:
+            if plans[p.name].nestml is not None:
+                ports.setdefault(plans[p.name].nestml.name, set()).update(targets[p.name])
+        for p in spec.populations:
+            tr = plans[p.name].nestml
+            if tr is not None and set(tr.ports) != ports[tr.name]:
+                plans[p.name] = plan_neuron(spec, p, ports[tr.name], currents[p.name], self.dt_s, paired[p.name])
+        name_paired_synapses(spec, plans, self.synapses)
+        return plans
 
     def _compile(self):
+        """All NESTML models of the spec (neurons with their co-generated synapses) in one module, cached."""
         from biosnn.backends.nestml_build import compile_module
-        texts = {}
-        for plan in self.plans.values():
-            if plan.nestml is not None:
-                texts[plan.nestml.name] = plan.nestml.text
-        modules, self.compiled_now = [], False
-        for name, text in sorted(texts.items()):  # one module per model: cached independently
-            module, directory, now = compile_module({name: text}, cache_root=self.backend.cache_dir)
-            modules.append((module, directory))
-            self.compiled_now |= now
-        return modules
+        from biosnn.backends.nestml_synapses import merge_codegen_options
+        texts, options = {}, []
+        for name, plan in sorted(self.plans.items()):
+            model_texts, model_options = plan.module_texts()
+            for key, text in model_texts.items():
+                if texts.setdefault(key, text) != text:
+                    raise BackendError(f"population '{name}' translates model '{key}' to another NESTML text "
+                                       "than a population before it (they differ in the variables synapses or "
+                                       "current inputs change); give the populations models of their own")
+            if model_options and model_options not in options:
+                options.append(model_options)
+        self.compiled_now = False
+        if not texts:
+            return []
+        module, directory, self.compiled_now = compile_module(
+            texts, cache_root=self.backend.cache_dir, codegen_opts=merge_codegen_options(options) or None)
+        return [(module, directory)]
 
     # -- running ----------------------------------------------------------
     def run(self, duration: float | None = None, overrides=None, progress: bool = True, final_state=None):
@@ -195,7 +237,7 @@ class NestSimulation:
                 t_prep = time.perf_counter()
                 for a, b in zip(bounds[:-1], bounds[1:]):
                     for nodes, name, values in changes.get(a, ()):
-                        nodes.set({name: values})
+                        nodes.set(per_node(name, values))  # a list of dicts: works on every MPI rank
                     nest.Run((b - a) * self.dt_ms)
                     bar.update(b / n_steps)
             final = self._final_state(nest, spec, built, final_keys)
@@ -258,7 +300,7 @@ class NestSimulation:
             nodes.set(scalars)
             for k, v in status.items():
                 if np.ndim(v) != 0:
-                    nodes.set({k: list(map(float, v))})
+                    nodes.set(per_node(k, v))
         except Exception as exc:
             raise BackendError(f"NEST rejected the parameters of population '{pop.name}': {exc}") from None
         if plan.nestml is not None and len(plan.receptors) > 1:
@@ -274,10 +316,14 @@ class NestSimulation:
                                    "backend takes constant rates (an array or a constant expression)")
             rates = evaluate(inp.rates, inp.size, {**_constants(spec), "i": np.arange(inp.size)}, rng,
                              f"rates of '{inp.name}'")
-            gens = nest.Create("poisson_generator", inp.size, params={"rate": 0.0})
-            gens.set({"rate": list(map(float, rates))})
-            parrots = nest.Create("parrot_neuron", inp.size)
-            nest.Connect(gens, parrots, "one_to_one", syn_spec={"delay": self.dt_ms})
+            plastic = {name for name, syn in self.synapses.items() if syn.plastic}
+            slots = _private_slots(spec, inp.name, rates, plastic)
+            if slots is not None:  # one synapse per source: connected straight from the generators
+                return _poisson_generators(nest, rates, slots)
+            parrots = nest.Create("parrot_neuron", inp.size)  # relays: all synapses of a source share its train
+            gids = _poisson_generators(nest, rates, np.zeros(inp.size, dtype=np.int64))
+            nest.Connect(gids, np.asarray(parrots.tolist(), dtype=np.int64), "one_to_one",
+                         syn_spec={"delay": np.full(inp.size, self.dt_ms)})
             return parrots
         idx = np.asarray(inp.indices.data, dtype=np.int64)
         times = np.asarray(inp.times.si(), dtype=np.float64)
@@ -339,40 +385,53 @@ class NestSimulation:
         delay_ms = (np.round(delay_s / self.dt_s) + 1) * self.dt_ms
         source = built.nodes[proj.source]
         scale = plan.scales[syn.target_var] / plan.weight_factor[syn.target_var]
-        if syn.stdp is not None:
-            self._set_tau_minus(proj, syn, built)
-            source = self._relay(nest, proj, built, delay_ms)
-            delay_ms = np.full(n, self.dt_ms)
-            if np.any(w < 0):
+        params = syn.nest_params(scale)
+        if syn.nestml is not None:  # NESTML synapse: its own weight variable, states and constants
+            params = syn.nestml_values(names, n)
+            w = params.pop("weight")
+        if syn.plastic:
+            if syn.stdp is not None:
+                self._set_tau_minus(proj, syn, built)
+            if syn.stdp is not None and np.any(w < 0):
                 raise BackendError(f"projection '{proj.name}': NEST's STDP synapses need non-negative weights")
-        pre = np.asarray(source.tolist(), dtype=np.int64)[conn.i]
+            pre = self._relay(nest, proj, built, conn.i, delay_ms)
+            delay_ms = np.full(n, self.dt_ms)
+        else:
+            pre = np.asarray(source.tolist(), dtype=np.int64)[conn.i]
         post = np.asarray(built.nodes[proj.target].tolist(), dtype=np.int64)[conn.j]
         try:
             nest.Connect(pre, post, "one_to_one",
                          syn_spec={"synapse_model": syn.nest_model, "weight": w, "delay": delay_ms,
-                                   "receptor_type": plan.receptors[syn.target_var], **syn.nest_params(scale)})
+                                   "receptor_type": plan.receptors[syn.target_var], **params})
         except Exception as exc:
             raise BackendError(f"NEST could not connect projection '{proj.name}': {exc}") from None
         built.synapses[proj.name] = (syn, n)
 
-    def _relay(self, nest, proj, built, delay_ms):
-        """Parrot neurons that carry an STDP projection's delay as an *axonal* delay.
+    def _relay(self, nest, proj, built, source_index: np.ndarray, delay_ms: np.ndarray) -> np.ndarray:
+        """Parrot neurons that carry a plastic projection's delays as *axonal* delays.
 
         Brian2 pairs the presynaptic spike's arrival (emission + delay) with the
-        postsynaptic spike; NEST's STDP synapses treat their delay as dendritic.
-        Relaying the source through parrots with the delay on the way in (and
-        NEST's minimal delay after them) gives Brian2's pairing; the spike
-        reaches the target one step later than over a static synapse.  Parrots
-        also let spike generators (devices) drive plastic synapses.
+        postsynaptic spike; NEST's plastic synapses treat their delay as
+        dendritic.  Relaying each source through one parrot per distinct delay
+        (delay on the way in, NEST's minimal delay after them) gives Brian2's
+        pairing; the spike reaches the target one step later than over a
+        static synapse.  Parrots also let spike generators (devices) drive
+        plastic synapses.
+
+        Returns
+        -------
+        numpy.ndarray
+            The presynaptic node id of every synapse.
         """
-        if np.ptp(delay_ms) > 1e-9:
-            raise BackendError(f"projection '{proj.name}': the NEST backend runs STDP with one delay per "
-                               "projection; give a single delay")
-        source = built.nodes[proj.source]
-        parrots = nest.Create("parrot_neuron", len(source))
-        nest.Connect(source, parrots, "one_to_one", syn_spec={"delay": float(delay_ms[0])})
+        steps = np.round(delay_ms / self.dt_ms).astype(np.int64)
+        pairs, inverse = np.unique(np.stack([source_index, steps]), axis=1, return_inverse=True)
+        parrots = nest.Create("parrot_neuron", pairs.shape[1])
+        ids = np.asarray(parrots.tolist(), dtype=np.int64)
+        sources = np.asarray(built.nodes[proj.source].tolist(), dtype=np.int64)
+        nest.Connect(sources[pairs[0]], ids, "one_to_one", syn_spec={"delay": pairs[1] * self.dt_ms})
         built.parrots[proj.name] = parrots
-        return parrots
+        built.relay_source[proj.name] = pairs[0]
+        return ids[inverse.reshape(-1)]
 
     def _set_tau_minus(self, proj, syn, built):
         """NEST keeps the post trace of STDP in the target neuron: one ``tau_minus`` per population."""
@@ -419,7 +478,7 @@ class NestSimulation:
                 if var not in plan.names:
                     raise BackendError(f"final_state entry '{key}': the NEST model {plan.nest_model} has no "
                                        f"'{var}' (it has {sorted(plan.names)})")
-                values = np.asarray(built.nodes[part].get(plan.names[var]), dtype=np.float64).reshape(-1)
+                values = gather_node_values(communicator(nest), nest, built.nodes[part], plan.names[var])
                 out[key] = FinalState(values=values * plan.scales[var], unit=_unit_name(plan.dims[var]))
                 continue
             proj = spec.projection(part)
@@ -435,15 +494,21 @@ class NestSimulation:
         syn = self.synapses[proj.name]
         plan = self.plans[proj.target]
         src, tgt = built.parrots.get(proj.name, built.nodes[proj.source]), built.nodes[proj.target]
-        conns = nest.GetConnections(source=src, target=tgt, synapse_model=syn.nest_model)
-        if len(conns) == 0:
+        shared = isinstance(src, np.ndarray)  # Poisson sources on shared generators (_private_slots)
+        source = nest.NodeCollection(sorted(set(src.tolist()))) if shared else src
+        conns = nest.GetConnections(source=source, target=tgt, synapse_model=syn.nest_model)
+        status = gather_connections(communicator(nest), conns)  # every rank's connections
+        if len(status["source"]) == 0:
             return FinalState(values=np.zeros(0), unit="1")
-        status = conns.get(["source", "target", "weight"])
-        i = np.asarray(status["source"]) - src[0].global_id
-        j = np.asarray(status["target"]) - tgt[0].global_id
+        if shared:  # (generator, target) names one synapse: find its source index
+            status = _synapses_of_generators(spec, proj, src, tgt[0].global_id, status)
+        i = status["source"] - (0 if shared else src[0].global_id)
+        if proj.name in built.relay_source:  # relay parrot -> its source
+            i = built.relay_source[proj.name][i]
+        j = status["target"] - tgt[0].global_id
         order = np.lexsort((j, i))
-        w = np.asarray(status["weight"], dtype=np.float64)[order]
-        w = syn.sign * w * plan.scales[syn.target_var] / plan.weight_factor[syn.target_var]
+        w = status["weight"][order]
+        w = w * syn.weight_unit(plan)
         smodel = spec.synapse_model(proj)
         from biosnn.spec.check import parse_equations
         eqs = parse_equations(smodel.equations or "", f"synapse_models.{proj.model}.equations")
@@ -452,37 +517,109 @@ class NestSimulation:
 
     def _recording(self, spec, built, duration_s, final, meta) -> Recording:
         dt = self.dt_s
+        comm = communicator(_import_nest())  # recorders hold the local rank's events: gather them
+        meta["processes"] = comm.size
         spikes = {}
         for name, rec in built.spike_recorders.items():
-            ev = rec.get("events")
-            t = np.asarray(ev["times"], dtype=np.float64) * 1e-3 - dt
-            first = built.nodes[name][0].global_id
-            i = np.asarray(ev["senders"], dtype=np.int64) - first
+            t_ms, senders = merge_spikes(gather_events(comm, rec, ("times", "senders")))
+            t = t_ms * 1e-3 - dt
+            i = senders - built.nodes[name][0].global_id
             keep = t < duration_s - dt / 2
-            t, i = t[keep], i[keep]
-            order = np.lexsort((i, t))
-            spikes[name] = SpikeTrains(times=t[order], indices=i[order], size=len(built.nodes[name]))
+            spikes[name] = SpikeTrains(times=t[keep], indices=i[keep], size=len(built.nodes[name]))
         states: dict = {}
         for mon, mm, indices in built.multimeters:
             plan = self.plans[mon.population]
-            ev = mm.get("events")
+            nest_vars = [plan.names[var] for var in mon.variables]
+            ev = merge_samples(gather_events(comm, mm, ["times", "senders", *nest_vars]), nest_vars)
             shift = 0.0 if mon.when in _EARLY_SLOTS else dt
-            t_all = np.asarray(ev["times"], dtype=np.float64) * 1e-3 - shift
-            senders = np.asarray(ev["senders"], dtype=np.int64) - built.nodes[mon.population][0].global_id
+            t_all = ev["times"] * 1e-3 - shift
+            senders = ev["senders"] - built.nodes[mon.population][0].global_id
             keep = t_all < duration_s - dt / 2
-            times = np.unique(t_all[keep])
-            row = np.searchsorted(times, t_all[keep])
             per = states.setdefault(mon.population, {})
-            for var in mon.variables:
-                data = np.asarray(ev[plan.names[var]], dtype=np.float64)[keep] * plan.scales[var]
-                values = np.full((len(times), len(indices)), np.nan)
-                for c, k in enumerate(indices):
-                    sel = senders[keep] == k
-                    values[row[sel], c] = data[sel]
+            for var, nest_var in zip(mon.variables, nest_vars):
+                times, values = sample_matrix(t_all[keep], senders[keep], ev[nest_var][keep] * plan.scales[var],
+                                              indices)
                 per[var] = StateTrace(times=times, values=values, indices=indices,
                                       unit=_unit_name(plan.dims[var]))
         return Recording(spikes=spikes, states=states, duration=duration_s, dt=dt,
                          meta={k: str(v) for k, v in meta.items()}, final=final)
+
+
+def _private_slots(spec, name: str, rates: np.ndarray, plastic: set) -> np.ndarray | None:
+    """Generator slots of a Poisson input that may drive its targets without relays, else ``None``.
+
+    Brian2's ``PoissonGroup`` sends each source's one train to all synapses of
+    that source; a NEST ``poisson_generator`` draws an independent train for
+    every connection.  The two agree exactly when each source has at most one
+    synapse (over all projections), no monitor records the input (a
+    ``spike_recorder`` cannot record a generator) and no projection from it is
+    plastic (NEST's STDP synapses take no generator as source).  The out-degree
+    is read cheaply from one-to-one and explicit connectivity and from
+    all-to-all onto a single neuron; any other connectivity keeps the
+    ``parrot_neuron`` relays, which are always correct.
+
+    Sources of equal rate then share generators.  The returned slot of a
+    source numbers it among the sources of the same rate and the same target
+    neuron, so that (generator, target) names one synapse: one generator per
+    (rate, slot), which keeps final weights readable per synapse and NEST's
+    per-device connection storage (tens of kB per connected generator) small.
+    """
+    if any(getattr(mon, "population", None) == name for mon in spec.monitors):
+        return None
+    size = spec.node(name).size
+    target = np.full(size, -1, dtype=np.int64)  # a key of each source's target neuron, -1: none
+    offset = {p.name: k for k, p in enumerate(spec.populations)}
+    for proj in spec.projections:
+        if proj.source != name:
+            continue
+        if proj.name in plastic:
+            return None
+        c, n_post = proj.connect, spec.node(proj.target).size
+        if isinstance(c, m.OneToOne) and n_post == size:
+            i = j = np.arange(size)
+        elif isinstance(c, m.AllToAll) and n_post == 1:
+            i, j = np.arange(size), np.zeros(size, dtype=np.int64)
+        elif isinstance(c, m.Explicit):
+            i, j = np.asarray(c.i.data, dtype=np.int64), np.asarray(c.j.data, dtype=np.int64)
+            if i.size and (i.min() < 0 or i.max() >= size):
+                return None  # expand_projection reports the bad index
+        else:
+            return None
+        if np.any(target[i] >= 0) or len(np.unique(i)) < len(i):
+            return None  # a source with two synapses
+        target[i] = offset.get(proj.target, 0) * (2 ** 40) + j
+    order = np.lexsort((np.arange(size), target, rates))
+    new = np.r_[True, (np.diff(rates[order]) != 0) | (np.diff(target[order]) != 0)]
+    start = np.maximum.accumulate(np.where(new, np.arange(size), 0))
+    slots = np.empty(size, dtype=np.int64)
+    slots[order] = np.arange(size) - start
+    slots[target < 0] = 0  # sources without synapses
+    return slots
+
+
+def _synapses_of_generators(spec, proj, gids: np.ndarray, first_target: int, status: dict) -> dict:
+    """Connections of ``proj`` from shared Poisson generators, each generator id replaced by its source index.
+
+    :func:`_private_slots` makes (generator, target) unique per synapse; connections
+    of another projection from the same input onto the same population are dropped.
+    """
+    conn = expand_projection(spec, proj)
+    spec_keys = gids[conn.i] * (2 ** 32) + first_target + conn.j
+    order = np.argsort(spec_keys)
+    got = status["source"] * (2 ** 32) + status["target"]
+    pos = np.minimum(np.searchsorted(spec_keys[order], got), max(len(order) - 1, 0))
+    found = spec_keys[order][pos] == got if len(order) else np.zeros(len(got), dtype=bool)
+    return {"source": conn.i[order[pos[found]]], "target": status["target"][found],
+            "weight": status["weight"][found]}
+
+
+def _poisson_generators(nest, rates: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """One ``poisson_generator`` per distinct (rate, slot); the generator's global id of each source."""
+    keys = np.rec.fromarrays([np.asarray(rates, dtype=np.float64), slots])
+    unique, inverse = np.unique(keys, return_inverse=True)
+    gens = nest.Create("poisson_generator", len(unique), params={"rate": 0.0})
+    gens.set(per_node("rate", unique.f0))
+    return np.asarray(gens.tolist(), dtype=np.int64)[inverse.reshape(-1)]
 
 
 def _names(text: str) -> set:

@@ -10,10 +10,16 @@ synaptic target variable uses.
 Synapses: a synapse model whose ``on_pre`` is one statement ``x_post += expr``
 (no ``on_post``, no synaptic ODEs) becomes NEST's ``static_synapse`` with
 weight ``expr`` (evaluated per synapse) on the receptor of ``x``; the library's
-pair STDP (``stdp_trace``, all-to-all pairing, additive or multiplicative)
-becomes ``stdp_synapse`` (NEST updates a weight at presynaptic spikes only, so
-potentiation by postsynaptic spikes after a synapse's last presynaptic spike is
-missing from weights read at the end of a run); anything else raises :class:`~biosnn.errors.BackendError` naming the statement.
+pair STDP (``stdp_trace``, all-to-all pairing, additive or multiplicative,
+``w_min = 0``) becomes ``stdp_synapse`` (NEST updates a weight at presynaptic
+spikes only, so potentiation by postsynaptic spikes after a synapse's last
+presynaptic spike is missing from weights read at the end of a run, for NESTML
+synapses as well); any other plastic synapse model (nearest-spike pair STDP,
+Diehl & Cook's STDP, stochastic binary STDP, ...) is translated to a NESTML
+synapse co-generated with its target's NESTML neuron
+(:mod:`biosnn.backends.nestml_synapses`; the target population then runs its
+model through NESTML even if a built-in model exists); what cannot be
+translated raises :class:`~biosnn.errors.BackendError` naming the statement.
 
 Semantics follow Brian2's runtime (biosnn's reference): see
 :mod:`biosnn.backends.nest` for the timing conventions.
@@ -32,7 +38,8 @@ from biosnn.spec import model as m
 from biosnn.spec.check import evaluate_namespace
 from biosnn.spec.values import ArrayValue, unit_namespace
 
-__all__ = ["NeuronPlan", "plan_neuron", "StaticSynapse", "plan_synapse", "evaluate", "namespace_layers"]
+__all__ = ["NeuronPlan", "plan_neuron", "StaticSynapse", "plan_synapse", "name_paired_synapses", "evaluate",
+           "namespace_layers"]
 
 _NUMPY_FUNCS = {"exp": np.exp, "log": np.log, "log10": np.log10, "sqrt": np.sqrt, "abs": np.abs,
                 "sin": np.sin, "cos": np.cos, "tan": np.tan, "tanh": np.tanh, "clip": np.clip,
@@ -127,6 +134,9 @@ class NeuronPlan:
         The translation, for NESTML models.
     builtin : bool
         Whether ``nest_model`` is a built-in NEST model.
+    paired : list of NestmlSynapse
+        NESTML synapses co-generated with this neuron (``nest_model`` is then
+        ``<neuron>__with_<synapse>...``).
     """
 
     nest_model: str
@@ -139,6 +149,16 @@ class NeuronPlan:
     settable: set = field(default_factory=set)
     nestml: object = None
     builtin: bool = False
+    paired: list = field(default_factory=list)
+
+    def module_texts(self) -> tuple[dict, dict]:
+        """NESTML texts of this population's module and the code generator options (empty for built-ins)."""
+        from biosnn.backends.nestml_synapses import codegen_options
+        if self.nestml is None:
+            return {}, {}
+        texts = {self.nestml.name: self.nestml.text}
+        texts.update({syn.name: syn.text for syn in self.paired})
+        return texts, (codegen_options(self.nestml.name, self.paired) if self.paired else {})
 
 
 def _same_structure(a: m.NeuronModel, b: m.NeuronModel) -> bool:
@@ -177,7 +197,7 @@ def _builtin_plan(model: m.NeuronModel, consts: dict, dt_s: float):
     return None
 
 
-def plan_neuron(spec, pop: m.Population, targets, current_vars, dt_s: float) -> NeuronPlan:
+def plan_neuron(spec, pop: m.Population, targets, current_vars, dt_s: float, paired=()) -> NeuronPlan:
     """Map a population onto a built-in NEST model or translate its model to NESTML.
 
     Parameters
@@ -190,17 +210,22 @@ def plan_neuron(spec, pop: m.Population, targets, current_vars, dt_s: float) -> 
         Variables set by current inputs (must be parameters of the model).
     dt_s : float
         Time step (seconds).
+    paired : iterable of NestmlSynapse
+        NESTML synapses of projections onto this population; the neuron is then
+        translated to NESTML and co-generated with them.
 
     Returns
     -------
     NeuronPlan
     """
+    from biosnn.backends.nestml_synapses import paired_neuron_name
     from biosnn.backends.nestml_translate import translate_neuron
     model = spec.neuron_model(pop)
     consts = namespace_layers(spec, pop, model, "neuron")
     targets, current_vars = set(targets), set(current_vars)
+    paired = list({syn.name: syn for syn in paired}.values())
     plan = _builtin_plan(model, consts, dt_s)
-    if plan is not None and targets <= set(plan.receptors) and current_vars <= plan.settable:
+    if plan is not None and not paired and targets <= set(plan.receptors) and current_vars <= plan.settable:
         return plan
     mname = pop.model if isinstance(pop.model, str) else pop.name
     tr = translate_neuron(model, mname, _nestml_name(mname), consts, targets)
@@ -212,9 +237,10 @@ def plan_neuron(spec, pop: m.Population, targets, current_vars, dt_s: float) -> 
     params = {}
     for name in tr.parameters:
         params[name] = _si(consts[name]) / tr.units[name] if name in consts else 0.0
-    return NeuronPlan(nest_model=tr.name, params=params, names={k: k for k in tr.dims},
-                      scales=dict(tr.units), dims=dict(tr.dims), receptors={v: 0 for v in tr.ports},
-                      weight_factor={v: 1.0 for v in tr.ports}, settable=set(tr.parameters), nestml=tr)
+    return NeuronPlan(nest_model=paired_neuron_name(tr.name, paired) if paired else tr.name, params=params,
+                      names={k: k for k in tr.dims}, scales=dict(tr.units), dims=dict(tr.dims),
+                      receptors={v: 0 for v in tr.ports}, weight_factor={v: 1.0 for v in tr.ports},
+                      settable=set(tr.parameters), nestml=tr, paired=paired)
 
 
 def _nestml_name(model_name: str) -> str:
@@ -241,6 +267,9 @@ class StaticSynapse:
         For library ``stdp_trace`` models: ``pairing``, ``dependence`` and the
         constants (SI) that become NEST's ``lambda``, ``alpha``, ``mu_*``,
         ``tau_plus``, ``Wmax`` and the target neurons' ``tau_minus``.
+    nestml : NestmlSynapse, optional
+        The NESTML translation of a plastic synapse model; ``nest_model`` is
+        set by :func:`name_paired_synapses` once the target neuron is planned.
     """
 
     target_var: str
@@ -249,6 +278,37 @@ class StaticSynapse:
     consts: dict
     nest_model: str = "static_synapse"
     stdp: dict | None = None
+    nestml: object = None
+
+    @property
+    def plastic(self) -> bool:
+        """Whether NEST runs this projection with a plastic synapse (relayed through parrot neurons)."""
+        return self.stdp is not None or self.nestml is not None
+
+    def weight_unit(self, plan: NeuronPlan) -> float:
+        """SI value of one unit of NEST's connection ``weight`` (``plan``: the target's plan)."""
+        if self.nestml is not None:
+            return self.nestml.units[self.nestml.weight_var]
+        return self.sign * plan.scales[self.target_var] / plan.weight_factor[self.target_var]
+
+    def nestml_values(self, values: dict, n: int) -> dict:
+        """NESTML synapse status at connection: initial synaptic variables and constants, NESTML units.
+
+        Parameters
+        ----------
+        values : dict
+            Evaluated per-synapse values (SI) of the synaptic variables a
+            projection sets (weights, ``initial``).
+        n : int
+            Number of synapses.
+        """
+        tr = self.nestml
+        out = {"weight": np.asarray(values[tr.weight_var], dtype=np.float64) / tr.units[tr.weight_var]}
+        for var in tr.states:
+            if var != tr.weight_var and var in values:
+                out[var] = np.broadcast_to(np.asarray(values[var], dtype=np.float64), (n,)) / tr.units[var]
+        out.update({k: _si(self.consts[k]) / tr.units[k] for k in tr.parameters})
+        return out
 
     def nest_params(self, weight_scale: float) -> dict:
         """NEST synapse parameters (weights divided by ``weight_scale``, the NEST weight unit in SI)."""
@@ -293,42 +353,67 @@ _ON_PRE = re.compile(r"^\s*([A-Za-z_]\w*)_post\s*([-+])=\s*(.+?)\s*$")
 
 
 def plan_synapse(spec, proj: m.Projection) -> StaticSynapse:
-    """Check that a projection is a static ``x_post += expr`` synapse and describe it.
+    """Describe a projection's synapses on NEST: static, built-in STDP or a NESTML synapse.
 
     Raises
     ------
     BackendError
-        For plasticity (``on_post``, synaptic ODEs, assignments to synaptic
-        variables) or several statements, naming the statement and what NEST
-        offers instead.
+        For plastic models that cannot be translated to NESTML, naming the
+        statement and what NEST offers instead.
     """
     smodel = spec.synapse_model(proj)
     mname = proj.model if isinstance(proj.model, str) else proj.name
     stmts = [s for s in re.split(r"[;\n]", smodel.on_pre or "") if s.strip()]
     first = _ON_PRE.match(stmts[0]) if stmts else None
     stdp = _match_stdp(smodel, first.group(1)) if first and first.group(2) == "+" else None
-    if stdp is not None and stdp[0] not in _STDP_NEST:
-        raise BackendError(
-            f"projection '{proj.name}': NEST has no synapse with biosnn's nearest-spike pairing (each "
-            "postsynaptic spike pairs with the last presynaptic one and vice versa); stdp_nn_symm_synapse "
-            "pairs a presynaptic spike only with the first postsynaptic spike after it. Use pairing='all' "
-            "(stdp_synapse) or a Brian2 backend")
-    if stdp is not None and first.group(3).strip() == "w":
+    if stdp is not None and stdp[0] in _STDP_NEST and first.group(3).strip() == "w":
         consts = namespace_layers(spec, proj, smodel, "synapse")
-        if _si(consts["w_min"]) != 0.0:
-            raise BackendError(f"projection '{proj.name}': NEST's STDP synapses clip weights to [0, Wmax]; "
-                               f"w_min must be 0 (it is {consts['w_min']})")
-        return StaticSynapse(target_var=first.group(1), rhs="w", sign=1.0, consts=consts,
-                             nest_model=_STDP_NEST[stdp[0]], stdp={"pairing": stdp[0], "dependence": stdp[1]})
+        if _si(consts["w_min"]) == 0.0:  # NEST's STDP synapses clip weights to [0, Wmax]
+            return StaticSynapse(target_var=first.group(1), rhs="w", sign=1.0, consts=consts,
+                                 nest_model=_STDP_NEST[stdp[0]], stdp={"pairing": stdp[0], "dependence": stdp[1]})
+    # nearest-spike pairing (stdp_nn_symm_synapse pairs a presynaptic spike only with the first postsynaptic
+    # spike after it, biosnn's rule with the last one before it), w_min != 0: NESTML
     eq_lines = [ln for ln in (smodel.equations or "").splitlines() if ln.strip()]
     dynamic = [ln for ln in eq_lines if re.match(r"^\s*d\w+/dt", ln)]
     if smodel.on_post or dynamic or len(stmts) != 1 or not _ON_PRE.match(stmts[0]):
-        line = (smodel.on_post or "").strip() or (dynamic[0] if dynamic else "; ".join(stmts) or "(no on_pre)")
-        raise BackendError(
-            f"synapse model '{mname}' (projection '{proj.name}') cannot run on NEST: the NEST backend "
-            f"runs synapses whose on_pre is one statement 'x_post += expr' (static_synapse); it does "
-            f"not translate '{line.strip()}'. NEST offers built-in plastic synapses (stdp_synapse, "
-            "stdp_triplet_synapse, stdp_nn_*); use a Brian2 backend for this model")
+        return _plan_nestml_synapse(spec, proj, smodel, mname)
     var, op, rhs = _ON_PRE.match(stmts[0]).groups()
     return StaticSynapse(target_var=var, rhs=rhs, sign=1.0 if op == "+" else -1.0,
                          consts=namespace_layers(spec, proj, smodel, "synapse"))
+
+
+def _variables(spec, name: str) -> list:
+    """Variable names of the neuron model of population ``name`` (none for inputs)."""
+    from biosnn.spec.check import parse_equations
+    pop = next((p for p in spec.populations if p.name == name), None)
+    if pop is None:
+        return []
+    model = spec.neuron_model(pop)
+    return list(parse_equations(model.equations or "", f"populations.{name}").names) if model.equations else []
+
+
+def _plan_nestml_synapse(spec, proj: m.Projection, smodel: m.SynapseModel, mname: str) -> StaticSynapse:
+    """A plastic equation-defined synapse model as a NESTML synapse (translated, not yet compiled)."""
+    from biosnn.backends.nestml_synapses import translate_synapse
+    consts = namespace_layers(spec, proj, smodel, "synapse")
+    tr = translate_synapse(smodel, mname, _nestml_name(mname) + "_synapse", consts, weight_var=proj.weight_var,
+                           post_variables=_variables(spec, proj.target),
+                           pre_variables=_variables(spec, proj.source))
+    return StaticSynapse(target_var=tr.target_var, rhs=tr.weight_var, sign=1.0, consts=consts, nest_model="",
+                         nestml=tr)
+
+
+def name_paired_synapses(spec, plans: dict, synapses: dict):
+    """Set the NEST name of every NESTML synapse: ``<synapse>__with_<paired target neuron>``.
+
+    Parameters
+    ----------
+    plans : dict
+        Population name -> :class:`NeuronPlan` (planned with ``paired``).
+    synapses : dict
+        Projection name -> :class:`StaticSynapse`, changed in place.
+    """
+    for proj in spec.projections:
+        syn = synapses[proj.name]
+        if syn.nestml is not None:
+            syn.nest_model = syn.nestml.nest_name(plans[proj.target].nest_model)

@@ -21,6 +21,7 @@ and returns normally.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -73,6 +74,9 @@ def toolchain_dir(root: Path | None = None) -> Path:
         The directory to pass to NESTML as ``nest_path``.
     """
     nest_dir = _site_dir("nest")
+    prefix = _source_build_prefix(nest_dir)
+    if prefix is not None:  # NEST built from source (e.g. with MPI) has its own nest-config and headers
+        return prefix
     boost = _site_dir("boost_headers") / "include"
     if not (boost / "boost").is_dir():
         raise BackendError(f"the boost-headers package has no headers under {boost}: "
@@ -104,6 +108,20 @@ esac
     return tdir
 
 
+def _source_build_prefix(nest_dir: Path) -> Path | None:
+    """Install prefix of a NEST built from source (``<prefix>/bin/nest-config`` exists), else ``None``.
+
+    PyNEST of a source build lives in ``<prefix>/lib/pythonX.Y/site-packages/nest``, next to
+    ``<prefix>/bin/nest-config`` and the headers in ``<prefix>/include/nest``.  The PyPI wheel
+    also puts a ``nest-config`` into the environment's ``bin``, but it points at the wheel's
+    temporary build directory and there are no headers under ``include/nest``.
+    """
+    prefix = nest_dir.parents[3] if len(nest_dir.parents) > 3 else None
+    if prefix is None or not (prefix / "bin" / "nest-config").is_file():
+        return None
+    return prefix if (prefix / "include" / "nest").is_dir() else None
+
+
 def _write_if_changed(path: Path, text: str, mode: int | None = None):
     if not path.exists() or path.read_text() != text:
         tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
@@ -120,21 +138,26 @@ def module_key(texts: dict[str, str], options: dict) -> str:
         h.update(name.encode() + b"\0" + texts[name].encode() + b"\0")
     h.update(repr(sorted(options.items())).encode())
     h.update(_version("nest-simulator").encode() + _version("nestml").encode())
+    prefix = _source_build_prefix(_site_dir("nest"))
+    if prefix is not None:  # a NEST built from source (MPI) needs its own modules; wheel keys stay as they were
+        h.update(str(prefix).encode())
     return h.hexdigest()[:12]
 
 
 _GENERATE = """
-import sys
+import json, sys
 from pynestml.frontend.pynestml_frontend import generate_nest_target
 generate_nest_target(input_path=sys.argv[1], target_path=sys.argv[2], install_path=sys.argv[3],
                      module_name=sys.argv[4], logging_level="WARNING",
-                     codegen_opts={"nest_path": sys.argv[5], "numeric_solver": sys.argv[6]})
+                     codegen_opts={"nest_path": sys.argv[5], "numeric_solver": sys.argv[6],
+                                   **json.loads(sys.argv[7])})
 """
 
 
 def compile_module(texts: dict[str, str], *, numeric_solver: str = "forward-Euler",
-                   cache_root: Path | None = None, timeout_s: float = 900) -> tuple[str, Path, bool]:
-    """Generate and compile NESTML neuron models into one NEST module, or reuse a cached one.
+                   cache_root: Path | None = None, timeout_s: float = 900,
+                   codegen_opts: dict | None = None) -> tuple[str, Path, bool]:
+    """Generate and compile NESTML neuron (and synapse) models into one NEST module, or reuse a cached one.
 
     Parameters
     ----------
@@ -143,6 +166,9 @@ def compile_module(texts: dict[str, str], *, numeric_solver: str = "forward-Eule
     numeric_solver : str
         NESTML's solver for ODEs without an analytic solution (``"forward-Euler"``
         needs no GSL headers; ``"rk45"`` needs Debian's ``libgsl-dev``).
+    codegen_opts : dict, optional
+        Further NESTML code generator options (JSON values), e.g. the
+        ``neuron_synapse_pairs`` of :func:`biosnn.backends.nestml_synapses.codegen_options`.
     cache_root : Path, optional
         Cache directory (default :func:`nestml_cache_root`).
     timeout_s : float
@@ -159,7 +185,8 @@ def compile_module(texts: dict[str, str], *, numeric_solver: str = "forward-Eule
         C++ build fails (the end of the build log is quoted).
     """
     root = cache_root or nestml_cache_root()
-    key = module_key(texts, {"numeric_solver": numeric_solver})
+    extra = json.dumps(codegen_opts or {}, sort_keys=True)
+    key = module_key(texts, {"numeric_solver": numeric_solver, **({"codegen": extra} if codegen_opts else {})})
     module = f"biosnn{key}module"
     install = root / "modules" / key
     if (install / f"{module}.so").exists():
@@ -179,7 +206,7 @@ def compile_module(texts: dict[str, str], *, numeric_solver: str = "forward-Eule
         env.setdefault("OMP_NUM_THREADS", "1")
         try:
             proc = subprocess.run([sys.executable, "-c", _GENERATE, str(src), str(work / "target"),
-                                   str(tmp_install), module, str(tool), numeric_solver],
+                                   str(tmp_install), module, str(tool), numeric_solver, extra],
                                   capture_output=True, text=True, env=env, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             raise BackendError(f"compiling the NESTML models {sorted(texts)} took longer than "

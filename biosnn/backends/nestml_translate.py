@@ -6,7 +6,8 @@ semantics), so a translated model reproduces the Brian2 runtime's spike trains:
 * differential equations become ODEs (``v' = ...``; with ``method="euler"``
   explicit forward-Euler statements, as Brian2 computes them), subexpressions are
   substituted where they are used, Brian2 parameters (``I : amp``) NESTML parameters
-  (state variables when the reset assigns them), spec constants parameters;
+  (state variables when the reset assigns them or synapses add to them), spec
+  constants parameters;
 * every value is declared in a NEST-style unit (mV, pA, ms, pF, nS, MOhm, Hz
   or SI) and converted at the interface (:class:`NestmlModel.scale`);
 * synaptic input to a variable ``x`` (``x_post += ...`` in a synapse model)
@@ -121,20 +122,33 @@ class NestmlModel:
 class _Expr:
     """Renders Brian2 expressions (Python syntax) as NESTML expressions."""
 
-    def __init__(self, model_name: str, known: set, replace: dict):
+    def __init__(self, model_name: str, known: set, replace: dict, float_literals: bool = False, fail=None):
         from biosnn.spec.values import unit_namespace
         self.model_name = model_name
         self.known = known          # model variables, parameters, constants
         self.replace = replace      # name -> NESTML text (t, dt, subexpressions)
         self.units = unit_namespace()
+        self.float_literals = float_literals  # 0 -> 0.0 (C++'s std::max(int, double) does not compile)
+        self.fail = fail or _fail
 
     def __call__(self, text: str) -> str:
         try:
             tree = ast.parse(text.strip(), mode="eval")
         except SyntaxError:
-            _fail(self.model_name, text, "the expression does not parse")
+            self.fail(self.model_name, text, "the expression does not parse")
         self.line = text
         return self.render(tree.body)
+
+    def _int(self, node) -> str:
+        """Brian2's ``int(condition)`` as NESTML's ternary ``(condition ? 1 : 0)``."""
+        arg = node.args[0] if len(node.args) == 1 else None
+        boolean = isinstance(arg, (ast.Compare, ast.BoolOp)) or \
+            (isinstance(arg, ast.UnaryOp) and isinstance(arg.op, ast.Not))
+        if not boolean:
+            self.fail(self.model_name, self.line, "int() is translated only for conditions "
+                                                  "(int(a < b) -> 1 or 0), not for numbers")
+        one, zero = ("1.0", "0.0") if self.float_literals else ("1", "0")
+        return f"({self.render(arg)} ? {one} : {zero})"
 
     def render(self, node) -> str:
         r = self.render
@@ -152,25 +166,28 @@ class _Expr:
             return "(" + op.join(r(v) for v in node.values) + ")"
         if isinstance(node, ast.Compare):
             if len(node.ops) != 1 or type(node.ops[0]) not in _CMP:
-                _fail(self.model_name, self.line, "chained comparisons are not supported; use 'and'")
+                self.fail(self.model_name, self.line, "chained comparisons are not supported; use 'and'")
             return f"({r(node.left)} {_CMP[type(node.ops[0])]} {r(node.comparators[0])})"
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool):
                 return "true" if node.value else "false"
             if isinstance(node.value, (int, float)):
-                return repr(float(node.value)) if isinstance(node.value, float) else str(node.value)
+                float_value = isinstance(node.value, float) or self.float_literals
+                return repr(float(node.value)) if float_value else str(node.value)
         if isinstance(node, ast.Name):
             return self.name(node.id)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
             fname = node.func.id
             if fname == "rand" and not node.args:
-                return "random_uniform(0, 1)"
+                return "random_uniform(0.0, 1.0)" if self.float_literals else "random_uniform(0, 1)"
             if fname == "randn" and not node.args:
-                return "random_normal(0, 1)"
+                return "random_normal(0.0, 1.0)" if self.float_literals else "random_normal(0, 1)"
+            if fname == "int":
+                return self._int(node)
             if fname in _FUNCTIONS:
                 return f"{_FUNCTIONS[fname]}(" + ", ".join(r(a) for a in node.args) + ")"
-            _fail(self.model_name, self.line, f"the function '{fname}' has no NESTML counterpart here")
-        _fail(self.model_name, self.line, f"'{ast.unparse(node)}' is not supported by the translation")
+            self.fail(self.model_name, self.line, f"the function '{fname}' has no NESTML counterpart here")
+        self.fail(self.model_name, self.line, f"'{ast.unparse(node)}' is not supported by the translation")
 
     def name(self, ident: str) -> str:
         if ident in self.replace:
@@ -189,14 +206,14 @@ class _Expr:
             return "inf"
         if ident in ("i", "N", "xi") or ident.startswith("xi_"):
             what = {"i": "the neuron index 'i'", "N": "the group size 'N'"}.get(ident, "noise terms (xi)")
-            _fail(self.model_name, self.line, f"NESTML models cannot use {what}")
+            self.fail(self.model_name, self.line, f"NESTML models cannot use {what}")
         if ident in self.units:
             q = self.units[ident]
             from brian2.units.fundamentalunits import get_dimensions
             unit, scale = nest_unit(get_dimensions(q))
             value = float(np.asarray(q)) / scale
             return repr(value) if unit == "real" else f"({value!r} * 1 {unit})"
-        _fail(self.model_name, self.line, f"unknown name '{ident}'")
+        self.fail(self.model_name, self.line, f"unknown name '{ident}'")
 
 
 def _decl_value(unit: str) -> str:
@@ -300,8 +317,9 @@ def translate_neuron(model, model_name: str, nestml_name: str, constants: dict,
     known = set(out.dims) - {eq.varname for eq in subexpr}
     expr = _Expr(model_name, known, replace)
 
-    state_params = [eq for eq in params if eq.varname in assigned]
-    plain_params = [eq for eq in params if eq.varname not in assigned]
+    # NESTML assigns parameters only in their block: Brian2 parameters that the reset or synapses change are states
+    state_params = [eq for eq in params if eq.varname in assigned or eq.varname in targets]
+    plain_params = [eq for eq in params if eq not in state_params]
     refractory = None
     if model.refractory:
         from brian2 import second
