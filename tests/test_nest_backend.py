@@ -275,3 +275,42 @@ def test_pair_stdp_maps_onto_nest_stdp_synapses(pairing, dependence, amplitudes)
             lag = post.times[post.indices == j][None, :] * 1e3 - (times[:, None] + 1.0)
             dw = np.where(lag >= 0, 1e-5 * np.exp(-lag / 20), -1.2e-5 * np.exp(lag / 20)).sum() * 1e-3
             np.testing.assert_allclose(w[j] - 3e-7, dw, rtol=1e-9)
+
+
+def _timed_poisson_spec(rates_expr):
+    # 3 windows of 100 ms; source k fires at 0, 40 + k Hz, 150 - k Hz (2-D), or 20/80/5 Hz times 2 (1-D)
+    n = 100
+    table = np.stack([np.zeros(n), 40.0 + np.arange(n), 150.0 - np.arange(n)])
+    return m.NetworkSpec(
+        "timed_poisson", dt="0.1*ms", duration="300*ms", seed=4,
+        timed_arrays=[m.TimedArraySpec("stim", ArrayValue(table, "Hz"), "100*ms"),
+                      m.TimedArraySpec("level", ArrayValue(np.array([20.0, 80.0, 5.0]), "Hz"), "100*ms")],
+        inputs=[m.PoissonInput("X", n, rates_expr)],
+        monitors=[m.SpikeMonitor("X")]), table
+
+
+@pytest.mark.parametrize("expr, expected", [("stim(t, i)", None), ("2 * level(t)", np.array([40.0, 160.0, 10.0]))])
+def test_poisson_rates_from_timed_arrays_on_nest_and_brian2(expr, expected):
+    spec, table = _timed_poisson_spec(expr)
+    expected = table if expected is None else np.broadcast_to(expected[:, None], table.shape)
+    for backend in ("nest", "runtime"):
+        spikes = get_backend(backend).build(spec).run(progress=False).spikes["X"]
+        window = np.minimum((np.asarray(spikes.times) / 0.1).astype(int), 2)
+        for w in range(3):  # spike count per window: Poisson, mean rate * 0.1 s * 100 sources
+            mean = expected[w].sum() * 0.1
+            count = np.count_nonzero(window == w)
+            assert abs(count - mean) <= 4.5 * np.sqrt(max(mean, 1.0)), (backend, w, count, mean)
+        if expected is table:  # per source in the last window: rates fall with the index
+            counts = np.bincount(np.asarray(spikes.indices)[window == 2], minlength=100)
+            assert np.corrcoef(counts, table[2])[0, 1] > 0.5
+
+
+def test_poisson_rates_with_t_outside_timed_arrays_are_refused():
+    spec, _ = _timed_poisson_spec("stim(t, i) * (1 + t / second)")
+    with pytest.raises(BackendError, match="use t outside a timed array"):
+        get_backend("nest").build(spec).run(progress=False)
+    bad = m.NetworkSpec("timed_in_model", dt="0.1*ms", duration="10*ms",
+                        timed_arrays=[m.TimedArraySpec("drive", ArrayValue(np.ones(3), "mV"), "1*ms")],
+                        populations=[m.Population("P", 2, m.NeuronModel("v = drive(t) : volt"))])
+    with pytest.raises(BackendError, match=r"does not evaluate timed arrays in equations \(\['drive'\]\)"):
+        get_backend("nest").build(bad).run(progress=False)

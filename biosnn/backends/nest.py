@@ -13,7 +13,9 @@ What it builds
   the generators alone where every source has at most one static synapse
   and no monitor (:func:`_private_slots`: no relay neurons, no extra spikes
   to exchange, NEST's minimal delay stays the projections'); sources of equal
-  rate share generators (a generator draws one train per connection); current inputs
+  rate share generators (a generator draws one train per connection); Poisson
+  rates that follow timed arrays (``stim(t, i)``) -> ``inhomogeneous_poisson_generator``
+  + ``parrot_neuron`` (:func:`timed_rates`); current inputs
   set their variable (a model parameter, ``I_e`` for ``iaf_psc_delta``) between
   ``nest.Run`` segments, exactly when Brian2's ``run_regularly`` would;
 * projections: every connectivity kind is expanded to explicit lists by
@@ -160,10 +162,11 @@ class NestSimulation:
                                    "nest.Run segments would keep the synaptic input that Brian2's operation "
                                    "overwrites (NEST adds it during the next step). Use a Brian2 backend, give "
                                    "changing values as current inputs, or reset by starting a new run")
-        if spec.timed_arrays:
+        in_models = _timed_arrays_in_models(spec)
+        if in_models:
             raise BackendError(f"the NEST backend does not evaluate timed arrays in equations "
-                               f"({[t.name for t in spec.timed_arrays]}); give inputs as current inputs, "
-                               "spike times or constant Poisson rates")
+                               f"({in_models}); give inputs as current inputs, spike times or Poisson "
+                               "rates (which may follow timed arrays, e.g. rates: stim(t, i))")
         targets = {p.name: set() for p in spec.populations}
         self.synapses = {}
         for proj in spec.projections:
@@ -312,8 +315,7 @@ class NestSimulation:
     def _create_input(self, nest, spec, inp, duration_s: float, rng):
         if isinstance(inp, m.PoissonInput):
             if isinstance(inp.rates, str) and ("t" in _names(inp.rates) or _names(inp.rates) & _timed(spec)):
-                raise BackendError(f"Poisson input '{inp.name}': rates '{inp.rates}' vary in time; the NEST "
-                                   "backend takes constant rates (an array or a constant expression)")
+                return self._inhomogeneous_poisson(nest, spec, inp, duration_s, rng)
             rates = evaluate(inp.rates, inp.size, {**_constants(spec), "i": np.arange(inp.size)}, rng,
                              f"rates of '{inp.name}'")
             plastic = {name for name, syn in self.synapses.items() if syn.plastic}
@@ -340,6 +342,24 @@ class NestSimulation:
             per[k].append(s)
         gens.set([{"spike_times": [(s + 1) * self.dt_ms for s in sorted(set(p))]} for p in per])
         return gens
+
+    def _inhomogeneous_poisson(self, nest, spec, inp, duration_s: float, rng):
+        """Poisson sources whose rates follow timed arrays: ``inhomogeneous_poisson_generator``.
+
+        The rates expression may use ``t`` only as the time argument of timed
+        arrays (e.g. ``stim(t, i)``, ``2 * stim(t, i) * Hz``); it is evaluated
+        at every row boundary of those arrays, where the rates can change.
+        Each source gets its own generator behind a ``parrot_neuron``, so all
+        synapses of a source share its train, as in Brian2's ``PoissonGroup``.
+        """
+        rates, change_s = timed_rates(spec, inp, duration_s, rng)
+        times_ms = (np.round(change_s / self.dt_s) + 1) * self.dt_ms  # NEST's one-step delivery convention
+        gens = nest.Create("inhomogeneous_poisson_generator", inp.size)
+        gens.set([{"rate_times": list(map(float, times_ms)), "rate_values": list(map(float, rates[:, k]))}
+                  for k in range(inp.size)])
+        parrots = nest.Create("parrot_neuron", inp.size)
+        nest.Connect(gens, parrots, "one_to_one", syn_spec={"delay": self.dt_ms})
+        return parrots
 
     def _current_schedule(self, spec, built, n_steps: int) -> dict:
         """Step -> [(nodes, NEST name, values)]: when each current input changes its variable.
@@ -611,6 +631,80 @@ def _synapses_of_generators(spec, proj, gids: np.ndarray, first_target: int, sta
     found = spec_keys[order][pos] == got if len(order) else np.zeros(len(got), dtype=bool)
     return {"source": conn.i[order[pos[found]]], "target": status["target"][found],
             "weight": status["weight"][found]}
+
+
+def _timed_arrays_in_models(spec) -> list[str]:
+    """Timed arrays used by neuron or synapse code or initial values (not only by Poisson rates)."""
+    import re
+    texts = []
+    for pop in spec.populations:
+        model = spec.neuron_model(pop)
+        texts += [model.equations, model.threshold, model.reset, *map(str, pop.initial.values())]
+    for proj in spec.projections:
+        model = spec.synapse_model(proj)
+        texts += [model.equations, model.on_pre, model.on_post, *map(str, proj.initial.values())]
+    text = "\n".join(str(x) for x in texts if x)
+    return [ta.name for ta in spec.timed_arrays if re.search(rf"\b{re.escape(ta.name)}\s*\(", text)]
+
+
+def timed_rates(spec, inp, duration_s: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """A Poisson input's rates (Hz) at each time they can change, for rates that use timed arrays.
+
+    Parameters
+    ----------
+    spec : NetworkSpec
+    inp : PoissonInput
+        Its ``rates`` is an expression in which ``t`` appears only as the first
+        argument of timed arrays.
+    duration_s : float
+        Simulated time (s).
+    rng : numpy.random.Generator
+        For ``rand()`` in the expression.
+
+    Returns
+    -------
+    rates : numpy.ndarray, shape (n_changes, size)
+        Hz, from each change time on.
+    change_s : numpy.ndarray, shape (n_changes,)
+        The change times (s): 0 and every row boundary of the timed arrays used.
+
+    Raises
+    ------
+    BackendError
+        If ``t`` is used outside a timed array, or a rate is negative.
+    """
+    import ast
+    from brian2 import Quantity
+    text = str(inp.rates)
+    tree = ast.parse(text, mode="eval")
+    timed = {ta.name: ta for ta in spec.timed_arrays}
+    inside = {id(a) for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id in timed and node.args for a in [node.args[0]]}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id == "t" and id(node) not in inside:
+            raise BackendError(f"Poisson input '{inp.name}': rates '{text}' use t outside a timed array; the NEST "
+                               "backend follows rates that change with timed arrays (e.g. stim(t, i)), not "
+                               "arbitrary functions of t: tabulate them in a timed array")
+    used = [timed[n] for n in _names(text) if n in timed]
+    change = {0}
+    for ta in used:
+        dt = float(parse_quantity(ta.dt))
+        rows = int(np.ceil(duration_s / dt - 1e-9))
+        change.update(int(round(k * dt / 1e-9)) for k in range(min(rows, ta.values.data.shape[0])))
+    change_s = np.array(sorted(change), dtype=np.float64) * 1e-9
+    idx = np.arange(inp.size)
+    out = np.empty((len(change_s), inp.size))
+    for r, t_now in enumerate(change_s):
+        names = {**_constants(spec), "i": idx, "t": t_now}
+        for ta in used:
+            q = ta.values.quantity()
+            row = min(int(np.floor(t_now / float(parse_quantity(ta.dt)) + 1e-9)), q.shape[0] - 1)
+            values = Quantity(q[row]) if q.ndim == 1 else q[row]
+            names[ta.name] = (lambda v, nd: (lambda _t, k=None: v if nd == 1 else v[k]))(values, q.ndim)
+        out[r] = evaluate(inp.rates, inp.size, names, rng, f"rates of '{inp.name}'")
+    if (out < 0).any():
+        raise BackendError(f"Poisson input '{inp.name}': rates '{text}' are negative somewhere; rates must be >= 0")
+    return out, change_s
 
 
 def _poisson_generators(nest, rates: np.ndarray, slots: np.ndarray) -> np.ndarray:
