@@ -5,21 +5,15 @@
    spiking source neuron, in the order of the spike space, as with Brian2's Synapses.
    USES_VARIABLES { _source_spikespace } #}
 {% extends 'common_group.cpp' %}
-{% from 'biosnn_static_macros.cpp' import add_statements, load_factors %}
+{% from 'biosnn_static_macros.cpp' import add_statements, spike_loop %}
 
 {% block maincode %}
-    const int32_t _num_spikes = {{_source_spikespace}}[_num_source_spikespace - 1];
-    {% if openmp_pragma('with_openmp') %}
-    #pragma omp parallel for schedule(dynamic, 4)
-    {% endif %}
-    for (int32_t _k = 0; _k < _num_spikes; _k++)
+    {% call spike_loop(statements, variables, get_array_name, c_data_type, openmp_pragma, _source_spikespace,
+                   4) %}
+    const size_t _row = (size_t)_i * {{n_post}};
+    for (int32_t _j = 0; _j < {{n_post}}; _j++)
     {
-        const int32_t _i = {{_source_spikespace}}[_k];
-        {{ load_factors(statements, variables, get_array_name, c_data_type) | autoindent }}
-        const size_t _row = (size_t)_i * {{n_post}};
-        for (int32_t _j = 0; _j < {{n_post}}; _j++)
-        {
-            {{ add_statements(statements, variables, get_array_name, openmp_pragma, '_row + _j') | autoindent }}
-        }
+        {{ add_statements(statements, variables, get_array_name, openmp_pragma, '_row + _j') | autoindent }}
     }
+    {% endcall %}
 {% endblock %}

@@ -7,24 +7,18 @@
    w[_kidx[s]], and factor a presynaptic variable or a constant.
    USES_VARIABLES { _rowptr, _post, _source_spikespace } #}
 {% extends 'common_group.cpp' %}
-{% from 'biosnn_static_macros.cpp' import add_statements, load_factors %}
+{% from 'biosnn_static_macros.cpp' import add_statements, spike_loop %}
 
 {% block maincode %}
-    const int32_t _num_spikes = {{_source_spikespace}}[_num_source_spikespace - 1];
-    {% if openmp_pragma('with_openmp') %}
-    #pragma omp parallel for schedule(dynamic, 16)
-    {% endif %}
-    for (int32_t _k = 0; _k < _num_spikes; _k++)
+    {% call spike_loop(statements, variables, get_array_name, c_data_type, openmp_pragma, _source_spikespace,
+                   16) %}
+    const int32_t _end = {{_rowptr}}[_i + 1];
+    #pragma GCC unroll 8
+    for (int32_t _s = {{_rowptr}}[_i]; _s < _end; _s++)
     {
-        const int32_t _i = {{_source_spikespace}}[_k];
-        {{ load_factors(statements, variables, get_array_name, c_data_type) | autoindent }}
-        const int32_t _end = {{_rowptr}}[_i + 1];
-        #pragma GCC unroll 8
-        for (int32_t _s = {{_rowptr}}[_i]; _s < _end; _s++)
-        {
-            const int32_t _j = {{_post}}[_s];
-            {{ add_statements(statements, variables, get_array_name, openmp_pragma,
-                              (_kidx ~ '[_s]') if kernel else '_s') | autoindent }}
-        }
+        const int32_t _j = {{_post}}[_s];
+        {{ add_statements(statements, variables, get_array_name, openmp_pragma,
+                          (_kidx ~ '[_s]') if kernel else '_s') | autoindent }}
     }
+    {% endcall %}
 {% endblock %}
