@@ -12,7 +12,14 @@ Measures, in one run on this machine:
   network in runtime mode, a Python loop with one ``run(350 ms)`` and one
   ``run(150 ms)`` rest per sample, the weights normalised and the rates set
   from Python between runs (as in the Brian2 port of the authors' code);
-  the ratio of seconds per sample is the speed-up.
+  the ratio of seconds per sample is the speed-up;
+* a profile of one chunk of ``--profile-samples`` presentations for both
+  forms of the STDP rule (``traces="synapse"``: the spec's event-driven
+  traces on every synapse; ``"neuron"``: the default, post traces on the
+  neurons and the pre trace as arrival time): CPU time per sample and the
+  seconds per code object (Brian2's ``profile=True``, wall clock);
+* with ``--full-run DIR``, the figures of a ``biosnn train-stdp`` run
+  (``DIR/accuracy.json``) instead of training ``--train-samples`` here.
 
 Appends a section to BENCHMARKS.md.
 
@@ -23,6 +30,7 @@ Appends a section to BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
@@ -84,11 +92,45 @@ def brian2_loop(spec, x, n_exc: int, presentation=0.35, rest=0.15, min_spikes=5,
     return (time.perf_counter() - t0) / len(x), (time.process_time() - c0) / len(x), shown
 
 
+def profile_forms(spec, x, y, n_samples: int, n_exc: int) -> dict:
+    """CPU seconds per sample and seconds per code object of one chunk, per form of the STDP rule."""
+    out = {}
+    for form in ("synapse", "neuron"):
+        infos = []
+        result = train(spec, x[:n_samples], y[:n_samples], n_exc=n_exc, chunk=n_samples, traces=form,
+                       backend_options={"profile": True}, progress=False, callback=infos.append)
+        info = infos[-1]
+        out[form] = {"cpu_ms": 1e3 * info.cpu_s / result.samples, "wall_ms": 1e3 * info.wall_s / result.samples,
+                     "slots": info.slots, "profile": info.profile}
+        print(f"profile, traces={form}: {out[form]['cpu_ms']:.1f} ms CPU per sample "
+              f"({n_samples} samples, {info.slots} slots)", flush=True)
+    return out
+
+
+def _profile_rows(forms: dict, top: int = 6) -> list[tuple[str, str]]:
+    rows = []
+    for form, label in (("synapse", "before: rule as written (traces on every synapse)"),
+                        ("neuron", "after: post traces on Ae, pre trace as arrival time")):
+        prof = forms[form]["profile"]
+        total = sum(prof.values())
+        parts = ", ".join(f"{k.replace('_codeobject', '')} {100 * v / total:.0f} %"
+                          for k, v in list(prof.items())[:top])
+        rows.append((f"profile {label}: CPU per sample; share of code-object time",
+                     f"{forms[form]['cpu_ms']:.1f} ms; {parts}"))
+    speed_up = forms["synapse"]["cpu_ms"] / forms["neuron"]["cpu_ms"]
+    rows.append(("speed-up of the rule's form, CPU time", f"{speed_up:.2f}x"))
+    return rows
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train-samples", type=int, default=6000)
     p.add_argument("--test-samples", type=int, default=10000)
     p.add_argument("--loop-samples", type=int, default=3)
+    p.add_argument("--profile-samples", type=int, default=200,
+                   help="presentations of the profiled chunk per form of the rule (0: no profile)")
+    p.add_argument("--full-run", default=None,
+                   help="output directory of a 'biosnn train-stdp' run: report its accuracy.json instead of training")
     p.add_argument("--neurons", type=int, default=400)
     p.add_argument("--chunk", type=int, default=1000)
     p.add_argument("--mnist", default=os.environ.get("BIOSNN_MNIST", "/work/shared/data/mnist.npz"))
@@ -110,50 +152,70 @@ def main(argv=None) -> None:
     loop_wall = time.perf_counter() - t0
     print(f"Brian2 loop (runtime, one run() per presentation): {loop_s:.2f} s/sample wall, {loop_cpu:.2f} s/sample "
           f"CPU ({args.loop_samples} samples, {loop_shown} presentations, {loop_wall:.1f} s)", flush=True)
+    forms = profile_forms(spec, x, y, args.profile_samples, args.neurons) if args.profile_samples > 0 else None
 
-    t0 = time.perf_counter()
-    child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = train(spec, x, y, samples=args.train_samples, n_exc=args.neurons, chunk=args.chunk,
-                   checkpoint=out / "checkpoint.npz", progress=False,
-                   callback=lambda i: print(f"  chunk {i.chunk}: {i.consumed}/{i.total} samples, "
-                                            f"{i.repeats} repeats, {i.wall_s:.1f} s", flush=True))
-    train_wall = time.perf_counter() - t0
-    child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    # CPU time of the compiled binary's runs (compilation happened earlier or is excluded when cached)
-    cpu_per_sample = (child1.ru_utime + child1.ru_stime - child0.ru_utime - child0.ru_stime) / result.samples
-    per_s = result.samples / result.sim_wall_s
-    print(f"biosnn chunked cpp_standalone: {per_s:.2f} samples/s over {result.samples} samples "
-          f"(build {result.build_s:.1f} s, total {train_wall:.1f} s)", flush=True)
+    if args.full_run:
+        rep = json.loads((Path(args.full_run) / "accuracy.json").read_text())
+        # a resumed run reports the samples of its own call (figures per sample are of this call)
+        samples, repeats, n_test, acc = (rep.get("trained_this_call", rep["train_samples"]),
+                                         rep["repeated_presentations"], rep["test_samples"], rep["test_accuracy"])
+        train_wall, sim_wall, build_s = rep["train_wall_s"], rep["train_sim_wall_s"], rep["build_s"]
+        train_cpu, test_wall, chunk = rep.get("train_cpu_s"), rep["test_wall_s"], rep["chunk"]
+        source = f"`biosnn train-stdp` run in {args.full_run} (accuracy.json)"
+    else:
+        t0 = time.perf_counter()
+        child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result = train(spec, x, y, samples=args.train_samples, n_exc=args.neurons, chunk=args.chunk,
+                       checkpoint=out / "checkpoint.npz", progress=False,
+                       callback=lambda i: print(f"  chunk {i.chunk}: {i.consumed}/{i.total} samples, "
+                                                f"{i.repeats} repeats, {i.wall_s:.1f} s", flush=True))
+        train_wall = time.perf_counter() - t0
+        child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # CPU time of the compiled binary's runs and of the compiler when the build was not cached
+        train_cpu = child1.ru_utime + child1.ru_stime - child0.ru_utime - child0.ru_stime
+        samples, repeats, sim_wall, build_s, chunk = (result.samples, result.repeats, result.sim_wall_s,
+                                                      result.build_s, args.chunk)
+        t0 = time.perf_counter()
+        n_test = min(args.test_samples, len(xt))
+        test = evaluate(result.spec, xt[:n_test], yt[:n_test], result.assignments, chunk=args.chunk, progress=False)
+        test_wall, acc = time.perf_counter() - t0, test.accuracy
+        plot_receptive_fields(result.weights, (28, 28), out / "weights.png", assignments=result.assignments)
+        source = "trained by this script"
+    print(f"test accuracy: {100 * acc:.2f} % on {n_test} test images ({test_wall:.1f} s)", flush=True)
 
-    t0 = time.perf_counter()
-    n_test = min(args.test_samples, len(xt))
-    test = evaluate(result.spec, xt[:n_test], yt[:n_test], result.assignments, chunk=args.chunk, progress=False)
-    test_wall = time.perf_counter() - t0
-    print(f"test accuracy: {100 * test.accuracy:.2f} % on {n_test} test images ({test_wall:.1f} s)", flush=True)
-    plot_receptive_fields(result.weights, (28, 28), out / "weights.png", assignments=result.assignments)
-
-    epoch_min = EPOCH / per_s / 60
-    epoch_cpu_min = EPOCH * cpu_per_sample / 60
-    ratio = loop_s * per_s
-    ratio_cpu = loop_cpu / cpu_per_sample
-    load_after = os.getloadavg()
+    per_s = samples / sim_wall
     rows = [
         ("excitatory neurons", f"{args.neurons}"),
-        ("training samples (MNIST, in order)", f"{result.samples} ({result.repeats} repeated presentations)"),
-        ("chunk (slots per compiled run)", f"{args.chunk}"),
-        ("biosnn throughput, training (sim wall time only, loaded machine)", f"{per_s:.2f} samples/s"),
-        ("biosnn CPU time per training sample (compiled binary, repeats included)", f"{1e3 * cpu_per_sample:.1f} ms"),
-        ("build (code generation; compile when not cached)", f"{result.build_s:.1f} s"),
-        ("60 000-sample epoch, **extrapolated** from wall throughput (loaded machine)", f"{epoch_min:.1f} min"),
-        ("60 000-sample epoch, **extrapolated** from CPU time (one idle core)", f"{epoch_cpu_min:.1f} min"),
+        ("training", source),
+        ("training samples (MNIST, in order)", f"{samples} ({repeats} repeated presentations)"),
+        ("chunk (slots per compiled run)", f"{chunk}"),
+        ("training wall time (build, runs, checkpoints; loaded machine)", f"{train_wall / 60:.1f} min"),
+        ("wall time per training sample (simulation only / all)",
+         f"{1e3 / per_s:.1f} ms / {1e3 * train_wall / samples:.1f} ms"),
+    ]
+    measured = "measured" if samples == EPOCH else f"**extrapolated** from {samples} samples"
+    rows.append((f"60 000-sample epoch, wall ({measured}; loaded machine)",
+                 f"{EPOCH * train_wall / samples / 60:.1f} min"))
+    if train_cpu is not None:
+        rows.append((f"60 000-sample epoch, CPU time ({measured})", f"{EPOCH * train_cpu / samples / 60:.1f} min"))
+        rows.append(("CPU time per training sample (this process and children: runs, compile when not cached)",
+                     f"{1e3 * train_cpu / samples:.1f} ms ({train_cpu / 60:.1f} min in all)"))
+    rows += [
+        ("build (code generation; compile when not cached)", f"{build_s:.1f} s"),
         ("Brian2 example approach (runtime numpy, run() per presentation, 150 ms rest)",
          f"{loop_s:.2f} s/sample wall, {loop_cpu:.2f} s/sample CPU ({args.loop_samples} samples)"),
-        ("speed-up biosnn / Brian2 loop, wall (both on the loaded machine)", f"**{ratio:.0f}x**"),
-        ("speed-up biosnn / Brian2 loop, CPU time", f"**{ratio_cpu:.0f}x**"),
-        (f"test accuracy, {n_test} MNIST test images (classes from training responses)",
-         f"**{100 * test.accuracy:.2f} %**"),
+        ("speed-up biosnn / Brian2 loop, wall per sample (both on the loaded machine)", f"**{loop_s * per_s:.0f}x**"),
+    ]
+    if train_cpu is not None:
+        rows.append(("speed-up biosnn / Brian2 loop, CPU time per sample",
+                     f"**{loop_cpu * samples / train_cpu:.0f}x**"))
+    rows += [
+        (f"test accuracy, {n_test} MNIST test images (classes from training responses)", f"**{100 * acc:.2f} %**"),
         ("test wall time", f"{test_wall:.1f} s ({n_test / test_wall:.2f} images/s)"),
     ]
+    if forms is not None:
+        rows += _profile_rows(forms)
+    load_after = os.getloadavg()
     for k, v in rows:
         print(f"{k}: {v}")
     if args.no_append:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from biosnn.learning import evaluate, train
 from biosnn.learning.checkpoint import load_checkpoint, save_checkpoint
 from biosnn.learning.figures import receptive_field_grid
 from biosnn.learning.labels import accuracy, assign_labels, class_response_sums, predict
-from biosnn.learning.network import ChunkConfig, chunk_spec, event_driven_variables
+from biosnn.learning.network import ChunkConfig, chunk_spec, event_driven_variables, is_diehl_cook_rule
 from biosnn.learning.report import drive_matched_weight_total, load_dataset
 from biosnn.spec import load_spec
 
@@ -74,8 +75,21 @@ def test_chunk_spec_layout_and_errors():
     cs = chunk_spec(spec, ChunkConfig(n_exc=20, n_in=64, slots=10, input_shape=(1, 8, 8)))
     assert {p.name: p.size for p in cs.populations} == {"Ae": 20, "Ai": 20, "X": 64, "ctl": 1}
     assert cs.duration_seconds() == pytest.approx(10 * 0.35 + 0.0005)
+    # the spec's rule is Diehl & Cook's: by default its traces move to the neurons, gated without a weight copy
     stdp = cs.synapse_model(cs.projection("XeAe"))
+    assert stdp.on_pre.endswith("w = plastic_post*clip(w - nu_ee_pre*post1_post, 0, wmax_ee) + (1 - plastic_post)*w")
+    assert "post1 : 1" in cs.neuron_model(cs.population("Ae")).equations and "w_fix" not in stdp.equations
+    written = chunk_spec(spec, ChunkConfig(n_exc=20, n_in=64, slots=10, input_shape=(1, 8, 8), traces="synapse"))
+    stdp = written.synapse_model(written.projection("XeAe"))
     assert stdp.on_pre.endswith("w = plastic_post*w + (1 - plastic_post)*w_fix")
+    rule = spec.synapse_model(spec.projection("XeAe"))
+    assert is_diehl_cook_rule(rule)
+    other = spec.with_projection("XeAe", model=replace(rule, on_post=rule.on_post.replace("pre*post2before", "pre")))
+    assert not is_diehl_cook_rule(other.synapse_model(other.projection("XeAe")))
+    with pytest.raises(SpecError, match="not Diehl & Cook's STDP rule"):
+        chunk_spec(other, ChunkConfig(n_exc=2, n_in=4, slots=1, traces="neuron"))
+    with pytest.raises(SpecError, match="traces must be one of"):
+        chunk_spec(spec, ChunkConfig(n_exc=2, n_in=4, slots=1, traces="post"))
     with pytest.raises(SpecError, match=r"needs populations \['Ae', 'Ai'\]"):
         chunk_spec(load_spec(ROOT / "network_specs" / "cuba.yaml"), ChunkConfig(n_exc=2, n_in=4, slots=1))
     with pytest.raises(SpecError, match="not a whole number of time steps"):
@@ -86,6 +100,56 @@ def test_drive_matched_weight_total():
     assert drive_matched_weight_total(np.full((2, 4), 0.1307)) == pytest.approx(78.0)
     x = load_dataset("digits")[0]
     assert 25 < drive_matched_weight_total(x) < 40
+
+
+# ---------------------------------------------------------------------------
+# The chunk network on Brian2's runtime backend (small, no compilation)
+
+
+def _one_chunk(spec, x, traces, slots=4, n_exc=12, plastic=True):
+    from biosnn.learning.diehl_cook import _Chunks, _config, _flat_inputs, _phase, _rates, initial_state
+    cfg = _config(spec, x[:slots], n_exc, slots, {"traces": traces, "weight_total": drive_matched_weight_total(x)})
+    init = initial_state(spec, cfg)
+    chunks = _Chunks(spec, cfg, init["delay"], "runtime", {})
+    rows = _rates(_flat_inputs(x), np.arange(slots), 0, slots, slots)
+    return chunks.run(rows, init["w"], init["theta"], plastic=plastic, intensity=2.0, phase=_phase(0, 0, 0, cfg.n_in))
+
+
+def test_neuron_traces_give_the_rule_as_written(digits):
+    """Post traces on Ae and the pre trace as arrival time = the spec's event-driven per-synapse traces."""
+    x = digits[0]
+    spec = load_spec(SPEC)
+    written = _one_chunk(spec, x, "synapse")
+    fast = _one_chunk(spec, x, "neuron")
+    assert written[0].sum() >= 20                          # the Ae neurons spiked: post events and pairings
+    np.testing.assert_array_equal(fast[0], written[0])      # the same spikes in every slot
+    np.testing.assert_array_equal(fast[3]["theta"], written[3]["theta"])
+    np.testing.assert_allclose(fast[3]["w"], written[3]["w"], rtol=0, atol=1e-13)   # rounding only
+    # the comparison sees the traces: a pre trace twice as fast changes the weights by far more
+    slower = spec.with_projection("XeAe", parameters={"tc_pre_ee": "10*ms"})
+    assert np.abs(_one_chunk(slower, x, "neuron")[3]["w"] - fast[3]["w"]).max() > 1e-5
+
+
+def test_padding_slots_do_not_raise_the_saved_intensity(digits, tmp_path, monkeypatch):
+    """Silent padding slots after the last sample raise the controller's intensity; the checkpoint must not keep it."""
+    from biosnn.learning import diehl_cook
+    x, y = digits[0][:3], digits[1][:3]
+    finals = []
+    run = diehl_cook._Chunks.run
+
+    def spy(self, *args, **kwargs):
+        out = run(self, *args, **kwargs)
+        finals.append(out[3])
+        return out
+
+    monkeypatch.setattr(diehl_cook._Chunks, "run", spy)
+    ck = tmp_path / "ck.npz"
+    train(load_spec(SPEC), x, y, n_exc=12, chunk=6, backend="runtime", checkpoint=ck,
+          weight_total=drive_matched_weight_total(digits[0]), progress=False)
+    meta = load_checkpoint(ck)[1]
+    assert meta["consumed"] == 3
+    assert finals[-1]["intensity"] > 2.0        # the padding slots raised it in the simulation ...
+    assert meta["intensity"] == 2.0             # ... a continued training starts the next sample at intensity0
 
 
 # ---------------------------------------------------------------------------
@@ -200,6 +264,8 @@ def test_cli_train_stdp_digits_writes_report_and_resumes(cache, tmp_path, capsys
     chunks_before = load_checkpoint(tmp_path / "checkpoint.npz")[1]["chunk"]
     assert main(args) == 0  # resumes: nothing left to train
     assert load_checkpoint(tmp_path / "checkpoint.npz")[1]["chunk"] == chunks_before
+    report = json.loads((tmp_path / "accuracy.json").read_text())
+    assert (report["resumed_at"], report["trained_this_call"], report["train_samples"]) == (250, 0, 250)
 
 
 def test_cli_train_stdp_rejects_other_networks(tmp_path, capsys):

@@ -14,6 +14,12 @@ random phase of the Poisson sources.  After each chunk a checkpoint is
 written atomically; a call with the same ``checkpoint`` resumes from it and
 ends exactly where an uninterrupted run would.
 
+Diehl & Cook's STDP rule runs with its postsynaptic traces on the neurons
+and its presynaptic trace as the last arrival time of each synapse (the same
+rule up to rounding, about 2.5 times less CPU time per sample; see
+:func:`biosnn.learning.network.neuron_trace_rule`); ``traces="synapse"``
+runs the spec's statements as written.
+
 Inputs are images in ``[0, 1]`` (``biosnn.datasets``); the Poisson rate of a
 pixel is ``x * 255 / 4`` Hz (the paper's pixel/8 times intensity 2, at most
 63.75 Hz).
@@ -22,8 +28,10 @@ pixel is ``x * 255 / 4`` Hz (the paper's pixel/8 times intensity 2, at most
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
+import resource
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -66,6 +74,11 @@ class ChunkInfo:
         Slots of this chunk repeated with a raised intensity.
     wall_s : float
         Wall time of this chunk's run, seconds.
+    cpu_s : float
+        CPU time of the compiled simulation of this chunk (child processes), seconds.
+    profile : dict or None
+        Seconds per code object of this chunk's run (``backend_options={"profile": True}``
+        of ``cpp_standalone``), slowest first; ``None`` otherwise.
     """
 
     chunk: int
@@ -74,6 +87,8 @@ class ChunkInfo:
     slots: int
     repeats: int
     wall_s: float
+    cpu_s: float = 0.0
+    profile: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -187,10 +202,10 @@ def _config(spec: m.NetworkSpec, x, n_exc, chunk, protocol: dict) -> ChunkConfig
         raise BiosnnError(f"chunk must be a positive number of presentation slots, got {chunk!r}")
     total = protocol.pop("weight_total", None)
     total = 78.0 * n_in / 784.0 if total is None else float(total)
-    unknown = set(protocol) - {"presentation", "rest", "min_spikes", "intensity0", "intensity_step"}
+    unknown = set(protocol) - {"presentation", "rest", "min_spikes", "intensity0", "intensity_step", "traces"}
     if unknown:
         raise BiosnnError(f"unknown protocol options {sorted(unknown)}; use presentation, rest, min_spikes, "
-                          "intensity0, intensity_step, weight_total")
+                          "intensity0, intensity_step, weight_total, traces")
     return ChunkConfig(n_exc=n_exc, n_in=n_in, slots=int(chunk), weight_total=total,
                        input_shape=_input_shape(x), **protocol)
 
@@ -270,6 +285,8 @@ class _Chunks:
         self.spec = chunk_spec(spec, cfg, delay)
         self.steps = slot_steps(self.spec, cfg)
         self.dt = self.spec.dt_seconds()
+        # the per-synapse form of the rule gates with a copy of the weights; the neuron-trace form needs none
+        self.w_fix = "w_fix" in self.spec.synapse_model(self.spec.projection("XeAe")).equations
         # the whole chunk spec, arrays included: a build is reused only for exactly this network
         key = (backend, tuple(sorted(options.items())), hashlib.sha1(pickle.dumps(self.spec, protocol=4)).hexdigest())
         t0 = time.perf_counter()
@@ -280,7 +297,11 @@ class _Chunks:
         self.build_s = time.perf_counter() - t0
 
     def run(self, rates: np.ndarray, w, theta, *, plastic: bool, intensity: float, phase: np.ndarray):
-        """Run one chunk; returns (responses per slot, sample index per slot, accepted mask, final values, wall)."""
+        """Run one chunk.
+
+        Returns (responses per slot, sample index per slot, accepted mask, final values, wall seconds,
+        ``{"cpu_s": CPU seconds of child processes, "profile": seconds per code object or None}``).
+        """
         cfg = self.cfg
         n = cfg.n_exc
         flag = np.full(n, 1.0 if plastic else 0.0)
@@ -288,12 +309,16 @@ class _Chunks:
         overrides.update({"stim": ArrayValue(rates, "Hz"), "X.phase": ArrayValue(phase),
                           "ctl.intensity": ArrayValue([intensity]), "Ae.plastic": ArrayValue(flag),
                           "Ae.wtotal": ArrayValue(np.full(n, cfg.weight_total)),
-                          "XeAe.w": ArrayValue(w), "XeAe.w_fix": ArrayValue(w),
-                          "Ae.theta": ArrayValue(theta, "volt"), "Ae.theta_fix": ArrayValue(theta, "volt")})
-        t0 = time.perf_counter()
+                          "XeAe.w": ArrayValue(w), "Ae.theta": ArrayValue(theta, "volt"),
+                          "Ae.theta_fix": ArrayValue(theta, "volt")})
+        if self.w_fix:
+            overrides["XeAe.w_fix"] = ArrayValue(w)
+        t0, c0 = time.perf_counter(), _child_cpu_seconds()
         rec = self.sim.run(overrides=overrides, progress=False,
                            final_state=["XeAe.w", "Ae.theta", "ctl.k", "ctl.intensity"])
         wall = time.perf_counter() - t0
+        timing = {"cpu_s": _child_cpu_seconds() - c0,
+                  "profile": json.loads(rec.meta["profile"]) if "profile" in rec.meta else None}
         ctl = rec.states["ctl"]
         k = np.rint(ctl["k"].values[:, 0]).astype(np.int64)
         count_last = np.rint(ctl["count_last"].values[:, 0]).astype(np.int64)
@@ -314,7 +339,12 @@ class _Chunks:
         final = {"w": rec.final["XeAe.w"].values, "theta": rec.final["Ae.theta"].values,
                  "k": int(round(rec.final["ctl.k"].values[0])),
                  "intensity": float(rec.final["ctl.intensity"].values[0])}
-        return responses, k[:-1], accepted, final, wall
+        return responses, k[:-1], accepted, final, wall, timing
+
+
+def _child_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _rates(x_flat: np.ndarray, order: np.ndarray, start: int, stop: int, slots: int) -> np.ndarray:
@@ -345,7 +375,8 @@ def _checkpoint_meta(spec, cfg, samples, seed, n_data) -> dict:
     return {"spec": spec.name, "n_exc": cfg.n_exc, "n_in": cfg.n_in, "slots": cfg.slots,
             "presentation": cfg.presentation, "rest": cfg.rest, "min_spikes": cfg.min_spikes,
             "intensity0": cfg.intensity0, "intensity_step": cfg.intensity_step,
-            "weight_total": cfg.weight_total, "samples": int(samples), "seed": int(seed), "n_data": int(n_data)}
+            "weight_total": cfg.weight_total, "traces": cfg.traces, "samples": int(samples), "seed": int(seed),
+            "n_data": int(n_data)}
 
 
 def train(spec: m.NetworkSpec, x, y=None, *, samples: int | None = None, n_exc: int | None = None,
@@ -391,7 +422,9 @@ def train(spec: m.NetworkSpec, x, y=None, *, samples: int | None = None, n_exc: 
     **protocol
         ``presentation`` (0.35 s), ``rest`` (0 s: instant reset instead of the
         paper's 0.15 s), ``min_spikes`` (5), ``intensity0`` (2),
-        ``intensity_step`` (1), ``weight_total`` (78 * n_inputs / 784).
+        ``intensity_step`` (1), ``weight_total`` (78 * n_inputs / 784),
+        ``traces`` (``"auto"``: where the STDP traces live, see
+        :class:`biosnn.learning.network.ChunkConfig`).
 
     Returns
     -------
@@ -420,7 +453,7 @@ def train(spec: m.NetworkSpec, x, y=None, *, samples: int | None = None, n_exc: 
         while state["consumed"] < samples:
             c0 = state["consumed"]
             rows = _rates(x_flat, order, c0, samples, cfg.slots)
-            responses, k, accepted, final, wall = chunks.run(
+            responses, k, accepted, final, wall, timing = chunks.run(
                 rows, state["w"], state["theta"], plastic=True, intensity=state["intensity"],
                 phase=_phase(seed, 0, state["chunk"], cfg.n_in))
             sim_wall += wall
@@ -444,7 +477,8 @@ def train(spec: m.NetworkSpec, x, y=None, *, samples: int | None = None, n_exc: 
             if bar is not None:
                 bar.update(done)
             if callback is not None:
-                callback(ChunkInfo(state["chunk"] - 1, state["consumed"], samples, cfg.slots, repeats, wall))
+                callback(ChunkInfo(state["chunk"] - 1, state["consumed"], samples, cfg.slots, repeats, wall,
+                                   timing["cpu_s"], timing["profile"]))
     finally:
         if bar is not None:
             bar.close()
@@ -524,7 +558,7 @@ def evaluate(spec: m.NetworkSpec, x, y=None, assignments=None, *, chunk: int = 1
     try:
         while consumed < n:
             rows = _rates(x_flat, order, consumed, n, cfg.slots)
-            resp, k, accepted, final, _ = chunks.run(rows, init["w"], init["theta"], plastic=False,
+            resp, k, accepted, final, _, _ = chunks.run(rows, init["w"], init["theta"], plastic=False,
                                                      intensity=intensity, phase=_phase(seed, 1, c, cfg.n_in))
             done = min(final["k"], n - consumed)
             if done == 0:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import platform
+import resource
 import time
 from pathlib import Path
 
 import numpy as np
 
 from biosnn.errors import BiosnnError
+from biosnn.learning.checkpoint import load_checkpoint
 from biosnn.learning.diehl_cook import evaluate, train
 from biosnn.learning.figures import plot_receptive_fields
 
@@ -52,6 +54,12 @@ def drive_matched_weight_total(x) -> float:
     if mean <= 0:
         raise BiosnnError("the images are blank (mean pixel 0); nothing to learn from")
     return 78.0 * MNIST_MEAN_PIXEL / mean
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the compiled simulations, the compiler), seconds."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def train_and_report(spec, *, dataset: str, out, samples: int | None = None, n_exc: int | None = None,
@@ -93,10 +101,12 @@ def train_and_report(spec, *, dataset: str, out, samples: int | None = None, n_e
     if dataset == "digits" and "weight_total" not in protocol:
         protocol["weight_total"] = drive_matched_weight_total(x)
     n_test = len(xt) if test_samples is None else min(int(test_samples), len(xt))
-    t0 = time.perf_counter()
+    checkpoint = out / "checkpoint.npz"
+    resumed_at = load_checkpoint(checkpoint)[1]["consumed"] if checkpoint.exists() else 0
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     result = train(spec, x, y, samples=samples, n_exc=n_exc, chunk=chunk, backend=backend,
-                   checkpoint=out / "checkpoint.npz", seed=seed, progress=progress, **protocol)
-    train_wall = time.perf_counter() - t0
+                   checkpoint=checkpoint, seed=seed, progress=progress, **protocol)
+    train_wall, train_cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     log(f"trained {result.samples} samples ({result.repeats} repeated presentations) in {train_wall:.1f} s "
         f"({result.sim_wall_s:.1f} s simulating this call, build {result.build_s:.1f} s)")
     assignments, assigned_from = result.assignments, "training responses (last 10000 presentations)"
@@ -105,8 +115,10 @@ def train_and_report(spec, *, dataset: str, out, samples: int | None = None, n_e
         lab = evaluate(result.spec, x[:n_lab], y[:n_lab], chunk=chunk, backend=backend, seed=seed,
                        progress=progress, **protocol)
         assignments, assigned_from = lab.assignments, f"frozen responses to {n_lab} training images"
+    c0 = _cpu_seconds()
     test = evaluate(result.spec, xt[:n_test], yt[:n_test], assignments, chunk=chunk, backend=backend,
                     seed=seed, progress=progress, **protocol)
+    test_cpu = _cpu_seconds() - c0
     result.spec.save(out / "trained.yaml")
     cfg = result.config
     plot_receptive_fields(result.weights, cfg.input_shape[-2:], out / "weights.png", assignments=assignments,
@@ -118,7 +130,10 @@ def train_and_report(spec, *, dataset: str, out, samples: int | None = None, n_e
         "presentation_s": cfg.presentation, "rest_s": cfg.rest, "weight_total": cfg.weight_total,
         "train_wall_s": round(train_wall, 2), "train_sim_wall_s": round(result.sim_wall_s, 2),
         "build_s": round(result.build_s, 2), "test_wall_s": round(test.wall_s, 2),
-        "samples_per_s": round(result.samples / result.sim_wall_s, 3) if result.sim_wall_s > 0 else None,
+        "train_cpu_s": round(train_cpu, 2), "test_cpu_s": round(test_cpu, 2),
+        "resumed_at": resumed_at, "trained_this_call": result.samples - resumed_at,
+        "samples_per_s": (round((result.samples - resumed_at) / result.sim_wall_s, 3) if result.sim_wall_s > 0
+                          else None),
         "machine": f"{platform.processor() or platform.machine()}",
         "class_counts_of_neurons": np.bincount(assignments, minlength=10).tolist(),
     }
