@@ -108,6 +108,17 @@ def test_static_template_equals_stock_synapses_and_runtime(build_cache):
     # the shared conv kernel is the projection's weight variable (8 entries), per-synapse weights otherwise
     assert runs[True].final["a_b.w"].values.shape == (8,) and runs[False].final["a_b.w"].values.shape == (72,)
     np.testing.assert_array_equal(runs[True].final["a_c.w"].values, runs[False].final["a_c.w"].values)
+    # OpenMP (2 threads): dense projections split the targets among threads (no atomics, same order of
+    # additions), CSR and conv projections add atomically (order may differ: float tolerance)
+    par = get_backend("cpp_standalone", cache_dir=build_cache, static_projections=True, threads=2).build(s)
+    assert "omp atomic" not in (par.directory / "code_objects" / "a_c_propagate_codeobject.cpp").read_text()
+    assert "omp atomic" in (par.directory / "code_objects" / "b_d_propagate_codeobject.cpp").read_text()
+    omp = par.run(progress=False)
+    for pop in ("a", "b", "c"):
+        np.testing.assert_array_equal(omp.spikes[pop].indices, ref.spikes[pop].indices)
+    np.testing.assert_array_equal(omp.states["c"]["I"].values, runs[True].states["c"]["I"].values)
+    for pop, var in [("c", "v"), ("c", "m"), ("d", "v"), ("d", "I")]:
+        np.testing.assert_allclose(omp.states[pop][var].values, ref.states[pop][var].values, rtol=1e-9, atol=1e-15)
     # building the same structure again in this process regenerates the same code: no renamed
     # code objects (``*_codeobject_1``), hence no recompilation
     again = get_backend("cpp_standalone", cache_dir=build_cache, static_projections=True).build(s)

@@ -319,6 +319,7 @@ def _classes():
                 needed.append("w")
             self._n_synapses = n_syn
             self._enable_group_attributes()
+            kw["blocked"] = all(st["target_index"] == "_j" for st in kw["statements"])
             template = ("biosnn_static_conv" if conv is not None else "biosnn_static_dense" if dense
                         else "biosnn_static_propagate")
             self.runner = CodeRunner(self, template, code="", clock=clock, when=when,

@@ -2,12 +2,35 @@
    Synapse (i, j) is entry i * n_post + j of w (the order of the spec's synapses), so a
    spike of i adds the contiguous row w[i * n_post : (i + 1) * n_post] to the targets
    0 .. n_post - 1: a loop the compiler vectorises.  Each target gets one addition per
-   spiking source neuron, in the order of the spike space, as with Brian2's Synapses.
+   spiking source neuron, in the order of the spike space, as with Brian2's Synapses.  With
+   OpenMP, threads share blocks of targets (no atomic additions) unless a target variable is
+   shared (one value for the group).
    USES_VARIABLES { _source_spikespace } #}
 {% extends 'common_group.cpp' %}
-{% from 'biosnn_static_macros.cpp' import add_statements, spike_loop %}
+{% from 'biosnn_static_macros.cpp' import add_statements, load_factors, spike_loop %}
 
 {% block maincode %}
+    {% if openmp_pragma('with_openmp') and blocked %}
+    {# threads own disjoint blocks of targets: no atomics, and each target still gets its
+       additions in the order of the spike space #}
+    const int32_t _num_spikes = {{_source_spikespace}}[_num_source_spikespace - 1];
+    #pragma omp parallel for schedule(static)
+    for (int32_t _jb = 0; _jb < {{n_post}}; _jb += 512)
+    {
+        const int32_t _jend = _jb + 512 < {{n_post}} ? _jb + 512 : {{n_post}};
+        for (int32_t _k = 0; _k < _num_spikes; _k++)
+        {
+            const int32_t _i = {{_source_spikespace}}[_k];
+            {{ load_factors(statements, variables, get_array_name, c_data_type) | autoindent }}
+            const size_t _row = (size_t)_i * {{n_post}};
+            for (int32_t _j = _jb; _j < _jend; _j++)
+            {
+                {{ add_statements(statements, variables, get_array_name, openmp_pragma, '_row + _j', false)
+                   | autoindent }}
+            }
+        }
+    }
+    {% else %}
     {% call spike_loop(statements, variables, get_array_name, c_data_type, openmp_pragma, _source_spikespace,
                    4) %}
     const size_t _row = (size_t)_i * {{n_post}};
@@ -16,4 +39,5 @@
         {{ add_statements(statements, variables, get_array_name, openmp_pragma, '_row + _j') | autoindent }}
     }
     {% endcall %}
+    {% endif %}
 {% endblock %}

@@ -1,14 +1,15 @@
 {# biosnn: pieces shared by the static-projection templates (biosnn_static_propagate.cpp: CSR,
    biosnn_static_dense.cpp: all-to-all, biosnn_static_conv.cpp: implicit convolution).
    add_statements: the additions of the statements for one synapse; widx is the C expression of
-   the synapse's index into w (per-synapse weight or kernel entry).
+   the synapse's index into w (per-synapse weight or kernel entry); atomic=False where no two
+   threads can write the same target.
    spike_loop: the loop over the source's spiking neurons _i (OpenMP-parallel when enabled), with
    the presynaptic factors loaded; the caller's block is the body. #}
-{% macro add_statements(statements, variables, get_array_name, openmp_pragma, widx) %}
+{% macro add_statements(statements, variables, get_array_name, openmp_pragma, widx, atomic=True) %}
 {% for st in statements %}
 {% set _w = (get_array_name(variables['w']) ~ '[' ~ widx ~ ']') if st.weight else '' %}
 {% set _f = ('_factor' ~ loop.index) if st.pre else (st.const if st.const is not none else '') %}
-{% if openmp_pragma('with_openmp') %}
+{% if atomic and openmp_pragma('with_openmp') %}
 #pragma omp atomic
 {% endif %}
 {{get_array_name(variables[st.target])}}[{{st.target_index}}] += {{ _w }}{{ ' * ' if (_w and _f) else '' }}{{ _f }};
