@@ -88,7 +88,7 @@ def cmd_train_stdp(args) -> int:
     from biosnn.spec import load_spec
 
     spec = load_spec(args.spec)
-    protocol = {"rest": args.rest}
+    protocol = {"rest": args.rest, "traces": args.traces}
     if args.weight_total is not None:
         protocol["weight_total"] = args.weight_total
     train_and_report(spec, dataset=args.dataset, out=args.out, samples=args.samples, n_exc=args.neurons,
@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rest after each presentation, seconds (default 0: instant reset; the paper 0.15)")
     t.add_argument("--weight-total", type=float, default=None,
                    help="input weight sum per neuron (default 78 for mnist, drive-matched for digits)")
+    t.add_argument("--traces", default="auto", choices=["auto", "neuron", "synapse"],
+                   help="where Diehl & Cook's STDP traces live: neuron (exact and faster), synapse (the rule as "
+                        "written), auto (default: neuron for that rule)")
     t.add_argument("--seed", type=int, default=None, help="seed of the Poisson inputs (default: the spec's)")
     t.add_argument("--mnist", default=None, help="path of mnist.npz (default: $BIOSNN_MNIST or the cache)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")

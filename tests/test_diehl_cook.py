@@ -251,7 +251,8 @@ def test_resume_after_interrupt_ends_identical(trained, digits, tmp_path):
 @pytest.mark.standalone
 def test_cli_train_stdp_digits_writes_report_and_resumes(cache, tmp_path, capsys):
     args = ["train-stdp", str(SPEC), "--dataset", "digits", "--samples", "250", "--neurons", str(N_EXC),
-            "--chunk", str(CHUNK), "--test-samples", "250", "--out", str(tmp_path), "--no-progress"]
+            "--chunk", str(CHUNK), "--test-samples", "250", "--out", str(tmp_path), "--no-progress",
+            "--traces", "neuron"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "test accuracy" in out and "trained 250 samples" in out
@@ -262,6 +263,7 @@ def test_cli_train_stdp_digits_writes_report_and_resumes(cache, tmp_path, capsys
     trained_spec = load_spec(tmp_path / "trained.yaml")
     assert trained_spec.projection("XeAe").weights.shape == (64 * N_EXC,)
     chunks_before = load_checkpoint(tmp_path / "checkpoint.npz")[1]["chunk"]
+    assert load_checkpoint(tmp_path / "checkpoint.npz")[1]["traces"] == "neuron"
     assert main(args) == 0  # resumes: nothing left to train
     assert load_checkpoint(tmp_path / "checkpoint.npz")[1]["chunk"] == chunks_before
     report = json.loads((tmp_path / "accuracy.json").read_text())
