@@ -42,6 +42,18 @@ def digits():
 
 
 @pytest.fixture()
+def tiny_net():
+    """Linear(2, 1) with w = (0.5, 0.25), ReLU, Linear(1, 1) with w = 1, no biases: SNNs checkable by hand."""
+    import torch
+    import torch.nn as nn
+    model = nn.Sequential(nn.Linear(2, 1, bias=False), nn.ReLU(), nn.Linear(1, 1, bias=False))
+    with torch.no_grad():
+        model[0].weight[:] = torch.tensor([[0.5, 0.25]])
+        model[2].weight[:] = torch.tensor([[1.0]])
+    return model
+
+
+@pytest.fixture()
 def residual_block():
     """A small residual CNN for 8x8 digits (seeded): conv - [conv - conv] + identity - linear."""
     import torch

@@ -14,18 +14,10 @@ from biosnn.conversion.snn import SNN
 from biosnn.errors import ConversionError
 
 
-def _tiny():
-    model = nn.Sequential(nn.Linear(2, 1, bias=False), nn.ReLU(), nn.Linear(1, 1, bias=False))
-    with torch.no_grad():
-        model[0].weight[:] = torch.tensor([[0.5, 0.25]])
-        model[2].weight[:] = torch.tensor([[1.0]])
-    return model
-
-
 @pytest.mark.parametrize("readout", ["potential", "spikes"])
-def test_tiny_network_by_hand(readout):
+def test_tiny_network_by_hand(readout, tiny_net):
     """x = (1, 0.8), w = (0.5, 0.25): I = 0.7 per step; v = 0.7 t - count crosses 1 at t = 2, 3, 5, 6, 8, 9."""
-    graph = trace(_tiny(), (2,))
+    graph = trace(tiny_net, (2,))
     snn = SNN(graph, coding="rate", T=9, thresholds={}, input_mode="analog", readout=readout, seed=0, ann_ops=3)
     res = snn.run(np.array([[1.0, 0.8], [0.0, 0.0]]), progress=False)
     hidden = res.layer_spikes["0"]

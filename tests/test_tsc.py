@@ -25,14 +25,6 @@ from biosnn.metrics import synops
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _tiny():
-    model = nn.Sequential(nn.Linear(2, 1, bias=False), nn.ReLU(), nn.Linear(1, 1, bias=False))
-    with torch.no_grad():
-        model[0].weight[:] = torch.tensor([[0.5, 0.25]])
-        model[2].weight[:] = torch.tensor([[1.0]])
-    return model
-
-
 def _cnn(pool: str, seed: int = 1):
     Pool = nn.MaxPool2d if pool == "max" else nn.AvgPool2d
     torch.manual_seed(seed)
@@ -41,10 +33,10 @@ def _cnn(pool: str, seed: int = 1):
 
 
 @pytest.mark.parametrize("rounding,k_hidden", [("round", 3), ("floor", 2)])
-def test_tiny_network_by_hand(rounding, k_hidden):
+def test_tiny_network_by_hand(rounding, k_hidden, tiny_net):
     """T = 4, x = (1, 0.5): input intervals 4 and 2 steps; hidden v = 0.5*4 + 0.25*2 = 2.5 steps,
     sent as 3 (round) or 2 (floor) steps in period 1; the output integrates it: score k / 4."""
-    snn = TSCSNN(trace(_tiny(), (2,)), T=4, rounding=rounding, ann_ops=3)
+    snn = TSCSNN(trace(tiny_net, (2,)), T=4, rounding=rounding, ann_ops=3)
     assert snn.window_steps == 2 * 4 + 1   # two periods plus the step of the last off spike
     x = np.array([[1.0, 0.5], [0.0, 0.0]])
     res = snn.run(x, progress=False)

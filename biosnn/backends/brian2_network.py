@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from biosnn.backends.base import apply_overrides
 from biosnn.errors import BackendError, SpecError
 from biosnn.recording import FinalState, Recording, SpikeTrains, StateTrace
 from biosnn.spec import model as m
@@ -283,6 +284,31 @@ def _unit_name(unit) -> str:
     if isinstance(unit, Quantity) and not unit.is_dimensionless:
         return repr(get_unit(unit.dim))
     return "1"
+
+
+def positive_duration(duration_s: float) -> float:
+    """``duration_s`` as a float, or a :class:`BackendError` if it is not positive."""
+    duration_s = float(duration_s)
+    if duration_s <= 0:
+        raise BackendError(f"duration must be positive, got {duration_s} s")
+    return duration_s
+
+
+def run_request(spec: m.NetworkSpec, duration, overrides, final_state):
+    """What a run that builds its simulator objects from the spec needs (runtime, cython, NEST).
+
+    Returns
+    -------
+    spec : NetworkSpec
+        ``spec`` with ``overrides`` applied.
+    final_keys : tuple of str
+        The validated ``final_state`` keys.
+    duration_s : float
+        ``duration`` (s), or the spec's.
+    """
+    spec = apply_overrides(spec, overrides)
+    final_keys = check_final_state(spec, final_state)
+    return spec, final_keys, positive_duration(spec.duration_seconds() if duration is None else duration)
 
 
 def check_final_state(spec: m.NetworkSpec, final_state) -> tuple[str, ...]:

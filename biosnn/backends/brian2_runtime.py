@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
-from biosnn.backends.base import apply_overrides
-from biosnn.backends.brian2_network import brian2_errors, build_objects, check_final_state, collect_recording
+from biosnn.backends.brian2_network import brian2_errors, build_objects, collect_recording, run_request
 from biosnn.backends.progress import ProgressBar
 from biosnn.errors import BackendError
 from biosnn.spec import model as m
@@ -88,11 +87,7 @@ class RuntimeSimulation:
     def run(self, duration: float | None = None, overrides=None, progress: bool = True, final_state=None):
         """Run from the spec's initial state (see :meth:`biosnn.backends.base.Simulation.run`)."""
         from brian2 import second
-        spec = apply_overrides(self.spec, overrides)
-        final_keys = check_final_state(spec, final_state)
-        duration_s = spec.duration_seconds() if duration is None else float(duration)
-        if duration_s <= 0:
-            raise BackendError(f"duration must be positive, got {duration_s} s")
+        spec, final_keys, duration_s = run_request(self.spec, duration, overrides, final_state)
         bar = ProgressBar(progress, f"{spec.name} ({self.backend.name})", duration_s)
         t0 = time.perf_counter()
         with runtime_device(), self.backend._prefs():

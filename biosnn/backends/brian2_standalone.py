@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from biosnn.backends.base import apply_overrides, split_key
-from biosnn.backends.brian2_network import brian2_errors, build_objects, check_final_state, collect_recording
+from biosnn.backends.brian2_network import (brian2_errors, build_objects, check_final_state, collect_recording,
+                                            positive_duration)
 from biosnn.backends.brian2_runtime import brian2_prefs
 from biosnn.backends.brian2_static import write_static_files
 from biosnn.backends.progress import STANDALONE_REPORT_CODE, ProgressBar, tail_progress
@@ -174,9 +175,7 @@ class StandaloneSimulation:
     def __init__(self, backend: CppStandaloneBackend, spec: m.NetworkSpec, duration: float | None = None):
         self.backend = backend
         self.spec = spec
-        self.duration_s = spec.duration_seconds() if duration is None else float(duration)
-        if self.duration_s <= 0:
-            raise BackendError(f"duration must be positive, got {self.duration_s} s")
+        self.duration_s = positive_duration(spec.duration_seconds() if duration is None else duration)
         key = structure_key(spec, self.duration_s, backend.options())
         root = backend.cache_dir or cache_root()
         self.directory = root / f"{spec.name}-{backend.device_name}-{key}"

@@ -60,8 +60,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from biosnn.backends.base import apply_overrides
-from biosnn.backends.brian2_network import check_final_state
+from biosnn.backends.brian2_network import run_request
 from biosnn.backends.nest_models import NeuronPlan, evaluate, name_paired_synapses, plan_neuron, plan_synapse
 from biosnn.backends.nest_mpi import (communicator, gather_connections, gather_events, gather_node_values,
                                       merge_samples, merge_spikes, per_node, sample_matrix)
@@ -220,11 +219,7 @@ class NestSimulation:
     # -- running ----------------------------------------------------------
     def run(self, duration: float | None = None, overrides=None, progress: bool = True, final_state=None):
         """Run from the spec's initial state (see :meth:`biosnn.backends.base.Simulation.run`)."""
-        spec = apply_overrides(self.spec, overrides)
-        final_keys = check_final_state(spec, final_state)
-        duration_s = spec.duration_seconds() if duration is None else float(duration)
-        if duration_s <= 0:
-            raise BackendError(f"duration must be positive, got {duration_s} s")
+        spec, final_keys, duration_s = run_request(self.spec, duration, overrides, final_state)
         nest = _import_nest()
         t0 = time.perf_counter()
         rng = np.random.default_rng(spec.seed)
@@ -685,22 +680,20 @@ def timed_rates(spec, inp, duration_s: float, rng) -> tuple[np.ndarray, np.ndarr
             raise BackendError(f"Poisson input '{inp.name}': rates '{text}' use t outside a timed array; the NEST "
                                "backend follows rates that change with timed arrays (e.g. stim(t, i)), not "
                                "arbitrary functions of t: tabulate them in a timed array")
-    used = [timed[n] for n in _names(text) if n in timed]
+    used = {n: (timed[n].values.quantity(), float(parse_quantity(timed[n].dt))) for n in _names(text) if n in timed}
     change = {0}
-    for ta in used:
-        dt = float(parse_quantity(ta.dt))
+    for q, dt in used.values():
         rows = int(np.ceil(duration_s / dt - 1e-9))
-        change.update(int(round(k * dt / 1e-9)) for k in range(min(rows, ta.values.data.shape[0])))
+        change.update(int(round(k * dt / 1e-9)) for k in range(min(rows, q.shape[0])))
     change_s = np.array(sorted(change), dtype=np.float64) * 1e-9
-    idx = np.arange(inp.size)
+    names = {**_constants(spec), "i": np.arange(inp.size)}
     out = np.empty((len(change_s), inp.size))
     for r, t_now in enumerate(change_s):
-        names = {**_constants(spec), "i": idx, "t": t_now}
-        for ta in used:
-            q = ta.values.quantity()
-            row = min(int(np.floor(t_now / float(parse_quantity(ta.dt)) + 1e-9)), q.shape[0] - 1)
-            values = Quantity(q[row]) if q.ndim == 1 else q[row]
-            names[ta.name] = (lambda v, nd: (lambda _t, k=None: v if nd == 1 else v[k]))(values, q.ndim)
+        names["t"] = t_now
+        for name, (q, dt) in used.items():
+            values = q[min(int(np.floor(t_now / dt + 1e-9)), q.shape[0] - 1)]
+            names[name] = (lambda v: lambda _t: Quantity(v))(values) if q.ndim == 1 else \
+                (lambda v: lambda _t, k: v[k])(values)
         out[r] = evaluate(inp.rates, inp.size, names, rng, f"rates of '{inp.name}'")
     if (out < 0).any():
         raise BackendError(f"Poisson input '{inp.name}': rates '{text}' are negative somewhere; rates must be >= 0")
