@@ -17,13 +17,17 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from biosnn.backends import brian2_cuda as bc
+from biosnn.backends.brian2_standalone import CppStandaloneBackend
 from biosnn.backends.brian2_cuda import (CudaStandaloneBackend, CudaStandaloneSimulation, curand_link_dir,
                                          find_nvcc, gpu_visible, patch_makefile, use_cxx17)
 from biosnn.errors import BackendError
-from biosnn.spec import NetworkSpec, PoissonInput, Population, Projection, RandomP, SpikeMonitor
+from biosnn.spec import (AllToAll, ArrayValue, Conv2D, Explicit, NetworkSpec, NeuronModel, PoissonInput, Population,
+                         Projection, RandomP, SpikeMonitor, SpikeTimesInput, StateMonitor)
+from biosnn.spec.model import SynapseModel
 
 HAS_BRIAN2CUDA = importlib.util.find_spec("brian2cuda") is not None
 needs_brian2cuda = pytest.mark.skipif(not HAS_BRIAN2CUDA,
@@ -49,13 +53,41 @@ def _prefs_snapshot() -> dict:
 
 
 def _small_spec() -> NetworkSpec:
-    """100 LIF neurons driven by 200 Poisson sources through a random projection."""
+    """Two independent parts in one project (one nvcc build for both).
+
+    * 100 LIF neurons driven by 200 Poisson sources through a random projection
+      with a delay (brian2cuda's own ``Synapses``, its homogeneous-delay branch);
+    * a deterministic part of static projections, propagated by biosnn's CUDA
+      kernels: spike times (``drive``, shape (1, 6, 6)) -> a 3x3 convolution
+      (shared kernel) -> ``fmap`` (2, 4, 4) -> all-to-all (dense rows) and a
+      constant statement -> ``out`` (6), plus explicit synapses (CSR) from
+      ``drive`` to ``out``.  Integer weights and integrate-and-fire without
+      leak: sums are exact in any order of (atomic) addition, so a GPU run
+      must equal the CPU's exactly.
+    """
+    rng = np.random.default_rng(5)
+    steps = np.sort(rng.choice(200 * 36, 300, replace=False))  # distinct (step, neuron) pairs
+    pairs = rng.choice(36 * 6, 60, replace=False)
     return NetworkSpec(
         name="cuda_small", dt="0.1*ms", duration="100*ms", seed=3,
-        populations=(Population("lif", 100, "lif", initial={"v": "-65*mV"}),),
-        inputs=(PoissonInput("noise", 200, "20*Hz"),),
-        projections=(Projection("inp", "noise", "lif", "delta_voltage", RandomP(0.1), weights="2*mV"),),
-        monitors=(SpikeMonitor("lif"),),
+        neuron_models={"cnt": NeuronModel("v : 1\nn : 1", threshold="v > 2.5", reset="v -= 3")},
+        synapse_models={"add": SynapseModel("w : 1", on_pre="v_post += w"),
+                        "count": SynapseModel("", on_pre="n_post += 1")},
+        populations=(Population("lif", 100, "lif", initial={"v": "-65*mV"}),
+                     Population("fmap", 32, "cnt", shape=(2, 4, 4)), Population("out", 6, "cnt")),
+        inputs=(PoissonInput("noise", 200, "20*Hz"),
+                SpikeTimesInput("drive", 36, ArrayValue(steps % 36), ArrayValue((steps // 36) * 0.1, "ms"),
+                                shape=(1, 6, 6))),
+        projections=(
+            Projection("inp", "noise", "lif", "delta_voltage", RandomP(0.1), weights="2*mV", delay="1*ms"),
+            Projection("conv", "drive", "fmap", "add",
+                       Conv2D(ArrayValue(rng.integers(0, 3, (2, 1, 3, 3)).astype(float)))),
+            Projection("dense", "fmap", "out", "add", AllToAll(),
+                       weights=ArrayValue(rng.integers(-1, 3, 192).astype(float))),
+            Projection("csr", "drive", "out", "add", Explicit(ArrayValue(pairs // 6), ArrayValue(pairs % 6)),
+                       weights=ArrayValue(rng.integers(0, 2, 60).astype(float))),
+            Projection("cnt", "fmap", "out", "count", AllToAll())),
+        monitors=(SpikeMonitor("lif"), SpikeMonitor("fmap"), SpikeMonitor("out"), StateMonitor("out", ("v", "n"))),
     )
 
 
@@ -292,6 +324,20 @@ def test_generate_and_compile_cuda(tmp_path_factory):
     assert "-std=c++17" in nvccflags and "c++11" not in makefile
     # the synapses' code uses biosnn's clock, not an undeclared defaultclock
     assert "defaultclock" not in (sim.directory / "code_objects" / "inp_pre_codeobject.cu").read_text()
+    # static projections: biosnn's kernels, no per-synapse arrays for the convolution and the all-to-all
+    # projection, targets and weights read from biosnn's files and copied to the GPU in main
+    code = sim.directory / "code_objects"
+    for name, marker in [("conv", "_kidx = ((_o * 1 + _cg) * 3 + _ky) * 3 + _kx"), ("dense", "_row + _j"),
+                         ("csr", "_ptr_array_csr__post[_s]"), ("cnt", "(double)(1.0)")]:
+        kernel = (code / f"{name}_propagate_codeobject.cu").read_text()
+        assert marker in kernel and "atomicAdd(" in kernel and "_k += gridDim.x" in kernel
+        assert not (code / f"{name}_pre_codeobject.cu").exists()
+    objects_cu = (sim.directory / "objects.cu").read_text()
+    assert "_array_conv__post" not in objects_cu and "_array_dense__post" not in objects_cu
+    main_cu = (sim.directory / "main.cu").read_text()
+    for array in ("_array_conv_w", "_array_dense_w", "_array_csr_w", "_array_csr__post"):
+        assert (sim.directory / "static_arrays" / f"biosnn_{array}").is_file()
+        assert f"cudaMemcpy(brian::dev{array}, brian::{array}" in main_cu
     if shutil.which("ldd"):  # curand (and everything else) resolves at load time
         ldd = subprocess.run(["ldd", str(binary)], capture_output=True, text=True).stdout
         assert "libcurand" in ldd and "not found" not in ldd
@@ -310,6 +356,16 @@ def test_generate_and_compile_cuda(tmp_path_factory):
     if gpu_visible():
         rec = again.run(progress=False)
         assert rec.spikes["lif"].counts().shape == (100,)
+        # the deterministic static part equals the CPU's exactly (integer sums)
+        cpu = CppStandaloneBackend(cache_dir=cache).build(_small_spec()).run(progress=False)
+        assert len(cpu.spikes["out"]) > 10
+        for pop in ("fmap", "out"):
+            order = np.lexsort((rec.spikes[pop].indices, rec.spikes[pop].times))
+            ref = np.lexsort((cpu.spikes[pop].indices, cpu.spikes[pop].times))
+            np.testing.assert_array_equal(rec.spikes[pop].indices[order], cpu.spikes[pop].indices[ref])
+            np.testing.assert_allclose(rec.spikes[pop].times[order], cpu.spikes[pop].times[ref], atol=1e-12)
+        for var in ("v", "n"):
+            np.testing.assert_array_equal(rec.states["out"][var].values, cpu.states["out"][var].values)
     else:
         with pytest.raises(BackendError, match=rf"no CUDA GPU: the project compiled in "
                                                rf"{re.escape(str(sim.directory))}; run it on a machine"):

@@ -53,7 +53,8 @@ def spec() -> NetworkSpec:
             Projection("a_d", "a", "d", "current", Explicit(ArrayValue(pairs // 16), ArrayValue(pairs % 16)),
                        weights=ArrayValue(rng.random(40)))],
         monitors=[SpikeMonitor("a"), SpikeMonitor("b"), SpikeMonitor("c"),
-                  StateMonitor("c", ("v", "I", "J", "K", "n", "m")), StateMonitor("d", ("v", "I", "J"))])
+                  StateMonitor("b", ("v",)), StateMonitor("c", ("v", "I", "J", "K", "n", "m")),
+                  StateMonitor("d", ("v", "I", "J"))])
 
 
 def test_which_projections_are_static():
@@ -99,7 +100,7 @@ def test_static_template_equals_stock_synapses_and_runtime(build_cache):
         for rec in runs.values():
             np.testing.assert_array_equal(rec.spikes[pop].indices, ref.spikes[pop].indices)
             np.testing.assert_allclose(rec.spikes[pop].times, ref.spikes[pop].times, atol=1e-12)
-    for pop, var in [("c", "v"), ("c", "I"), ("c", "J"), ("c", "K"), ("c", "n"), ("c", "m"), ("d", "v"), ("d", "I"),
+    for pop, var in [("b", "v"), ("c", "v"), ("c", "I"), ("c", "J"), ("c", "K"), ("c", "n"), ("c", "m"), ("d", "v"), ("d", "I"),
                      ("d", "J")]:
         np.testing.assert_array_equal(runs[True].states[pop][var].values, runs[False].states[pop][var].values)
         np.testing.assert_allclose(runs[True].states[pop][var].values, ref.states[pop][var].values,
@@ -108,15 +109,20 @@ def test_static_template_equals_stock_synapses_and_runtime(build_cache):
     # the shared conv kernel is the projection's weight variable (8 entries), per-synapse weights otherwise
     assert runs[True].final["a_b.w"].values.shape == (8,) and runs[False].final["a_b.w"].values.shape == (72,)
     np.testing.assert_array_equal(runs[True].final["a_c.w"].values, runs[False].final["a_c.w"].values)
-    # OpenMP (2 threads): dense projections split the targets among threads (no atomics, same order of
-    # additions), CSR and conv projections add atomically (order may differ: float tolerance)
+    # OpenMP (2 threads): dense projections split the targets among threads, convolutions their output
+    # channels (no atomics, same order of additions: bit-identical); CSR projections add atomically
+    # (order may differ: float tolerance)
     par = get_backend("cpp_standalone", cache_dir=build_cache, static_projections=True, threads=2).build(s)
-    assert "omp atomic" not in (par.directory / "code_objects" / "a_c_propagate_codeobject.cpp").read_text()
-    assert "omp atomic" in (par.directory / "code_objects" / "b_d_propagate_codeobject.cpp").read_text()
+    code = par.directory / "code_objects"
+    assert "omp atomic" not in (code / "a_c_propagate_codeobject.cpp").read_text()
+    assert "omp atomic" not in (code / "b_d_propagate_codeobject.cpp").read_text()
+    assert "omp atomic" in (code / "a_d_propagate_codeobject.cpp").read_text()
     omp = par.run(progress=False)
     for pop in ("a", "b", "c"):
         np.testing.assert_array_equal(omp.spikes[pop].indices, ref.spikes[pop].indices)
     np.testing.assert_array_equal(omp.states["c"]["I"].values, runs[True].states["c"]["I"].values)
+    np.testing.assert_array_equal(omp.states["d"]["v"].values, runs[True].states["d"]["v"].values)
+    np.testing.assert_array_equal(omp.states["b"]["v"].values, runs[True].states["b"]["v"].values)
     for pop, var in [("c", "v"), ("c", "m"), ("d", "v"), ("d", "I")]:
         np.testing.assert_allclose(omp.states[pop][var].values, ref.states[pop][var].values, rtol=1e-9, atol=1e-15)
     # building the same structure again in this process regenerates the same code: no renamed

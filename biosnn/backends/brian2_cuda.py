@@ -401,6 +401,12 @@ class CudaStandaloneBackend(CppStandaloneBackend):
         visible GPU's, detected by brian2cuda, or
         :data:`DEFAULT_COMPUTE_CAPABILITY` with detection off when no GPU is
         visible (compiling on a machine without a GPU).
+    static_projections : bool
+        Propagate static projections (no plasticity, no delay) with biosnn's
+        CUDA kernels (:mod:`biosnn.backends.brian2_static`: a block per spiking
+        source neuron, atomic additions, CSR targets, dense rows or computed
+        convolution taps with a shared kernel) instead of brian2cuda's
+        ``Synapses`` (spike queue, per-synapse index and weight arrays).
 
     Raises
     ------
@@ -416,11 +422,12 @@ class CudaStandaloneBackend(CppStandaloneBackend):
     device_name = "cuda_standalone"
     name = "cuda_standalone"
 
-    def __init__(self, float32: bool = False, cache_dir=None, compute_capability: float | None = None):
+    def __init__(self, float32: bool = False, cache_dir=None, compute_capability: float | None = None,
+                 static_projections: bool = True):
         if not _brian2cuda_available():
             raise BackendError("the cuda_standalone backend needs brian2cuda: "
                                "pip install 'biosnn[cuda]' (and CUDA's nvcc on the PATH)")
-        super().__init__(threads=0, float32=float32, cache_dir=cache_dir, static_projections=False)
+        super().__init__(threads=0, float32=float32, cache_dir=cache_dir, static_projections=static_projections)
         if compute_capability is not None:
             if isinstance(compute_capability, bool) or not isinstance(compute_capability, (int, float)):
                 raise BackendError(f"compute_capability must be a number such as 9.0, got "
@@ -480,7 +487,7 @@ class CudaStandaloneBackend(CppStandaloneBackend):
         """Everything that changes the generated code (part of the build directory's key)."""
         import brian2cuda
         detect, cc = self._arch()
-        return {"float32": self.float32, "device": self.device_name,
+        return {"float32": self.float32, "device": self.device_name, "static_projections": self.static_projections,
                 "compute_capability": cc if cc is not None else "detected",
                 "cxx": CXX_STANDARD, "brian2cuda": brian2cuda.__version__}
 

@@ -1,4 +1,4 @@
-"""biosnn's own code generation for static projections on Brian2's C++ standalone device.
+"""biosnn's own code generation for static projections on cpp_standalone (C++) and cuda_standalone (CUDA).
 
 A *static* projection only adds its weight to post-synaptic variables when a
 presynaptic neuron spikes: no plasticity, no delay, no synaptic state besides
@@ -29,12 +29,22 @@ derived Brian2 templater, the way brian2cuda extends Brian2):
   run;
 * no spike queue and no delay array: spikes are propagated straight from the
   source's spike space in the same step;
-* OpenMP: spiking neurons are shared among threads, additions are atomic.
+* OpenMP: all-to-all projections share their targets among threads and
+  convolutions their (replica, output channel) pairs, each thread taking the
+  spikes in order (no atomics: bit-identical to one thread); CSR projections
+  share the spiking neurons among threads with atomic additions;
+* brian2cuda (``cuda_standalone``): the same three layouts as CUDA kernels
+  (``templates/biosnn_static_*.cu`` on ``biosnn_static_common.cu``): a block
+  per spiking source neuron, its threads over that neuron's synapses, atomic
+  additions; the arrays read in ``main`` are copied to the GPU there.
+* Replicas: a convolution between populations of shape ``(R, C, H, W)``
+  (:func:`biosnn.spec.replicate.replicate`) keeps one kernel for all ``R``
+  copies (:class:`ConvGeometry`).
 
 Each target gets at most one addition per spiking source neuron, and the
 spiking neurons are taken in the order of the spike space, as Brian2's own
-``Synapses`` do, so with one thread the results are bit-identical to the
-stock templates (tested).  The weights stay run-time values: ``run_args``
+``Synapses`` do, so on the CPU the results are bit-identical to the stock
+templates (tested); on the GPU up to the order of atomic additions.  The weights stay run-time values: ``run_args``
 overrides of ``"<projection>.w"`` work as for ``Synapses`` (for a
 convolution, ``w`` is the kernel).
 """
@@ -50,7 +60,7 @@ import numpy as np
 from biosnn.spec import model as m
 
 __all__ = ["ConvGeometry", "StaticStatement", "is_dense", "static_statements", "make_static_projection",
-           "static_memory_bytes", "write_static_files"]
+           "static_memory_bytes", "write_static_files", "cuda_launch", "CUDA_MAX_THREADS"]
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -141,8 +151,14 @@ _READ_FILE = """{{
     if (!_biosnn_f.read(reinterpret_cast<char*>(brian::{array}), (std::streamsize){size} * sizeof({ctype}))) {{
         std::cerr << "biosnn: cannot read static_arrays/biosnn_{array}" << std::endl;
         std::exit(1);
-    }}
+    }}{copy}
 }}"""
+#: brian2cuda: the kernels read the device copy of an array.
+_TO_DEVICE = """
+    CUDA_SAFE_CALL(cudaMemcpy(brian::dev{array}, brian::{array}, (size_t){size} * sizeof({ctype}),
+                              cudaMemcpyHostToDevice));"""
+#: threads per block of the CUDA kernels (a multiple of the warp size, 32).
+CUDA_MAX_THREADS = 256
 
 
 def c_type(dtype) -> str:
@@ -179,10 +195,13 @@ def write_static_files(objects, directory) -> int:
 
 @dataclass(frozen=True)
 class ConvGeometry:
-    """What the implicit-convolution template needs: shapes, kernel, stride, padding, groups.
+    """What the implicit-convolution template needs: shapes, kernel, stride, padding, groups, replicas.
 
     Input neuron ``(c, y, x)`` is index ``(c * H + y) * W + x``, output ``(o, oy, ox)``
-    is ``(o * Ho + oy) * Wo + ox`` (the spec's channel-major layout).
+    is ``(o * Ho + oy) * Wo + ox`` (the spec's channel-major layout).  With ``R``
+    replicas (populations of shape ``(R, C, H, W)``, :func:`biosnn.spec.replicate`),
+    replica ``r`` is a block of its own: input ``r * C * H * W + (c * H + y) * W + x``
+    reaches only outputs ``r * O * Ho * Wo + ...``, through the same kernel.
     """
 
     C: int
@@ -198,22 +217,44 @@ class ConvGeometry:
     pw: int
     cin_g: int
     cout_g: int
+    R: int = 1
+
+    @property
+    def O(self) -> int:  # noqa: E743 (the output channels, as in the docstring)
+        """Output channels (all groups)."""
+        return self.cout_g * (self.C // self.cin_g)
 
     @classmethod
     def of(cls, conv: m.Conv2D, in_shape, out_shape) -> "ConvGeometry":
-        """The geometry of ``conv`` from the source's ``(C, H, W)`` to the target's ``(O, Ho, Wo)``."""
+        """The geometry of ``conv`` from the source's ``(C, H, W)`` to the target's ``(O, Ho, Wo)``.
+
+        Shapes with a leading replica axis, ``(R, C, H, W)`` and ``(R, O, Ho, Wo)``,
+        give ``R`` replicas.
+
+        >>> from biosnn.spec import Conv2D
+        >>> g = ConvGeometry.of(Conv2D(np.ones((4, 1, 3, 3))), (2, 1, 5, 5), (2, 4, 3, 3))
+        >>> g.R, g.O, g.n_synapses()
+        (2, 4, 648)
+        """
         out_c, cin_g, kh, kw = conv.kernel.data.shape
-        C, H, W = (int(v) for v in in_shape)
-        O, Ho, Wo = (int(v) for v in out_shape)
+        in_shape, out_shape = tuple(int(v) for v in in_shape), tuple(int(v) for v in out_shape)
+        R = 1
+        if len(in_shape) == 4 and len(out_shape) == 4 and in_shape[0] == out_shape[0]:
+            R, in_shape, out_shape = in_shape[0], in_shape[1:], out_shape[1:]
+        if len(in_shape) != 3 or len(out_shape) != 3:
+            raise ValueError(f"a convolution needs (C, H, W) or (R, C, H, W) shapes with the same R, got "
+                             f"{in_shape} -> {out_shape}")
+        C, H, W = in_shape
+        O, Ho, Wo = out_shape
         return cls(C, H, W, Ho, Wo, int(kh), int(kw), *conv.stride, *conv.padding, int(cin_g),
-                   int(out_c) // conv.groups)
+                   int(out_c) // conv.groups, R)
 
     def n_synapses(self) -> int:
         """The number of synapses the convolution makes (taps inside the input only)."""
         def taps(n_in, n_out, k, stride, pad):
             pos = np.arange(n_out)[:, None] * stride - pad + np.arange(k)[None, :]
             return int(np.count_nonzero((pos >= 0) & (pos < n_in)))
-        return (self.C * self.cout_g * taps(self.H, self.Ho, self.kh, self.sh, self.ph)
+        return (self.R * self.C * self.cout_g * taps(self.H, self.Ho, self.kh, self.sh, self.ph)
                 * taps(self.W, self.Wo, self.kw, self.sw, self.pw))
 
 
@@ -271,17 +312,21 @@ def _classes():
     class StaticCodeObject(CPPStandaloneCodeObject):
         templater = CPPStandaloneCodeObject.templater.derive("biosnn.backends", templates_dir="templates")
 
+    def codeobj_class(cuda: bool):
+        return _cuda_code_object() if cuda else StaticCodeObject
+
     class StaticProjection(Group):
         add_to_magic_network = False
 
         def __init__(self, source, target, conn, statements, name, clock, when, order, kernel_size, conv):
             Group.__init__(self, clock=clock, when=when, order=order, name=name)
+            self._cuda = _on_cuda()
             n_syn = len(conn.i)
             self.variables = Variables(self)
             self.variables.add_constant("N", n_syn)
             self.files = {}
             self.variables.add_reference("_source_spikespace", source, "_spikespace")
-            needed = ["_source_spikespace"]
+            needed = ["_source_spikespace", "N"]
             dense = conv is None and is_dense(conn, len(source), len(target))
             if conv is None and not dense:
                 i = np.asarray(conn.i, dtype=np.int64)
@@ -320,11 +365,18 @@ def _classes():
             self._n_synapses = n_syn
             self._enable_group_attributes()
             kw["blocked"] = all(st["target_index"] == "_j" for st in kw["statements"])
+            if conv is not None:
+                work = conv.cout_g * conv.kh * conv.kw
+            elif dense:
+                work = len(target)
+            else:
+                work = int(np.diff(rowptr).max(initial=0))
+            kw.update(cuda_launch(len(source), work))
             template = ("biosnn_static_conv" if conv is not None else "biosnn_static_dense" if dense
                         else "biosnn_static_propagate")
             self.runner = CodeRunner(self, template, code="", clock=clock, when=when,
                                      order=order, name=f"{name}_propagate", needed_variables=needed,
-                                     template_kwds=kw, codeobj_class=StaticCodeObject)
+                                     template_kwds=kw, codeobj_class=codeobj_class(self._cuda))
             self.contained_objects.append(self.runner)
 
         def __len__(self):
@@ -344,8 +396,9 @@ def _classes():
             self.files[f"biosnn_{array}"] = np.ascontiguousarray(values, dtype=var.dtype)
             if self.files[f"biosnn_{array}"].shape != (var.size,):
                 raise ValueError(f"{self.name}.{name}: {len(values)} values for {var.size} entries")
-            get_device().insert_code("main", _READ_FILE.format(array=array, size=var.size,
-                                                               ctype=c_type(var.dtype)))
+            fmt = {"array": array, "size": var.size, "ctype": c_type(var.dtype)}
+            get_device().insert_code("main", _READ_FILE.format(
+                copy=_TO_DEVICE.format(**fmt) if self._cuda else "", **fmt))
 
         def set_weights(self, values):
             """Set ``w`` (per synapse, or the shared kernel) from a Brian2 quantity, without a static copy."""
@@ -355,3 +408,33 @@ def _classes():
             self._load_from_file("w", np.asarray(values, dtype=np.float64).ravel())
 
     return StaticCodeObject, StaticProjection
+
+
+def cuda_launch(n_source: int, work: int) -> dict:
+    """Grid of the CUDA kernels: a block per source neuron (at most 65535), threads for ``work`` synapses.
+
+    ``work`` is the most synapses one spike reaches; the threads are that many
+    rounded up to a multiple of 32, at most :data:`CUDA_MAX_THREADS`.
+
+    >>> cuda_launch(784, 150), cuda_launch(10**6, 5000)
+    ({'cuda_blocks': 784, 'cuda_threads': 160}, {'cuda_blocks': 65535, 'cuda_threads': 256})
+    """
+    threads = min(CUDA_MAX_THREADS, max(32, -(-int(work) // 32) * 32))
+    return {"cuda_blocks": max(1, min(int(n_source), 65535)), "cuda_threads": threads}
+
+
+def _on_cuda() -> bool:
+    """Whether the active Brian2 device is brian2cuda's ``cuda_standalone``."""
+    from brian2 import get_device
+    return type(get_device()).__module__.startswith("brian2cuda")
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_code_object():
+    """brian2cuda's code object class with biosnn's ``.cu`` templates (made when first needed)."""
+    from brian2cuda.codeobject import CUDAStandaloneCodeObject
+
+    class StaticCudaCodeObject(CUDAStandaloneCodeObject):
+        templater = CUDAStandaloneCodeObject.templater.derive("biosnn.backends", templates_dir="templates")
+
+    return StaticCudaCodeObject

@@ -5,39 +5,42 @@
    oy * sh - ph + ky = y and ox * sw - pw + kx = x inside the output, with the
    weight w[((o * cin_g + c mod cin_g) * kh + ky) * kw + kx] of the shared kernel
    (torch's layout): the synapses of biosnn.connectivity.conv2d, computed instead
-   of stored.  Each output neuron gets at most one addition per spiking input,
-   in the order of the spike space, so the sums equal the CSR template's.
+   of stored.  With R replicas (conv.R > 1) input i = r * C*H*W + (c, y, x) reaches
+   the outputs of replica r only (offset r * O*Ho*Wo), with the same kernel.  Each
+   output neuron gets at most one addition per spiking input, in the order of the
+   spike space, so the sums equal the CSR template's.  With OpenMP, threads own
+   (replica, output channel) pairs and take the spikes in order: no atomic
+   additions, the same sums as one thread (unless a target variable is shared).
    USES_VARIABLES { _source_spikespace } #}
 {% extends 'common_group.cpp' %}
-{% from 'biosnn_static_macros.cpp' import add_statements, spike_loop %}
+{% from 'biosnn_static_macros.cpp' import conv_decode, conv_taps, load_factors, spike_loop %}
 
 {% block maincode %}
-    {% call spike_loop(statements, variables, get_array_name, c_data_type, openmp_pragma, _source_spikespace,
-                   4) %}
-    const int32_t _c = _i / {{conv.H * conv.W}};
-    const int32_t _y = (_i / {{conv.W}}) % {{conv.H}};
-    const int32_t _x = _i % {{conv.W}};
-    const int32_t _g = _c / {{conv.cin_g}};
-    const int32_t _cg = _c - _g * {{conv.cin_g}};
-    for (int32_t _o = _g * {{conv.cout_g}}; _o < (_g + 1) * {{conv.cout_g}}; _o++)
+    {% if openmp_pragma('with_openmp') and blocked %}
+    const int32_t _num_spikes = {{_source_spikespace}}[_num_source_spikespace - 1];
+    #pragma omp parallel for schedule(static)
+    for (int32_t _ro = 0; _ro < {{conv.R * conv.O}}; _ro++)
     {
-        for (int32_t _ky = 0; _ky < {{conv.kh}}; _ky++)
+        const int32_t _own_r = _ro / {{conv.O}};
+        const int32_t _o = _ro % {{conv.O}};
+        for (int32_t _k = 0; _k < _num_spikes; _k++)
         {
-            const int32_t _ny = _y + {{conv.ph}} - _ky;
-            if (_ny < 0 || _ny % {{conv.sh}} != 0 || _ny / {{conv.sh}} >= {{conv.Ho}})
+            const int32_t _i = {{_source_spikespace}}[_k];
+            {{ conv_decode(conv) | autoindent }}
+            if (_r != _own_r || _g != _o / {{conv.cout_g}})
                 continue;
-            const int32_t _row = (_o * {{conv.Ho}} + _ny / {{conv.sh}}) * {{conv.Wo}};
-            const int32_t _krow = ((_o * {{conv.cin_g}} + _cg) * {{conv.kh}} + _ky) * {{conv.kw}};
-            for (int32_t _kx = 0; _kx < {{conv.kw}}; _kx++)
-            {
-                const int32_t _nx = _x + {{conv.pw}} - _kx;
-                if (_nx < 0 || _nx % {{conv.sw}} != 0 || _nx / {{conv.sw}} >= {{conv.Wo}})
-                    continue;
-                const int32_t _j = _row + _nx / {{conv.sw}};
-                {{ add_statements(statements, variables, get_array_name, openmp_pragma, '_krow + _kx')
-                   | autoindent }}
-            }
+            {{ load_factors(statements, variables, get_array_name, c_data_type) | autoindent }}
+            {{ conv_taps(conv, statements, variables, get_array_name, openmp_pragma, false) | autoindent }}
         }
     }
+    {% else %}
+    {% call spike_loop(statements, variables, get_array_name, c_data_type, openmp_pragma, _source_spikespace,
+                   4) %}
+    {{ conv_decode(conv) }}
+    for (int32_t _o = _g * {{conv.cout_g}}; _o < (_g + 1) * {{conv.cout_g}}; _o++)
+    {
+        {{ conv_taps(conv, statements, variables, get_array_name, openmp_pragma, true) | autoindent }}
+    }
     {% endcall %}
+    {% endif %}
 {% endblock %}

@@ -36,3 +36,39 @@ for (int32_t _k = 0; _k < _num_spikes; _k++)
     {{ caller() }}
 }
 {% endmacro %}
+
+{% macro conv_decode(geo) %}
+{% if geo.R > 1 %}
+const int32_t _r = _i / {{geo.C * geo.H * geo.W}};
+const int32_t _c = (_i / {{geo.H * geo.W}}) % {{geo.C}};
+{% else %}
+const int32_t _r = 0;
+const int32_t _c = _i / {{geo.H * geo.W}};
+{% endif %}
+const int32_t _y = (_i / {{geo.W}}) % {{geo.H}};
+const int32_t _x = _i % {{geo.W}};
+const int32_t _g = _c / {{geo.cin_g}};
+const int32_t _cg = _c - _g * {{geo.cin_g}};
+{% endmacro %}
+
+{# conv_decode: replica _r, channel _c, position (_y, _x), group _g and channel in group _cg of spiking
+   input _i of a convolution (biosnn_static_conv.cpp); conv_taps: its taps onto output channel _o #}
+{% macro conv_taps(geo, statements, variables, get_array_name, openmp_pragma, atomic) %}
+for (int32_t _ky = 0; _ky < {{geo.kh}}; _ky++)
+{
+    const int32_t _ny = _y + {{geo.ph}} - _ky;
+    if (_ny < 0 || _ny % {{geo.sh}} != 0 || _ny / {{geo.sh}} >= {{geo.Ho}})
+        continue;
+    const int32_t _row = ((_r * {{geo.O}} + _o) * {{geo.Ho}} + _ny / {{geo.sh}}) * {{geo.Wo}};
+    const int32_t _krow = ((_o * {{geo.cin_g}} + _cg) * {{geo.kh}} + _ky) * {{geo.kw}};
+    for (int32_t _kx = 0; _kx < {{geo.kw}}; _kx++)
+    {
+        const int32_t _nx = _x + {{geo.pw}} - _kx;
+        if (_nx < 0 || _nx % {{geo.sw}} != 0 || _nx / {{geo.sw}} >= {{geo.Wo}})
+            continue;
+        const int32_t _j = _row + _nx / {{geo.sw}};
+        {{ add_statements(statements, variables, get_array_name, openmp_pragma, '_krow + _kx', atomic)
+           | indent(8) }}
+    }
+}
+{% endmacro %}
