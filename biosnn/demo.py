@@ -52,6 +52,7 @@ def run_demo(out: Path = Path("runs/demo"), backend: str = "runtime", samples: i
     import torch
     import biosnn
     from biosnn.datasets import accuracy, load_digits, train_classifier
+    from biosnn.spec.expand import expand_projection
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,7 +75,7 @@ def run_demo(out: Path = Path("runs/demo"), backend: str = "runtime", samples: i
                          input_shape=(1, 8, 8), T=T, name="digits_demo")
     snn.save(out / "digits_demo.yaml")
     print(f"converted: {len(snn.spec.populations)} populations, "
-          f"{sum(len(p.connect.i.data) for p in snn.spec.projections if hasattr(p.connect, 'i'))} synapses; "
+          f"{sum(len(expand_projection(snn.spec, p).i) for p in snn.spec.projections)} synapses; "
           f"simulating {len(x_test)} images x {T} steps on '{backend}'...")
     t0 = time.perf_counter()
     res = snn.run(x_test, backend=backend, batch_size=len(x_test))

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 import biosnn
+from biosnn.spec.expand import expand_projection
 from biosnn.conversion.graph import forward_numpy, trace
 from biosnn.conversion.rate_spec import DT_MS, layer_connections
 from biosnn.conversion.reference import simulate_rate
@@ -118,7 +119,7 @@ def test_at_most_two_memory_accesses_per_synapse(digits):
     synapses = {}
     for proj in snn.spec.projections:
         if proj.target != "meter":
-            synapses[proj.source] = synapses.get(proj.source, 0) + len(proj.connect.i.data)
+            synapses[proj.source] = synapses.get(proj.source, 0) + len(expand_projection(snn.spec, proj).i)
     res = snn.run(np.concatenate([x[:3], np.ones((1, 1, 8, 8))]), progress=False)
     pops = snn.layer_populations()
     for layer, events in res.layer_synops.items():

@@ -52,6 +52,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from biosnn.conversion.graph import LayerGraph
+from biosnn.conversion.connect import weighted_connect
 from biosnn.conversion.rate_spec import DT_MS, layer_connections
 from biosnn.conversion.tdsnn_reference import (check_L, check_T_il, decay_factor, tdsnn_roles,
                                                tick_weight)
@@ -224,8 +225,10 @@ def tdsnn_network_spec(graph: LayerGraph, *, L: float, T_il: int, windows: int, 
             metered.append((s.population, n, None))
             continue
         sign = -1.0 if s.role == "lif" else 1.0
-        projs.append(m.Projection(f"{src}_{s.population}", src, s.population, "jump", _explicit(conns.i, conns.j),
-                                  weights=ArrayValue(sign * np.asarray(conns.weights, dtype=np.float64)),
+        connect, weights = weighted_connect(layer, conns, sign * np.asarray(conns.weights, dtype=np.float64),
+                                            shaped=shape_of(layer) is not None
+                                            and shape_of(graph[layer.inputs[0]]) is not None)
+        projs.append(m.Projection(f"{src}_{s.population}", src, s.population, "jump", connect, weights=weights,
                                   order=src_order))
         bias = np.zeros(n)
         if layer.bias is not None:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from biosnn.conversion.connect import weighted_connect
 from biosnn.conversion.rate_spec import DT_MS, layer_populations
 from biosnn.conversion.tpc_reference import TPCPlan
 from biosnn.spec import model as m
@@ -143,9 +144,11 @@ def tpc_network_spec(plan: TPCPlan, *, windows: int, name: str = "tpc",
                                             operations=[m.Operation("acc = 0", dt=window)],
                                             order=stage.depth - 1))
         else:
+            connect, weights = weighted_connect(graph[stage.name], stage.conns, stage.conns.weights,
+                                                shaped=shape_of[stage.name] is not None
+                                                and shape_of[stage.source] is not None)
             projections.append(m.Projection(f"{src}_{pname}", src, pname, "tpc_pattern", connect,
-                                            weights=ArrayValue(np.asarray(stage.conns.weights)),
-                                            order=stage.depth - 1))
+                                            weights=weights, order=stage.depth - 1))
 
     emitting = [p for p in populations if p.model != "tpc_readout"]
     populations.append(m.Population("meter", len(emitting), "tpc_meter", operations=[

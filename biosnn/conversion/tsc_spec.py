@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from biosnn.conversion.graph import LayerGraph
+from biosnn.conversion.connect import weighted_connect
 from biosnn.conversion.rate_spec import (DT_MS, METER_SYNAPSE, _fanout, layer_connections,
                                          layer_populations, meter_parts, synaptic_inputs)
 from biosnn.conversion.tsc_reference import ROUNDINGS, tsc_schedule
@@ -164,11 +165,11 @@ def tsc_network_spec(graph: LayerGraph, *, T: int, windows: int, rounding: str =
                                    when="groups", order=10 * order)]
             for si in inputs:
                 src_pop = pop_of[si.source]
-                projections.append(m.Projection(
-                    f"{src_pop}_{pname}{si.tag}", src_pop, pname, "switch",
-                    m.Explicit(ArrayValue(si.conns.i), ArrayValue(si.conns.j)),
-                    weights=ArrayValue(np.asarray(si.conns.weights, dtype=np.float64) * si.scale),
-                    order=order_of[si.source]))
+                connect, weights = weighted_connect(
+                    si.layer, si.conns, np.asarray(si.conns.weights, dtype=np.float64) * si.scale,
+                    shaped=shape is not None and len(graph[si.source].out_shape) == 3)
+                projections.append(m.Projection(f"{src_pop}_{pname}{si.tag}", src_pop, pname, "switch", connect,
+                                                weights=weights, order=order_of[si.source]))
                 out_conns.setdefault(src_pop, []).append((0, si.conns))
         if role != "readout":
             metered.append((pname, layer.size))
