@@ -293,14 +293,15 @@ def spikingjelly_throughput(model, x_train, x_test, y_test, ann_pred, ref_result
     import logging
     logging.getLogger("spikingjelly").setLevel(logging.WARNING)
     n, B, T = args.brian2_images, min(args.sj_batch, args.brian2_images), args.brian2_T
-    x, y = torch.as_tensor(x_test[:n]), y_test[:n]
+    dev = getattr(args, "device", "cpu")  # "cuda": SpikingJelly on the GPU (the GPU benchmark)
+    x, y = torch.as_tensor(x_test[:n]).to(dev), y_test[:n]
     try:
         calib = torch.utils.data.TensorDataset(torch.as_tensor(x_train[:args.calib]),
                                                torch.zeros(args.calib, dtype=torch.long))
         loader = torch.utils.data.DataLoader(calib, batch_size=100, shuffle=False)
         c0 = time.perf_counter()
         recipe = ann2snn.RateCodingRecipe(dataloader=loader, mode="99.9%")
-        sj = ann2snn.Converter(recipe, device="cpu").convert(copy.deepcopy(model)).eval()
+        sj = ann2snn.Converter(recipe, device=dev).convert(copy.deepcopy(model).to(dev)).eval()
         conv_s = time.perf_counter() - c0
         preds = []
         t0 = time.perf_counter()
@@ -312,13 +313,16 @@ def spikingjelly_throughput(model, x_train, x_test, y_test, ann_pred, ref_result
                 for _ in range(T):
                     out = out + sj(xb)
                 preds.append(out.argmax(1))
+        if dev != "cpu":
+            torch.cuda.synchronize()
         wall = time.perf_counter() - t0
-        pred = torch.cat(preds).numpy()
+        pred = torch.cat(preds).cpu().numpy()
     except Exception as exc:  # noqa: BLE001
         return {"error": f"SpikingJelly {spikingjelly.__version__ if hasattr(spikingjelly, '__version__') else ''} "
                          f"failed: {type(exc).__name__}: {exc}"}
     from importlib.metadata import version
-    return {"version": version("spikingjelly"), "n": n, "B": B, "T": T, "wall_s": wall, "convert_s": conv_s,
+    return {"version": version("spikingjelly"), "device": dev, "n": n, "B": B, "T": T, "wall_s": wall,
+            "convert_s": conv_s,
             "ips": n / wall, "acc": float(np.mean(pred == y)), "agree_ann": float(np.mean(pred == ann_pred[:n])),
             "agree_biosnn": float(np.mean(pred == ref_result["predictions"][:n]))}
 

@@ -108,7 +108,7 @@ def synapse_bytes(spec, float_bytes=8):
     return total, n_syn
 
 
-def run_coding(coding, model, data, args, cache_dir):
+def run_coding(coding, model, data, args, cache_dir, threads=0):
     x_train, y_train, x_test, y_test = data
     params = dict(CODINGS[coding][0])
     n = args.images
@@ -120,14 +120,16 @@ def run_coding(coding, model, data, args, cache_dir):
     snn = biosnn.convert(prep, coding, calibration=x_train[:args.calib], input_shape=(1, 28, 28), **params)
     B = min(args.batch, n)
     t0 = time.perf_counter()
-    snn.run(x_test[:B], backend="cpp_standalone", batch_size=B, progress=False, cache_dir=cache_dir)
+    snn.run(x_test[:B], backend="cpp_standalone", batch_size=B, progress=False, cache_dir=cache_dir,
+            threads=threads)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    res = snn.run(x_test[:n], backend="cpp_standalone", batch_size=B, progress=True, cache_dir=cache_dir)
+    res = snn.run(x_test[:n], backend="cpp_standalone", batch_size=B, progress=True, cache_dir=cache_dir,
+                  threads=threads)
     wall = time.perf_counter() - t0
     mem, n_syn = synapse_bytes(snn.spec_for(B))
     events = float(np.sum(res.synops_per_sample))
-    return {"coding": coding, "params": params, "n": n, "B": B, "acc_ann": float(np.mean(ann_pred == y_test[:n])),
+    return {"coding": coding, "threads": threads, "params": params, "n": n, "B": B, "acc_ann": float(np.mean(ann_pred == y_test[:n])),
             "acc": res.accuracy(y_test[:n]), "agree": res.agreement(ann_pred), "wall_s": wall, "ips": n / wall,
             "spikes": float(np.mean(res.spikes_per_sample)), "synops": float(np.mean(res.synops_per_sample)),
             "events_per_s": events / wall, "compile_s": compile_s, "tune_s": tune_s,
@@ -176,6 +178,9 @@ def main(argv=None):
     ap.add_argument("--sj-T", type=int, nargs="+", default=[8, 16, 32, 64])
     ap.add_argument("--sj-batch", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--quick", action="store_true", help="1000 images, fine-tuning on 10k")
+    ap.add_argument("--threads", type=int, nargs="+", default=[0],
+                    help="OpenMP threads of the Brian2 binary (0: no OpenMP); every coding runs at each")
+    ap.add_argument("--no-sj", action="store_true", help="skip SpikingJelly (ratios then n/a)")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
@@ -190,27 +195,30 @@ def main(argv=None):
     cache_dir = Path(tempfile.mkdtemp(prefix="biosnn_speed_"))
     rows = []
     for coding in args.codings:
-        log(f"== {coding}")
-        try:
-            rows.append(run_coding(coding, model, data, args, cache_dir))
-            log(json.dumps(rows[-1]))
-        except Exception as exc:  # noqa: BLE001  (a coding that fails is reported, not hidden)
-            rows.append({"coding": coding, "error": f"{type(exc).__name__}: {exc}"})
-            log(f"  failed: {rows[-1]['error']}")
+        for threads in args.threads:
+            log(f"== {coding}, threads {threads}")
+            try:
+                rows.append(run_coding(coding, model, data, args, cache_dir, threads))
+                log(json.dumps(rows[-1]))
+            except Exception as exc:  # noqa: BLE001  (a coding that fails is reported, not hidden)
+                rows.append({"coding": coding, "threads": threads, "error": f"{type(exc).__name__}: {exc}"})
+                log(f"  failed: {rows[-1]['error']}")
     ann_pred = ann_predictions(model, x_test[:args.images])
     sj_rows = []
-    for T in args.sj_T:
+    for T in ([] if args.no_sj else args.sj_T):
         for batch in args.sj_batch:
             sj_rows.append(spikingjelly_throughput(
                 model, x_train, x_test, y_test, ann_pred, {"predictions": ann_pred},
                 SimpleNamespace(brian2_images=args.images, sj_batch=batch, brian2_T=T, calib=args.calib)))
             log(f"SpikingJelly T={T} batch={batch}: {sj_rows[-1]}")
-    sj = next((r for r in sj_rows if r.get("T") == 32 and r.get("B") == min(100, args.images)), sj_rows[0])
+    sj = next((r for r in sj_rows if r.get("T") == 32 and r.get("B") == min(100, args.images)),
+              sj_rows[0] if sj_rows else {"error": "not run (--no-sj)"})
     prof, prof_total = profile_rate(model, data, args, cache_dir)
     total_s = time.perf_counter() - t_start
     sj_ips = sj.get("ips")
     lines = [f"## Conversion speed: every coding on cpp_standalone vs SpikingJelly (LeNet-5, MNIST)\n",
-             f"{datetime.date.today()} · {cpu_model()}, {os.cpu_count()} cores (1 thread each side) · "
+             f"{datetime.date.today()} · {cpu_model()}, {os.cpu_count()} cores (SpikingJelly: 1 torch thread; Brian2: "
+             f"OpenMP threads {args.threads}, 0 = none) · "
              f"`{command()}` · {total_s / 60:.1f} min in all\n",
              f"{args.images} test images; Brian2 runs {args.batch} sample windows per run of one compiled binary "
              "(static projections on biosnn's template); SpikingJelly "
@@ -219,20 +227,20 @@ def main(argv=None):
              + "\n",
              "| SpikingJelly T | batch | accuracy | images/s |", "|---|---|---|---|"]
     lines += [f"| {r['T']} | {r['B']} | {r['acc'] * 100:.2f} % | {r['ips']:.1f} |" for r in sj_rows if "ips" in r]
-    lines += ["", "| coding | params | ANN acc | SNN acc | agreement | images/s | ratio to SJ T=32 | ratio to SJ "
+    lines += ["", "| coding | OpenMP threads | params | ANN acc | SNN acc | agreement | images/s | ratio to SJ T=32 | ratio to SJ "
               "fastest at equal accuracy | spikes/img | syn. events/img | events/s | synapse bytes (per syn.) | "
               "compile s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['coding']} | | | | | | | | | | | failed: {r['error'][:120]} |")
+            lines.append(f"| {r['coding']} | {r['threads']} | | | | | | | | | | | failed: {r['error'][:120]} |")
             continue
         ratio = f"{r['ips'] / sj_ips:.2f}x" if sj_ips else "n/a"
         equal = sj_at_accuracy(sj_rows, r["acc"])
         ratio_eq = (f"{r['ips'] / equal['ips']:.2f}x (T={equal['T']}, b={equal['B']}"
                     f"{', below' if equal['acc'] < r['acc'] - 0.001 else ''})") if equal else "n/a"
         lines.append(
-            f"| {r['coding']} | {', '.join(f'{k}={v}' for k, v in r['params'].items())} | {r['acc_ann'] * 100:.2f} % | "
+            f"| {r['coding']} | {r['threads']} | {', '.join(f'{k}={v}' for k, v in r['params'].items())} | {r['acc_ann'] * 100:.2f} % | "
             f"{r['acc'] * 100:.2f} % | {r['agree'] * 100:.2f} % | {r['ips']:.1f} | {ratio} | {ratio_eq} | "
             f"{r['spikes']:.0f} | "
             f"{r['synops']:.3g} | {r['events_per_s']:.3g} | {r['syn_bytes'] / 1e6:.2f} MB "
@@ -241,9 +249,14 @@ def main(argv=None):
               f"{prof_total:.2f} s in code objects):", "",
               "| code object | s | share |", "|---|---|---|"]
     lines += [f"| {k} | {v:.3f} | {f * 100:.1f} % |" for k, v, f in prof]
+    publish(lines, record=not args.no_record)
+
+
+def publish(lines, record: bool):
+    """Print a Markdown section and, if ``record``, append it to BENCHMARKS.md."""
     text = "\n".join(lines) + "\n"
     print(text)
-    if not args.no_record:
+    if record:
         append_section(text, ROOT / "BENCHMARKS.md")
 
 

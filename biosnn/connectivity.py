@@ -43,6 +43,7 @@ __all__ = [
     "conv2d",
     "avgpool2d",
     "maxpool2d_groups",
+    "replicated",
     "to_dense_matrix",
 ]
 
@@ -864,6 +865,50 @@ def maxpool2d_groups(in_shape: Any, kernel_size: Any, stride: Any = None,
 # ---------------------------------------------------------------------------
 # Testing helper
 # ---------------------------------------------------------------------------
+
+def replicated(conn: Connections, replicas: int) -> Connections:
+    """``replicas`` independent copies of a projection (block-diagonal synapses).
+
+    Copy ``r`` connects presynaptic neurons ``r * n_pre + i`` to postsynaptic
+    neurons ``r * n_post + j`` for every synapse ``(i, j)`` of ``conn``, with the
+    same weight and kernel index; shapes get a leading replica axis
+    ``(replicas, *shape)``.  The synapses stay sorted by ``(i, j)``: copy after
+    copy, each in the order of ``conn``.
+
+    Parameters
+    ----------
+    conn : Connections
+        The synapses of one copy.
+    replicas : int
+        Number of copies (>= 1).
+
+    Returns
+    -------
+    Connections
+
+    Examples
+    --------
+    >>> c = replicated(explicit([0, 1], [1, 0], 2, 2, weights=[0.5, 2.0]), 3)
+    >>> c.i.tolist(), c.j.tolist(), c.weights.tolist()
+    ([0, 1, 2, 3, 4, 5], [1, 0, 3, 2, 5, 4], [0.5, 2.0, 0.5, 2.0, 0.5, 2.0])
+    """
+    replicas = _check_size(replicas, "replicas")
+    if replicas < 1:
+        raise SpecError(f"replicas must be at least 1, got {replicas}.", field="replicas", fix="Give 1 or more.")
+    if replicas == 1:
+        return conn
+    r = np.repeat(np.arange(replicas, dtype=np.int64), len(conn.i))
+
+    def tile(a):
+        return None if a is None else np.tile(a, replicas)
+
+    def shape(s):
+        return None if s is None else (replicas,) + tuple(s)
+    return Connections(np.tile(conn.i, replicas) + r * conn.n_pre, np.tile(conn.j, replicas) + r * conn.n_post,
+                       tile(conn.weights), tile(conn.kernel_index), conn.n_pre * replicas, conn.n_post * replicas,
+                       pre_shape=shape(conn.pre_shape), post_shape=shape(conn.post_shape),
+                       window_shape=conn.window_shape)
+
 
 def to_dense_matrix(conn: Connections) -> np.ndarray:
     """Dense ``(n_post, n_pre)`` weight matrix of a projection.

@@ -38,7 +38,7 @@ derived Brian2 templater, the way brian2cuda extends Brian2):
   per spiking source neuron, its threads over that neuron's synapses, atomic
   additions; the arrays read in ``main`` are copied to the GPU there.
 * Replicas: a convolution between populations of shape ``(R, C, H, W)``
-  (:func:`biosnn.spec.replicate.replicate`) keeps one kernel for all ``R``
+  (:func:`biosnn.spec.replicas.replicate`) keeps one kernel for all ``R``
   copies (:class:`ConvGeometry`).
 
 Each target gets at most one addition per spiking source neuron, and the
@@ -199,7 +199,7 @@ class ConvGeometry:
 
     Input neuron ``(c, y, x)`` is index ``(c * H + y) * W + x``, output ``(o, oy, ox)``
     is ``(o * Ho + oy) * Wo + ox`` (the spec's channel-major layout).  With ``R``
-    replicas (populations of shape ``(R, C, H, W)``, :func:`biosnn.spec.replicate`),
+    replicas (populations of shape ``(R, C, H, W)``, :func:`biosnn.spec.replicas.replicate`),
     replica ``r`` is a block of its own: input ``r * C * H * W + (c * H + y) * W + x``
     reaches only outputs ``r * O * Ho * Wo + ...``, through the same kernel.
     """

@@ -111,6 +111,24 @@ class SNNResult:
         return len(self.predictions) / self.wall_time_s if self.wall_time_s > 0 else float("inf")
 
 
+def resolve_replicas(replicas, backend: str, per_run: int) -> int:
+    """Network copies per run: ``replicas``, or the backend's default (see :meth:`SNN.run`).
+
+    >>> resolve_replicas(None, "cpp_standalone", 1000), resolve_replicas(None, "cuda_standalone", 1000)
+    (1, 128)
+    >>> resolve_replicas(4, "runtime", 10)
+    4
+    """
+    if replicas is None:
+        return min(per_run, 128) if backend == "cuda_standalone" else 1
+    if isinstance(replicas, bool) or not isinstance(replicas, (int, np.integer)) or replicas < 1:
+        raise ConversionError(f"replicas must be a positive integer, got {replicas!r}")
+    if replicas > per_run:
+        raise ConversionError(f"replicas ({replicas}) must not exceed the samples per run ({per_run}): "
+                              "lower replicas or raise batch_size")
+    return int(replicas)
+
+
 def _to_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
@@ -183,8 +201,8 @@ class SNN:
         return self.spec.save(path)
 
     def run(self, x, backend: str = "runtime", batch_size: int = 256, progress: bool = True,
-            **backend_options) -> SNNResult:
-        """Simulate samples ``x`` (``(N, C, H, W)`` or ``(N, features)``) in batches of windows.
+            replicas: int | None = None, **backend_options) -> SNNResult:
+        """Simulate samples ``x`` (``(N, C, H, W)`` or ``(N, features)``) in batches.
 
         Parameters
         ----------
@@ -193,28 +211,41 @@ class SNN:
         backend : str
             ``runtime``, ``cython``, ``cpp_standalone`` or ``cuda_standalone``.
         batch_size : int
-            Sample windows per simulation run: the compiled network simulates
-            this many samples one after the other (batching in time); the data
-            set is cut into such batches and the binary is re-run with new
-            inputs (no recompilation).  Larger batches amortise the per-run
+            Samples per simulation run: ``replicas`` copies of the network
+            (:func:`biosnn.spec.replicas.replicate`) each simulate
+            ``ceil(batch_size / replicas)`` sample windows one after the other
+            (batching in time, the state reset between windows).  The data set
+            is cut into such batches and the compiled binary is re-run with new
+            inputs (no recompilation); a whole data set fits in one run when
+            ``batch_size`` covers it.  Larger batches amortise the per-run
             start-up; memory grows with ``batch_size * inputs``.
         progress : bool
             A progress bar over batches.
+        replicas : int, optional
+            Network copies side by side in one simulation (sample ``b`` of a
+            batch goes to copy ``b // windows``, window ``b % windows``).  Default:
+            1 on CPU backends (one copy, many windows: the fast route there);
+            ``min(batch_size, 128)`` on ``cuda_standalone`` (copies fill the
+            GPU, windows amortise its start-up).  With OpenMP threads on
+            ``cpp_standalone``, copies give every time step enough work to share.
         **backend_options
             Passed to :func:`biosnn.backends.get_backend` (``threads``, ``float32``, ...).
         """
         from biosnn.backends.base import get_backend
+        from biosnn.spec.replicas import replicate
         _quiet_gate_warning()
         x = _to_numpy(x)
         n_in = self.graph.layers[0].size
         if x.ndim < 2 or int(np.prod(x.shape[1:])) != n_in:
             raise ConversionError(f"x must have shape (N,) + {self.graph.layers[0].out_shape}, got {x.shape}")
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ConversionError(f"batch_size must be a positive integer, got {batch_size!r}")
         n = x.shape[0]
         flat = x.reshape(n, n_in) / self.graph.input_scale
-        windows = min(batch_size, n)
-        spec = self.spec_for(windows)
+        R = resolve_replicas(replicas, backend, min(batch_size, n))
+        windows = -(-min(batch_size, n) // R)
+        per_run = R * windows
+        spec = replicate(self.spec_for(windows), R)
         t0 = time.perf_counter()
         be = get_backend(backend, **backend_options)
         sim = be.build(spec)
@@ -222,33 +253,43 @@ class SNN:
         pops = self.layer_populations()
         meter_order = [pr.source for pr in spec.projections if pr.target == "meter"]
         out_pop = pops[self.graph.output]
-        scores = np.zeros((n, self.graph[self.graph.output].size))
+        n_out = self.graph[self.graph.output].size
+        scores = np.zeros((n, n_out))
         spikes = np.zeros((n, len(meter_order)))
         ops = np.zeros((n, len(meter_order)))
+
+        def per_sample(values):
+            """Monitor rows 1..windows, columns (copy, unit) -> rows (copy, window) of samples."""
+            v = np.asarray(values)[1:windows + 1]
+            return v.reshape(windows, R, -1).transpose(1, 0, 2).reshape(per_run, -1)
+
         from tqdm.auto import tqdm
-        starts = range(0, n, windows)
+        starts = range(0, n, per_run)
         import os
         show = progress and os.environ.get("BIOSNN_PROGRESS", "1") != "0"
         bar = tqdm(starts, desc=f"{self.name} on {backend}", unit="batch", disable=not show, leave=False)
         for s in bar:
-            chunk = flat[s:s + windows]
+            chunk = flat[s:s + per_run]
             k = len(chunk)
-            if k < windows:
-                chunk = np.concatenate([chunk, np.zeros((windows - k, n_in))])
-            rec = sim.run(overrides={"x_in": chunk}, progress=False)
+            if k < per_run:
+                chunk = np.concatenate([chunk, np.zeros((per_run - k, n_in))])
+            # x_in: one row per window, copy r's inputs in columns r * n_in ... (r + 1) * n_in - 1
+            table = chunk.reshape(R, windows, n_in).transpose(1, 0, 2).reshape(windows, R * n_in)
+            rec = sim.run(overrides={"x_in": table}, progress=False)
             run_s += float(rec.meta.get("wall_time_s", 0.0))
             meter = rec.states["meter"]
-            spikes[s:s + k] = meter["spk_last"].values[1:windows + 1][:k]
-            ops[s:s + k] = meter["ops_last"].values[1:windows + 1][:k]
+            spikes[s:s + k] = per_sample(meter["spk_last"].values)[:k]
+            ops[s:s + k] = per_sample(meter["ops_last"].values)[:k]
             if "v_last" in rec.states.get(out_pop, {}):
-                scores[s:s + k] = self._scores_from_potential(rec.states[out_pop]["v_last"].values[1:windows + 1][:k])
+                scores[s:s + k] = self._scores_from_potential(per_sample(rec.states[out_pop]["v_last"].values)[:k])
             else:
                 st = rec.spikes[out_pop]
                 step = np.rint(st.times / (DT_MS * 1e-3)).astype(np.int64)
                 win = step // self.window_steps
-                keep = win < k
-                self._scores_from_spikes(win[keep], step[keep] - win[keep] * self.window_steps,
-                                         st.indices[keep], scores[s:s + k])
+                sample = (st.indices // n_out) * windows + win
+                keep = (win < windows) & (sample < k)
+                self._scores_from_spikes(sample[keep], step[keep] - win[keep] * self.window_steps,
+                                         st.indices[keep] % n_out, scores[s:s + k])
         wall = time.perf_counter() - t0
         names = {p: layer for layer, p in pops.items()}
         layer_spikes, layer_synops = {}, {}

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from biosnn.conversion.snn import SNN, SNNResult, _to_numpy
+from biosnn.conversion.snn import SNN, SNNResult, _to_numpy, resolve_replicas
 from biosnn.conversion.tpc_reference import TPCPlan, build_plan, check_bits, simulate_tpc
 from biosnn.errors import ConversionError
 
@@ -478,13 +478,14 @@ class TPCSNN(SNN):
         return simulate_tpc(self.plan, x, batch_size=batch_size)
 
     def run(self, x, backend: str = "runtime", batch_size: int = 256, progress: bool = True,
-            **backend_options) -> SNNResult:
+            replicas: int | None = None, **backend_options) -> SNNResult:
         """Simulate samples ``x`` through the pipeline, ``batch_size`` samples per simulation run.
 
-        Each run simulates ``batch_size + depth - 1`` windows: the samples enter
-        one per window, followed by ``depth - 1`` empty windows that flush the
-        pipeline; the figures of each layer are taken from the windows in
-        which it processed each sample.  Parameters as :meth:`SNN.run`.
+        Each network copy (``replicas``, see :meth:`SNN.run`) simulates its
+        ``ceil(batch_size / replicas)`` samples in as many windows plus
+        ``depth - 1`` empty windows that flush the pipeline; the figures of
+        each layer are taken from the windows in which it processed each
+        sample.  Parameters as :meth:`SNN.run`.
         """
         logging.getLogger("brian2.codegen.generators.base").addFilter(_MAX_FILTER)  # idempotent
         x = _to_numpy(x)
@@ -493,7 +494,8 @@ class TPCSNN(SNN):
         if x.ndim < 2 or len(x) == 0:
             raise ConversionError(f"x must have shape (N,) + {self.graph.input_shape} with N >= 1, got {x.shape}")
         n, lag = len(x), self.plan.depth - 1
-        per_run = min(batch_size, n)
+        R = resolve_replicas(replicas, backend, min(batch_size, n))
+        per_run = -(-min(batch_size, n) // R)  # samples per copy and run: one pipeline segment
         pieces, rows = [], {}
         # row of sample s in a run: s + d for a stage at depth d (its spikes are counted at the end of
         # window s + d), s + depth - 1 for the output (its v_last is taken at the start of window s + depth)
@@ -503,8 +505,8 @@ class TPCSNN(SNN):
             pieces += [chunk, np.zeros((lag,) + x.shape[1:])]
             for lname, d in depth.items():
                 rows.setdefault(lname, []).append(block * (per_run + lag) + d + np.arange(len(chunk)))
-        res = super().run(np.concatenate(pieces), backend=backend, batch_size=per_run + lag, progress=progress,
-                          **backend_options)
+        res = super().run(np.concatenate(pieces), backend=backend, batch_size=R * (per_run + lag),
+                          progress=progress, replicas=R, **backend_options)
         rows = {k: np.concatenate(v) for k, v in rows.items()}
         scores = res.scores[rows[self.graph.output]]
         return dataclasses.replace(

@@ -24,6 +24,14 @@ def projection_rng(spec, proj) -> np.random.Generator:
     return np.random.default_rng([spec.seed or 0, zlib.crc32(proj.name.encode())])
 
 
+def _replicas_and_shape(node, field_: str, what: str) -> tuple[int, tuple[int, int, int]]:
+    """``(R, (C, H, W))``: a shape ``(R, C, H, W)`` is ``R`` replicas (:func:`biosnn.spec.replicas.replicate`)."""
+    shape = getattr(node, "shape", None)
+    if shape is not None and len(shape) == 4:
+        return int(shape[0]), tuple(shape[1:])
+    return 1, _shape_of(node, field_, what)
+
+
 def _shape_of(node, field_: str, what: str):
     shape = getattr(node, "shape", None)
     if shape is None:
@@ -76,17 +84,17 @@ def expand_projection(spec, proj) -> cx.Connections:
         elif isinstance(c, Explicit):
             conn = cx.explicit(np.asarray(c.i.data), np.asarray(c.j.data), n_pre, n_post)
         elif isinstance(c, Conv2D):
-            in_shape = _shape_of(src, f"{f}.kernel", "source")
-            conn = cx.conv2d(np.asarray(c.kernel.data, dtype=np.float64), in_shape, stride=c.stride,
-                             padding=c.padding, groups=c.groups)
+            replicas, in_shape = _replicas_and_shape(src, f"{f}.kernel", "source")
+            conn = cx.replicated(cx.conv2d(np.asarray(c.kernel.data, dtype=np.float64), in_shape, stride=c.stride,
+                                           padding=c.padding, groups=c.groups), replicas)
             if int(np.prod(conn.post_shape)) != n_post:
                 raise SpecError(f"the convolution gives {conn.post_shape} = {int(np.prod(conn.post_shape))} "
                                 f"neurons but target '{tgt.name}' has {n_post}", field=f,
                                 fix=f"give '{tgt.name}' size {int(np.prod(conn.post_shape))} "
                                     f"(shape {list(conn.post_shape)})")
         elif isinstance(c, Pool2D):
-            in_shape = _shape_of(src, f"{f}.kernel_size", "source")
-            conn = cx.avgpool2d(in_shape, c.kernel_size, stride=c.stride, padding=c.padding)
+            replicas, in_shape = _replicas_and_shape(src, f"{f}.kernel_size", "source")
+            conn = cx.replicated(cx.avgpool2d(in_shape, c.kernel_size, stride=c.stride, padding=c.padding), replicas)
             if int(np.prod(conn.post_shape)) != n_post:
                 raise SpecError(f"pooling gives {conn.post_shape} = {int(np.prod(conn.post_shape))} neurons "
                                 f"but target '{tgt.name}' has {n_post}", field=f,

@@ -1,0 +1,200 @@
+"""Replicas: ``R`` independent copies of a network in the same groups (batching across copies, for GPUs).
+
+:func:`replicate` turns a spec into one whose every population and input is
+``R`` times larger: neuron ``i`` of copy ``r`` is neuron ``r * N + i`` (``N``
+the size of one copy).  Copies do not interact; each runs the same model with
+its own inputs.  A converted network simulates ``R x W`` samples in one run
+this way: ``R`` copies, each taking ``W`` sample windows one after the other
+(:meth:`biosnn.conversion.snn.SNN.run` with ``replicas=``).  On a GPU the
+copies fill the device (one kernel launch serves all ``R``); on a CPU they
+give every step enough work for OpenMP threads.
+
+Rules (everything else is kept as it is):
+
+* populations and inputs: ``size * R``; a ``shape`` ``(C, H, W)`` becomes
+  ``(R, C, H, W)``; per-neuron arrays (initial values, Poisson rates) and
+  spike-time inputs are copied per replica;
+* 2-D timed arrays (one column per neuron, read as ``name(t, i)``): columns
+  copied ``R`` times, so copy ``r`` reads columns ``r * N ... (r + 1) * N - 1``;
+  give each copy its own inputs by overriding the table with ``R * N`` columns.
+  A 2-D table read by a population of another size cannot be replicated
+  (refused).  1-D tables (``name(t)``) stay shared;
+* ``Conv2D`` and ``Pool2D`` projections keep their rule (kernel, geometry):
+  expanded, they give the synapses of one copy repeated with index offsets
+  (:func:`biosnn.connectivity.replicated`), and the static-projection
+  templates keep one kernel for all copies;
+* every other projection becomes explicit block-diagonal synapses (the
+  expansion of one copy, repeated with offsets), per-synapse arrays copied;
+  weights, delays or initial values written as expressions that use the
+  indices ``i`` or ``j`` are refused, as are random ones (``rand()``): the
+  copies would differ;
+* state monitors record the same neurons in every copy.
+
+>>> from biosnn.spec import NetworkSpec, Population, Projection, OneToOne, SpikeMonitor
+>>> spec = NetworkSpec("net", populations=(Population("a", 3, "lif"), Population("b", 3, "lif")),
+...                    projections=(Projection("ab", "a", "b", "delta_voltage", OneToOne(), weights="1*mV"),),
+...                    monitors=(SpikeMonitor("b"),))
+>>> twice = replicate(spec, 2)
+>>> twice.node("a").size, twice.projection("ab").connect.j.data.tolist()
+(6, [0, 1, 2, 3, 4, 5])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+
+from biosnn import connectivity as cx
+from biosnn.errors import SpecError
+from biosnn.spec import model as m
+from biosnn.spec.expand import expand_projection
+from biosnn.spec.values import ArrayValue
+
+__all__ = ["replicate"]
+
+_INDEX = re.compile(r"\b[ij]\b|\brand[n]?\s*\(")
+
+
+def replicate(spec: m.NetworkSpec, replicas: int) -> m.NetworkSpec:
+    """``replicas`` independent copies of ``spec`` in one network (see the module docstring).
+
+    Parameters
+    ----------
+    spec : NetworkSpec
+        One copy.
+    replicas : int
+        Number of copies (``1`` returns ``spec`` itself).
+
+    Returns
+    -------
+    NetworkSpec
+        The same name, models, clock and seed, with ``R``-times larger groups.
+
+    Raises
+    ------
+    SpecError
+        For ``replicas`` below 1, and for parts that cannot be copied exactly
+        (the message names the part, the field and what to change).
+    """
+    if isinstance(replicas, bool) or not isinstance(replicas, (int, np.integer)) or replicas < 1:
+        raise SpecError(f"replicas must be a positive integer, got {replicas!r}", field="replicas",
+                        fix="give 1 or more")
+    R = int(replicas)
+    if R == 1:
+        return spec
+    sizes = {n.name: n.size for n in (*spec.populations, *spec.inputs) if hasattr(n, "size")}
+    tables = _tables_read_by(spec)
+    populations = tuple(dataclasses.replace(
+        p, size=p.size * R, shape=_shape(p.shape, R), initial=_tiled_values(p.initial, p.size, R, f"populations.{p.name}"))
+        for p in spec.populations)
+    inputs = tuple(_input(inp, R, sizes) for inp in spec.inputs)
+    timed = tuple(_timed_array(ta, R, tables.get(ta.name, set())) for ta in spec.timed_arrays)
+    projections = tuple(_projection(spec, proj, R) for proj in spec.projections)
+    monitors = tuple(_monitor(mon, R, sizes) for mon in spec.monitors)
+    return spec.replace(populations=populations, inputs=inputs, timed_arrays=timed, projections=projections,
+                        monitors=monitors)
+
+
+def _shape(shape, R):
+    return None if shape is None else (R,) + tuple(shape)
+
+
+def _tiled_values(values, n: int, R: int, where: str) -> dict:
+    out = {}
+    for key, v in values.items():
+        if isinstance(v, ArrayValue):
+            if v.data.shape[:1] != (n,):
+                raise SpecError(f"{key} has shape {v.data.shape}, expected ({n},)", field=f"{where}.{key}",
+                                fix="give one value per neuron or synapse")
+            out[key] = ArrayValue(np.tile(v.data, R), v.unit)
+        else:
+            if _INDEX.search(str(v)):
+                raise SpecError(f"{key} = {v!r} uses the indices i/j or random numbers: the copies would differ",
+                                field=f"{where}.{key}", fix="give an array (one value per neuron or synapse)")
+            out[key] = v
+    return out
+
+
+def _input(inp, R: int, sizes: dict):
+    where = f"inputs.{inp.name}"
+    if isinstance(inp, m.PoissonInput):
+        rates = inp.rates
+        if isinstance(rates, ArrayValue):
+            rates = ArrayValue(np.tile(rates.data, R), rates.unit)
+        return dataclasses.replace(inp, size=inp.size * R, shape=_shape(inp.shape, R), rates=rates)
+    if isinstance(inp, m.SpikeTimesInput):
+        idx, times = np.asarray(inp.indices.data), np.asarray(inp.times.data)
+        offsets = np.repeat(np.arange(R) * inp.size, idx.size)
+        order = np.argsort(np.tile(times, R), kind="stable")  # copy after copy within each time
+        return dataclasses.replace(
+            inp, size=inp.size * R, shape=_shape(inp.shape, R),
+            indices=ArrayValue((np.tile(idx, R) + offsets)[order].astype(idx.dtype)),
+            times=ArrayValue(np.tile(times, R)[order], inp.times.unit))
+    # CurrentInput: the same current in every copy
+    values = inp.values.data
+    if values.ndim == 2:
+        if values.shape[1] != sizes[inp.target]:
+            raise SpecError(f"values has {values.shape[1]} columns for {sizes[inp.target]} neurons",
+                            field=f"{where}.values", fix="give one column per target neuron")
+        return dataclasses.replace(inp, values=ArrayValue(np.tile(values, (1, R)), inp.values.unit))
+    return inp
+
+
+def _tables_read_by(spec) -> dict[str, set[int]]:
+    """Timed-array name -> sizes of the groups whose code reads it as ``name(t, i)``."""
+    reads: dict[str, set[int]] = {}
+    names = [ta.name for ta in spec.timed_arrays if ta.values.data.ndim == 2]
+    if not names:
+        return reads
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\s*\(")
+    for node in (*spec.populations, *spec.inputs):
+        code = []
+        if isinstance(node, m.Population):
+            model = spec.neuron_model(node)
+            code += [model.equations or "", model.threshold or "", model.reset or ""]
+            code += [op.code for op in node.operations]
+            code += [str(v) for v in node.initial.values() if not isinstance(v, ArrayValue)]
+        elif isinstance(node, m.PoissonInput) and not isinstance(node.rates, ArrayValue):
+            code.append(str(node.rates))
+        for name in pattern.findall("\n".join(code)):
+            reads.setdefault(name, set()).add(node.size)
+    return reads
+
+
+def _timed_array(ta, R: int, readers: set[int]):
+    values = ta.values.data
+    if values.ndim == 1:
+        return ta
+    if readers and readers != {values.shape[1]}:
+        raise SpecError(f"timed array '{ta.name}' has {values.shape[1]} columns but is read by groups of "
+                        f"{sorted(readers)} neurons", field=f"timed_arrays.{ta.name}",
+                        fix="replicas need a 2-D table to be read as name(t, i) by groups of its width")
+    return dataclasses.replace(ta, values=ArrayValue(np.tile(values, (1, R)), ta.values.unit))
+
+
+def _projection(spec, proj, R: int):
+    where = f"projections.{proj.name}"
+    conn = expand_projection(spec, proj)
+    n = len(conn.i)
+    initial = _tiled_values(proj.initial, n, R, where)
+    delay = proj.delay
+    if delay is not None:
+        delay = _tiled_values({"delay": delay}, n, R, where)["delay"]
+    if isinstance(proj.connect, (m.Conv2D, m.Pool2D)):
+        return dataclasses.replace(proj, initial=initial, delay=delay)
+    weights = proj.weights
+    if weights is not None:
+        weights = _tiled_values({"weights": weights}, n, R, where)["weights"]
+    tiled = cx.replicated(conn, R)
+    connect = m.Explicit(ArrayValue(np.asarray(tiled.i)), ArrayValue(np.asarray(tiled.j)))
+    return dataclasses.replace(proj, connect=connect, weights=weights, initial=initial, delay=delay)
+
+
+def _monitor(mon, R: int, sizes: dict):
+    if isinstance(mon, m.StateMonitor) and mon.indices is not None:
+        n = sizes[mon.population]
+        idx = np.asarray(mon.indices, dtype=np.int64)
+        return dataclasses.replace(mon, indices=tuple(int(k) for k in (idx[None, :] + n * np.arange(R)[:, None]).ravel()))
+    return mon
