@@ -121,13 +121,14 @@ def run_coding(coding, model, data, args, cache_dir, threads=0):
     B = min(args.batch, n)
     t0 = time.perf_counter()
     snn.run(x_test[:B], backend="cpp_standalone", batch_size=B, progress=False, cache_dir=cache_dir,
-            threads=threads)
+            threads=threads, replicas=args.replicas)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     res = snn.run(x_test[:n], backend="cpp_standalone", batch_size=B, progress=True, cache_dir=cache_dir,
-                  threads=threads)
+                  threads=threads, replicas=args.replicas)
     wall = time.perf_counter() - t0
-    mem, n_syn = synapse_bytes(snn.spec_for(B))
+    from biosnn.spec.replicas import replicate
+    mem, n_syn = synapse_bytes(replicate(snn.spec_for(-(-B // args.replicas)), args.replicas))
     events = float(np.sum(res.synops_per_sample))
     return {"coding": coding, "threads": threads, "params": params, "n": n, "B": B, "acc_ann": float(np.mean(ann_pred == y_test[:n])),
             "acc": res.accuracy(y_test[:n]), "agree": res.agreement(ann_pred), "wall_s": wall, "ips": n / wall,
@@ -180,6 +181,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="1000 images, fine-tuning on 10k")
     ap.add_argument("--threads", type=int, nargs="+", default=[0],
                     help="OpenMP threads of the Brian2 binary (0: no OpenMP); every coding runs at each")
+    ap.add_argument("--replicas", type=int, default=1,
+                    help="network copies per run (batch = replicas x windows); gives OpenMP threads work per step")
     ap.add_argument("--no-sj", action="store_true", help="skip SpikingJelly (ratios then n/a)")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args(argv)
@@ -220,7 +223,8 @@ def main(argv=None):
              f"{datetime.date.today()} · {cpu_model()}, {os.cpu_count()} cores (SpikingJelly: 1 torch thread; Brian2: "
              f"OpenMP threads {args.threads}, 0 = none) · "
              f"`{command()}` · {total_s / 60:.1f} min in all\n",
-             f"{args.images} test images; Brian2 runs {args.batch} sample windows per run of one compiled binary "
+             f"{args.images} test images; Brian2 runs {args.batch} samples ({args.replicas} network copies x "
+             f"{-(-args.batch // args.replicas)} sample windows) per run of one compiled binary "
              "(static projections on biosnn's template); SpikingJelly "
              + (f"{sj.get('version')} ann2snn rate 99.9 %, reference setting T = {sj['T']}, batch {sj['B']}: "
                 f"{sj_ips:.1f} images/s, accuracy {sj['acc'] * 100:.2f} %." if sj_ips else f"failed: {sj.get('error')}")

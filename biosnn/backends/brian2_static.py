@@ -29,10 +29,13 @@ derived Brian2 templater, the way brian2cuda extends Brian2):
   run;
 * no spike queue and no delay array: spikes are propagated straight from the
   source's spike space in the same step;
-* OpenMP: all-to-all projections share their targets among threads and
-  convolutions their (replica, output channel) pairs, each thread taking the
-  spikes in order (no atomics: bit-identical to one thread); CSR projections
-  share the spiking neurons among threads with atomic additions;
+* OpenMP: threads own blocks of targets (all-to-all and CSR projections: a
+  binary search finds a block's synapses in a row), the output channels of a
+  convolution, or its replicas; each thread takes the spikes in order, so no
+  addition is atomic and the sums are bit-identical to one thread's.  CSR
+  projections with short rows (fewer than 32 synapses per source on average:
+  pooling, meters) run on one thread; atomic additions only onto shared,
+  one-value target variables;
 * brian2cuda (``cuda_standalone``): the same three layouts as CUDA kernels
   (``templates/biosnn_static_*.cu`` on ``biosnn_static_common.cu``): a block
   per spiking source neuron, its threads over that neuron's synapses, atomic
@@ -372,6 +375,9 @@ def _classes():
             else:
                 work = int(np.diff(rowptr).max(initial=0))
             kw.update(cuda_launch(len(source), work))
+            # OpenMP, CSR: threads own blocks of targets (at least 256, at most 16 blocks) when rows are long
+            kw["target_block"] = max(256, -(-len(target) // 16))
+            kw["long_rows"] = conv is None and not dense and n_syn >= 32 * max(len(source), 1)
             template = ("biosnn_static_conv" if conv is not None else "biosnn_static_dense" if dense
                         else "biosnn_static_propagate")
             self.runner = CodeRunner(self, template, code="", clock=clock, when=when,

@@ -9,8 +9,8 @@
    the outputs of replica r only (offset r * O*Ho*Wo), with the same kernel.  Each
    output neuron gets at most one addition per spiking input, in the order of the
    spike space, so the sums equal the CSR template's.  With OpenMP, threads own
-   (replica, output channel) pairs and take the spikes in order: no atomic
-   additions, the same sums as one thread (unless a target variable is shared).
+   replicas (R > 1) or output channels (R = 1) and take the spikes in order: no
+   atomic additions, the same sums as one thread (unless a target variable is shared).
    USES_VARIABLES { _source_spikespace } #}
 {% extends 'common_group.cpp' %}
 {% from 'biosnn_static_macros.cpp' import conv_decode, conv_taps, load_factors, spike_loop %}
@@ -18,21 +18,40 @@
 {% block maincode %}
     {% if openmp_pragma('with_openmp') and blocked %}
     const int32_t _num_spikes = {{_source_spikespace}}[_num_source_spikespace - 1];
+    {% if conv.R > 1 %}
+    {# threads own replicas: all output channels of their copies #}
     #pragma omp parallel for schedule(static)
-    for (int32_t _ro = 0; _ro < {{conv.R * conv.O}}; _ro++)
+    for (int32_t _own_r = 0; _own_r < {{conv.R}}; _own_r++)
     {
-        const int32_t _own_r = _ro / {{conv.O}};
-        const int32_t _o = _ro % {{conv.O}};
+        for (int32_t _k = 0; _k < _num_spikes; _k++)
+        {
+            const int32_t _i = {{_source_spikespace}}[_k];
+            if (_i / {{conv.C * conv.H * conv.W}} != _own_r)
+                continue;
+            {{ conv_decode(conv) | autoindent }}
+            {{ load_factors(statements, variables, get_array_name, c_data_type) | autoindent }}
+            for (int32_t _o = _g * {{conv.cout_g}}; _o < (_g + 1) * {{conv.cout_g}}; _o++)
+            {
+                {{ conv_taps(conv, statements, variables, get_array_name, openmp_pragma, false) | autoindent }}
+            }
+        }
+    }
+    {% else %}
+    {# threads own output channels #}
+    #pragma omp parallel for schedule(static)
+    for (int32_t _o = 0; _o < {{conv.O}}; _o++)
+    {
         for (int32_t _k = 0; _k < _num_spikes; _k++)
         {
             const int32_t _i = {{_source_spikespace}}[_k];
             {{ conv_decode(conv) | autoindent }}
-            if (_r != _own_r || _g != _o / {{conv.cout_g}})
+            if (_g != _o / {{conv.cout_g}})
                 continue;
             {{ load_factors(statements, variables, get_array_name, c_data_type) | autoindent }}
             {{ conv_taps(conv, statements, variables, get_array_name, openmp_pragma, false) | autoindent }}
         }
     }
+    {% endif %}
     {% else %}
     {% call spike_loop(statements, variables, get_array_name, c_data_type, openmp_pragma, _source_spikespace,
                    4) %}

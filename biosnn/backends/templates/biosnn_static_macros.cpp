@@ -3,8 +3,8 @@
    add_statements: the additions of the statements for one synapse; widx is the C expression of
    the synapse's index into w (per-synapse weight or kernel entry); atomic=False where no two
    threads can write the same target.
-   spike_loop: the loop over the source's spiking neurons _i (OpenMP-parallel when enabled), with
-   the presynaptic factors loaded; the caller's block is the body. #}
+   spike_loop: the loop over the source's spiking neurons _i (OpenMP-parallel when enabled and
+   parallel), with the presynaptic factors loaded; the caller's block is the body. #}
 {% macro add_statements(statements, variables, get_array_name, openmp_pragma, widx, atomic=True) %}
 {% for st in statements %}
 {% set _w = (get_array_name(variables['w']) ~ '[' ~ widx ~ ']') if st.weight else '' %}
@@ -24,9 +24,10 @@ const {{c_data_type(variables[st.pre].dtype)}} _factor{{loop.index}} = {{get_arr
 {% endfor %}
 {% endmacro %}
 
-{% macro spike_loop(statements, variables, get_array_name, c_data_type, openmp_pragma, spikespace, chunk) %}
+{% macro spike_loop(statements, variables, get_array_name, c_data_type, openmp_pragma, spikespace, chunk,
+                    parallel=True) %}
 const int32_t _num_spikes = {{spikespace}}[_num_source_spikespace - 1];
-{% if openmp_pragma('with_openmp') %}
+{% if parallel and openmp_pragma('with_openmp') %}
 #pragma omp parallel for schedule(dynamic, {{chunk}})
 {% endif %}
 for (int32_t _k = 0; _k < _num_spikes; _k++)

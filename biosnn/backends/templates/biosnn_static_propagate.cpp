@@ -1,24 +1,63 @@
 {# biosnn: propagation of a static projection (no plasticity, no delay) in one pass.
    Per spiking presynaptic neuron i, its synapses are the contiguous range
    _rowptr[i] .. _rowptr[i+1] of the target list _post (CSR, sorted by i, then by
-   synapse creation order: the same order as Brian2's own Synapses, hence the same
-   floating-point sums).  Each statement adds  w * factor  to a post-synaptic
-   variable, where w is a per-synapse weight or a shared kernel entry
-   w[_kidx[s]], and factor a presynaptic variable or a constant.
+   target j: the same order as Brian2's own Synapses, hence the same floating-point
+   sums).  Each statement adds  w * factor  to a post-synaptic variable, where w is
+   a per-synapse weight and factor a presynaptic variable or a constant.  With
+   OpenMP, threads own blocks of targets: each takes the spikes in order and, in
+   each spiking neuron's row, the synapses onto its block (found by binary search:
+   rows are sorted by target), so no addition is atomic and every target gets its
+   additions in the same order as with one thread.  Rows shorter than 32 synapses
+   on average (long_rows false) run on one thread; with a shared (one-value)
+   target variable, threads share the spikes and add atomically.
    USES_VARIABLES { _rowptr, _post, _source_spikespace } #}
 {% extends 'common_group.cpp' %}
-{% from 'biosnn_static_macros.cpp' import add_statements, spike_loop %}
+{% from 'biosnn_static_macros.cpp' import add_statements, load_factors, spike_loop %}
 
 {% block maincode %}
+    {% if openmp_pragma('with_openmp') and blocked and long_rows %}
+    const int32_t _num_spikes = {{_source_spikespace}}[_num_source_spikespace - 1];
+    #pragma omp parallel for schedule(static)
+    for (int32_t _jb = 0; _jb < {{n_post}}; _jb += {{target_block}})
+    {
+        const int32_t _jend = _jb + {{target_block}} < {{n_post}} ? _jb + {{target_block}} : {{n_post}};
+        for (int32_t _k = 0; _k < _num_spikes; _k++)
+        {
+            const int32_t _i = {{_source_spikespace}}[_k];
+            const int32_t _end = {{_rowptr}}[_i + 1];
+            int32_t _s = {{_rowptr}}[_i];
+            int32_t _hi = _end;
+            while (_s < _hi)  // first synapse of the row onto a target >= _jb
+            {
+                const int32_t _mid = _s + ((_hi - _s) >> 1);
+                if ({{_post}}[_mid] < _jb)
+                    _s = _mid + 1;
+                else
+                    _hi = _mid;
+            }
+            if (_s == _end || {{_post}}[_s] >= _jend)
+                continue;
+            {{ load_factors(statements, variables, get_array_name, c_data_type) | autoindent }}
+            for (; _s < _end && {{_post}}[_s] < _jend; _s++)
+            {
+                const int32_t _j = {{_post}}[_s];
+                {{ add_statements(statements, variables, get_array_name, openmp_pragma, '_s', false) | autoindent }}
+            }
+        }
+    }
+    {% else %}
+    {# short rows (pooling, meters): one thread, no atomics (a target block per thread would visit
+       every spike once per block for one addition); a shared target: threads share spikes, atomics #}
+    {% set _parallel = not blocked %}
     {% call spike_loop(statements, variables, get_array_name, c_data_type, openmp_pragma, _source_spikespace,
-                   16) %}
+                   16, _parallel) %}
     const int32_t _end = {{_rowptr}}[_i + 1];
     #pragma GCC unroll 8
     for (int32_t _s = {{_rowptr}}[_i]; _s < _end; _s++)
     {
         const int32_t _j = {{_post}}[_s];
-        {{ add_statements(statements, variables, get_array_name, openmp_pragma,
-                          (_kidx ~ '[_s]') if kernel else '_s') | autoindent }}
+        {{ add_statements(statements, variables, get_array_name, openmp_pragma, '_s', _parallel) | autoindent }}
     }
     {% endcall %}
+    {% endif %}
 {% endblock %}
