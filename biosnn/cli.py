@@ -43,8 +43,9 @@ def cmd_run(args) -> int:
     from biosnn.export import save_sonata
     from biosnn.plots import plot_recording
     from biosnn.spec import load_spec
+    from biosnn.spec.parameters import set_parameters
 
-    spec = load_spec(args.spec)
+    spec = set_parameters(load_spec(args.spec), args.param)
     duration = _duration(args.duration)
     options = {}
     if args.threads is not None:
@@ -86,8 +87,9 @@ def cmd_demo(args) -> int:
 def cmd_train_stdp(args) -> int:
     from biosnn.learning.report import train_and_report
     from biosnn.spec import load_spec
+    from biosnn.spec.parameters import set_parameters
 
-    spec = load_spec(args.spec)
+    spec = set_parameters(load_spec(args.spec), args.param)
     protocol = {"rest": args.rest, "traces": args.traces}
     if args.weight_total is not None:
         protocol["weight_total"] = args.weight_total
@@ -110,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=None, help="threads (cpp_standalone: OpenMP; nest: local_num_threads)")
     r.add_argument("--float32", action="store_true", help="single-precision state variables")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--param", action="append", default=[], metavar="OWNER.PARAMETER=VALUE",
+                   help="set a model parameter: OWNER.PARAMETER=VALUE (a population or projection; repeatable), e.g. XeAe.nu_ee_post=0.02")
     r.set_defaults(func=cmd_run)
     d = sub.add_parser("demo", help="convert a CNN trained on scikit-learn digits to an SNN and run it")
     d.add_argument("--out", default="runs/demo", help="output directory")
@@ -139,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None, help="seed of the Poisson inputs (default: the spec's)")
     t.add_argument("--mnist", default=None, help="path of mnist.npz (default: $BIOSNN_MNIST or the cache)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--param", action="append", default=[], metavar="OWNER.PARAMETER=VALUE",
+                   help="set a model parameter: OWNER.PARAMETER=VALUE (a population or projection; repeatable), e.g. XeAe.nu_ee_post=0.02")
     t.set_defaults(func=cmd_train_stdp)
     return p
 

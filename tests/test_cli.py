@@ -31,6 +31,10 @@ def test_run_writes_recording_and_plots(tmp_path, capsys):
     (["run", "missing.yaml"], "spec file not found: missing.yaml"),
     (["run", "network_specs/cuba.yaml", "--backend", "gpu"], "unknown backend 'gpu'"),
     (["run", "network_specs/cuba.yaml", "--duration", "5*mV"], "--duration must be a positive time"),
+    (["run", "network_specs/cuba.yaml", "--param", "exc.Vt"], "cannot read the parameter setting 'exc.Vt'"),
+    (["run", "network_specs/cuba.yaml", "--param", "exc.Vt=-40*mV"], "'exc' has no parameter 'Vt'"),
+    (["train-stdp", "network_specs/diehl_cook_2015.yaml", "--out", "x", "--param", "XeAf.nu_ee_post=0.02"],
+     "no population or projection named 'XeAf'"),
 ])
 def test_bad_input_gives_one_paragraph_and_exit_2(args, message, capsys):
     assert main(args) == 2
