@@ -69,7 +69,8 @@ PREPARE_KEYS = {"tdsnn": ("L",), "tpc": ("bits",), "stc": ("T", "theta0", "tau")
 def command() -> str:
     """This run's command line (environment variables that matter included)."""
     env = " ".join(f"{k}={os.environ[k]}" for k in ("BIOSNN_MNIST", "OMP_NUM_THREADS") if k in os.environ)
-    return " ".join(filter(None, [env, ".venv/bin/python benchmarks/convert_speed.py", *sys.argv[1:]]))
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)
+    return " ".join(filter(None, [env, f".venv/bin/python {script}", *sys.argv[1:]]))
 
 
 def log(msg=""):
