@@ -12,6 +12,7 @@ from biosnn.conversion.graph import LayerGraph
 from biosnn.conversion.rate_spec import DT_MS, layer_populations, rate_network_spec
 from biosnn.errors import ConversionError
 from biosnn.spec import model as m
+from biosnn.spec.replicas import replicate
 
 __all__ = ["SNN", "SNNResult"]
 
@@ -164,7 +165,7 @@ class SNN:
         self.seed = seed
         self.ann_ops = int(ann_ops)
         self.name = name
-        self._spec_cache: dict[int, m.NetworkSpec] = {}
+        self._spec_cache: dict[tuple[int, int], m.NetworkSpec] = {}
         self.spec = self.spec_for(1)
 
     @property
@@ -186,11 +187,17 @@ class SNN:
         """Add output spikes to ``scores`` (rate: spike counts / T)."""
         np.add.at(scores, (window, index), 1.0 / self.T)
 
-    def spec_for(self, windows: int) -> m.NetworkSpec:
-        """The network spec simulating ``windows`` samples per run."""
-        if windows not in self._spec_cache:
-            self._spec_cache[windows] = self._build_spec(windows)
-        return self._spec_cache[windows]
+    def spec_for(self, windows: int, replicas: int = 1) -> m.NetworkSpec:
+        """The network spec simulating ``windows`` samples per run in each of ``replicas`` copies (cached).
+
+        Copy ``r``'s neurons are ``r * N ... (r + 1) * N - 1`` of every group
+        (:func:`biosnn.spec.replicas.replicate`).
+        """
+        key = (windows, replicas)
+        if key not in self._spec_cache:
+            self._spec_cache[key] = (self._build_spec(windows) if replicas == 1
+                                     else replicate(self.spec_for(windows), replicas))
+        return self._spec_cache[key]
 
     def layer_populations(self) -> dict[str, str]:
         """Torch layer name -> population name in the spec."""
@@ -232,7 +239,6 @@ class SNN:
             Passed to :func:`biosnn.backends.get_backend` (``threads``, ``float32``, ...).
         """
         from biosnn.backends.base import get_backend
-        from biosnn.spec.replicas import replicate
         _quiet_gate_warning()
         x = _to_numpy(x)
         n_in = self.graph.layers[0].size
@@ -245,7 +251,7 @@ class SNN:
         R = resolve_replicas(replicas, backend, min(batch_size, n))
         windows = -(-min(batch_size, n) // R)
         per_run = R * windows
-        spec = replicate(self.spec_for(windows), R)
+        spec = self.spec_for(windows, R)
         t0 = time.perf_counter()
         be = get_backend(backend, **backend_options)
         sim = be.build(spec)

@@ -11,14 +11,27 @@ give every step enough work for OpenMP threads.
 
 Rules (everything else is kept as it is):
 
-* populations and inputs: ``size * R``; a ``shape`` ``(C, H, W)`` becomes
-  ``(R, C, H, W)``; per-neuron arrays (initial values, Poisson rates) and
+* populations and inputs: ``size * R``; a ``shape`` ``(C, H, W)`` (or
+  ``(H, W)``, one channel) becomes ``(R, C, H, W)``; a shape that already has a
+  replica axis, ``(Q, C, H, W)``, becomes ``(R * Q, C, H, W)`` (copy ``r`` of
+  copy ``q`` is copy ``r * Q + q``, so replicating twice is replicating once
+  ``R * Q`` times); per-neuron arrays (initial values, Poisson rates) and
   spike-time inputs are copied per replica;
 * 2-D timed arrays (one column per neuron, read as ``name(t, i)``): columns
   copied ``R`` times, so copy ``r`` reads columns ``r * N ... (r + 1) * N - 1``;
   give each copy its own inputs by overriding the table with ``R * N`` columns.
-  A 2-D table read by a population of another size cannot be replicated
-  (refused).  1-D tables (``name(t)``) stay shared;
+  A 2-D table read by a group of another size, or with another column than
+  the group's own index (``name(t, 0)``, ``name(t, i % 4)``), is refused.
+  Synapses may read ``name(t, i)`` (a table as wide as the source) or
+  ``name(t, j)`` (as wide as the target).  1-D tables (``name(t)``) stay shared;
+* code (model equations, threshold, reset, ``on_pre``/``on_post``, operations,
+  Poisson rate expressions) is kept as it is, so it must not depend on which
+  copy it runs in: the neuron indices ``i``/``j`` anywhere but as such a
+  timed-array column, and the group size ``N`` (``R`` times larger: neurons,
+  or synapses in a projection), are refused with the population or
+  projection, the part and the line.  ``N_incoming``/``N_outgoing`` are kept
+  by the block-diagonal copies, and random numbers in code (``rand()``,
+  ``xi``) are drawn independently in every copy, like independent trials;
 * ``Conv2D`` and ``Pool2D`` projections keep their rule (kernel, geometry):
   expanded, they give the synapses of one copy repeated with index offsets
   (:func:`biosnn.connectivity.replicated`), and the static-projection
@@ -26,8 +39,8 @@ Rules (everything else is kept as it is):
 * every other projection becomes explicit block-diagonal synapses (the
   expansion of one copy, repeated with offsets), per-synapse arrays copied;
   weights, delays or initial values written as expressions that use the
-  indices ``i`` or ``j`` are refused, as are random ones (``rand()``): the
-  copies would differ;
+  indices ``i`` or ``j`` or the size ``N`` are refused, as are random ones
+  (``rand()``): the copies would differ;
 * state monitors record the same neurons in every copy.
 
 >>> from biosnn.spec import NetworkSpec, Population, Projection, OneToOne, SpikeMonitor
@@ -85,7 +98,7 @@ def replicate(spec: m.NetworkSpec, replicas: int) -> m.NetworkSpec:
     if R == 1:
         return spec
     sizes = {n.name: n.size for n in (*spec.populations, *spec.inputs) if hasattr(n, "size")}
-    tables = _tables_read_by(spec)
+    tables = _check_code(spec)
     populations = tuple(dataclasses.replace(
         p, size=p.size * R, shape=_shape(p.shape, R), initial=_tiled_values(p.initial, p.size, R, f"populations.{p.name}"))
         for p in spec.populations)
@@ -98,7 +111,15 @@ def replicate(spec: m.NetworkSpec, replicas: int) -> m.NetworkSpec:
 
 
 def _shape(shape, R):
-    return None if shape is None else (R,) + tuple(shape)
+    """The shape of ``R`` copies: a leading replica axis (merged with one that is already there)."""
+    if shape is None:
+        return None
+    shape = tuple(shape)
+    if len(shape) == 4:  # already copies: copy r of copy q is copy r * Q + q
+        return (R * shape[0],) + shape[1:]
+    if len(shape) == 2:  # (H, W): one channel, as convolutions and pooling read it
+        shape = (1,) + shape
+    return (R,) + shape
 
 
 def _tiled_values(values, n: int, R: int, where: str) -> dict:
@@ -113,6 +134,9 @@ def _tiled_values(values, n: int, R: int, where: str) -> dict:
             if _INDEX.search(str(v)):
                 raise SpecError(f"{key} = {v!r} uses the indices i/j or random numbers: the copies would differ",
                                 field=f"{where}.{key}", fix="give an array (one value per neuron or synapse)")
+            if (size := _SIZES.search(str(v))) is not None:
+                raise SpecError(f"{key} = {v!r} uses {size.group(0)}: {_WHY[size.group(0)]}, so the copies would "
+                                "differ", field=f"{where}.{key}", fix="give an array (one value per neuron or synapse)")
             out[key] = v
     return out
 
@@ -142,24 +166,89 @@ def _input(inp, R: int, sizes: dict):
     return inp
 
 
-def _tables_read_by(spec) -> dict[str, set[int]]:
-    """Timed-array name -> sizes of the groups whose code reads it as ``name(t, i)``."""
+_SIZES = re.compile(r"\bN\b")
+_INDICES = re.compile(r"\b[ij]\b")
+_WHY = {"i": "i numbers the neurons of all copies together (neuron k of copy r is r * N + k)",
+        "j": "j numbers the target neurons of all copies together (neuron k of copy r is r * N + k)",
+        "N": "N counts the neurons (in a projection: the synapses) of all copies together"}
+
+
+def _code(spec):
+    """Every code string of the network: ``(field, what, code, {index name: group size})``."""
+    sizes = {n.name: n.size for n in (*spec.populations, *spec.inputs)}
+    for pop in spec.populations:
+        model, index = spec.neuron_model(pop), {"i": pop.size}
+        for part in ("equations", "threshold", "reset", "refractory"):
+            yield f"populations.{pop.name}.model.{part}", f"the {part} of population '{pop.name}'", \
+                getattr(model, part), index
+        for k, op in enumerate(pop.operations):
+            yield f"populations.{pop.name}.operations[{k}]", f"operation {k} of population '{pop.name}'", op.code, index
+    for inp in spec.inputs:
+        if isinstance(inp, m.PoissonInput) and not isinstance(inp.rates, ArrayValue):
+            yield f"inputs.{inp.name}.rates", f"the rates of input '{inp.name}'", str(inp.rates), {"i": inp.size}
+    for proj in spec.projections:
+        model, index = spec.synapse_model(proj), {"i": sizes[proj.source], "j": sizes[proj.target]}
+        for part in ("equations", "on_pre", "on_post"):
+            yield f"projections.{proj.name}.model.{part}", f"the {part} of projection '{proj.name}'", \
+                getattr(model, part), index
+        for k, op in enumerate(proj.operations):
+            yield f"projections.{proj.name}.operations[{k}]", f"operation {k} of projection '{proj.name}'", \
+                op.code, index
+
+
+def _close(text: str, start: int) -> int:
+    """Index of the parenthesis closing the one at ``start - 1``, or ``-1``."""
+    depth = 1
+    for k in range(start, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[k], 0)
+        if depth == 0:
+            return k
+    return -1
+
+
+def _column_reads(text: str, tables: set) -> tuple[str, list]:
+    """The calls of 2-D timed arrays in ``text`` as ``(name, call, column argument)``; ``text`` without the columns."""
+    calls = []
+    if not tables:
+        return text, calls
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(tables))) + r")\s*\(")
+    pos = 0
+    while (found := pattern.search(text, pos)) is not None:
+        close = _close(text, found.end())
+        if close < 0:
+            calls.append((found.group(1), text[found.start():], None))
+            break
+        first, _, column = text[found.end():close].rpartition(",")
+        calls.append((found.group(1), text[found.start():close + 1], column.strip()))
+        text = text[:found.end()] + first + text[close:]  # the time argument is checked with the rest
+        pos = found.end()
+    return text, calls
+
+
+def _check_code(spec) -> dict[str, set[int]]:
+    """Refuse code that depends on the copy it runs in; timed-array name -> widths of the groups reading it."""
+    tables = {ta.name for ta in spec.timed_arrays if ta.values.data.ndim == 2}
     reads: dict[str, set[int]] = {}
-    names = [ta.name for ta in spec.timed_arrays if ta.values.data.ndim == 2]
-    if not names:
-        return reads
-    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\s*\(")
-    for node in (*spec.populations, *spec.inputs):
-        code = []
-        if isinstance(node, m.Population):
-            model = spec.neuron_model(node)
-            code += [model.equations or "", model.threshold or "", model.reset or ""]
-            code += [op.code for op in node.operations]
-            code += [str(v) for v in node.initial.values() if not isinstance(v, ArrayValue)]
-        elif isinstance(node, m.PoissonInput) and not isinstance(node.rates, ArrayValue):
-            code.append(str(node.rates))
-        for name in pattern.findall("\n".join(code)):
-            reads.setdefault(name, set()).add(node.size)
+    for field_, what, code, index in _code(spec):
+        for line in (code or "").splitlines():
+            text = line.split("#", 1)[0]
+            if field_.endswith("model.equations"):
+                text = text.split(":", 1)[0]  # the unit and flags
+            rest, calls = _column_reads(text, tables)
+            for name, call, column in calls:
+                if column not in index:
+                    raise SpecError(f"{what} reads the 2-D timed array '{name}' as {call!r} in line "
+                                    f"{line.strip()!r}: with replicas each copy must read its own column, the "
+                                    "group's index", field=field_,
+                                    fix=f"read it as {name}(t, i) (in synapses {name}(t, i) or {name}(t, j)), "
+                                        "or do not replicate this network")
+                reads.setdefault(name, set()).add(index[column])
+            bad = _INDICES.search(rest) or _SIZES.search(rest)
+            if bad:
+                raise SpecError(f"{what} uses {bad.group(0)} in line {line.strip()!r}: {_WHY[bad.group(0)]}, "
+                                "so the copies would differ", field=field_,
+                                fix="use indices only as timed-array columns, name(t, i), give per-neuron "
+                                    "values as arrays, or do not replicate this network")
     return reads
 
 
