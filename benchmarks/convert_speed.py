@@ -128,8 +128,7 @@ def run_coding(coding, model, data, args, cache_dir, threads=0):
     res = snn.run(x_test[:n], backend="cpp_standalone", batch_size=B, progress=True, cache_dir=cache_dir,
                   threads=threads, replicas=args.replicas)
     wall = time.perf_counter() - t0
-    from biosnn.spec.replicas import replicate
-    mem, n_syn = synapse_bytes(replicate(snn.spec_for(-(-B // args.replicas)), args.replicas))
+    mem, n_syn = synapse_bytes(snn.spec_for(-(-B // args.replicas), args.replicas))
     events = float(np.sum(res.synops_per_sample))
     return {"coding": coding, "threads": threads, "params": params, "n": n, "B": B, "acc_ann": float(np.mean(ann_pred == y_test[:n])),
             "acc": res.accuracy(y_test[:n]), "agree": res.agreement(ann_pred), "wall_s": wall, "ips": n / wall,

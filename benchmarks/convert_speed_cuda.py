@@ -7,8 +7,9 @@ On a machine with a CUDA GPU (one command, one process)::
 1. LeNet-5 with average pooling (trained on MNIST, cached as in ``convert_mnist_rate.py``),
    converted with rate coding (T = 32, 99.9 % percentile balancing).
 2. The network for ``--replicas`` R copies x ``--windows`` W sample windows
-   (:func:`biosnn.spec.replicas.replicate`) is generated and compiled with nvcc (brian2cuda, C++17,
-   biosnn's static-projection kernels: the convolutions store their kernel only).  Reported: code
+   (``snn.spec_for(W, R)``, :func:`biosnn.spec.replicas.replicate`) is generated and compiled with
+   nvcc (brian2cuda, C++17, biosnn's static-projection kernels: the convolutions store their kernel
+   only).  Reported: code
    generation + host-side set-up time (Python, building the Brian2 objects and writing the
    synapse files: biosnn creates no synapses on the host), nvcc time, bytes of synapse storage.
 3. With a GPU: ``snn.run`` of ``--images`` test images, R x W per run of the binary (10k images =
@@ -40,7 +41,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import biosnn  # noqa: E402
 from biosnn.backends.brian2_cuda import gpu_visible  # noqa: E402
 from biosnn.datasets import load_mnist  # noqa: E402
-from biosnn.spec.replicas import replicate  # noqa: E402
 from convert_mnist_rate import (ann_predictions, cpu_model,  # noqa: E402
                                 spikingjelly_throughput, trained_lenet)
 from convert_speed import command, publish, synapse_bytes  # noqa: E402
@@ -77,7 +77,7 @@ def main(argv=None):
     cache_dir = Path(tempfile.mkdtemp(prefix="biosnn_cuda_speed_"))
     backend = biosnn.get_backend("cuda_standalone", cache_dir=cache_dir, float32=args.float32)
     t0 = time.perf_counter()
-    spec = replicate(snn.spec_for(W), R)
+    spec = snn.spec_for(W, R)
     spec_s = time.perf_counter() - t0
     sim = backend.build(spec)
     make_s = sim.device.timers.get("compile", {}).get("make")

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import biosnn  # noqa: E402
 from biosnn.backends.brian2_standalone import profile_of  # noqa: E402
 from biosnn.datasets import load_mnist  # noqa: E402
-from biosnn.spec.replicas import replicate  # noqa: E402
+from biosnn.conversion.snn import window_table  # noqa: E402
 from convert_mnist_rate import cpu_model, trained_lenet  # noqa: E402
 from convert_speed import command, publish  # noqa: E402
 
@@ -51,14 +51,13 @@ def main(argv=None):
     snn = biosnn.convert(model, "rate", calibration=x_train[:500], input_shape=(1, 28, 28), T=32,
                          normalization="percentile")
     R, W = args.replicas, args.windows
-    spec = replicate(snn.spec_for(W), R)
+    spec = snn.spec_for(W, R)
     flat = np.asarray(x_test[:R * W], dtype=np.float64).reshape(R * W, -1) / snn.graph.input_scale
-    table = flat.reshape(R, W, -1).transpose(1, 0, 2).reshape(W, -1)
+    table = window_table(flat, R)
     cache = Path(tempfile.mkdtemp(prefix="biosnn_omp_"))
     profiles, walls = {}, {}
     for threads in args.threads:
         sim = biosnn.get_backend("cpp_standalone", cache_dir=cache, profile=True, threads=threads).build(spec)
-        t0 = time.perf_counter()
         sim.run(overrides={"x_in": table}, progress=False)  # warm (files, page cache)
         t0 = time.perf_counter()
         rec = sim.run(overrides={"x_in": table}, progress=False)

@@ -862,10 +862,6 @@ def maxpool2d_groups(in_shape: Any, kernel_size: Any, stride: Any = None,
                        pre_shape=pre, post_shape=post, window_shape=win)
 
 
-# ---------------------------------------------------------------------------
-# Testing helper
-# ---------------------------------------------------------------------------
-
 def replicated(conn: Connections, replicas: int) -> Connections:
     """``replicas`` independent copies of a projection (block-diagonal synapses).
 
@@ -909,6 +905,10 @@ def replicated(conn: Connections, replicas: int) -> Connections:
                        pre_shape=shape(conn.pre_shape), post_shape=shape(conn.post_shape),
                        window_shape=conn.window_shape)
 
+
+# ---------------------------------------------------------------------------
+# Testing helper
+# ---------------------------------------------------------------------------
 
 def to_dense_matrix(conn: Connections) -> np.ndarray:
     """Dense ``(n_post, n_pre)`` weight matrix of a projection.

@@ -47,9 +47,9 @@ derived Brian2 templater, the way brian2cuda extends Brian2):
 Each target gets at most one addition per spiking source neuron, and the
 spiking neurons are taken in the order of the spike space, as Brian2's own
 ``Synapses`` do, so on the CPU the results are bit-identical to the stock
-templates (tested); on the GPU up to the order of atomic additions.  The weights stay run-time values: ``run_args``
-overrides of ``"<projection>.w"`` work as for ``Synapses`` (for a
-convolution, ``w`` is the kernel).
+templates (tested); on the GPU up to the order of atomic additions.  The
+weights stay run-time values: ``run_args`` overrides of ``"<projection>.w"``
+work as for ``Synapses`` (for a convolution, ``w`` is the kernel).
 """
 
 from __future__ import annotations
@@ -377,7 +377,7 @@ def _classes():
             kw.update(cuda_launch(len(source), work))
             # OpenMP, CSR: threads own blocks of targets (at least 256, at most 16 blocks) when rows are long
             kw["target_block"] = max(256, -(-len(target) // 16))
-            kw["long_rows"] = conv is None and not dense and n_syn >= 32 * max(len(source), 1)
+            kw["long_rows"] = n_syn >= 32 * max(len(source), 1)  # read by the CSR template only
             template = ("biosnn_static_conv" if conv is not None else "biosnn_static_dense" if dense
                         else "biosnn_static_propagate")
             self.runner = CodeRunner(self, template, code="", clock=clock, when=when,

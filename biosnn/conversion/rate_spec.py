@@ -36,6 +36,7 @@ import dataclasses
 import numpy as np
 
 from biosnn import connectivity as cx
+from biosnn.conversion.connect import weighted_connect
 from biosnn.conversion.graph import Layer, LayerGraph, snn_roles
 from biosnn.errors import ConversionError
 from biosnn.spec import model as m
@@ -82,16 +83,6 @@ def _fanout(conns: list[tuple[int, cx.Connections]], size: int) -> np.ndarray:
     for _, c in conns:
         out += np.bincount(c.i, minlength=size)[:size]
     return out
-
-
-def _conv_connect(layer, scale: float) -> m.Conv2D | None:
-    """The spec's :class:`~biosnn.spec.Conv2D` of a conv layer (kernel scaled), if it can express it."""
-    p = layer.params
-    dilation = p.get("dilation", 1)
-    if dilation not in (1, (1, 1)) or isinstance(p["padding"], str):
-        return None
-    return m.Conv2D(ArrayValue(np.asarray(layer.weight, dtype=np.float64) * scale), stride=p["stride"],
-                    padding=p["padding"], groups=p["groups"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,15 +315,11 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
             proj = m.Projection(pname, src_pop, tgt_pop, "gate",
                                 m.Explicit(ArrayValue(conns.i), ArrayValue(conns.j)),
                                 operations=[m.Operation("c = 0", dt=window)], order=order_of[src_layer_name])
-        elif conv is not None and specs_by_pop[src_pop].get("shape") is not None \
-                and _conv_connect(conv, scale) is not None:
-            # a convolution keeps its kernel: backends may share it instead of storing a weight per synapse
-            proj = m.Projection(pname, src_pop, tgt_pop, model, _conv_connect(conv, scale),
-                                order=order_of[src_layer_name])
         else:
-            proj = m.Projection(pname, src_pop, tgt_pop, model,
-                                m.Explicit(ArrayValue(conns.i), ArrayValue(conns.j)),
-                                weights=ArrayValue(weights if weights is not None else np.ones(len(conns.i))),
+            # a convolution keeps its kernel: backends may share it instead of storing a weight per synapse
+            connect, values = weighted_connect(conv, conns, weights if weights is not None else np.ones(len(conns.i)),
+                                               shaped=conv is not None and specs_by_pop[src_pop].get("shape") is not None)
+            proj = m.Projection(pname, src_pop, tgt_pop, model, connect, weights=values,
                                 order=order_of[src_layer_name])
         projs.append(proj)
         out_conns.setdefault(src_pop, []).append((0, conns))

@@ -112,6 +112,34 @@ class SNNResult:
         return len(self.predictions) / self.wall_time_s if self.wall_time_s > 0 else float("inf")
 
 
+def batch_layout(replicas, backend: str, batch_size: int, n: int) -> tuple[int, int]:
+    """``(copies, windows per copy)`` of a run of ``min(batch_size, n)`` samples (see :meth:`SNN.run`).
+
+    >>> batch_layout(None, "cpp_standalone", 1000, 10000), batch_layout(None, "cuda_standalone", 1000, 10000)
+    ((1, 1000), (128, 8))
+    >>> batch_layout(4, "runtime", 256, 10)
+    (4, 3)
+    """
+    per_run = min(batch_size, n)
+    R = resolve_replicas(replicas, backend, per_run)
+    return R, -(-per_run // R)
+
+
+def window_table(samples: np.ndarray, replicas: int) -> np.ndarray:
+    """The ``x_in`` table of one run: sample ``b`` -> copy ``b // windows``, window (row) ``b % windows``.
+
+    ``samples`` has ``replicas * windows`` rows of ``n_in`` values; the table has one row per
+    window and copy ``r``'s inputs in columns ``r * n_in ... (r + 1) * n_in - 1``.
+
+    >>> window_table(np.arange(6.0).reshape(6, 1), 2)
+    array([[0., 3.],
+           [1., 4.],
+           [2., 5.]])
+    """
+    n, n_in = samples.shape
+    return samples.reshape(replicas, n // replicas, n_in).transpose(1, 0, 2).reshape(n // replicas, -1)
+
+
 def resolve_replicas(replicas, backend: str, per_run: int) -> int:
     """Network copies per run: ``replicas``, or the backend's default (see :meth:`SNN.run`).
 
@@ -248,8 +276,7 @@ class SNN:
             raise ConversionError(f"batch_size must be a positive integer, got {batch_size!r}")
         n = x.shape[0]
         flat = x.reshape(n, n_in) / self.graph.input_scale
-        R = resolve_replicas(replicas, backend, min(batch_size, n))
-        windows = -(-min(batch_size, n) // R)
+        R, windows = batch_layout(replicas, backend, batch_size, n)
         per_run = R * windows
         spec = self.spec_for(windows, R)
         t0 = time.perf_counter()
@@ -279,9 +306,7 @@ class SNN:
             k = len(chunk)
             if k < per_run:
                 chunk = np.concatenate([chunk, np.zeros((per_run - k, n_in))])
-            # x_in: one row per window, copy r's inputs in columns r * n_in ... (r + 1) * n_in - 1
-            table = chunk.reshape(R, windows, n_in).transpose(1, 0, 2).reshape(windows, R * n_in)
-            rec = sim.run(overrides={"x_in": table}, progress=False)
+            rec = sim.run(overrides={"x_in": window_table(chunk, R)}, progress=False)
             run_s += float(rec.meta.get("wall_time_s", 0.0))
             meter = rec.states["meter"]
             spikes[s:s + k] = per_sample(meter["spk_last"].values)[:k]

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from biosnn.conversion.snn import SNN, SNNResult, _to_numpy, resolve_replicas
+from biosnn.conversion.snn import SNN, SNNResult, _to_numpy, batch_layout
 from biosnn.conversion.tpc_reference import TPCPlan, build_plan, check_bits, simulate_tpc
 from biosnn.errors import ConversionError
 
@@ -494,8 +494,7 @@ class TPCSNN(SNN):
         if x.ndim < 2 or len(x) == 0:
             raise ConversionError(f"x must have shape (N,) + {self.graph.input_shape} with N >= 1, got {x.shape}")
         n, lag = len(x), self.plan.depth - 1
-        R = resolve_replicas(replicas, backend, min(batch_size, n))
-        per_run = -(-min(batch_size, n) // R)  # samples per copy and run: one pipeline segment
+        R, per_run = batch_layout(replicas, backend, batch_size, n)  # per_run: one copy's pipeline segment
         pieces, rows = [], {}
         # row of sample s in a run: s + d for a stage at depth d (its spikes are counted at the end of
         # window s + d), s + depth - 1 for the output (its v_last is taken at the start of window s + depth)

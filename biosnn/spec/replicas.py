@@ -265,17 +265,18 @@ def _timed_array(ta, R: int, readers: set[int]):
 
 def _projection(spec, proj, R: int):
     where = f"projections.{proj.name}"
-    conn = expand_projection(spec, proj)
-    n = len(conn.i)
-    initial = _tiled_values(proj.initial, n, R, where)
-    delay = proj.delay
-    if delay is not None:
-        delay = _tiled_values({"delay": delay}, n, R, where)["delay"]
-    if isinstance(proj.connect, (m.Conv2D, m.Pool2D)):
+    kept = isinstance(proj.connect, (m.Conv2D, m.Pool2D))  # the rule expands to the copies itself
+    per_synapse = {"initial": proj.initial, "delay": proj.delay, "weights": None if kept else proj.weights}
+    # one copy's synapses: to copy them, or to check per-synapse arrays against their number
+    conn = None
+    if not kept or any(isinstance(v, ArrayValue) for v in (proj.delay, *proj.initial.values())):
+        conn = expand_projection(spec, proj)
+    n = 0 if conn is None else len(conn.i)
+    initial = _tiled_values(per_synapse["initial"], n, R, where)
+    delay, weights = (None if per_synapse[k] is None else _tiled_values({k: per_synapse[k]}, n, R, where)[k]
+                      for k in ("delay", "weights"))
+    if kept:
         return dataclasses.replace(proj, initial=initial, delay=delay)
-    weights = proj.weights
-    if weights is not None:
-        weights = _tiled_values({"weights": weights}, n, R, where)["weights"]
     tiled = cx.replicated(conn, R)
     connect = m.Explicit(ArrayValue(np.asarray(tiled.i)), ArrayValue(np.asarray(tiled.j)))
     return dataclasses.replace(proj, connect=connect, weights=weights, initial=initial, delay=delay)

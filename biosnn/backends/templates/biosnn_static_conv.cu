@@ -5,20 +5,10 @@
    USES_VARIABLES { _source_spikespace } #}
 {% extends 'biosnn_static_common.cu' %}
 {% from 'biosnn_static_macros.cu' import atomic_add_statements %}
+{% from 'biosnn_static_macros.cpp' import conv_decode %}
 
 {% block spike_body %}
-{% if conv.R > 1 %}
-const int32_t _r = _i / {{conv.C * conv.H * conv.W}};
-const int32_t _c = (_i / {{conv.H * conv.W}}) % {{conv.C}};
-const int32_t _out0 = _r * {{conv.O * conv.Ho * conv.Wo}};
-{% else %}
-const int32_t _c = _i / {{conv.H * conv.W}};
-const int32_t _out0 = 0;
-{% endif %}
-const int32_t _y = (_i / {{conv.W}}) % {{conv.H}};
-const int32_t _x = _i % {{conv.W}};
-const int32_t _g = _c / {{conv.cin_g}};
-const int32_t _cg = _c - _g * {{conv.cin_g}};
+{{ conv_decode(conv) }}
 for (int32_t _t = threadIdx.x; _t < {{conv.cout_g * conv.kh * conv.kw}}; _t += blockDim.x)
 {
     const int32_t _o = _g * {{conv.cout_g}} + _t / {{conv.kh * conv.kw}};
@@ -29,8 +19,8 @@ for (int32_t _t = threadIdx.x; _t < {{conv.cout_g * conv.kh * conv.kw}}; _t += b
     if (_ny < 0 || _ny % {{conv.sh}} != 0 || _ny / {{conv.sh}} >= {{conv.Ho}}
         || _nx < 0 || _nx % {{conv.sw}} != 0 || _nx / {{conv.sw}} >= {{conv.Wo}})
         continue;
-    const int32_t _j = _out0 + (_o * {{conv.Ho}} + _ny / {{conv.sh}}) * {{conv.Wo}} + _nx / {{conv.sw}};
+    const int32_t _j = ((_r * {{conv.O}} + _o) * {{conv.Ho}} + _ny / {{conv.sh}}) * {{conv.Wo}} + _nx / {{conv.sw}};
     const int32_t _kidx = ((_o * {{conv.cin_g}} + _cg) * {{conv.kh}} + _ky) * {{conv.kw}} + _kx;
-    {{ atomic_add_statements(statements, variables, get_array_name, c_data_type, '_kidx') | autoindent }}
+    {{ atomic_add_statements(statements, variables, get_array_name, c_data_type, '_kidx') | indent(4) }}
 }
 {% endblock %}

@@ -7,29 +7,18 @@
    shared (one value for the group).
    USES_VARIABLES { _source_spikespace } #}
 {% extends 'common_group.cpp' %}
-{% from 'biosnn_static_macros.cpp' import add_statements, load_factors, spike_loop %}
+{% from 'biosnn_static_macros.cpp' import add_statements, load_factors, spike_loop, target_blocks %}
 
 {% block maincode %}
     {% if openmp_pragma('with_openmp') and blocked %}
-    {# threads own disjoint blocks of targets: no atomics, and each target still gets its
-       additions in the order of the spike space #}
-    const int32_t _num_spikes = {{_source_spikespace}}[_num_source_spikespace - 1];
-    #pragma omp parallel for schedule(static)
-    for (int32_t _jb = 0; _jb < {{n_post}}; _jb += 512)
+    {% call target_blocks(_source_spikespace, n_post, 512) %}
+    {{ load_factors(statements, variables, get_array_name, c_data_type) }}
+    const size_t _row = (size_t)_i * {{n_post}};
+    for (int32_t _j = _jb; _j < _jend; _j++)
     {
-        const int32_t _jend = _jb + 512 < {{n_post}} ? _jb + 512 : {{n_post}};
-        for (int32_t _k = 0; _k < _num_spikes; _k++)
-        {
-            const int32_t _i = {{_source_spikespace}}[_k];
-            {{ load_factors(statements, variables, get_array_name, c_data_type) | autoindent }}
-            const size_t _row = (size_t)_i * {{n_post}};
-            for (int32_t _j = _jb; _j < _jend; _j++)
-            {
-                {{ add_statements(statements, variables, get_array_name, openmp_pragma, '_row + _j', false)
-                   | autoindent }}
-            }
-        }
+        {{ add_statements(statements, variables, get_array_name, openmp_pragma, '_row + _j', false) | indent(8) }}
     }
+    {% endcall %}
     {% else %}
     {% call spike_loop(statements, variables, get_array_name, c_data_type, openmp_pragma, _source_spikespace,
                    4) %}

@@ -38,6 +38,23 @@ for (int32_t _k = 0; _k < _num_spikes; _k++)
 }
 {% endmacro %}
 
+{# target_blocks: threads own blocks of `block` targets [_jb, _jend) and each takes every spiking
+   neuron _i in the order of the spike space (no atomics, the order of additions of one thread);
+   the caller's block is the body per (block, spike). #}
+{% macro target_blocks(spikespace, n_post, block) %}
+const int32_t _num_spikes = {{spikespace}}[_num_source_spikespace - 1];
+#pragma omp parallel for schedule(static)
+for (int32_t _jb = 0; _jb < {{n_post}}; _jb += {{block}})
+{
+    const int32_t _jend = _jb + {{block}} < {{n_post}} ? _jb + {{block}} : {{n_post}};
+    for (int32_t _k = 0; _k < _num_spikes; _k++)
+    {
+        const int32_t _i = {{spikespace}}[_k];
+        {{ caller() | indent(8) }}
+    }
+}
+{% endmacro %}
+
 {% macro conv_decode(geo) %}
 {% if geo.R > 1 %}
 const int32_t _r = _i / {{geo.C * geo.H * geo.W}};

@@ -12,39 +12,31 @@
    target variable, threads share the spikes and add atomically.
    USES_VARIABLES { _rowptr, _post, _source_spikespace } #}
 {% extends 'common_group.cpp' %}
-{% from 'biosnn_static_macros.cpp' import add_statements, load_factors, spike_loop %}
+{% from 'biosnn_static_macros.cpp' import add_statements, load_factors, spike_loop, target_blocks %}
 
 {% block maincode %}
     {% if openmp_pragma('with_openmp') and blocked and long_rows %}
-    const int32_t _num_spikes = {{_source_spikespace}}[_num_source_spikespace - 1];
-    #pragma omp parallel for schedule(static)
-    for (int32_t _jb = 0; _jb < {{n_post}}; _jb += {{target_block}})
+    {% call target_blocks(_source_spikespace, n_post, target_block) %}
+    const int32_t _end = {{_rowptr}}[_i + 1];
+    int32_t _s = {{_rowptr}}[_i];
+    int32_t _hi = _end;
+    while (_s < _hi)  // first synapse of the row onto a target >= _jb
     {
-        const int32_t _jend = _jb + {{target_block}} < {{n_post}} ? _jb + {{target_block}} : {{n_post}};
-        for (int32_t _k = 0; _k < _num_spikes; _k++)
-        {
-            const int32_t _i = {{_source_spikespace}}[_k];
-            const int32_t _end = {{_rowptr}}[_i + 1];
-            int32_t _s = {{_rowptr}}[_i];
-            int32_t _hi = _end;
-            while (_s < _hi)  // first synapse of the row onto a target >= _jb
-            {
-                const int32_t _mid = _s + ((_hi - _s) >> 1);
-                if ({{_post}}[_mid] < _jb)
-                    _s = _mid + 1;
-                else
-                    _hi = _mid;
-            }
-            if (_s == _end || {{_post}}[_s] >= _jend)
-                continue;
-            {{ load_factors(statements, variables, get_array_name, c_data_type) | autoindent }}
-            for (; _s < _end && {{_post}}[_s] < _jend; _s++)
-            {
-                const int32_t _j = {{_post}}[_s];
-                {{ add_statements(statements, variables, get_array_name, openmp_pragma, '_s', false) | autoindent }}
-            }
-        }
+        const int32_t _mid = _s + ((_hi - _s) >> 1);
+        if ({{_post}}[_mid] < _jb)
+            _s = _mid + 1;
+        else
+            _hi = _mid;
     }
+    if (_s == _end || {{_post}}[_s] >= _jend)
+        continue;
+    {{ load_factors(statements, variables, get_array_name, c_data_type) }}
+    for (; _s < _end && {{_post}}[_s] < _jend; _s++)
+    {
+        const int32_t _j = {{_post}}[_s];
+        {{ add_statements(statements, variables, get_array_name, openmp_pragma, '_s', false) | indent(8) }}
+    }
+    {% endcall %}
     {% else %}
     {# short rows (pooling, meters): one thread, no atomics (a target block per thread would visit
        every spike once per block for one addition); a shared target: threads share spikes, atomics #}
