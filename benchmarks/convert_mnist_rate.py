@@ -17,7 +17,7 @@ What it does:
    ``benchmarks/.cache/``, so a re-run skips training. Reports the ANN's test accuracy.
 2. Accuracy vs time steps: for every T in ``--T`` and every normalisation (max, percentile 99.9,
    spike-norm) converts with ``biosnn.convert`` and evaluates test images with the exact
-   discrete-time reference of ``biosnn.conversion.reference`` (what the Brian2 network computes).
+   discrete-time reference of ``biosnn.codings.rate.reference`` (what the Brian2 network computes).
    Running ``reference.simulate_rate`` itself for every cell would take ~2 h of one core (it
    recomputes the first convolution, in float64, every step), so the sweep uses
    :func:`reference_sweep`: the reference's own stepping code (``reference._Net``, the same torch
@@ -65,7 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
 import biosnn  # noqa: E402
-from biosnn.conversion import reference as ref  # noqa: E402
+from biosnn.codings.rate import reference as ref  # noqa: E402
 from biosnn.datasets import accuracy, load_mnist, train_classifier  # noqa: E402
 from convert_mnist import lenet5  # noqa: E402
 
@@ -391,7 +391,7 @@ def markdown(args, argv, anns, rows, target, b2, sj, total_s) -> str:
                   f"Rate coding, IF neurons with reset by subtraction, analog input current, potential readout. "
                   f"Max / percentile (99.9) weight normalisation calibrated on {args.calib} training images; "
                   f"spike-norm thresholds from {args.spike_norm_calib} training images, per T. "
-                  f"Every cell is simulated with the exact discrete-time reference `biosnn.conversion.reference` "
+                  f"Every cell is simulated with the exact discrete-time reference `biosnn.codings.rate.reference` "
                   f"(the network the Brian2 backends build: tests show Brian2 reproduces its spike counts and "
                   f"scores exactly; the throughput part below checks it again). The sweep reuses the reference's "
                   f"stepping code with the constant first-layer current computed once and one run per "

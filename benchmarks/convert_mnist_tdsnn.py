@@ -18,7 +18,7 @@ What it does:
    re-trained for ``--retrain-epochs`` epochs (Adam lr ``--retrain-lr``, cached), test error of the
    re-trained float32 torch model ("G-ANN"); ``biosnn.convert`` with ``--calib`` training images
    (period ``T_il`` = 1 + largest calibration spike step + 2); SNN error on all test images with the
-   discrete-time reference ``biosnn.conversion.tdsnn_reference.simulate_tdsnn(exact=False)`` (the network
+   discrete-time reference ``biosnn.codings.tdsnn.reference.simulate_tdsnn(exact=False)`` (the network
    Brian2 simulates, with one matrix product per layer) and its per-image operation counts (additions from
    synaptic events, ticking neurons and biases; multiplications from the leak), against the ANN's (Table 2
    of the paper).

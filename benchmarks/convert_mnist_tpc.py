@@ -19,7 +19,7 @@ What it does:
    row), converted with
    ``biosnn.convert``.  On all test images: the error of the quantised torch model (float32, as
    trained), the error of the TPC network from its exact reference
-   (``biosnn.conversion.tpc_reference.simulate_tpc``: the quantised ANN in fixed point, which the
+   (``biosnn.codings.tpc.reference.simulate_tpc``: the quantised ANN in fixed point, which the
    Brian2 network reproduces bit for bit), their agreement, spikes and synaptic operations per
    image (input spikes included; operations = spikes x fan-out).
 3. LSB truncation at inference: the ``max(--bits)``-bit model run with k < n steps per window.
@@ -130,7 +130,7 @@ def markdown(args, argv, ann, rows, trunc, b2, total_s, load) -> str:
         "128, seed 0); scales from the quantisers' running 99.9th percentile; input quantised too. The ANN row "
         "is the float model after the same extra training (so that the rows differ only in the quantisation).",
         f"- Error and operations on {n_test} test images from the exact reference of the TPC network "
-        "(`tpc_reference.simulate_tpc`, which Brian2 reproduces bit for bit: see the Brian2 table). "
+        "(`codings.tpc.reference.simulate_tpc`, which Brian2 reproduces bit for bit: see the Brian2 table). "
         "Operations: synaptic events per image (spikes x fan-out, input spikes included; mean +- sd); "
         "the ANN's are multiply-accumulates. The paper's LeNet-5 has 8k neurons and 213k parameters "
         "and counts 2.35 M ANN operations; ours has 0.41 M MACs, so compare errors and the TPC/ANN "
@@ -196,7 +196,7 @@ def main(argv=None):
     n_ft = min(args.finetune_images, n_float)
     model, info = trained_lenet("avg", x_train[:n_float], y_train[:n_float], 1 if args.quick else 3, 0)
     args.train_images = n_ft
-    from biosnn.conversion.graph import trace
+    from biosnn.frontends.torch_graph import trace
     from biosnn.metrics import ann_ops
     ann_pred = ann_predictions(model, x_test)
     graph = trace(model, (1, 28, 28))

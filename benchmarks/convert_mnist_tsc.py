@@ -16,11 +16,11 @@ What it does:
 2. TSC for every T in ``--T`` (99.9th-percentile normalisation on ``--calib`` training images, rounding
    to the nearest step): accuracy, agreement with the ANN, spikes, memory accesses, synaptic and neuron
    additions per image and latency (steps per image) on all test images, from the exact reference
-   ``biosnn.conversion.tsc_reference.simulate_tsc`` (the network the Brian2 spec builds; the tests and
+   ``biosnn.codings.tsc.reference.simulate_tsc`` (the network the Brian2 spec builds; the tests and
    step 4 check that Brian2 reproduces it).
 3. Rate coding of the same ANN (``biosnn.convert(..., "rate", T=...)``, percentile 99.9, analog input
    current, potential readout) for every T in ``--rate-T`` on the first ``--rate-images`` test images,
-   from the exact reference ``biosnn.conversion.reference.simulate_rate`` (the figures ``SNN.run``
+   from the exact reference ``biosnn.codings.rate.reference.simulate_rate`` (the figures ``SNN.run``
    reports: ``synops_per_sample`` = its synaptic additions and memory accesses; neuron additions: one
    ``v += I + b`` per IF neuron and step).  TSC is reported on the same images next to it.
 4. Brian2 ``cpp_standalone``: the TSC network at ``--brian2-T`` on the first ``--brian2-images`` test images
@@ -49,8 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import biosnn  # noqa: E402
-from biosnn.conversion.graph import snn_roles  # noqa: E402
-from biosnn.conversion.reference import simulate_rate  # noqa: E402
+from biosnn.frontends.torch_graph import snn_roles  # noqa: E402
+from biosnn.codings.rate.reference import simulate_rate  # noqa: E402
 from biosnn.datasets import load_mnist  # noqa: E402
 from biosnn.metrics import synops  # noqa: E402
 from convert_mnist_rate import ann_predictions, append_section, cpu_model, log, trained_lenet  # noqa: E402

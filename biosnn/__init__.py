@@ -33,5 +33,5 @@ def prepare(*args, **kwargs):
 
 def get_backend(name, **options):
     """A simulation backend by name -- see :func:`biosnn.backends.base.get_backend`."""
-    from biosnn.backends.base import get_backend as _get
+    from biosnn.backends.registry import get_backend as _get
     return _get(name, **options)

@@ -39,9 +39,9 @@ def _duration(text: str | None) -> float | None:
 
 
 def cmd_run(args) -> int:
-    from biosnn.backends.base import get_backend
-    from biosnn.export import save_sonata
-    from biosnn.plots import plot_recording
+    from biosnn.backends.registry import get_backend
+    from biosnn.recording.formats import save_sonata
+    from biosnn.recording.plots import plot_recording
     from biosnn.spec import load_spec
     from biosnn.spec.parameters import set_parameters
 

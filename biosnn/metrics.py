@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from biosnn.conversion.graph import Layer, LayerGraph
+from biosnn.frontends.torch_graph import Layer, LayerGraph
 
 __all__ = [
     "connection_counts",
@@ -174,7 +174,7 @@ def synops(spike_counts: Mapping[str, np.ndarray], graph: LayerGraph) -> np.ndar
     ----------
     spike_counts : mapping of str to array_like
         Spike counts ``(N, layer.size)`` per layer, e.g.
-        :attr:`biosnn.conversion.reference.RateResult.counts` (include
+        :attr:`biosnn.codings.rate.reference.RateResult.counts` (include
         ``"input"`` only for spiking input).  Layers not given contribute
         nothing.
     graph : LayerGraph

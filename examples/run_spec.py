@@ -8,8 +8,8 @@ from pathlib import Path
 
 import biosnn
 from biosnn.backends import get_backend
-from biosnn.export import export
-from biosnn.plots import plot_recording
+from biosnn.recording.formats import export
+from biosnn.recording.plots import plot_recording
 
 
 def main(argv=None):

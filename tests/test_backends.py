@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from biosnn.backends.base import available_backends, get_backend
+from biosnn.backends.registry import available_backends, get_backend
 from biosnn.errors import BackendError
 from biosnn.spec import (AllToAll, ArrayValue, CurrentInput, NetworkSpec, OneToOne, Population,
                          Projection, RandomP, SpikeMonitor, SpikeTimesInput, StateMonitor, load_spec)

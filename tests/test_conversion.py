@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 
 import biosnn
-from biosnn.conversion.graph import trace
-from biosnn.conversion.reference import simulate_rate
+from biosnn.frontends.torch_graph import trace
+from biosnn.codings.rate.reference import simulate_rate
 from biosnn.conversion.snn import SNN
 from biosnn.errors import ConversionError
 

@@ -1,4 +1,4 @@
-"""Tracing torch models into a LayerGraph (biosnn.conversion.graph)."""
+"""Tracing torch models into a LayerGraph (biosnn.frontends.torch_graph)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
 
-from biosnn.conversion.graph import Layer, LayerGraph, forward_numpy, snn_roles, trace  # noqa: E402
+from biosnn.frontends.torch_graph import Layer, LayerGraph, forward_numpy, snn_roles, trace  # noqa: E402
 from biosnn.errors import ConversionError  # noqa: E402
 
 

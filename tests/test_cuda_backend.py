@@ -207,7 +207,7 @@ def test_missing_nvcc_is_a_clear_error(monkeypatch, tmp_path):
 
 @needs_brian2cuda
 def test_get_backend_and_options(monkeypatch, tmp_path):
-    from biosnn.backends.base import get_backend
+    from biosnn.backends.registry import get_backend
     monkeypatch.setattr(bc, "gpu_visible", lambda: False)
     backend = get_backend("cuda_standalone", cache_dir=tmp_path, float32=True)
     assert isinstance(backend, CudaStandaloneBackend)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from scipy.special import lambertw
 
-from biosnn.backends.base import get_backend
+from biosnn.backends.registry import get_backend
 from biosnn.spec import (ArrayValue, NetworkSpec, Population, Projection, SpikeMonitor,
                          SpikeTimesInput, StateMonitor)
 

@@ -14,7 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # NEST threads must not spi
 pytest.importorskip("nest")
 
 from biosnn import get_backend  # noqa: E402
-from biosnn.backends.base import available_backends  # noqa: E402
+from biosnn.backends.registry import available_backends  # noqa: E402
 from biosnn.errors import BackendError  # noqa: E402
 from biosnn.spec import load_spec  # noqa: E402
 from biosnn.spec import model as m  # noqa: E402

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from biosnn.backends.base import get_backend
+from biosnn.backends.registry import get_backend
 from biosnn.spec import NetworkSpec, load_spec, save_spec
 from biosnn.spec.expand import expand_projection
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from biosnn.backends.base import available_backends, get_backend
+from biosnn.backends.registry import available_backends, get_backend
 from biosnn.errors import SpecError
 from biosnn.models import neurons, plasticity
 from biosnn.models.library import SYNAPSE_MODELS

@@ -1,4 +1,4 @@
-"""Tests of biosnn.recording, biosnn.export and biosnn.plots (no simulation run)."""
+"""Tests of biosnn.recording, biosnn.recording.formats and biosnn.recording.plots (no simulation run)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import h5py
 import numpy as np
 import pytest
 
-import biosnn.recording
+import biosnn.recording.data
 from biosnn.errors import BiosnnError
-from biosnn.export import (
+from biosnn.recording.formats import (
     export, from_neo, import_recording, load_npz, load_sonata, save_npz, save_sonata, to_neo,
 )
-from biosnn.plots import plot_recording, raster_plot, rate_plot
+from biosnn.recording.plots import plot_recording, raster_plot, rate_plot
 from biosnn.recording import FinalState, Recording, RecordingError, SpikeTrains, StateTrace
 
 DT = 1e-4
@@ -208,7 +208,7 @@ def test_spike_in_last_step_is_allowed():
 
 
 def test_doctests_in_recording_module():
-    result = doctest.testmod(biosnn.recording)
+    result = doctest.testmod(biosnn.recording.data)
     assert result.attempted > 0 and result.failed == 0
 
 

@@ -13,8 +13,8 @@ F = torch.nn.functional
 from biosnn import metrics  # noqa: E402
 from biosnn.conversion.calibrate import (activation_scales, calibrate, normalize,  # noqa: E402
                                       spike_norm_thresholds)
-from biosnn.conversion.graph import forward_numpy, linear_map, snn_roles, trace  # noqa: E402
-from biosnn.conversion.reference import poisson_trains, simulate_rate  # noqa: E402
+from biosnn.frontends.torch_graph import forward_numpy, linear_map, snn_roles, trace  # noqa: E402
+from biosnn.codings.rate.reference import poisson_trains, simulate_rate  # noqa: E402
 from biosnn.datasets import load_digits, train_classifier  # noqa: E402
 from biosnn.errors import ConversionError  # noqa: E402
 

@@ -15,8 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import biosnn
-from biosnn.conversion.stc_spec import stc_plan
-from biosnn.conversion.stc_torch import STCBlock, STCNet, cab, steb, theta_table
+from biosnn.codings.stc.spec import stc_plan
+from biosnn.codings.stc.torch_model import STCBlock, STCNet, cab, steb, theta_table
 from biosnn.datasets import accuracy, train_classifier
 from biosnn.errors import ConversionError
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from biosnn.backends.base import get_backend
+from biosnn.backends.registry import get_backend
 from biosnn.errors import SpecError
 from biosnn.learning.stochastic_stdp import (expected_pairing_switch, extract_patches, pairing_spec,
                                             train_kernels)

@@ -14,9 +14,9 @@ import torch
 import torch.nn as nn
 
 import biosnn
-from biosnn.conversion.graph import trace
-from biosnn.conversion.tdsnn import TDSNNActivation, strip_activations
-from biosnn.conversion.tdsnn_reference import g_forward, g_logits, spike_step
+from biosnn.frontends.torch_graph import trace
+from biosnn.codings.tdsnn.coding import TDSNNActivation, strip_activations
+from biosnn.codings.tdsnn.reference import g_forward, g_logits, spike_step
 from biosnn.datasets import load_digits, train_classifier
 from biosnn.errors import ConversionError
 

@@ -16,10 +16,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import biosnn
-from biosnn.backends.base import get_backend
-from biosnn.conversion import tpc
-from biosnn.conversion.graph import trace
-from biosnn.conversion.tpc_reference import build_plan, emit_pattern, popcount, simulate_tpc, truncate
+from biosnn.backends.registry import get_backend
+from biosnn.codings.tpc import coding as tpc
+from biosnn.frontends.torch_graph import trace
+from biosnn.codings.tpc.reference import build_plan, emit_pattern, popcount, simulate_tpc, truncate
 from biosnn.datasets import load_digits, train_classifier
 from biosnn.errors import ConversionError
 from biosnn.spec import model as m

@@ -14,12 +14,12 @@ import torch.nn as nn
 
 import biosnn
 from biosnn.spec.expand import expand_projection
-from biosnn.conversion.graph import forward_numpy, trace
-from biosnn.conversion.rate_spec import DT_MS, layer_connections
-from biosnn.conversion.reference import simulate_rate
-from biosnn.conversion.tsc import TSCSNN
-from biosnn.conversion.tsc_reference import simulate_tsc, tsc_schedule
-from biosnn.conversion.tsc_spec import tsc_network_spec
+from biosnn.frontends.torch_graph import forward_numpy, trace
+from biosnn.codings.rate.spec import DT_MS, layer_connections
+from biosnn.codings.rate.reference import simulate_rate
+from biosnn.codings.tsc.coding import TSCSNN
+from biosnn.codings.tsc.reference import simulate_tsc, tsc_schedule
+from biosnn.codings.tsc.spec import tsc_network_spec
 from biosnn.errors import ConversionError
 from biosnn.metrics import synops
 

@@ -4,6 +4,6 @@
 simulation whose ``run()`` returns a :class:`~biosnn.recording.Recording`.
 """
 
-from biosnn.backends.base import BACKEND_NAMES, available_backends, get_backend
+from biosnn.backends.registry import BACKEND_NAMES, available_backends, get_backend
 
 __all__ = ["BACKEND_NAMES", "available_backends", "get_backend"]

@@ -1,4 +1,4 @@
-"""The backend protocol and the choice of backend by name.
+"""The backend protocol and what every backend shares (run overrides).
 
 A backend turns a :class:`~biosnn.spec.NetworkSpec` into a :class:`Simulation`
 (``Backend.build``); a simulation runs, possibly many times with new inputs,
@@ -9,7 +9,6 @@ weights or initial values (``Simulation.run(overrides=...)``), and returns a
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Mapping, Protocol, runtime_checkable
 
 import numpy as np
@@ -18,10 +17,7 @@ from biosnn.errors import BackendError, SpecError
 from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue
 
-__all__ = ["Backend", "Simulation", "get_backend", "available_backends", "BACKEND_NAMES",
-           "apply_overrides", "split_key"]
-
-BACKEND_NAMES = ("runtime", "cython", "cpp_standalone", "cuda_standalone", "nest")
+__all__ = ["Backend", "Simulation", "apply_overrides", "split_key"]
 
 
 @runtime_checkable
@@ -63,72 +59,6 @@ class Backend(Protocol):
 
     def build(self, spec: m.NetworkSpec) -> Simulation:
         ...
-
-
-def _module_available(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
-
-
-def available_backends() -> list[str]:
-    """Names of the backends that can run on this machine.
-
-    ``cuda_standalone`` is listed when brian2cuda and nvcc are installed (a GPU
-    is needed to *run*, not to build); ``nest`` when NEST is installed.
-    """
-    import shutil
-    names = ["runtime"]
-    if _module_available("Cython") and shutil.which("gcc") or shutil.which("cc"):
-        names.append("cython")
-    if shutil.which("g++") or shutil.which("c++"):
-        names.append("cpp_standalone")
-    if _module_available("brian2cuda") and shutil.which("nvcc"):
-        names.append("cuda_standalone")
-    if _module_available("nest"):
-        names.append("nest")
-    return names
-
-
-def get_backend(name: str, **options) -> Backend:
-    """A backend by name.
-
-    Parameters
-    ----------
-    name : {"runtime", "cython", "cpp_standalone", "cuda_standalone", "nest"}
-        ``runtime`` is Brian2's runtime mode with numpy code generation,
-        ``cython`` the same with Cython, ``cpp_standalone`` Brian2's C++
-        standalone device (options ``threads``, ``float32``, ``cache_dir``),
-        ``cuda_standalone`` brian2cuda (same options plus
-        ``compute_capability``), ``nest`` NEST 3 (options ``local_num_threads``,
-        ``cache_dir``; models without a built-in NEST counterpart are
-        translated to NESTML and compiled once).
-    **options
-        Passed to the backend.
-
-    Raises
-    ------
-    BackendError
-        For an unknown name or a backend that cannot run here.
-    """
-    if name in ("runtime", "numpy", "cython"):
-        from biosnn.backends.brian2_runtime import RuntimeBackend
-        return RuntimeBackend(target="cython" if name == "cython" else "numpy", **options)
-    if name == "cpp_standalone":
-        from biosnn.backends.brian2_standalone import CppStandaloneBackend
-        return CppStandaloneBackend(**options)
-    if name == "cuda_standalone":
-        if not _module_available("brian2cuda"):
-            raise BackendError("the cuda_standalone backend needs brian2cuda: "
-                               "pip install 'biosnn[cuda]' (and CUDA's nvcc on the PATH)")
-        from biosnn.backends.brian2_cuda import CudaStandaloneBackend
-        return CudaStandaloneBackend(**options)
-    if name == "nest":
-        if not _module_available("nest"):
-            raise BackendError("the nest backend needs NEST: pip install 'biosnn[nest]' "
-                               f"(or use one of {available_backends()})")
-        from biosnn.backends.nest import NestBackend
-        return NestBackend(**options)
-    raise BackendError(f"unknown backend '{name}'; use one of {list(BACKEND_NAMES)} "
-                       f"(available here: {available_backends()})")
 
 
 def split_key(spec: m.NetworkSpec, key: str) -> tuple[str, str | None]:

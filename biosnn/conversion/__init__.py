@@ -1,2 +1,4 @@
-"""Torch ANN -> spiking network: tracing (:mod:`.graph`), threshold balancing (:mod:`.calibrate`),
-exact numpy references (:mod:`.reference`), the Brian2 spec (:mod:`.rate_spec`) and runs (:mod:`.snn`)."""
+"""What every coding shares: the public ``prepare``/``convert`` (:mod:`.api`), threshold
+balancing (:mod:`.calibrate`), weighted connections (:mod:`.connect`) and the ``SNN`` run loop
+(:mod:`.snn`).  The codings themselves are in :mod:`biosnn.codings`, the torch tracer in
+:mod:`biosnn.frontends.torch_graph`."""

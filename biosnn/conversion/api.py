@@ -1,7 +1,7 @@
 """``biosnn.prepare`` and ``biosnn.convert``: torch ANN -> spiking network.
 
-Each coding lives in its own module of :mod:`biosnn.conversion` (``rate``,
-``tdsnn``, ``tsc``, ``tpc``, ``stc``), which provides
+Each coding is a package of :mod:`biosnn.codings` (``rate``, ``tdsnn``,
+``tsc``, ``tpc``, ``stc``), which provides
 
 * ``PARAMS``: the names of its keyword parameters,
 * ``prepare(model, **params) -> torch.nn.Module``: the model to (re)train,
@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import importlib
 
+from biosnn.codings import CODINGS
 from biosnn.errors import ConversionError
 
 __all__ = ["prepare", "convert", "CODINGS", "coding_module"]
-
-CODINGS = ("rate", "tdsnn", "tsc", "tpc", "stc")
 
 
 def coding_module(coding: str):
@@ -27,9 +26,9 @@ def coding_module(coding: str):
     if coding not in CODINGS:
         raise ConversionError(f"unknown coding '{coding}'; supported codings are {list(CODINGS)}")
     try:
-        return importlib.import_module(f"biosnn.conversion.{coding}")
+        return importlib.import_module(f"biosnn.codings.{coding}")
     except ModuleNotFoundError as err:
-        if err.name != f"biosnn.conversion.{coding}":
+        if err.name != f"biosnn.codings.{coding}":
             raise
         raise ConversionError(f"coding '{coding}' is not implemented in this version of biosnn") from None
 
@@ -82,7 +81,7 @@ def convert(ann, coding: str = "rate", calibration=None, input_shape=None, **par
     input_shape : tuple
         Per-sample input shape, e.g. ``(1, 28, 28)``.
     **params
-        Coding parameters; for ``"rate"`` see :func:`biosnn.conversion.rate.convert`
+        Coding parameters; for ``"rate"`` see :func:`biosnn.codings.rate.coding.convert`
         (``T``, ``normalization``, ``percentile``, ``input_mode``, ``readout``, ``seed``, ``name``).
 
     Returns

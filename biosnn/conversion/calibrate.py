@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from biosnn.conversion.graph import LayerGraph, forward_numpy, snn_roles
+from biosnn.frontends.torch_graph import LayerGraph, forward_numpy, snn_roles
 from biosnn.errors import ConversionError
 
 __all__ = ["activation_scales", "normalize", "spike_norm_thresholds", "calibrate", "NORMALIZATIONS"]
@@ -161,7 +161,7 @@ def normalize(graph: LayerGraph, scales: Mapping[str, float],
     ``W * lambda_P / lambda_add``; an identity shortcut from a spiking layer
     ``S`` is rescaled through the add's coefficient ``c_S <- c_S * lambda_S /
     lambda_add`` (a weight on the one-to-one shortcut synapses).  Then
-    :func:`~biosnn.conversion.graph.forward_numpy` of the result equals the
+    :func:`~biosnn.frontends.torch_graph.forward_numpy` of the result equals the
     original activations divided by the scales, and every IF neuron uses
     threshold 1.
 
@@ -218,7 +218,7 @@ def spike_norm_thresholds(graph: LayerGraph, x_calib, T: int, input_mode: str = 
     """Spike-norm threshold balancing (Sengupta et al. 2019, Algorithm 1).
 
     For each IF layer ``L`` in topological order: simulate the reference IF
-    network (:mod:`biosnn.conversion.reference`) on the calibration data for
+    network (:mod:`biosnn.codings.rate.reference`) on the calibration data for
     ``T`` steps with the thresholds already fixed for the earlier layers, and
     set ``theta_L`` to the maximum over steps, samples and units of the
     synaptic input ``I_L(t) = W_L s_pre(t) + b_L'`` (for add layers the summed
@@ -243,7 +243,7 @@ def spike_norm_thresholds(graph: LayerGraph, x_calib, T: int, input_mode: str = 
     T : int
         Time steps per sample.
     input_mode : {"analog", "poisson"}
-        Input as in :func:`~biosnn.conversion.reference.simulate_rate`.
+        Input as in :func:`~biosnn.codings.rate.reference.simulate_rate`.
     seed : int, optional
         Seed of the Poisson input.
     batch_size : int
@@ -258,7 +258,7 @@ def spike_norm_thresholds(graph: LayerGraph, x_calib, T: int, input_mode: str = 
     scales : dict of str to float
         Only with ``return_scales=True``: ``lambda_L`` per non-virtual layer.
     """
-    from biosnn.conversion import reference as ref
+    from biosnn.codings.rate import reference as ref
 
     if input_mode not in ("analog", "poisson"):
         raise ConversionError(f"spike-norm input_mode must be 'analog' or 'poisson', got {input_mode!r}")

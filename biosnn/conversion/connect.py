@@ -1,7 +1,7 @@
 """The connect rule of a converted layer's weighted projection: a shared convolution kernel where exact.
 
 Every coding builds its projections from a layer's synapses
-(:func:`biosnn.conversion.rate_spec.layer_connections`) with per-synapse
+(:func:`biosnn.codings.rate.spec.layer_connections`) with per-synapse
 weights that are the layer's weights transformed (scaled, negated, quantised
 to fixed point, ...).  When the layer is a convolution and every synapse's
 weight is still a function of its kernel entry alone, the projection can keep
@@ -27,7 +27,7 @@ def shared_kernel(layer, conns: cx.Connections, weights) -> np.ndarray | None:
 
     Parameters
     ----------
-    layer : biosnn.conversion.graph.Layer
+    layer : biosnn.frontends.torch_graph.Layer
         The layer the synapses come from.
     conns : biosnn.connectivity.Connections
         Its synapses (from :func:`~biosnn.connectivity.conv2d`, with ``kernel_index``).
@@ -71,7 +71,7 @@ def weighted_connect(layer, conns: cx.Connections, weights, shaped: bool) -> tup
 
     Parameters
     ----------
-    layer : biosnn.conversion.graph.Layer
+    layer : biosnn.frontends.torch_graph.Layer
         The layer the synapses come from.
     conns : biosnn.connectivity.Connections
         Its synapses.

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from biosnn.conversion.graph import LayerGraph
-from biosnn.conversion.rate_spec import DT_MS, layer_populations, rate_network_spec
+from biosnn.frontends.torch_graph import LayerGraph
+from biosnn.codings.rate.spec import DT_MS, layer_populations, rate_network_spec
 from biosnn.errors import ConversionError
 from biosnn.spec import model as m
 from biosnn.spec.replicas import replicate
@@ -266,7 +266,7 @@ class SNN:
         **backend_options
             Passed to :func:`biosnn.backends.get_backend` (``threads``, ``float32``, ...).
         """
-        from biosnn.backends.base import get_backend
+        from biosnn.backends.registry import get_backend
         _quiet_gate_warning()
         x = _to_numpy(x)
         n_in = self.graph.layers[0].size

@@ -240,7 +240,7 @@ def initial_state(spec: m.NetworkSpec, cfg: ChunkConfig) -> dict:
     if any(not isinstance(v, ArrayValue) for v in arrays.values()):
         # Brian2 keeps delays on the synaptic pathway, out of reach of final_state: draw them into
         # a copy variable 'delay_value' instead (same expression, same seed)
-        from biosnn.backends.base import get_backend
+        from biosnn.backends.registry import get_backend
         stdp = spec.synapse_model(xeae)
         unit = "second" if xeae.delay is not None else "1"
         probe = replace(xeae, model=replace(stdp, equations=stdp.equations + f"\ndelay_value : {unit}"), delay=None,
@@ -280,7 +280,7 @@ class _Chunks:
     """The compiled chunk network and one run of it."""
 
     def __init__(self, spec: m.NetworkSpec, cfg: ChunkConfig, delay: np.ndarray, backend: str, options: dict):
-        from biosnn.backends.base import get_backend
+        from biosnn.backends.registry import get_backend
         self.cfg = cfg
         self.spec = chunk_spec(spec, cfg, delay)
         self.steps = slot_steps(self.spec, cfg)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from biosnn.errors import BiosnnError
-from biosnn.plots import _figure, _save
+from biosnn.recording.plots import _figure, _save
 
 __all__ = ["receptive_field_grid", "plot_receptive_fields"]
 

@@ -12,7 +12,7 @@ scaled by one factor per layer (data-based normalisation), drives IF neurons
 with reset by subtraction for ``T`` steps; ``p x p`` average pooling of their
 spikes gives the features (spikes per step).  It is built with the package's
 rate conversion (:func:`biosnn.convert`), so the Brian2 network and its exact
-numpy reference (:func:`biosnn.conversion.reference.simulate_rate`) are the
+numpy reference (:func:`biosnn.codings.rate.reference.simulate_rate`) are the
 same definition; bulk features for large data sets come from the reference
 (:meth:`RestocFeatures.reference`) and a Brian2 run checks it on a subset
 (:meth:`RestocFeatures.brian2`).
@@ -160,7 +160,7 @@ class RestocFeatures:
     def reference(self, x, batch_size: int = 256) -> np.ndarray:
         """Pooled spike rates (spikes per step) from the exact reference, ``(N, n_features)``.
 
-        This is :func:`biosnn.conversion.reference.simulate_rate` (analog
+        This is :func:`biosnn.codings.rate.reference.simulate_rate` (analog
         input, potential readout: ``v_out(T) / T`` of the last layer) with two
         savings that change no bit: the first layer's input current is
         constant (analog input), so it is computed once per batch instead of
@@ -173,7 +173,7 @@ class RestocFeatures:
         """
         import torch
 
-        from biosnn.conversion.reference import _Net
+        from biosnn.codings.rate.reference import _Net
         graph = self.snn.graph
         net = _Net(graph, self.snn.thresholds)
         order = list(graph.names[1:])
@@ -225,8 +225,8 @@ class RestocFeatures:
         return count[inverse]
 
     def simulate_rate(self, x, batch_size: int = 256) -> np.ndarray:
-        """The same features from :func:`biosnn.conversion.reference.simulate_rate` itself (slower)."""
-        from biosnn.conversion.reference import simulate_rate
+        """The same features from :func:`biosnn.codings.rate.reference.simulate_rate` itself (slower)."""
+        from biosnn.codings.rate.reference import simulate_rate
         return simulate_rate(self.snn.graph, np.asarray(x, dtype=np.float64), self.T, self.snn.thresholds,
                              input_mode="analog", readout="potential", batch_size=batch_size).scores
 

@@ -242,7 +242,7 @@ def train_kernels(patches, n_kernels: int, *, steps: int = 20, dt_ms: float = 1.
     """
     import time
 
-    from biosnn.backends.base import get_backend
+    from biosnn.backends.registry import get_backend
     x = np.asarray(patches, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 1:
         raise SpecError(f"patches must have shape (n_presentations, n_inputs), got {x.shape}",

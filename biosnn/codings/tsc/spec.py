@@ -1,8 +1,8 @@
 """A Temporal-Switch-Coded (TSC) converted network as a :class:`~biosnn.spec.NetworkSpec`.
 
-The discrete semantics are defined in :mod:`biosnn.conversion.tsc_reference`;
+The discrete semantics are defined in :mod:`biosnn.codings.tsc.reference`;
 this module lays them out for Brian2 in the conventions of
-:mod:`biosnn.conversion.rate_spec` (batching in time: one sample per window
+:mod:`biosnn.codings.rate.spec` (batching in time: one sample per window
 of ``W`` steps, inputs as rows of a 2-D timed array ``x_in``, state reset at
 each window start, a ``meter`` population counting spikes and synaptic
 events per layer, the output potential handed to ``v_last``).
@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from biosnn.conversion.graph import LayerGraph
+from biosnn.frontends.torch_graph import LayerGraph
 from biosnn.conversion.connect import weighted_connect
-from biosnn.conversion.rate_spec import (DT_MS, METER_SYNAPSE, _fanout, layer_connections,
+from biosnn.codings.rate.spec import (DT_MS, METER_SYNAPSE, _fanout, layer_connections,
                                          layer_populations, meter_parts, synaptic_inputs)
-from biosnn.conversion.tsc_reference import ROUNDINGS, tsc_schedule
+from biosnn.codings.tsc.reference import ROUNDINGS, tsc_schedule
 from biosnn.errors import ConversionError
 from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue
@@ -97,7 +97,7 @@ def tsc_network_spec(graph: LayerGraph, *, T: int, windows: int, rounding: str =
     windows : int
         Sample windows simulated per run.
     rounding : {"round", "floor"}
-        Quantiser (:func:`biosnn.conversion.tsc_reference.quantize`).
+        Quantiser (:func:`biosnn.codings.tsc.reference.quantize`).
     name : str
         Spec name.
     x : ndarray, optional
@@ -105,13 +105,13 @@ def tsc_network_spec(graph: LayerGraph, *, T: int, windows: int, rounding: str =
         (default zeros; pass real inputs per run with ``overrides={"x_in": ...}``).
     monitor_spikes : bool
         Also record the spikes of every spiking population (for checks
-        against :func:`~biosnn.conversion.tsc_reference.simulate_tsc`).
+        against :func:`~biosnn.codings.tsc.reference.simulate_tsc`).
 
     Returns
     -------
     NetworkSpec
         Populations ``input``, ``L1, L2, ...`` (as
-        :func:`~biosnn.conversion.rate_spec.layer_populations`) and ``meter``.
+        :func:`~biosnn.codings.rate.spec.layer_populations`) and ``meter``.
     """
     if rounding not in ROUNDINGS:
         raise ConversionError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")

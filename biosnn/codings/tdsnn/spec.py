@@ -1,6 +1,6 @@
 """A TDSNN (reverse-coded, Zhang et al. 2019) converted network as a :class:`~biosnn.spec.NetworkSpec`.
 
-The dynamics are those of :mod:`biosnn.conversion.tdsnn_reference` (read its
+The dynamics are those of :mod:`biosnn.codings.tdsnn.reference` (read its
 docstring first); this module lays them out for Brian2.
 
 Schedule
@@ -26,7 +26,7 @@ Populations
 -----------
 * ``input``: loads its spike step ``tin`` from the 2-D timed array ``x_in``
   (one row per window, computed by
-  :func:`~biosnn.conversion.tdsnn_reference.input_steps`) and fires once at
+  :func:`~biosnn.codings.tdsnn.reference.input_steps`) and fires once at
   ``phase == tin``;
 * ``L1, L2, ...`` in topological order: hidden weighted layers (model
   ``tdsnn_lif``: leak ``decay``, threshold 0 in their active period, a flag
@@ -51,10 +51,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from biosnn.conversion.graph import LayerGraph
+from biosnn.frontends.torch_graph import LayerGraph
 from biosnn.conversion.connect import weighted_connect
-from biosnn.conversion.rate_spec import DT_MS, layer_connections
-from biosnn.conversion.tdsnn_reference import (check_L, check_T_il, decay_factor, tdsnn_roles,
+from biosnn.codings.rate.spec import DT_MS, layer_connections
+from biosnn.codings.tdsnn.reference import (check_L, check_T_il, decay_factor, tdsnn_roles,
                                                tick_weight)
 from biosnn.models.neurons import ticking
 from biosnn.spec import model as m
@@ -72,7 +72,7 @@ class Slot:
     layer : str
         Torch layer name.
     role : str
-        ``input``, ``lif``, ``pool`` or ``output`` (:func:`~biosnn.conversion.tdsnn_reference.tdsnn_roles`).
+        ``input``, ``lif``, ``pool`` or ``output`` (:func:`~biosnn.codings.tdsnn.reference.tdsnn_roles`).
     population : str
         Population name in the spec.
     order : int

@@ -6,7 +6,7 @@ spatio-temporal conversion") as torch modules.  :class:`STCNet` is the model
 that ``biosnn.prepare(model, "stc")`` returns: it trains (forward with the real
 spikes, backward with the paper's equivalent gradient), and in float64 it is
 the exact reference that the Brian2 network of
-:mod:`biosnn.conversion.stc_spec` reproduces.
+:mod:`biosnn.codings.stc.spec` reproduces.
 
 Semantics (all potentials dimensionless)
 ----------------------------------------
@@ -390,7 +390,7 @@ class STCNet(nn.Module):
     @classmethod
     def from_graph(cls, graph, T: int = 8, theta0: float = 1.0, tau: float = 2.0,
                    first_layer: str = "analog") -> "STCNet":
-        """The float64, eval-mode STCNet of a traced :class:`~biosnn.conversion.graph.LayerGraph`.
+        """The float64, eval-mode STCNet of a traced :class:`~biosnn.frontends.torch_graph.LayerGraph`.
 
         BatchNorm is already folded into the graph's weights, so this is the
         network the Brian2 spec is built from, and its forward pass is the
@@ -405,7 +405,7 @@ class STCNet(nn.Module):
 
 
 def graph_to_sequential(graph) -> nn.Sequential:
-    """A float64 ``nn.Sequential`` computing a chain-shaped :class:`~biosnn.conversion.graph.LayerGraph`.
+    """A float64 ``nn.Sequential`` computing a chain-shaped :class:`~biosnn.frontends.torch_graph.LayerGraph`.
 
     Parameters
     ----------

@@ -2,8 +2,8 @@
 
 Rueckauer et al. 2017 (data-based max / percentile normalisation) and
 Sengupta et al. 2019 (spike-norm); the network is built by
-:func:`biosnn.conversion.rate_spec.rate_network_spec` and its exact
-reference is :func:`biosnn.conversion.reference.simulate_rate`.
+:func:`biosnn.codings.rate.spec.rate_network_spec` and its exact
+reference is :func:`biosnn.codings.rate.reference.simulate_rate`.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = 
     biosnn.conversion.snn.SNN
     """
     from biosnn.conversion.calibrate import calibrate
-    from biosnn.conversion.graph import trace
+    from biosnn.frontends.torch_graph import trace
     from biosnn.conversion.snn import SNN
     from biosnn.metrics import ann_ops
     graph = trace(ann, input_shape)

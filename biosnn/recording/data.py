@@ -14,7 +14,7 @@ cannot be changed by one of them.  Bad input raises :class:`RecordingError`
 
 Saving and loading go through :meth:`Recording.save` / :meth:`Recording.load`
 (``.npz`` and SONATA ``.h5``/``.hdf5``); Neo formats are in
-:mod:`biosnn.export`.
+:mod:`biosnn.recording.formats`.
 """
 
 from __future__ import annotations
@@ -774,41 +774,41 @@ class Recording:
         path : str or pathlib.Path
             ``.npz`` (lossless numpy archive) or ``.h5``/``.hdf5`` (SONATA
             spikes plus biosnn extras).  For Neo formats use
-            :func:`biosnn.export.export`.
+            :func:`biosnn.recording.formats.export`.
 
         Returns
         -------
         pathlib.Path
             The path written.
         """
-        from biosnn import export
+        from biosnn.recording import formats  # deferred: formats imports this module
 
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix == ".npz":
-            export.save_npz(self, path)
+            formats.save_npz(self, path)
         elif suffix in (".h5", ".hdf5"):
-            export.save_sonata(self, path)
+            formats.save_sonata(self, path)
         else:
             raise RecordingError(
                 f"cannot save to '{path}': unknown suffix {suffix!r}; Recording.save "
-                f"supports .npz, .h5, .hdf5 (use biosnn.export.export for Neo formats)")
+                f"supports .npz, .h5, .hdf5 (use biosnn.recording.formats.export for Neo formats)")
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "Recording":
         """Read a recording written by :meth:`save` (``.npz``, ``.h5``, ``.hdf5``)."""
-        from biosnn import export
+        from biosnn.recording import formats  # deferred: formats imports this module
 
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix == ".npz":
-            return export.load_npz(path)
+            return formats.load_npz(path)
         if suffix in (".h5", ".hdf5"):
-            return export.load_sonata(path)
+            return formats.load_sonata(path)
         raise RecordingError(
             f"cannot load '{path}': unknown suffix {suffix!r}; Recording.load supports "
-            f".npz, .h5, .hdf5 (use biosnn.export.import_recording for Neo formats)")
+            f".npz, .h5, .hdf5 (use biosnn.recording.formats.import_recording for Neo formats)")
 
 
 def _rebuild_recording(kwargs: dict) -> Recording:

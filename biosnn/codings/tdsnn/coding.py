@@ -10,8 +10,8 @@ neuron of weight ``w_tick = (1 - exp(-1/L)) exp(-T_il/L)`` (eq. 9) per layer,
 and max pooling as unit weights with threshold ``N`` (no leak, no ticking
 neuron: the paper's simplified mapping).  The output layer integrates and the
 largest potential wins.  The discrete-time semantics, the schedule and the
-operation counts are documented in :mod:`biosnn.conversion.tdsnn_reference`
-and :mod:`biosnn.conversion.tdsnn_spec`.
+operation counts are documented in :mod:`biosnn.codings.tdsnn.reference`
+and :mod:`biosnn.codings.tdsnn.spec`.
 
 Period length
 -------------
@@ -23,7 +23,7 @@ max-pool neuron of the G-ANN over the calibration data.  No activation is
 rescaled: ``G`` is not homogeneous, so a per-layer normalisation would change
 the re-trained network's function.  A neuron whose value would need a later
 step fires at the last active step (its value is clipped); the reference
-(:func:`~biosnn.conversion.tdsnn_reference.simulate_tdsnn`) counts such neurons.
+(:func:`~biosnn.codings.tdsnn.reference.simulate_tdsnn`) counts such neurons.
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from biosnn.conversion.rate import calibration_array
+from biosnn.codings.rate.coding import calibration_array
 from biosnn.conversion.snn import SNN, SNNResult
-from biosnn.conversion.tdsnn_reference import (WEIGHTED, ann_operation_counts, check_L, check_T_il, g_forward,
+from biosnn.codings.tdsnn.reference import (WEIGHTED, ann_operation_counts, check_L, check_T_il, g_forward,
                                                g_logits, g_value, input_steps, operation_totals, simulate_tdsnn,
                                                spike_step, tdsnn_roles)
-from biosnn.conversion.tdsnn_spec import tdsnn_layout, tdsnn_network_spec, window_steps
+from biosnn.codings.tdsnn.spec import tdsnn_layout, tdsnn_network_spec, window_steps
 from biosnn.errors import ConversionError
 
 __all__ = ["PARAMS", "prepare", "convert", "TDSNN", "TDSNNActivation", "strip_activations"]
@@ -167,7 +167,7 @@ def strip_activations(model):
     Returns
     -------
     model : torch.fx.GraphModule
-        The ReLU network with the same weights (what :func:`biosnn.conversion.graph.trace` reads).
+        The ReLU network with the same weights (what :func:`biosnn.frontends.torch_graph.trace` reads).
     L : float or None
         The activations' leak constant (``None`` if there are none).
     preceded : set of str
@@ -205,7 +205,7 @@ class TDSNN(SNN):
     ``scores`` approximate the G-ANN's logits (output potential times
     ``exp(T_il/L)``) and whose ``extras`` hold the paper's operation counts per
     sample (``additions``, ``multiplications`` and their parts, ``ticks``; see
-    :func:`~biosnn.conversion.tdsnn_reference.operation_totals`), measured by the
+    :func:`~biosnn.codings.tdsnn.reference.operation_totals`), measured by the
     ``meter`` population.
 
     Parameters
@@ -282,8 +282,8 @@ class TDSNN(SNN):
             int64 ``(N, layer.size)`` for the input, hidden and max-pool layers;
             -1 where a neuron did not fire.
         """
-        from biosnn.backends.base import get_backend
-        from biosnn.conversion.rate_spec import DT_MS
+        from biosnn.backends.registry import get_backend
+        from biosnn.codings.rate.spec import DT_MS
         from biosnn.spec import model as m
         steps = self.encode(x)
         n = steps.shape[0]
@@ -306,7 +306,7 @@ class TDSNN(SNN):
 
     def reference(self, x, batch_size: int = 256, exact: bool = True):
         """The exact discrete-time reference of this network on raw inputs ``x``
-        (:func:`~biosnn.conversion.tdsnn_reference.simulate_tdsnn`)."""
+        (:func:`~biosnn.codings.tdsnn.reference.simulate_tdsnn`)."""
         return simulate_tdsnn(self.graph, x, self.L, self.T_il, batch_size=batch_size, exact=exact)
 
     def g_ann(self, x, batch_size: int = 256) -> np.ndarray:
@@ -352,7 +352,7 @@ def convert(ann, calibration, input_shape, *, L: float | None = None, T_il: int 
     -------
     TDSNN
     """
-    from biosnn.conversion.graph import trace
+    from biosnn.frontends.torch_graph import trace
     if not isinstance(margin, (int, np.integer)) or isinstance(margin, bool) or margin < 0:
         raise ConversionError(f"margin must be a non-negative integer (time steps), got {margin!r}")
     stripped, model_L, preceded = strip_activations(ann)

@@ -6,7 +6,7 @@ inputs are the rows of a 2-D timed array ``x_in`` (one row per window), and
 every layer's state is reset at the start of each window.  All layers sit in
 one schedule slot in topological order (``Population.order``), so a spike
 crosses every layer within one step, exactly like the reference
-(:mod:`biosnn.conversion.reference`) and a torch layer-by-layer forward pass.
+(:mod:`biosnn.codings.rate.reference`) and a torch layer-by-layer forward pass.
 
 Per layer (``L`` with threshold ``theta_L``; dimensionless potentials):
 
@@ -37,7 +37,7 @@ import numpy as np
 
 from biosnn import connectivity as cx
 from biosnn.conversion.connect import weighted_connect
-from biosnn.conversion.graph import Layer, LayerGraph, snn_roles
+from biosnn.frontends.torch_graph import Layer, LayerGraph, snn_roles
 from biosnn.errors import ConversionError
 from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue
@@ -122,8 +122,8 @@ def synaptic_inputs(graph: LayerGraph, name: str, roles: dict) -> tuple[list[Syn
     name : str
         A layer that has neurons (not the input, not a virtual branch).
     roles : dict
-        Layer roles (:func:`~biosnn.conversion.graph.snn_roles` or
-        :attr:`~biosnn.conversion.tsc_reference.TSCSchedule.roles`; only
+        Layer roles (:func:`~biosnn.frontends.torch_graph.snn_roles` or
+        :attr:`~biosnn.codings.tsc.reference.TSCSchedule.roles`; only
         ``"virtual"`` is looked at).
 
     Returns

@@ -7,7 +7,7 @@ Two views of the same network, both in float64:
   in front of every weighted layer, and the analytic spike step of every
   neuron ``T(x) = ceil(L ln(x + 1))`` (eq. 10, :func:`spike_step`);
 * the **discrete-time simulation** (:func:`simulate_tdsnn`): the LIF /
-  ticking-neuron network that :mod:`biosnn.conversion.tdsnn_spec` builds for
+  ticking-neuron network that :mod:`biosnn.codings.tdsnn.spec` builds for
   Brian2, step by step with the same float operations in the same order
   (leak, bias, one addition per synaptic event in Brian2's spike-queue order,
   tick, threshold), so its potentials, scores and integer spike steps are
@@ -63,8 +63,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from biosnn.conversion.graph import LayerGraph, _as_batch, linear_map
-from biosnn.conversion.rate_spec import layer_connections
+from biosnn.frontends.torch_graph import LayerGraph, _as_batch, linear_map
+from biosnn.codings.rate.spec import layer_connections
 from biosnn.errors import ConversionError
 
 __all__ = ["spike_step", "g_value", "check_L", "check_T_il", "decay_factor", "tick_weight", "tdsnn_roles",
@@ -179,7 +179,7 @@ def input_steps(graph: LayerGraph, x, L: float, T_il: int) -> np.ndarray:
 
 
 class _Synapses:
-    """One layer's synapses as the spec gives them to Brian2 (:func:`~biosnn.conversion.rate_spec.layer_connections`),
+    """One layer's synapses as the spec gives them to Brian2 (:func:`~biosnn.codings.rate.spec.layer_connections`),
     grouped by presynaptic neuron in creation order: the order of Brian2's spike queue."""
 
     def __init__(self, layer, sign: float):

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from biosnn.recording import Recording, RecordingError
+from biosnn.recording.data import Recording, RecordingError
 
 __all__ = ["raster_plot", "rate_plot", "state_plot", "plot_recording"]
 

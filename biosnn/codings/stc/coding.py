@@ -9,10 +9,10 @@ accumulator block (CAB) sums each step's synaptic current weighted by
 ``theta_t`` into the next block's initial potential.
 
 * :func:`prepare` returns the trainable torch model
-  (:class:`~biosnn.conversion.stc_torch.STCNet`: forward with real spikes,
+  (:class:`~biosnn.codings.stc.torch_model.STCNet`: forward with real spikes,
   backward with the paper's ReLU + conv equivalent gradient);
 * :func:`convert` returns an :class:`STCSNN`, the Brian2 network of
-  :mod:`biosnn.conversion.stc_spec`, whose runs equal the float64 torch
+  :mod:`biosnn.codings.stc.spec`, whose runs equal the float64 torch
   forward pass (:meth:`STCSNN.reference`).
 
 Paper defaults: ``T = 8``, ``theta0 = 1``, ``tau = 2`` (steps).
@@ -59,11 +59,11 @@ def prepare(model, *, T: int = 8, theta0: float = 1.0, tau: float = 2.0, first_l
 
     Returns
     -------
-    biosnn.conversion.stc_torch.STCNet
+    biosnn.codings.stc.torch_model.STCNet
         In the training mode of ``model``; forward with STEB + synapse + CAB,
         backward with the ReLU + conv equivalent gradient.
     """
-    from biosnn.conversion.stc_torch import STCNet
+    from biosnn.codings.stc.torch_model import STCNet
     if name is not None:
         raise ConversionError("'name' names the converted network; pass it to biosnn.convert, not to prepare")
     settings = dict(T=T, theta0=theta0, tau=tau, first_layer=first_layer)
@@ -77,7 +77,7 @@ class STCSNN(SNN):
 
     A sample window lasts :attr:`window_steps` = ``T`` steps per STEB (the
     blocks run one after the other, a pipeline in time; see
-    :mod:`biosnn.conversion.stc_spec`).  Scores are the output layer's CAB
+    :mod:`biosnn.codings.stc.spec`).  Scores are the output layer's CAB
     value (the logits), not divided by anything.
 
     Parameters
@@ -94,8 +94,8 @@ class STCSNN(SNN):
 
     def __init__(self, graph, *, T: int, theta0: float, tau: float, first_layer: str, ann_ops: int,
                  name: str = "stc"):
-        from biosnn.conversion.stc_spec import stc_plan
-        from biosnn.conversion.stc_torch import check_stc_params
+        from biosnn.codings.stc.spec import stc_plan
+        from biosnn.codings.stc.torch_model import check_stc_params
         check_stc_params(T, theta0, tau, first_layer)
         self.theta0, self.tau, self.first_layer = float(theta0), float(tau), first_layer
         self.plan = stc_plan(graph, first_layer)
@@ -122,7 +122,7 @@ class STCSNN(SNN):
         return self.T * sum(self.graph[s.layer].size for s in self.plan.stages if s.source in spiking)
 
     def _build_spec(self, windows: int):
-        from biosnn.conversion.stc_spec import stc_network_spec
+        from biosnn.codings.stc.spec import stc_network_spec
         return stc_network_spec(self.graph, windows=windows, name=self.name, **self.settings)
 
     def _scores_from_potential(self, v_last: np.ndarray) -> np.ndarray:
@@ -133,9 +133,9 @@ class STCSNN(SNN):
         return self.plan.populations
 
     def torch_model(self):
-        """The float64 :class:`~biosnn.conversion.stc_torch.STCNet` of the converted graph (the exact reference)."""
+        """The float64 :class:`~biosnn.codings.stc.torch_model.STCNet` of the converted graph (the exact reference)."""
         if self._torch is None:
-            from biosnn.conversion.stc_torch import STCNet
+            from biosnn.codings.stc.torch_model import STCNet
             self._torch = STCNet.from_graph(self.graph, **self.settings)
         return self._torch
 
@@ -210,9 +210,9 @@ def convert(ann, calibration, input_shape, *, T: int | None = None, theta0: floa
     -------
     STCSNN
     """
-    from biosnn.conversion.graph import trace
-    from biosnn.conversion.rate import calibration_array
-    from biosnn.conversion.stc_torch import STCNet
+    from biosnn.frontends.torch_graph import trace
+    from biosnn.codings.rate.coding import calibration_array
+    from biosnn.codings.stc.torch_model import STCNet
     from biosnn.metrics import ann_ops
     given = {k: v for k, v in dict(T=T, theta0=theta0, tau=tau, first_layer=first_layer).items() if v is not None}
     if isinstance(ann, STCNet):

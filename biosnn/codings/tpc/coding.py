@@ -12,11 +12,11 @@ steps per window the ``n - k`` least significant bits are dropped.
   estimator, the input quantised too) for fine-tuning;
 * :func:`calibrate` sets the quantisers' scales from data;
 * :func:`convert` returns a :class:`TPCSNN` (Brian2) that equals the
-  quantised model: :func:`biosnn.conversion.tpc_reference.simulate_tpc` is its
+  quantised model: :func:`biosnn.codings.tpc.reference.simulate_tpc` is its
   exact numpy reference, the quantisation is defined there.
 
 The network layout (a pipeline of ``k``-step windows driven by a clock) is
-described in :mod:`biosnn.conversion.tpc_spec`.
+described in :mod:`biosnn.codings.tpc.spec`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from biosnn.conversion.snn import SNN, SNNResult, _to_numpy, batch_layout
-from biosnn.conversion.tpc_reference import TPCPlan, build_plan, check_bits, simulate_tpc
+from biosnn.codings.tpc.reference import TPCPlan, build_plan, check_bits, simulate_tpc
 from biosnn.errors import ConversionError
 
 __all__ = ["PARAMS", "prepare", "calibrate", "convert", "TPCSNN", "TPCModel", "QuantAct"]
@@ -86,7 +86,7 @@ class QuantAct(nn.Module):
     ``forward(x) = q * Delta`` with ``Delta = scale / (2**bits - 1)`` and
     ``q = clip(floor(clip(x, 0, scale) / Delta + 1/2), 0, 2**bits - 1)``, the
     ``bits - steps`` least significant bits of ``q`` set to 0 (see
-    :mod:`biosnn.conversion.tpc_reference`).  The gradient is passed straight
+    :mod:`biosnn.codings.tpc.reference`).  The gradient is passed straight
     through where ``0 < x < scale`` and is 0 elsewhere.
 
     In training mode each batch updates ``scale`` (a buffer, activation
@@ -134,7 +134,7 @@ class QuantAct(nn.Module):
                 self.scale.fill_(new)
         if not self.calibrated:
             raise ConversionError("this TPC quantiser has no scale yet: fine-tune the prepared model (train "
-                                  "mode sets the scales) or call biosnn.conversion.tpc.calibrate(model, x) first")
+                                  "mode sets the scales) or call biosnn.codings.tpc.coding.calibrate(model, x) first")
         return _Quantize.apply(x, self.scale.to(x.dtype), self.bits, self.steps)
 
 
@@ -340,7 +340,7 @@ def _layer_scales(model: TPCModel, graph, input_shape) -> dict:
     after a max pool quantises the pool's input layer: the traced graph moves
     the ReLU there, and the quantiser commutes with the max).
     """
-    from biosnn.conversion.graph import forward_numpy
+    from biosnn.frontends.torch_graph import forward_numpy
 
     probe_model = copy.deepcopy(model).double().eval()
     quants = [(n, q) for n, q in probe_model.quantizers() if n != "input"]
@@ -398,7 +398,7 @@ def convert(ann, calibration, input_shape, *, bits: int | None = None, steps: in
     -------
     TPCSNN
     """
-    from biosnn.conversion.graph import trace
+    from biosnn.frontends.torch_graph import trace
     from biosnn.metrics import ann_ops
 
     if isinstance(ann, TPCModel):
@@ -467,14 +467,14 @@ class TPCSNN(SNN):
         return self.plan.depth * self.plan.steps
 
     def _build_spec(self, windows: int):
-        from biosnn.conversion.tpc_spec import tpc_network_spec
+        from biosnn.codings.tpc.spec import tpc_network_spec
         return tpc_network_spec(self.plan, windows=windows, name=self.name)
 
     def _scores_from_potential(self, v_last: np.ndarray) -> np.ndarray:
         return v_last
 
     def reference(self, x, batch_size: int = 1000):
-        """The exact numpy reference of this network (:func:`~biosnn.conversion.tpc_reference.simulate_tpc`)."""
+        """The exact numpy reference of this network (:func:`~biosnn.codings.tpc.reference.simulate_tpc`)."""
         return simulate_tpc(self.plan, x, batch_size=batch_size)
 
     def run(self, x, backend: str = "runtime", batch_size: int = 256, progress: bool = True,

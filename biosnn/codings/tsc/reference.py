@@ -1,7 +1,7 @@
 """Exact reference of a Temporal-Switch-Coded (TSC) network: spike times and operation counts.
 
 This module defines the discrete-time TSC network that
-:func:`biosnn.conversion.tsc_spec.tsc_network_spec` builds for Brian2, and
+:func:`biosnn.codings.tsc.spec.tsc_network_spec` builds for Brian2, and
 computes what it does without stepping through time: in TSC every unit's
 output is an *interval* (an on spike and an off spike), so the whole run is
 determined by the interval lengths, layer by layer.
@@ -65,7 +65,7 @@ Operation counts per sample
       (``T`` per neuron of a sequential layer), constant per sample.
 
 The potentials here are computed with dense float64 maps
-(:func:`biosnn.conversion.graph.linear_map` with the biases times ``T``),
+(:func:`biosnn.frontends.torch_graph.linear_map` with the biases times ``T``),
 the Brian2 network sums the same terms event by event: they agree to float64
 rounding, and the integer spike steps agree exactly unless a potential lies
 within rounding of a quantiser boundary.
@@ -77,7 +77,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from biosnn.conversion.graph import LayerGraph, _as_batch, snn_roles
+from biosnn.frontends.torch_graph import LayerGraph, _as_batch, snn_roles
 from biosnn.errors import ConversionError
 
 __all__ = ["ROUNDINGS", "TSCSchedule", "TSCResult", "tsc_schedule", "quantize", "simulate_tsc",
@@ -100,7 +100,7 @@ class TSCSchedule:
     roles : dict of str to str
         ``"input"``, ``"neuron"``, ``"readout"`` (the output layer), ``"gate"``
         (max pooling) or ``"virtual"`` (a residual branch without neurons,
-        see :func:`~biosnn.conversion.graph.snn_roles`), per layer.
+        see :func:`~biosnn.frontends.torch_graph.snn_roles`), per layer.
     sources : dict of str to tuple of str
         The spiking layers whose spikes reach each neuron, readout or gate
         layer (looking through virtual branches).
@@ -303,7 +303,7 @@ def simulate_tsc(graph: LayerGraph, x, T: int, rounding: str = "round", batch_si
     """
     import torch
 
-    from biosnn.conversion.reference import _Net
+    from biosnn.codings.rate.reference import _Net
     from biosnn.metrics import fan_out
 
     schedule = tsc_schedule(graph, T)

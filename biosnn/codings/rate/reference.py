@@ -1,4 +1,4 @@
-"""Reference rate-coded IF simulation of a :class:`~biosnn.conversion.graph.LayerGraph`.
+"""Reference rate-coded IF simulation of a :class:`~biosnn.frontends.torch_graph.LayerGraph`.
 
 This is the exact, discrete-time definition that the Brian2 implementation of
 a converted network reproduces.  It is deliberately small: float64, dense
@@ -22,7 +22,7 @@ IF layer (``linear``, ``conv2d``, ``avgpool2d``, ``add``)
     ``v_L += I_L(t)`` with the synaptic input ``I_L(t) = W_L s_pre(t) + b_L``
     (``avgpool2d``: the window mean of ``s_pre(t)``, no bias; ``add``:
     ``sum_i c_i I_i(t)``, where ``I_i`` is the synaptic input of a *virtual*
-    branch (see :func:`~biosnn.conversion.graph.snn_roles`) or the spikes
+    branch (see :func:`~biosnn.frontends.torch_graph.snn_roles`) or the spikes
     ``s_i(t)`` of a spiking one).  Then, if ``v_L >= theta_L``: ``s_L(t) = 1``
     and ``v_L -= theta_L`` (reset by subtraction; at most one spike per step),
     else ``s_L(t) = 0``.  ``v_L`` starts at 0; ``theta_L`` is 1 unless given.
@@ -56,7 +56,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from biosnn.conversion.graph import LayerGraph, _as_batch, linear_map, snn_roles
+from biosnn.frontends.torch_graph import LayerGraph, _as_batch, linear_map, snn_roles
 from biosnn.errors import ConversionError
 
 __all__ = ["RateResult", "simulate_rate", "poisson_trains", "INPUT_MODES", "READOUTS"]

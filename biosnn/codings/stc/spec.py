@@ -1,7 +1,7 @@
 """An STCSNN (spatio-temporal conversion blocks) as a :class:`~biosnn.spec.NetworkSpec`.
 
 The network computes, step for step and with the same float64 operations, the
-torch model of :mod:`biosnn.conversion.stc_torch` (see its docstring for the
+torch model of :mod:`biosnn.codings.stc.torch_model` (see its docstring for the
 STEB / synapse / CAB equations).  One population per *stage*: the input, then
 one per layer whose output passes a ReLU (a STEB) and the output layer.  A
 population holds the CAB of its layer and the STEB that encodes the result:
@@ -30,7 +30,7 @@ window) while the next stage accumulates.  A sample window has
 ``n_steb * T`` steps (``n_steb`` STEBs, the input's included with
 ``first_layer="spiking"``); the output layer's CAB is complete at the end of
 the window and is read (``v_last``) at the next window's start.  Samples run
-one after the other (batching in time, as in :mod:`.rate_spec`), with the
+one after the other (batching in time, as in :mod:`biosnn.codings.rate.spec`), with the
 ``x_in`` timed array, the ``meter`` population and the ``v_last`` readout that
 :class:`~biosnn.conversion.snn.SNN` expects.
 
@@ -51,9 +51,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from biosnn import connectivity as cx
-from biosnn.conversion.graph import LayerGraph
-from biosnn.conversion.rate_spec import DT_MS, _fanout, layer_connections
-from biosnn.conversion.stc_torch import check_stc_params, theta_table
+from biosnn.frontends.torch_graph import LayerGraph
+from biosnn.codings.rate.spec import DT_MS, _fanout, layer_connections
+from biosnn.codings.stc.torch_model import check_stc_params, theta_table
 from biosnn.errors import ConversionError
 from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue

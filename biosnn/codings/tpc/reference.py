@@ -4,8 +4,8 @@ A TPC network is an *n-bit quantised ANN* whose activations travel between
 layers as binary spike patterns.  This module defines that quantised ANN
 precisely (:func:`build_plan`, :func:`simulate_tpc`), and the bit-serial
 neuron that emits a pattern (:func:`emit_pattern`).  The Brian2 network
-(:mod:`biosnn.conversion.tpc_spec`) and the torch model of
-:func:`biosnn.conversion.tpc.prepare` implement the same definition.
+(:mod:`biosnn.codings.tpc.spec`) and the torch model of
+:func:`biosnn.codings.tpc.coding.prepare` implement the same definition.
 
 Quantisation
 ------------
@@ -59,7 +59,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from biosnn import connectivity as cx
-from biosnn.conversion.graph import LayerGraph, _as_batch, snn_roles
+from biosnn.frontends.torch_graph import LayerGraph, _as_batch, snn_roles
 from biosnn.errors import ConversionError
 
 __all__ = ["MAX_BITS", "TPCStage", "TPCPlan", "TPCResult", "check_bits", "build_plan", "input_codes",
@@ -257,7 +257,7 @@ def build_plan(graph: LayerGraph, scales: dict, bits: int, steps: int | None = N
     -------
     TPCPlan
     """
-    from biosnn.conversion.rate_spec import layer_connections
+    from biosnn.codings.rate.spec import layer_connections
 
     bits, steps = check_bits(bits, steps)
     if not isinstance(graph, LayerGraph):

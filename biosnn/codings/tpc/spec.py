@@ -1,6 +1,6 @@
 """A temporal-pattern-coded (TPC) network as a :class:`~biosnn.spec.NetworkSpec`.
 
-The network computes the quantised ANN of a :class:`~biosnn.conversion.tpc_reference.TPCPlan`
+The network computes the quantised ANN of a :class:`~biosnn.codings.tpc.reference.TPCPlan`
 bit-serially.  Time is cut into *windows* of ``k`` steps (``k`` = ``plan.steps``
 <= ``n`` = ``plan.bits``), marked by a clock: ``run_regularly`` operations with
 ``dt = k`` steps at the start of each window.  The layers form a pipeline:
@@ -18,7 +18,7 @@ Neurons (dimensionless, code units):
 * every emitting neuron has a threshold ``theta`` that the clock
   sets to ``2**n`` and that halves at every step before the threshold test,
   so at step ``t`` of a window it is ``2**(n-1-t)``; a neuron spikes when
-  ``r >= theta`` and then ``r -= theta`` (:func:`~biosnn.conversion.tpc_reference.emit_pattern`);
+  ``r >= theta`` and then ``r -= theta`` (:func:`~biosnn.codings.tpc.reference.emit_pattern`);
 * input: at the clock ``r = floor(x_in(t, i) + 1/2)``;
 * linear / conv / avg-pool stage: incoming spikes add ``w * theta_pre`` to the
   accumulator ``v`` (the spike's binary weight ``2**(n-1-t)`` times the
@@ -38,7 +38,7 @@ step its threshold, reset and spike propagation run in depth order; this does
 not matter for the result (accumulation and emission use different
 variables) but keeps the schedule deterministic.  A one-neuron-per-population
 ``meter`` counts spikes (``spk``) and synaptic operations (``ops``, spike x
-fan-out) per window, as in :mod:`biosnn.conversion.rate_spec`: the count of
+fan-out) per window, as in :mod:`biosnn.codings.rate.spec`: the count of
 the stage at depth ``d`` recorded at the end of window ``w`` belongs to
 sample ``w - d``.
 """
@@ -48,8 +48,8 @@ from __future__ import annotations
 import numpy as np
 
 from biosnn.conversion.connect import weighted_connect
-from biosnn.conversion.rate_spec import DT_MS, layer_populations
-from biosnn.conversion.tpc_reference import TPCPlan
+from biosnn.codings.rate.spec import DT_MS, layer_populations
+from biosnn.codings.tpc.reference import TPCPlan
 from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue
 
@@ -93,7 +93,7 @@ def tpc_network_spec(plan: TPCPlan, *, windows: int, name: str = "tpc",
     Parameters
     ----------
     plan : TPCPlan
-        Quantised network (:func:`biosnn.conversion.tpc_reference.build_plan`).
+        Quantised network (:func:`biosnn.codings.tpc.reference.build_plan`).
     windows : int
         Windows simulated per run (the input rows of ``x_in``); the results of
         sample ``s`` are complete ``plan.depth`` windows after it entered.

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from biosnn.recording import (
+from biosnn.recording.data import (
     FinalState, Recording, RecordingError, SpikeTrains, StateTrace, _eval_unit, _unit_from_dims,
 )
 

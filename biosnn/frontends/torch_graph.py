@@ -975,7 +975,7 @@ def snn_roles(graph: LayerGraph) -> dict[str, str]:
         A population of integrate-and-fire neurons (linear, conv2d,
         avgpool2d, add, and the output layer whatever its op).
     ``"maxpool"``
-        A max-pooling gate (no membrane; see :mod:`biosnn.conversion.reference`).
+        A max-pooling gate (no membrane; see :mod:`biosnn.codings.rate.reference`).
     ``"virtual"``
         A linear/conv2d/add layer without ReLU whose only readers are ``add``
         layers (a residual branch): it has no neurons, its synaptic current

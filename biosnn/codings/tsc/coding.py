@@ -20,7 +20,7 @@ What is followed
 
 Where this deviates (the full paper text was not available; the discrete
 semantics are this module's own, defined in
-:mod:`biosnn.conversion.tsc_reference`)
+:mod:`biosnn.codings.tsc.reference`)
 -----------------------------------------------------------------------------
 * Discrete time: a layer integrates during one period of ``T`` steps and
   sends its values in the next period (layer pipelining), and the interval is
@@ -72,7 +72,7 @@ class TSCSNN(SNN):
     """
 
     def __init__(self, graph, *, T: int, rounding: str = "round", ann_ops: int = 0, name: str = "tsc"):
-        from biosnn.conversion.tsc_reference import ROUNDINGS, tsc_schedule
+        from biosnn.codings.tsc.reference import ROUNDINGS, tsc_schedule
         if rounding not in ROUNDINGS:
             raise ConversionError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
         self.rounding = rounding
@@ -86,7 +86,7 @@ class TSCSNN(SNN):
         return self.schedule.window
 
     def _build_spec(self, windows: int):
-        from biosnn.conversion.tsc_spec import tsc_network_spec
+        from biosnn.codings.tsc.spec import tsc_network_spec
         return tsc_network_spec(self.graph, T=self.T, windows=windows, rounding=self.rounding, name=self.name)
 
     def _scores_from_potential(self, v_last: np.ndarray) -> np.ndarray:
@@ -94,15 +94,15 @@ class TSCSNN(SNN):
         return v_last / self.T
 
     def reference(self, x, batch_size: int = 256, record: bool = False):
-        """The exact numpy result of this network on ``x`` (:func:`~biosnn.conversion.tsc_reference.simulate_tsc`)."""
-        from biosnn.conversion.tsc_reference import simulate_tsc
+        """The exact numpy result of this network on ``x`` (:func:`~biosnn.codings.tsc.reference.simulate_tsc`)."""
+        from biosnn.codings.tsc.reference import simulate_tsc
         return simulate_tsc(self.graph, x, self.T, rounding=self.rounding, batch_size=batch_size, record=record)
 
     def run(self, x, backend: str = "runtime", batch_size: int = 256, progress: bool = True,
             **backend_options) -> SNNResult:
         """Simulate ``x`` (see :meth:`SNN.run`); adds TSC's operation counts per sample to ``extras``."""
         from biosnn.conversion.snn import _to_numpy
-        from biosnn.conversion.tsc_reference import check_nonnegative, neuron_additions
+        from biosnn.codings.tsc.reference import check_nonnegative, neuron_additions
         check_nonnegative(_to_numpy(x) / self.graph.input_scale)
         res = super().run(x, backend=backend, batch_size=batch_size, progress=progress, **backend_options)
         events = res.synops_per_sample
@@ -151,8 +151,8 @@ def convert(ann, calibration, input_shape, *, T: int = 32, normalization: str = 
     TSCSNN
     """
     from biosnn.conversion.calibrate import calibrate
-    from biosnn.conversion.graph import trace
-    from biosnn.conversion.rate import calibration_array
+    from biosnn.frontends.torch_graph import trace
+    from biosnn.codings.rate.coding import calibration_array
     from biosnn.metrics import ann_ops
     if normalization not in ("percentile", "max"):
         raise ConversionError(f"TSC normalization must be 'percentile' or 'max', got {normalization!r} "
