@@ -1,11 +1,12 @@
 """Rate-coded LeNet-5 on MNIST: SNN accuracy vs time steps, and Brian2 vs SpikingJelly throughput.
 
 Full run (about 9 min on one core of the shared 2-core x86-64 machine, training included, the Brian2
-build cached; add ~30 s to 4 min for its compilation otherwise; appends a section to BENCHMARKS.md):
+build cached; add ~30 s to 4 min for its compilation otherwise; records its section through
+benchmarks/report.py, which re-renders BENCHMARKS.md):
 
     BIOSNN_MNIST=/work/shared/data/mnist.npz taskset -c 1 .venv/bin/python benchmarks/convert_mnist_rate.py
 
-Smoke run (1-2 min once its model and Brian2 build are cached; add --no-record to leave BENCHMARKS.md alone):
+Smoke run (1-2 min once its model and Brian2 build are cached; add --no-record to leave the results alone):
 
     BIOSNN_MNIST=/work/shared/data/mnist.npz taskset -c 1 .venv/bin/python benchmarks/convert_mnist_rate.py --quick
 
@@ -39,7 +40,8 @@ What it does:
    spike counts are compared with the reference's. In the same process SpikingJelly's ann2snn
    (``Converter(RateCodingRecipe(loader, mode='99.9%'))``, single-step IF nodes, float32, CPU,
    1 thread, batch ``--sj-batch``) converts the same ANN and runs the same images.
-4. Prints everything and appends a Markdown section to ``BENCHMARKS.md`` (``--no-record``: don't).
+4. Prints everything and records its Markdown section (``report.record('rate_mnist', ...)``: replaces
+   ``benchmarks/results/rate_mnist.json``, re-renders ``BENCHMARKS.md``; ``--no-record``: don't).
 
 ``--quick`` trims: 1 training epoch on 10,000 images (cached separately), 500 test images
 (250 for spike-norm and for T > 32), T in 8, 16, 32, 64, spike-norm calibrated on 64 images,
@@ -68,6 +70,8 @@ import biosnn  # noqa: E402
 from biosnn.codings.rate import reference as ref  # noqa: E402
 from biosnn.datasets import accuracy, load_mnist, train_classifier  # noqa: E402
 from convert_mnist import lenet5  # noqa: E402
+
+import report  # noqa: E402  (benchmarks/report.py)
 
 CACHE = ROOT / "benchmarks" / ".cache"
 BENCH_DATE = "2026-11-23"
@@ -457,7 +461,7 @@ def markdown(args, argv, anns, rows, target, b2, sj, total_s) -> str:
 
 
 def append_section(text: str, path: Path):
-    """Append (never overwrite); the file is re-read for its existence right before writing."""
+    """Append (never overwrite).  Only ``convert_speed.py`` still uses this, until it calls ``report.record``."""
     header = "" if path.exists() and path.stat().st_size > 0 else "# Benchmarks\n\n"
     with open(path, "a", encoding="utf-8") as fh:
         if not header:
@@ -496,8 +500,7 @@ def main(argv=None):
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--fresh-build", action="store_true", help="delete the Brian2 build first (measure compile)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--record", default=str(ROOT / "BENCHMARKS.md"))
-    p.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
+    p.add_argument("--no-record", action="store_true", help="do not record the section (BENCHMARKS.md)")
     args = p.parse_args(argv)
     q = args.quick
     defaults = {"epochs": (3, 1), "train_samples": (60000, 10000), "test_samples": (10000, 500),
@@ -573,8 +576,16 @@ def main(argv=None):
     text = markdown(args, argv, anns, rows, target, b2, sj, total)
     log("\n" + text)
     if not args.no_record:
-        append_section(text, Path(args.record))
-        log(f"appended to {args.record}")
+        pct = [r for r in rows if r["pool"] == "avg" and r["norm"] == "percentile"]
+        data = {"rows": rows, "brian2": {k: v for k, v in b2.items() if np.ndim(v) == 0},
+                "spikingjelly": {k: v for k, v in sj.items() if np.ndim(v) == 0},
+                "accuracy_vs_T": [] if args.quick else [
+                    {"series": "rate, 99.9th percentile", "label": None if r["n"] == args.test_samples
+                     else f"{r['n']} images", "T": r["T"], "steps": r["T"], "accuracy_pct": 100 * r["acc"],
+                     "images": r["n"]} for r in pct]}
+        path = report.record("rate_mnist" + ("_quick" if args.quick else ""), text, command=command_line(argv), script="benchmarks/convert_mnist_rate.py",
+                             data=data, load=(args.load_start, os.getloadavg()[0]))
+        log(f"recorded {path} and re-rendered BENCHMARKS.md")
     log(f"total {total / 60:.1f} min")
 
 

@@ -1,10 +1,11 @@
 """STC coding (STCSNN) of LeNet-5 on MNIST: accuracy over T x theta0 vs the ANN, and a Brian2 check.
 
-Full run (appends a section to BENCHMARKS.md; --help lists the knobs):
+Full run (records its section through benchmarks/report.py, which re-renders BENCHMARKS.md;
+--help lists the knobs):
 
     BIOSNN_MNIST=/work/shared/data/mnist.npz nice -n 10 .venv/bin/python benchmarks/convert_mnist_stc.py
 
-Smoke run (a few minutes; add --no-record to leave BENCHMARKS.md alone):
+Smoke run (a few minutes; add --no-record to leave the results alone):
 
     BIOSNN_MNIST=/work/shared/data/mnist.npz .venv/bin/python benchmarks/convert_mnist_stc.py --quick --no-record
 
@@ -25,7 +26,8 @@ What it does:
    images, compared with the float64 torch forward pass (``snn.reference``): largest score difference,
    predictions and per-layer spike counts. Images/s of the compiled binary (timed runs of the built
    simulation) and of ``snn.run`` end to end.
-4. Prints everything and appends a Markdown section to ``BENCHMARKS.md`` (``--no-record``: don't).
+4. Prints everything and records its Markdown section (``report.record('stc_mnist', ...)``, which replaces
+   ``benchmarks/results/stc_mnist.json`` and re-renders ``BENCHMARKS.md``; ``--no-record``: don't).
 """
 
 from __future__ import annotations
@@ -49,8 +51,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import biosnn  # noqa: E402
 from biosnn.datasets import accuracy, load_mnist, train_classifier  # noqa: E402
-from convert_mnist_rate import append_section, cpu_model  # noqa: E402
+from convert_mnist_rate import cpu_model  # noqa: E402
 from convert_stc import lenet5_bn  # noqa: E402
+
+import report  # noqa: E402  (benchmarks/report.py)
 
 CACHE = ROOT / "benchmarks" / ".cache"
 
@@ -238,8 +242,7 @@ def main(argv=None):
     p.add_argument("--brian2-batch", type=int, default=500)
     p.add_argument("--skip-brian2", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--record", default=str(ROOT / "BENCHMARKS.md"))
-    p.add_argument("--no-record", action="store_true")
+    p.add_argument("--no-record", action="store_true", help="do not record the section (BENCHMARKS.md)")
     args = p.parse_args(argv)
     defaults = {"epochs": (2, 1), "train_samples": (60000, 10000), "test_samples": (10000, 1000),
                 "T": ([4, 6, 8, 12, 16], [4, 8]), "theta0": ([0.4, 0.8, 1.0, 2.0], [0.4, 1.0]),
@@ -286,8 +289,17 @@ def main(argv=None):
     if args.no_record:
         log(f"not recorded (--no-record); {minutes:.1f} min")
     else:
-        append_section(section, Path(args.record))
-        log(f"section appended to {args.record}; {minutes:.1f} min")
+        from biosnn.codings.stc.torch_model import STCBlock
+        stebs = sum(isinstance(m, STCBlock) for m in biosnn.prepare(ann, "stc").modules())  # T steps each
+        data = {"ann": ann_info, "grid": [report.scalars(r) for r in rows], "brian2": report.scalars(b2),
+                "accuracy_vs_T": [] if args.quick else [
+                    {"series": "STC theta0=1 (own BatchNorm LeNet-5)", "label": f"T={r['T']}" + (" ft" if r["tuned"] else ""),
+                     "T": r["T"], "steps": stebs * r["T"], "accuracy_pct": 100 * r["acc"], "images": r["n"]}
+                    for r in rows if r["theta0"] == 1.0]}
+        path = report.record("stc_mnist" + ("_quick" if args.quick else ""), section,
+                             command=command_line(argv), script="benchmarks/convert_mnist_stc.py", data=data,
+                             load=(args.load_start, os.getloadavg()[0]))
+        log(f"recorded {path} and re-rendered BENCHMARKS.md; {minutes:.1f} min")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """TDSNN (reverse coding, Zhang et al. AAAI 2019) LeNet-5 on MNIST: errors for L = 1, 2, 3, 5, the paper's
 Table 2 operation counts, and Brian2 cpp_standalone throughput.
 
-Full run (appends a section to BENCHMARKS.md):
+Full run (records its section through benchmarks/report.py, which re-renders BENCHMARKS.md):
 
     BIOSNN_MNIST=/work/shared/data/mnist.npz nice -n 10 .venv/bin/python benchmarks/convert_mnist_tdsnn.py
 
-Smoke run (add --no-record to leave BENCHMARKS.md alone):
+Smoke run (add --no-record to leave the results alone):
 
     BIOSNN_MNIST=/work/shared/data/mnist.npz .venv/bin/python benchmarks/convert_mnist_tdsnn.py --quick --no-record
 
@@ -29,7 +29,8 @@ What it does:
    (build incl. compilation unless cached), compared with the exact simulation (predictions, scores bit for
    bit, every operation count, one spike per neuron); images/s of the compiled binary alone, from the run
    times it reports (``Recording.meta['wall_time_s']`` of each run of ``--brian2-batch`` sample windows).
-4. Prints everything and appends a Markdown section to ``BENCHMARKS.md`` (``--no-record``: don't).
+4. Prints everything and records its Markdown section (``report.record('tdsnn_mnist', ...)``, which replaces
+   ``benchmarks/results/tdsnn_mnist.json`` and re-renders ``BENCHMARKS.md``; ``--no-record``: don't).
 
 ``--quick``: 1 epoch on 10,000 training images, re-training 1 epoch, 500 test images, L in 2 and 5,
 100 images simulated exactly and in Brian2 (L = 5).
@@ -53,8 +54,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import biosnn  # noqa: E402
 from biosnn.datasets import accuracy, load_mnist, train_classifier  # noqa: E402
-from convert_mnist_rate import (CACHE, ann_predictions, append_section, cpu_model, log,  # noqa: E402
+from convert_mnist_rate import (CACHE, ann_predictions, cpu_model, log,  # noqa: E402
                                 trained_lenet)
+
+import report  # noqa: E402  (benchmarks/report.py)
 
 PAPER = ("Zhang et al. 2019, Caffe LeNet (conv 20@5x5, pool, conv 50@5x5, pool, ip 500, ip 10), L = 5: "
          "DNN error 0.84 %, SNN error 0.92 %; DNN 2239k multiplications / 2235k additions, SNN 1920k / "
@@ -210,8 +213,7 @@ def main(argv=None):
     p.add_argument("--brian2-batch", type=int, default=100, help="sample windows per Brian2 run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-only", action="store_true", help="train and cache the ANN and the G-ANNs, then stop")
-    p.add_argument("--record", default=str(ROOT / "BENCHMARKS.md"))
-    p.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
+    p.add_argument("--no-record", action="store_true", help="do not record the section (BENCHMARKS.md)")
     args = p.parse_args(argv)
     defaults = {"L": ([1.0, 2.0, 3.0, 5.0], [2.0, 5.0]), "epochs": (3, 1), "train_samples": (60000, 10000),
                 "test_samples": (10000, 500), "brian2_images": (300, 100), "verify": (300, 100)}
@@ -239,8 +241,12 @@ def main(argv=None):
     text = markdown(args, argv, ann_acc, info, rows, time.perf_counter() - t_start, load_start)
     log("\n" + text)
     if not args.no_record:
-        append_section(text, Path(args.record))
-        log(f"appended to {args.record}")
+        data = {"ann_accuracy": ann_acc, "rows": [report.scalars(r) for r in rows]}
+        path = report.record("tdsnn_mnist" + ("_quick" if args.quick else ""), text,
+                             command=report.command_line([__file__] + list(argv)),
+                             script="benchmarks/convert_mnist_tdsnn.py", data=data,
+                             load=(load_start, os.getloadavg()[0]))
+        log(f"recorded {path} and re-rendered BENCHMARKS.md")
 
 
 if __name__ == "__main__":

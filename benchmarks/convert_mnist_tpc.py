@@ -1,6 +1,6 @@
 """Temporal pattern coding (TPC) of LeNet-5 on MNIST: Table I of Rueckauer & Liu (IJCNN 2021).
 
-Full run (appends a section to BENCHMARKS.md):
+Full run (records its section through benchmarks/report.py, which re-renders BENCHMARKS.md):
 
     BIOSNN_MNIST=/work/shared/data/mnist.npz nice -n 10 .venv/bin/python benchmarks/convert_mnist_tpc.py
 
@@ -48,8 +48,10 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 import biosnn  # noqa: E402
 from biosnn.datasets import load_mnist, train_classifier  # noqa: E402
-from convert_mnist_rate import (CACHE, ann_predictions, append_section, command_line, cpu_model, log,  # noqa: E402
+from convert_mnist_rate import (CACHE, ann_predictions, command_line, cpu_model, log,  # noqa: E402
                                 trained_lenet)
+
+import report  # noqa: E402  (benchmarks/report.py)
 
 #: Rueckauer & Liu 2021, Table I, MNIST LeNet-5 (error %, operations 1e6).
 PAPER = {"ANN": (0.72, 2.35), 2: (90.26, 0.07), 3: (59.52, 0.45), 4: (1.26, 0.87), 5: (0.81, 1.33),
@@ -182,8 +184,7 @@ def main(argv=None):
     p.add_argument("--brian2-images", type=int, default=10000)
     p.add_argument("--brian2-batch", type=int, default=2000, help="samples per Brian2 run")
     p.add_argument("--path", default=None, help="mnist.npz (default: $BIOSNN_MNIST or the cache)")
-    p.add_argument("--record", default=str(ROOT / "BENCHMARKS.md"))
-    p.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
+    p.add_argument("--no-record", action="store_true", help="do not record the section (BENCHMARKS.md)")
     args = p.parse_args(argv)
     if args.quick:
         args.test_images, args.brian2_images, args.brian2_bits = 1000, 200, args.brian2_bits[-1:]
@@ -234,8 +235,15 @@ def main(argv=None):
     text = markdown(args, argv, ann, rows, trunc, b2, total, (load0, os.getloadavg()[0]))
     print(text)
     if not args.no_record:
-        append_section(text, Path(args.record))
-        log(f"appended to {args.record}")
+        plain = ("bits", "steps", "err", "q_err", "agree_q", "ops", "ops_sd", "spikes", "latency", "ref_s")
+        data = {"ann": ann, "tpc": [{k: r[k] for k in plain} for r in rows],
+                "truncated": [{k: r[k] for k in plain} for r in trunc], "brian2": b2,
+                "accuracy_vs_T": [] if args.quick else [
+                    {"series": "TPC (fine-tuned per bit width)", "label": f"{r['bits']} bit", "T": r["bits"],
+                     "steps": r["latency"], "accuracy_pct": 100 - r["err"], "images": len(x_test)} for r in rows]}
+        path = report.record("tpc_mnist" + ("_quick" if args.quick else ""), text, command=this_command(argv),
+                             script="benchmarks/convert_mnist_tpc.py", data=data, load=(load0, os.getloadavg()[0]))
+        log(f"recorded {path} and re-rendered BENCHMARKS.md")
 
 
 if __name__ == "__main__":

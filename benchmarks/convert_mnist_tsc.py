@@ -1,10 +1,10 @@
 """Temporal Switch Coding (TSC) vs rate coding: LeNet-5 on MNIST, accuracy and operation counts per image.
 
-Full run (appends a section to BENCHMARKS.md):
+Full run (records its section through benchmarks/report.py, which re-renders BENCHMARKS.md):
 
     BIOSNN_MNIST=/work/shared/data/mnist.npz nice -n 10 .venv/bin/python benchmarks/convert_mnist_tsc.py
 
-Smoke run (a few minutes; --no-record leaves BENCHMARKS.md alone):
+Smoke run (a few minutes; --no-record leaves the results alone):
 
     BIOSNN_MNIST=/work/shared/data/mnist.npz .venv/bin/python benchmarks/convert_mnist_tsc.py --quick --no-record
 
@@ -27,7 +27,8 @@ What it does:
    (``snn.run``, ``--brian2-batch`` sample windows per run), images/s, and its predictions, scores, per-layer
    spikes and memory accesses compared with the reference; with ``--rate-brian2`` also the rate network
    at ``--rate-brian2-T`` on the same images.
-5. Prints everything and appends a Markdown section to ``BENCHMARKS.md`` (``--no-record``: don't).
+5. Prints everything and records its Markdown section (``report.record('tsc_mnist', ...)``, which replaces
+   ``benchmarks/results/tsc_mnist.json`` and re-renders ``BENCHMARKS.md``; ``--no-record``: don't).
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ from biosnn.frontends.torch_graph import snn_roles  # noqa: E402
 from biosnn.codings.rate.reference import simulate_rate  # noqa: E402
 from biosnn.datasets import load_mnist  # noqa: E402
 from biosnn.metrics import synops  # noqa: E402
-from convert_mnist_rate import ann_predictions, append_section, cpu_model, log, trained_lenet  # noqa: E402
+from convert_mnist_rate import ann_predictions, cpu_model, log, trained_lenet  # noqa: E402
+
+import report  # noqa: E402  (benchmarks/report.py)
 
 
 def figures(pred, y, ann, spikes, mem, syn_add, neuron_add, steps, input_add=0) -> dict:
@@ -254,8 +257,7 @@ def main(argv=None):
     p.add_argument("--rate-brian2-T", type=int, default=64)
     p.add_argument("--skip-brian2", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--record", default=str(ROOT / "BENCHMARKS.md"))
-    p.add_argument("--no-record", action="store_true")
+    p.add_argument("--no-record", action="store_true", help="do not record the section (BENCHMARKS.md)")
     args = p.parse_args(argv)
     for k, full, quick in (("test_samples", 10000, 1000), ("rate_T", [16, 32, 64, 128], [16, 32]),
                            ("rate_images", 1000, 100), ("brian2_images", 1000, 100)):
@@ -294,8 +296,17 @@ def main(argv=None):
     text = markdown(args, argv, ann_acc, full, sub, rate, b2, time.perf_counter() - t_start)
     log("\n" + text)
     if not args.no_record:
-        append_section(text, Path(args.record))
-        log(f"appended to {args.record}")
+        data = {"ann_accuracy": ann_acc, "tsc_all_images": {str(T): r for T, r in full.items()},
+                "tsc_subset": {str(T): r for T, r in sub.items()}, "rate_subset": {str(T): r for T, r in rate.items()},
+                "brian2": [{k: v for k, v in b.items() if np.ndim(v) == 0} for b in b2],
+                "accuracy_vs_T": [] if args.quick else [
+                    {"series": "TSC", "label": f"T={T}", "T": T, "steps": r["steps"], "accuracy_pct": 100 * r["acc"],
+                     "images": r["n"]} for T, r in sorted(full.items())]}
+        path = report.record("tsc_mnist" + ("_quick" if args.quick else ""), text,
+                             command=report.command_line([__file__] + list(argv)),
+                             script="benchmarks/convert_mnist_tsc.py", data=data,
+                             load=(args.load_start, os.getloadavg()[0]))
+        log(f"recorded {path} and re-rendered BENCHMARKS.md")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ runs that differ in a parameter or the seed; every row comes from a run's own fi
 
     .venv/bin/python benchmarks/diehl_cook_runs.py RUN_DIR [RUN_DIR ...] [--title TEXT] [--no-record]
 
-Appends the table to BENCHMARKS.md with the date, machine and command.
+Records the table through benchmarks/report.py (``--no-record``: don't), which re-renders BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ def main(argv=None):
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_record:
-        with open(ROOT / "BENCHMARKS.md", "a") as f:
-            f.write("\n" + text)
+        import report  # benchmarks/report.py
+        report.record("diehl_cook_runs", text, command=" ".join([Path(sys.executable).name] + sys.argv),
+                      script="benchmarks/diehl_cook_runs.py", data={"runs": rows})
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ Recording; the worker checks that all ranks' recordings are identical.
 Needs an MPI-enabled NEST (``scripts/build_nest_mpi.sh``; the PyPI wheel has no MPI) on
 ``PYTHONPATH``, mpi4py built against the same MPI, and ``mpirun``.  Every configuration uses that
 NEST.  Prints wall time (simulation only, and the whole process) and synaptic events/s per
-configuration and appends a section to ``BENCHMARKS.md`` (``--no-record`` to leave it alone):
+configuration and records its section through ``benchmarks/report.py``, which re-renders ``BENCHMARKS.md``
+(``--no-record`` to leave it alone):
 
     PYTHONPATH=/opt/nest-mpi/lib/python3.12/site-packages BIOSNN_CACHE_DIR=/tmp/biosnn_cache_mpi \\
         nice -n 10 .venv/bin/python benchmarks/nest_mpi_cuba.py
@@ -162,8 +163,7 @@ def main(argv=None):
     p.add_argument("--spec", default=str(DEFAULT_SPEC), help="network spec (default: CUBA)")
     p.add_argument("--duration", type=float, default=None, help="biological seconds (default: the spec's)")
     p.add_argument("--np", type=int, default=2, help="MPI ranks of the MPI configuration")
-    p.add_argument("--record", default=str(ROOT / "BENCHMARKS.md"))
-    p.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
+    p.add_argument("--no-record", action="store_true", help="do not record the section (BENCHMARKS.md)")
     p.add_argument("--note", default="", help="a sentence to add to the BENCHMARKS.md section")
     args = p.parse_args(argv)
     if args.worker:
@@ -173,7 +173,7 @@ def main(argv=None):
         return 0
 
     from biosnn.recording import Recording
-    nest_path = check_mpi_nest()
+    nest_path, load_start = check_mpi_nest(), os.getloadavg()[0]
     configs = [("1 process x 1 thread", [], 1),
                (f"1 process x {args.np} threads", [], args.np),  # the module is compiled once, before mpirun
                (f"mpirun -np {args.np} x 1 thread", mpirun_prefix(args.np), 1)]
@@ -202,13 +202,13 @@ def main(argv=None):
     print(text)
     if not args.no_record:
         given = list(argv if argv is not None else sys.argv[1:])
-        for flag in ("--note", "--record"):  # the note is in the text; the record file is this file
+        for flag in ("--note",):  # the note is in the text
             while flag in given:
                 k = given.index(flag)
                 del given[k:k + 2]
         cmd = shlex.join(["python", "benchmarks/nest_mpi_cuba.py", *given])
         today = datetime.date.today().isoformat()
-        section = (f"\n## NEST with MPI: CUBA on {args.np} ranks vs one process ({today})\n\n"
+        section = (f"## NEST with MPI: CUBA on {args.np} ranks vs one process ({today})\n\n"
                    f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared, loaded); "
                    f"command: `{cmd}` with an MPI-enabled NEST ({nest_path}, built by "
                    f"`scripts/build_nest_mpi.sh`) on PYTHONPATH; spec `{Path(args.spec).name}`, seed of the spec. "
@@ -216,9 +216,11 @@ def main(argv=None):
                    "OUT.npz`. run = NEST simulation only; process wall = the whole process (imports, NESTML "
                    "module load, network construction, gathering, saving). Events: spikes x synapses per "
                    "source." + (f" {args.note}" if args.note else "") + "\n\n" + text)
-        with open(args.record, "a", encoding="utf-8") as fh:
-            fh.write(section)
-        print(f"appended to {args.record}")
+        import report  # benchmarks/report.py
+        path = report.record("nest_mpi_cuba", section, command=cmd, script="benchmarks/nest_mpi_cuba.py",
+                             data={"results": results, "equal_virtual_processes": equal_vp,
+                                   "equal_single_process": equal_single}, load=(load_start, os.getloadavg()[0]))
+        print(f"recorded {path} and re-rendered BENCHMARKS.md")
     return 0 if equal_vp else 1
 
 

@@ -17,7 +17,8 @@ between runs of this script; NEST: connection building and NESTML compilation if
 ``run`` = the simulation of ``--duration`` seconds of biological time. Synaptic events =
 sum over projections of (spikes of the source) x (synapses of the projection) / (source size).
 
-Usage (appends a section to BENCHMARKS.md; ``--no-record`` to leave it alone):
+Usage (records its section through benchmarks/report.py, which re-renders BENCHMARKS.md; ``--no-record``
+to leave it alone):
 
     BIOSNN_CACHE_DIR=/tmp/biosnn_cache_bench nice -n 10 .venv/bin/python benchmarks/nest_vs_brian2.py
     .venv/bin/python benchmarks/nest_vs_brian2.py --networks cuba --duration-cuba 0.2 --no-record
@@ -168,14 +169,13 @@ def main(argv=None):
     p.add_argument("--nest-threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--include-json", default=None,
                    help="file with JSON result lines of an earlier (partial) run to include in the table")
-    p.add_argument("--record", default=str(ROOT / "BENCHMARKS.md"))
-    p.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
+    p.add_argument("--no-record", action="store_true", help="do not record the section (BENCHMARKS.md)")
     args = p.parse_args(argv)
     if args.worker:
         net, backend, threads, duration = args.worker
         print(json.dumps(worker(net, backend, int(threads), float(duration))))
         return 0
-    results = []
+    results, load_start = [], os.getloadavg()[0]
     if args.include_json:
         results = [json.loads(ln) for ln in Path(args.include_json).read_text().splitlines() if ln.startswith("{")]
     for net in args.networks:
@@ -189,7 +189,7 @@ def main(argv=None):
     print(text)
     if not args.no_record:
         cmd = "python benchmarks/nest_vs_brian2.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        section = (f"\n## NEST vs Brian2 cpp_standalone ({datetime.date.today().isoformat()})\n\n"
+        section = (f"## NEST vs Brian2 cpp_standalone ({datetime.date.today().isoformat()})\n\n"
                    f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared, loaded); "
                    f"command: `{cmd.strip()}`. Each row is one process; build = code generation and compilation "
                    "(Brian2) or network construction (NEST, plus NESTML compilation when not cached); run = the "
@@ -198,9 +198,10 @@ def main(argv=None):
                    "of the whole run call (NEST: network construction included; Brian2: the binary, i.e. "
                    "array loading and synapse creation included); on this shared machine wall times are "
                    "inflated by other jobs, CPU times much less so.\n\n" + text + "\n")
-        with open(args.record, "a", encoding="utf-8") as fh:
-            fh.write(section)
-        print(f"appended to {args.record}")
+        import report  # benchmarks/report.py
+        path = report.record("nest_vs_brian2", section, command=cmd.strip(), script="benchmarks/nest_vs_brian2.py",
+                             data={"results": results}, load=(load_start, os.getloadavg()[0]))
+        print(f"recorded {path} and re-rendered BENCHMARKS.md")
     return 0
 
 

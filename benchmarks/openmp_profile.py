@@ -9,7 +9,7 @@ by side.  Images per second of the whole run are given too.
 
     BIOSNN_MNIST=/path/to/mnist.npz .venv/bin/python benchmarks/openmp_profile.py [--threads 0 2] [--replicas 8]
 
-Appends the table to BENCHMARKS.md (date, machine, command).
+Records the table through benchmarks/report.py (``--no-record``: don't), which re-renders BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from biosnn.backends.brian2_standalone import profile_of  # noqa: E402
 from biosnn.datasets import load_mnist  # noqa: E402
 from biosnn.conversion.snn import window_table  # noqa: E402
 from convert_mnist_rate import cpu_model, trained_lenet  # noqa: E402
-from convert_speed import command, publish  # noqa: E402
+
+import report  # noqa: E402  (benchmarks/report.py)
 
 
 def main(argv=None):
@@ -45,6 +46,7 @@ def main(argv=None):
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    load_start = os.getloadavg()[0]
     x_train, y_train = load_mnist("train")
     x_test, _ = load_mnist("test")
     model, _ = trained_lenet("avg", x_train, y_train, 3, 0)
@@ -69,7 +71,7 @@ def main(argv=None):
     names = list(profiles[first])[:args.top]
     head = " | ".join(f"{t} threads (s)" if t else "no OpenMP (s)" for t in args.threads)
     lines = [f"## OpenMP per code object: rate LeNet-5, {R} replicas x {W} windows (`benchmarks/openmp_profile.py`)\n",
-             f"{datetime.date.today()} · {cpu_model()}, {os.cpu_count()} cores · `{command()}`\n",
+             f"{datetime.date.today()} · {cpu_model()}, {os.cpu_count()} cores · `{report.command_line()}`\n",
              f"| code object | {head} |", "|---|" + "---|" * len(args.threads)]
     for name in names:
         lines.append(f"| {name} | " + " | ".join(f"{profiles[t].get(name, 0.0):.3f}" for t in args.threads) + " |")
@@ -77,7 +79,13 @@ def main(argv=None):
                                                      for t in args.threads) + " |")
     lines.append("| images/s (whole run, binary start included) | " + " | ".join(
         f"{R * W / walls[t]:.0f}" for t in args.threads) + " |")
-    publish(lines, record=not args.no_record)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_record:
+        report.record("openmp_profile", text, command=report.command_line(), script="benchmarks/openmp_profile.py",
+                      data={"profiles": {str(t): p for t, p in profiles.items()},
+                            "images_per_s": {str(t): R * W / walls[t] for t in args.threads}},
+                      load=(load_start, os.getloadavg()[0]))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ Run::
 
     python benchmarks/static_synapses.py [--sizes 2000 3000] [--threads 0 2]
 
-Prints a table and appends it to BENCHMARKS.md.
+Prints a table and records it through benchmarks/report.py (``--no-record``: don't), which re-renders
+BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def main():
     ap.add_argument("--sizes", type=int, nargs=2, default=[2000, 3000], help="two n (n*n synapses)")
     ap.add_argument("--threads", type=int, nargs="+", default=[0], help="OpenMP thread counts to time")
     ap.add_argument("--cache", default=None, help="build directory (default: a temporary one)")
+    ap.add_argument("--no-record", action="store_true", help="do not record the section (BENCHMARKS.md)")
     args = ap.parse_args()
+    load_start = os.getloadavg()[0]
     cache = args.cache or tempfile.mkdtemp(prefix="biosnn_static_bench_")
     rows = []
     for static in (False, True):
@@ -119,12 +122,17 @@ def main():
     table = "\n".join(lines)
     print(table)
     cmd = "python benchmarks/static_synapses.py " + " ".join(sys.argv[1:])
-    with open(ROOT / "BENCHMARKS.md", "a") as fh:
-        fh.write(f"\n## Static synapses: biosnn template vs Brian2 stock (cpp_standalone)\n\n"
-                 f"{datetime.date.today()} · {platform.processor() or platform.machine()}, {os.cpu_count()} cores · "
-                 f"`{cmd}`\n\nPoisson 50 Hz -> all-to-all, n = {args.sizes}; bytes per synapse = slope of the "
-                 f"compiled binary's own peak RSS (wait4) between the two sizes (fresh process, build cached); "
-                 f"propagation time from Brian2's profiling.\n\n{table}\n")
+    if args.no_record:
+        return
+    import report  # benchmarks/report.py
+    report.record("static_synapses",
+                  f"## Static synapses: biosnn template vs Brian2 stock (cpp_standalone)\n\n"
+                  f"{datetime.date.today()} · {platform.processor() or platform.machine()}, {os.cpu_count()} cores · "
+                  f"`{cmd}`\n\nPoisson 50 Hz -> all-to-all, n = {args.sizes}; bytes per synapse = slope of the "
+                  f"compiled binary's own peak RSS (wait4) between the two sizes (fresh process, build cached); "
+                  f"propagation time from Brian2's profiling.\n\n{table}\n",
+                  command=cmd, script="benchmarks/static_synapses.py", data={"sizes": args.sizes, "rows": rows},
+                  load=(load_start, os.getloadavg()[0]))
 
 
 if __name__ == "__main__":

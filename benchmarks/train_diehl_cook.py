@@ -21,7 +21,7 @@ Measures, in one run on this machine:
 * with ``--full-run DIR``, the figures of a ``biosnn train-stdp`` run
   (``DIR/accuracy.json``) instead of training ``--train-samples`` here.
 
-Appends a section to BENCHMARKS.md.
+Records its section through benchmarks/report.py (``--no-record``: don't), which re-renders BENCHMARKS.md.
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/train_diehl_cook.py \\
         --train-samples 6000 --test-samples 10000 --loop-samples 3
@@ -135,7 +135,7 @@ def main(argv=None) -> None:
     p.add_argument("--chunk", type=int, default=1000)
     p.add_argument("--mnist", default=os.environ.get("BIOSNN_MNIST", "/work/shared/data/mnist.npz"))
     p.add_argument("--out", default="runs/bench_diehl_cook")
-    p.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
+    p.add_argument("--no-record", action="store_true", help="do not record the section (BENCHMARKS.md)")
     args = p.parse_args(argv)
     cmd = "OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/train_diehl_cook.py " + " ".join(
         sys.argv[1:] if argv is None else argv)
@@ -218,9 +218,9 @@ def main(argv=None) -> None:
     load_after = os.getloadavg()
     for k, v in rows:
         print(f"{k}: {v}")
-    if args.no_append:
+    if args.no_record:
         return
-    text = [f"\n\n## Diehl & Cook (2015) STDP training on MNIST (benchmarks/train_diehl_cook.py)\n",
+    text = [f"## Diehl & Cook (2015) STDP training on MNIST (benchmarks/train_diehl_cook.py)\n",
             f"- Date: {date.today().isoformat()}. Machine: {platform.processor() or platform.machine()}, "
             f"{os.cpu_count()} cores, shared with other jobs (load average {load_before[0]:.1f} before, "
             f"{load_after[0]:.1f} after). Python {platform.python_version()}, cpp_standalone, 1 thread.",
@@ -229,8 +229,12 @@ def main(argv=None) -> None:
             "loop simulates the rest), dt 0.5 ms, < 5 spikes: intensity + 1 and repeat, weights normalised "
             "to 78 per neuron before every presentation.\n",
             "| figure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
-    with open(ROOT / "BENCHMARKS.md", "a") as fh:
-        fh.write("\n".join(text) + "\n")
+    import report  # benchmarks/report.py
+    data = {"samples": samples, "repeats": repeats, "test_samples": n_test, "test_accuracy": acc,
+            "train_wall_s": train_wall, "train_cpu_s": train_cpu, "sim_wall_s": sim_wall, "build_s": build_s,
+            "brian2_loop_s_per_sample": loop_s, "brian2_loop_cpu_s_per_sample": loop_cpu, "table": rows}
+    report.record("diehl_cook_training", "\n".join(text) + "\n", command=cmd, script="benchmarks/train_diehl_cook.py",
+                  data=data, load=(load_before[0], load_after[0]))
 
 
 if __name__ == "__main__":

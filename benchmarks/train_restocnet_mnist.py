@@ -1,11 +1,11 @@
 """ReStoCNet on MNIST: 36C3-2P-128FC-10FC with stochastic-STDP binary kernels (Srinivasan & Roy 2019).
 
-Full run (appends a section to BENCHMARKS.md; about 15-25 min on the shared 2-core machine):
+Full run (records its section through benchmarks/report.py, which re-renders BENCHMARKS.md; about 15-25 min on the shared 2-core machine):
 
     BIOSNN_MNIST=/work/shared/data/mnist.npz OMP_NUM_THREADS=1 nice -n 10 \\
         .venv/bin/python benchmarks/train_restocnet_mnist.py
 
-Smoke run (--quick: small sizes, --no-record: leave BENCHMARKS.md alone):
+Smoke run (--quick: small sizes, --no-record: leave the results alone):
 
     BIOSNN_MNIST=/work/shared/data/mnist.npz .venv/bin/python benchmarks/train_restocnet_mnist.py --quick --no-record
 
@@ -86,8 +86,7 @@ def main(argv=None):
     p.add_argument("--backend", default="cpp_standalone", help="Brian2 backend of the STDP network")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--record", default=str(ROOT / "BENCHMARKS.md"))
-    p.add_argument("--no-record", action="store_true")
+    p.add_argument("--no-record", action="store_true", help="do not record the section (BENCHMARKS.md)")
     args = p.parse_args(argv)
     if args.quick:
         args.kernel_images, args.patches, args.train_samples, args.test_samples = 1000, 2000, 3000, 1000
@@ -99,7 +98,7 @@ def main(argv=None):
     from biosnn.learning.restoc_network import RestocFeatures, compare_features, kernel_memory, \
         parse_architecture, train_conv_layers
 
-    t_start = time.perf_counter()
+    t_start, load_start = time.perf_counter(), os.getloadavg()[0]
     x_tr, y_tr = load_mnist("train", path=args.path)
     x_te, y_te = load_mnist("test", path=args.path)
     x_tr, y_tr = x_tr[:args.train_samples], y_tr[:args.train_samples]
@@ -179,9 +178,14 @@ def main(argv=None):
 """
     log(text)
     if not args.no_record:
-        with open(args.record, "a", encoding="utf-8") as fh:
-            fh.write(text)
-        log(f"appended to {args.record}")
+        import report  # benchmarks/report.py
+        data = {"accuracy": acc, "control_accuracy": acc_ctrl, "kernel_memory": report.scalars(mem),
+                "switched_fraction": run.switched_fraction(), "stdp_s": t_stdp, "features_readout_s": t_main,
+                "total_s": total}
+        path = report.record("restocnet_mnist" + ("_quick" if args.quick else ""), text, command=cmd,
+                             script="benchmarks/train_restocnet_mnist.py", data=data,
+                             load=(load_start, os.getloadavg()[0]))
+        log(f"recorded {path} and re-rendered BENCHMARKS.md")
 
 
 if __name__ == "__main__":
