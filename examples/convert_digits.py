@@ -1,4 +1,9 @@
-"""Convert a small CNN trained on scikit-learn's digits (offline) and compare the SNN with the ANN.
+"""Convert a CNN trained on scikit-learn's digits
+==============================================
+
+Convert a small CNN trained on scikit-learn's digits (offline) and compare the SNN with the ANN.
+
+Command line::
 
     python examples/convert_digits.py --samples 200 --T 32
 """

@@ -1,4 +1,9 @@
-"""Train a LeNet-5-style CNN on MNIST, convert it to a rate-coded SNN, run the test set in Brian2.
+"""Rate-coded LeNet-5 on MNIST
+===========================
+
+Train a LeNet-5-style CNN on MNIST, convert it to a rate-coded SNN, run the test set in Brian2.
+
+Command line::
 
     python examples/convert_mnist.py --backend cpp_standalone --T 64 --pool max
 

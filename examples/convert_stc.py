@@ -1,4 +1,9 @@
-"""Train a CNN, fine-tune it as an STCSNN (decaying-threshold spike trains), run it in Brian2.
+"""STC: decaying-threshold spike trains
+====================================
+
+Train a CNN, fine-tune it as an STCSNN (decaying-threshold spike trains), run it in Brian2.
+
+Command line::
 
     python examples/convert_stc.py --dataset mnist --T 8 --theta0 1 --backend cpp_standalone
 

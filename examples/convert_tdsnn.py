@@ -1,4 +1,9 @@
-"""TDSNN reverse coding (Zhang et al., AAAI 2019): train a CNN, re-train it with G, convert, run in Brian2.
+"""TDSNN reverse coding
+====================
+
+TDSNN reverse coding (Zhang et al., AAAI 2019): train a CNN, re-train it with G, convert, run in Brian2.
+
+Command line::
 
     python examples/convert_tdsnn.py --L 5 --backend cpp_standalone          # LeNet-5 on MNIST
     python examples/convert_tdsnn.py --dataset digits --L 2 --backend runtime  # small CNN, offline

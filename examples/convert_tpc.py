@@ -1,4 +1,9 @@
-"""Temporal pattern coding: fine-tune a CNN with n-bit activations, convert it, run it in Brian2.
+"""Temporal pattern coding (TPC)
+=============================
+
+Temporal pattern coding: fine-tune a CNN with n-bit activations, convert it, run it in Brian2.
+
+Command line::
 
     python examples/convert_tpc.py --dataset mnist --bits 4 8 --backend cpp_standalone
     python examples/convert_tpc.py --dataset digits --bits 4 --steps 3     # truncate one LSB

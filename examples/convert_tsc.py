@@ -1,4 +1,9 @@
-"""Convert a trained CNN to a temporal-switch-coded (TSC) SNN and compare it with the ANN and rate coding.
+"""Temporal switch coding (TSC)
+============================
+
+Convert a trained CNN to a temporal-switch-coded (TSC) SNN and compare it with the ANN and rate coding.
+
+Command line::
 
     python examples/convert_tsc.py --T 8 16 32 --samples 200                 # scikit-learn digits (offline)
     python examples/convert_tsc.py --dataset mnist --T 16 32 --samples 500 --backend cpp_standalone

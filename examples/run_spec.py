@@ -1,4 +1,9 @@
-"""Run a network spec from network_specs/ and write its recording and plots.
+"""Run a network spec
+==================
+
+Run a network spec from network_specs/ and write its recording and plots.
+
+Command line::
 
     python examples/run_spec.py network_specs/cuba.yaml --duration 0.2 --backend runtime --out runs/cuba
 """

@@ -1,10 +1,15 @@
-"""Unsupervised STDP learning of digits (Diehl & Cook 2015) with the Python API.
+"""Diehl & Cook STDP learning of digits
+====================================
+
+Unsupervised STDP learning of digits (Diehl & Cook 2015) with the Python API.
 
 Trains the network of ``network_specs/diehl_cook_2015.yaml`` without labels,
 assigns each excitatory neuron the class it answers most, and classifies the
 held-out images by the assigned neurons' spike counts.  The default uses the
 offline 8x8 scikit-learn digits (64 inputs) and a small network; ``--dataset
 mnist`` runs the paper's setting (784 inputs; 400 neurons with ``--neurons 400``).
+
+Command line::
 
     python examples/train_diehl_cook.py --samples 1000 --neurons 100
     python examples/train_diehl_cook.py --dataset mnist --samples 5000 --neurons 400 --chunk 1000

@@ -1,4 +1,7 @@
-"""Train binary convolution kernels with stochastic STDP and classify with a backprop readout.
+"""Stochastic binary STDP kernels
+==============================
+
+Train binary convolution kernels with stochastic STDP and classify with a backprop readout.
 
 ReStoCNet-style (Srinivasan & Roy 2019): the kernels of ``--arch`` (default
 36C3-2P, the paper's MNIST network) learn from random image patches in a
@@ -7,6 +10,8 @@ output maps, homeostatic thresholds); a rate-coded spiking network with the
 binary kernels extracts pooled spike-rate features; a ``--hidden``-unit
 fully connected readout is trained on them with torch.  Brian2's features
 are checked against the exact reference on ``--check`` test images.
+
+Command line::
 
     python examples/train_stochastic_stdp.py                      # sklearn digits, small
     BIOSNN_MNIST=/path/mnist.npz python examples/train_stochastic_stdp.py --dataset mnist \\

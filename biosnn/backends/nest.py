@@ -29,7 +29,7 @@ What it builds
 * monitors: ``spike_recorder`` and ``multimeter``.
 
 Timing conventions (so that spike trains equal the Brian2 runtime's)
--------------------------------------------------------------------
+--------------------------------------------------------------------
 NEST stamps a spike at the *end* of the step in which the threshold is
 crossed, Brian2 at its start; recorded times are therefore shifted back by one
 ``dt``.  NEST's smallest delay is one step, and a spike arriving in a step is

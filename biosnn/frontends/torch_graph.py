@@ -967,8 +967,8 @@ def _nonnegative(graph: LayerGraph, name: str, memo: dict[str, bool]) -> bool:
 def snn_roles(graph: LayerGraph) -> dict[str, str]:
     """How each layer is realised in the rate-coded SNN.
 
-    Roles
-    -----
+    The roles:
+
     ``"input"``
         The input layer (analog current or Poisson spikes).
     ``"if"``

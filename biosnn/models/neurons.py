@@ -21,12 +21,15 @@ def if_subtract(**parameters) -> NeuronModel:
     Under a constant current the k-th spike comes at the first step with
     ``v(t) = I t / C_m >= k v_th``.
 
-    Parameters (defaults)
-    ---------------------
-    C_m : 250 pF
-        Membrane capacitance.
-    v_th : 20 mV
-        Threshold above rest (the reset subtracts it).
+    Parameters
+    ----------
+    **parameters : str
+        Values that replace the defaults (Brian2 quantity strings). Defaults:
+
+        C_m : 250 pF
+            Membrane capacitance.
+        v_th : 20 mV
+            Threshold above rest (the reset subtracts it).
     """
     p = {"C_m": "250*pF", "v_th": "20*mV"}
     p.update(parameters)
@@ -44,10 +47,13 @@ def lif(**parameters) -> NeuronModel:
     ``R_m I > v_th - E_L`` the interspike interval is
     ``tau_ref + tau_m ln((E_L + R_m I - v_reset) / (E_L + R_m I - v_th))``.
 
-    Parameters (defaults)
-    ---------------------
-    E_L : -65 mV, v_th : -50 mV, v_reset : -65 mV, tau_m : 20 ms,
-    R_m : 100 Mohm, tau_ref : 2 ms
+    Parameters
+    ----------
+    **parameters : str
+        Values that replace the defaults (Brian2 quantity strings). Defaults:
+
+        E_L : -65 mV, v_th : -50 mV, v_reset : -65 mV, tau_m : 20 ms,
+        R_m : 100 Mohm, tau_ref : 2 ms
     """
     p = {"E_L": "-65*mV", "v_th": "-50*mV", "v_reset": "-65*mV", "tau_m": "20*ms",
          "R_m": "100*Mohm", "tau_ref": "2*ms"}
@@ -69,11 +75,14 @@ def adaptive_lif_dc(**parameters) -> NeuronModel:
     Set ``tau_theta`` very large (the paper: 1e7 ms) during training and freeze
     ``theta`` at test time with ``theta_plus = 0``.
 
-    Parameters (defaults, from the paper's code)
-    --------------------------------------------
-    v_rest : -65 mV, v_reset : -65 mV, v_thresh : -52 mV, offset : 20 mV,
-    tau_m : 100 ms, tau_ge : 1 ms, tau_gi : 2 ms, E_exc : 0 mV, E_inh : -100 mV,
-    theta_plus : 0.05 mV, tau_theta : 1e7 ms, refrac : 5 ms
+    Parameters
+    ----------
+    **parameters : str
+        Values that replace the defaults (Brian2 quantity strings). Defaults, from the paper's code:
+
+        v_rest : -65 mV, v_reset : -65 mV, v_thresh : -52 mV, offset : 20 mV,
+        tau_m : 100 ms, tau_ge : 1 ms, tau_gi : 2 ms, E_exc : 0 mV, E_inh : -100 mV,
+        theta_plus : 0.05 mV, tau_theta : 1e7 ms, refrac : 5 ms
     """
     p = {"v_rest": "-65*mV", "v_reset": "-65*mV", "v_thresh": "-52*mV", "offset": "20*mV",
          "tau_m": "100*ms", "tau_ge": "1*ms", "tau_gi": "2*ms", "E_exc": "0*mV",
@@ -96,10 +105,13 @@ dtimer/dt = 1 : second
 def inhibitory_lif_dc(**parameters) -> NeuronModel:
     """Diehl & Cook (2015) inhibitory neuron (conductance LIF, fixed threshold).
 
-    Parameters (defaults)
-    ---------------------
-    v_rest : -60 mV, v_reset : -45 mV, v_thresh : -40 mV, tau_m : 10 ms,
-    tau_ge : 1 ms, tau_gi : 2 ms, E_exc : 0 mV, E_inh : -85 mV, refrac : 2 ms
+    Parameters
+    ----------
+    **parameters : str
+        Values that replace the defaults (Brian2 quantity strings). Defaults:
+
+        v_rest : -60 mV, v_reset : -45 mV, v_thresh : -40 mV, tau_m : 10 ms,
+        tau_ge : 1 ms, tau_gi : 2 ms, E_exc : 0 mV, E_inh : -85 mV, refrac : 2 ms
     """
     p = {"v_rest": "-60*mV", "v_reset": "-45*mV", "v_thresh": "-40*mV", "tau_m": "10*ms",
          "tau_ge": "1*ms", "tau_gi": "2*ms", "E_exc": "0*mV", "E_inh": "-85*mV", "refrac": "2*ms"}
@@ -121,9 +133,12 @@ def ticking(**parameters) -> NeuronModel:
     comparison is made half a step early, so ``t_start = k*dt`` fires from
     step ``k`` on exactly, whatever the rounding of ``t``.
 
-    Parameters (defaults)
-    ---------------------
-    t_start : 0 ms, t_stop : 1e9 s
+    Parameters
+    ----------
+    **parameters : str
+        Values that replace the defaults (Brian2 quantity strings). Defaults:
+
+        t_start : 0 ms, t_stop : 1e9 s
     """
     p = {"t_start": "0*ms", "t_stop": "1e9*second"}
     p.update(parameters)
@@ -140,9 +155,12 @@ def if_decaying_threshold(**parameters) -> NeuronModel:
     model comes at ``t* = tau_theta W(theta0 C_m / (I tau_theta))``
     (``W``: Lambert's function).
 
-    Parameters (defaults)
-    ---------------------
-    C_m : 250 pF, theta0 : 20 mV, tau_theta : 2 ms
+    Parameters
+    ----------
+    **parameters : str
+        Values that replace the defaults (Brian2 quantity strings). Defaults:
+
+        C_m : 250 pF, theta0 : 20 mV, tau_theta : 2 ms
     """
     p = {"C_m": "250*pF", "theta0": "20*mV", "tau_theta": "2*ms"}
     p.update(parameters)

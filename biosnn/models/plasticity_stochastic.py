@@ -12,7 +12,8 @@ the *probability* that it switches, not the size of a change.  With
     anti-Hebbian depression for large positive ``Dt``; a post spike with no
     pre spike before it (since the last reset of ``pre_seen``) counts as
     ``Dt = inf`` and depresses with probability ``gamma_anti``;
-``0``  for ``t_pot <= Dt < t_anti`` (the dead zone) and ``Dt < -t_dep``.
+``0``  otherwise
+    for ``t_pot <= Dt < t_anti`` (the dead zone) and ``Dt < -t_dep``.
 
 Spikes pair with their nearest partner, restricted and symmetric: a post
 spike may potentiate only with the last pre spike and only if no other post

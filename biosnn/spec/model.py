@@ -189,7 +189,7 @@ class Operation:
     Parameters
     ----------
     code : str
-        Brian2 statements, e.g. ``"v_last = v\nv = 0"``.
+        Brian2 statements, one per line, e.g. ``"v_last = v"`` then ``"v = 0"``.
     dt : str, optional
         Interval (``"3.2*ms"``); default every time step.
     when : str
@@ -336,6 +336,8 @@ class SpikeTimesInput:
         Time of each spike, with a time unit (e.g. ``ArrayValue(t, "ms")``).
     period : str, optional
         Repeat the pattern with this period.
+    shape : tuple of int, optional
+        Layout ``(C, H, W)`` (product = size) when the sources feed a convolutional projection.
     """
 
     name: str
@@ -444,7 +446,13 @@ Input = Union[PoissonInput, SpikeTimesInput, CurrentInput]
 
 @dataclass(frozen=True)
 class AllToAll:
-    """Every source neuron to every target neuron."""
+    """Every source neuron to every target neuron.
+
+    Parameters
+    ----------
+    allow_autapses : bool
+        Whether neuron ``k`` connects to itself when source and target are the same population.
+    """
 
     allow_autapses: bool = True
 
@@ -459,6 +467,13 @@ class RandomP:
     """Each pair connected independently with probability ``p``.
 
     Drawn in numpy with the spec's seed, so every backend gets the same synapses.
+
+    Parameters
+    ----------
+    p : float
+        Connection probability, in ``[0, 1]``.
+    allow_autapses : bool
+        Whether neuron ``k`` may connect to itself when source and target are the same population.
     """
 
     p: float
@@ -473,7 +488,15 @@ class RandomP:
 
 @dataclass(frozen=True)
 class Explicit:
-    """Explicit synapse lists ``i`` (source indices) and ``j`` (target indices)."""
+    """Explicit synapse lists ``i`` (source indices) and ``j`` (target indices).
+
+    Parameters
+    ----------
+    i : ArrayValue
+        Source neuron index of each synapse (integers).
+    j : ArrayValue
+        Target neuron index of each synapse (integers, same length as ``i``).
+    """
 
     i: ArrayValue
     j: ArrayValue
@@ -498,6 +521,17 @@ class Conv2D:
     The source population's ``shape`` must be ``in_shape = (C, H, W)``; the target
     has the convolution's output shape.  Synaptic weights come from the kernel
     (the projection's ``weights`` must be omitted).
+
+    Parameters
+    ----------
+    kernel : ArrayValue
+        Weights of shape ``(out_c, in_c/groups, kh, kw)``, in the unit of the synapse model's weight.
+    stride : int or (int, int)
+        Step of the kernel over ``(H, W)``.
+    padding : int or (int, int)
+        Zero padding added on both sides of ``(H, W)``.
+    groups : int
+        Grouped convolution: input and output channels split into this many groups.
     """
 
     kernel: ArrayValue
@@ -522,6 +556,17 @@ class Pool2D:
 
     ``weight`` defaults to ``1/(kh*kw)`` (average pooling); the source layout
     ``(C, H, W)`` comes from the source population's ``shape``.
+
+    Parameters
+    ----------
+    kernel_size : int or (int, int)
+        Window ``(kh, kw)``.
+    stride : int or (int, int), optional
+        Step of the window (default: ``kernel_size``).
+    padding : int or (int, int)
+        Padding on both sides of ``(H, W)``.
+    weight : str, optional
+        Weight of every synapse (expression); default ``1/(kh*kw)``.
     """
 
     kernel_size: tuple[int, int]
@@ -616,7 +661,13 @@ class Projection:
 
 @dataclass(frozen=True)
 class SpikeMonitor:
-    """Record the spikes of a population or input."""
+    """Record the spikes of a population or input.
+
+    Parameters
+    ----------
+    population : str
+        Name of the population or input.
+    """
 
     population: str
 
@@ -694,9 +745,13 @@ class NetworkSpec:
     name : str
         Network name (also names build directories and output files).
     populations : tuple of Population
+        The neuron groups (YAML: a mapping ``populations`` of names to populations).
     inputs : tuple of PoissonInput, SpikeTimesInput or CurrentInput
+        The stimulus sources (YAML: a mapping ``inputs`` of names to inputs with a ``type``).
     projections : tuple of Projection
+        The synapses between populations and inputs (YAML: a mapping ``projections``).
     monitors : tuple of SpikeMonitor or StateMonitor
+        What is recorded (YAML: a list ``monitors`` of entries with a ``type``).
     dt : str
         Simulation time step (``"0.1*ms"``).
     duration : str

@@ -18,10 +18,11 @@ What is followed
 * Data-based per-layer normalisation (:mod:`biosnn.conversion.calibrate`,
   Rueckauer et al. 2017) so that every layer's values lie in ``[0, 1]``.
 
-Where this deviates (the full paper text was not available; the discrete
-semantics are this module's own, defined in
-:mod:`biosnn.codings.tsc.reference`)
------------------------------------------------------------------------------
+Where this deviates
+-------------------
+The full paper text was not available; the discrete semantics are this
+module's own, defined in :mod:`biosnn.codings.tsc.reference`.
+
 * Discrete time: a layer integrates during one period of ``T`` steps and
   sends its values in the next period (layer pipelining), and the interval is
   ``q(value * T)`` steps with ``q`` rounding to the nearest step by default
