@@ -54,8 +54,6 @@ import argparse
 import copy
 import os
 import platform
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -350,29 +348,11 @@ def target_verdict(rows) -> str:
 
 
 def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
+    return report.cpu_model()
 
 
 def command_line(argv) -> str:
-    parts = []
-    if os.environ.get("BIOSNN_MNIST"):
-        parts.append(f"BIOSNN_MNIST={os.environ['BIOSNN_MNIST']}")
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) < (os.cpu_count() or 0):
-            parts.append("taskset -c " + ",".join(map(str, cpus)))
-    except AttributeError:
-        pass
-    exe = os.path.relpath(sys.executable, Path.cwd()) if sys.executable.startswith(str(ROOT)) else sys.executable
-    script = os.path.relpath(__file__, Path.cwd())
-    return " ".join(parts + [exe, script] + [shlex.quote(a) for a in argv])
+    return report.command_line([__file__, *argv])
 
 
 def markdown(args, argv, anns, rows, target, b2, sj, total_s) -> str:
@@ -577,14 +557,14 @@ def main(argv=None):
     log("\n" + text)
     if not args.no_record:
         pct = [r for r in rows if r["pool"] == "avg" and r["norm"] == "percentile"]
-        data = {"rows": rows, "brian2": {k: v for k, v in b2.items() if np.ndim(v) == 0},
-                "spikingjelly": {k: v for k, v in sj.items() if np.ndim(v) == 0},
+        data = {"rows": rows, "brian2": report.scalars(b2), "spikingjelly": report.scalars(sj),
                 "accuracy_vs_T": [] if args.quick else [
                     {"series": "rate, 99.9th percentile", "label": None if r["n"] == args.test_samples
                      else f"{r['n']} images", "T": r["T"], "steps": r["T"], "accuracy_pct": 100 * r["acc"],
                      "images": r["n"]} for r in pct]}
-        path = report.record("rate_mnist" + ("_quick" if args.quick else ""), text, command=command_line(argv), script="benchmarks/convert_mnist_rate.py",
-                             data=data, load=(args.load_start, os.getloadavg()[0]))
+        path = report.record("rate_mnist" + ("_quick" if args.quick else ""), text, command=command_line(argv),
+                             script="benchmarks/convert_mnist_rate.py", data=data,
+                             load=(args.load_start, os.getloadavg()[0]))
         log(f"recorded {path} and re-rendered BENCHMARKS.md")
     log(f"total {total / 60:.1f} min")
 

@@ -293,7 +293,8 @@ def main(argv=None):
         stebs = sum(isinstance(m, STCBlock) for m in biosnn.prepare(ann, "stc").modules())  # T steps each
         data = {"ann": ann_info, "grid": [report.scalars(r) for r in rows], "brian2": report.scalars(b2),
                 "accuracy_vs_T": [] if args.quick else [
-                    {"series": "STC theta0=1 (own BatchNorm LeNet-5)", "label": f"T={r['T']}" + (" ft" if r["tuned"] else ""),
+                    {"series": "STC theta0=1 (own BatchNorm LeNet-5)",
+                     "label": f"T={r['T']}" + (" ft" if r["tuned"] else ""),
                      "T": r["T"], "steps": stebs * r["T"], "accuracy_pct": 100 * r["acc"], "images": r["n"]}
                     for r in rows if r["theta0"] == 1.0]}
         path = report.record("stc_mnist" + ("_quick" if args.quick else ""), section,

@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 import biosnn  # noqa: E402
 from biosnn.datasets import load_mnist, train_classifier  # noqa: E402
-from convert_mnist_rate import (CACHE, ann_predictions, command_line, cpu_model, log,  # noqa: E402
+from convert_mnist_rate import (CACHE, ann_predictions, cpu_model, log,  # noqa: E402
                                 trained_lenet)
 
 import report  # noqa: E402  (benchmarks/report.py)
@@ -113,8 +113,8 @@ def brian2_run(row: dict, x_test, y_test, images: int, batch: int) -> dict:
 
 
 def this_command(argv) -> str:
-    """The command line of this run (``convert_mnist_rate.command_line`` names its own script)."""
-    return command_line(argv).replace("convert_mnist_rate.py", Path(__file__).name)
+    """The command line of this run."""
+    return report.command_line([__file__, *argv])
 
 
 def markdown(args, argv, ann, rows, trunc, b2, total_s, load) -> str:
@@ -237,7 +237,7 @@ def main(argv=None):
     if not args.no_record:
         plain = ("bits", "steps", "err", "q_err", "agree_q", "ops", "ops_sd", "spikes", "latency", "ref_s")
         data = {"ann": ann, "tpc": [{k: r[k] for k in plain} for r in rows],
-                "truncated": [{k: r[k] for k in plain} for r in trunc], "brian2": b2,
+                "truncated": [{k: r[k] for k in plain} for r in trunc], "brian2": [report.scalars(b) for b in b2],
                 "accuracy_vs_T": [] if args.quick else [
                     {"series": "TPC (fine-tuned per bit width)", "label": f"{r['bits']} bit", "T": r["bits"],
                      "steps": r["latency"], "accuracy_pct": 100 - r["err"], "images": len(x_test)} for r in rows]}

@@ -298,7 +298,7 @@ def main(argv=None):
     if not args.no_record:
         data = {"ann_accuracy": ann_acc, "tsc_all_images": {str(T): r for T, r in full.items()},
                 "tsc_subset": {str(T): r for T, r in sub.items()}, "rate_subset": {str(T): r for T, r in rate.items()},
-                "brian2": [{k: v for k, v in b.items() if np.ndim(v) == 0} for b in b2],
+                "brian2": [report.scalars(b) for b in b2],
                 "accuracy_vs_T": [] if args.quick else [
                     {"series": "TSC", "label": f"T={T}", "T": T, "steps": r["steps"], "accuracy_pct": 100 * r["acc"],
                      "images": r["n"]} for T, r in sorted(full.items())]}

@@ -63,16 +63,21 @@ _ACCURACY_NOTE = (
 
 
 # --------------------------------------------------------------------------- machine and command
-def machine() -> dict:
-    """The machine this runs on: CPU model (``/proc/cpuinfo``), cores, RAM (GB) and GPU (``nvidia-smi``)."""
-    cpu = "unknown"
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    import platform
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict:
+    """The machine this runs on: CPU model (``/proc/cpuinfo``), cores, RAM (GB) and GPU (``nvidia-smi``)."""
+    cpu = cpu_model()
     ram_gb = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -305,8 +310,8 @@ def draw_figures(results: list[dict], directory: Path) -> list[Path]:
         ax.set_ylim(90 if lo < 90 else lo - 1, 100)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-        ax.set_title("MNIST LeNet-5: accuracy vs time steps" + (" (points below 90 % are off the axis)" if lo < 90 else ""),
-                     fontsize=10)
+        off = " (points below 90 % are off the axis)" if lo < 90 else ""
+        ax.set_title("MNIST LeNet-5: accuracy vs time steps" + off, fontsize=10)
         fig.tight_layout()
         written.append(directory / "accuracy_vs_steps.png")
         fig.savefig(written[-1], dpi=110, metadata={"Software": None})

@@ -1,6 +1,7 @@
 """ReStoCNet on MNIST: 36C3-2P-128FC-10FC with stochastic-STDP binary kernels (Srinivasan & Roy 2019).
 
-Full run (records its section through benchmarks/report.py, which re-renders BENCHMARKS.md; about 15-25 min on the shared 2-core machine):
+Full run (records its section through benchmarks/report.py, which re-renders BENCHMARKS.md; about 15-25 min
+on the shared 2-core machine):
 
     BIOSNN_MNIST=/work/shared/data/mnist.npz OMP_NUM_THREADS=1 nice -n 10 \\
         .venv/bin/python benchmarks/train_restocnet_mnist.py

@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,11 +28,14 @@ def test_record_replaces_the_section(report, tmp_path):
     report.record("static_synapses", _section("Static synapses", "first run"), command="python x.py --a",
                   script="benchmarks/static_synapses.py", data={"rows": [1]}, load=(1.5, 2.5), root=tmp_path)
     report.record("static_synapses", _section("Static synapses", "second run"), command="python x.py --b",
-                  script="benchmarks/static_synapses.py", data={"rows": [2]}, root=tmp_path)
+                  script="benchmarks/static_synapses.py", data={"rows": [2], "numpy": {"b": np.bool_(True),
+                  "i": np.int64(3), "a": np.arange(2), **report.scalars({"x": np.float32(0.5), "obj": object()})}},
+                  root=tmp_path)
     files = sorted((tmp_path / "benchmarks" / "results").glob("*"))
     assert [f.name for f in files] == ["static_synapses.json"]
     entry = json.loads(files[0].read_text())
-    assert entry["title"] == "Static synapses" and "second run" in entry["body"] and entry["data"] == {"rows": [2]}
+    assert entry["title"] == "Static synapses" and "second run" in entry["body"]
+    assert entry["data"] == {"rows": [2], "numpy": {"b": True, "i": 3, "a": [0, 1], "x": 0.5}}
     assert entry["command"] == "python x.py --b" and entry["machine"]["cores"] >= 1
     assert set(entry["load"]) == {"start", "end"} and entry["date"][:4].isdigit()
     text = (tmp_path / "BENCHMARKS.md").read_text()
@@ -49,7 +53,8 @@ def test_render_is_deterministic_and_ordered(report, tmp_path):
     first = report.render_markdown(results)
     assert first == report.render_markdown(report.load_results(tmp_path)) == (tmp_path / "BENCHMARKS.md").read_text()
     contents = first.split("## Contents")[1]
-    assert contents.index("(#rate_mnist)") < contents.index("(#static_synapses)") < contents.index("(#zz_new_benchmark)")
+    positions = [contents.index(f"(#{key})") for key in ("rate_mnist", "static_synapses", "zz_new_benchmark")]
+    assert positions == sorted(positions)
     assert "| [Rate](#rate_mnist) | 2026-12-01 |" in first
 
 
@@ -77,8 +82,8 @@ def test_every_results_file_renders_and_benchmarks_md_is_current(report):
 
 
 def test_figures_from_data(report, tmp_path):
-    ladder = [{"network": "LeNet-5", "synapses": 4.2e5, "coding": "rate", "images_per_s": 500.0, "sj_images_per_s": 400.0},
-              {"network": "VGG-ish", "synapses": 4.0e6, "coding": "rate", "images_per_s": 60.0, "sj_images_per_s": 90.0}]
+    ladder = [{"network": n, "synapses": s, "coding": "rate", "images_per_s": a, "sj_images_per_s": b}
+              for n, s, a, b in (("LeNet-5", 4.2e5, 500.0, 400.0), ("VGG-ish", 4.0e6, 60.0, 90.0))]
     acc = [{"series": "rate", "label": None, "T": T, "steps": T, "accuracy_pct": a, "images": 100}
            for T, a in ((16, 95.0), (32, 97.0))]
     results = [{"key": "convert_speed", "title": "Speed", "body": "b\n", "script": "s", "date": "2026-12-01",
