@@ -371,3 +371,39 @@ def test_generate_and_compile_cuda(tmp_path_factory):
                                                rf"{re.escape(str(sim.directory))}; run it on a machine"):
             again.run(progress=False)
         assert _prefs_snapshot() == before
+
+
+# ---------------------------------------------------------------------------
+# on a GPU only (the GPU check, benchmarks/gpu_check.py): no nvcc build without one
+
+
+@pytest.mark.cuda
+@needs_brian2cuda
+@pytest.mark.skipif(not gpu_visible(), reason="needs a CUDA GPU (run by benchmarks/gpu_check.py on the GPU machine)")
+def test_digits_cnn_cuda_equals_cpp_per_sample(digits, build_cache, tmp_path_factory):
+    """A trained digits CNN, rate-coded (T = 32), 10 replicas x 20 windows: cuda_standalone equals cpp_standalone.
+
+    Sample by sample: the same prediction, scores within 1e-9 (the GPU adds with atomics, in another
+    order) and the same spike and synaptic-event counts per layer.
+    """
+    import biosnn
+    import torch
+    from biosnn.datasets import train_classifier
+    from biosnn.demo import digits_cnn
+    x, y, xt, yt = digits
+    model = train_classifier(digits_cnn(), x, y, epochs=40, lr=1e-2, batch_size=64, seed=0)
+    with torch.no_grad():
+        ann_pred = model(torch.as_tensor(xt[:200])).argmax(1).numpy()
+    snn = biosnn.convert(biosnn.prepare(model, "rate"), "rate", calibration=x[:500], input_shape=(1, 8, 8), T=32)
+    cache = os.environ.get("BIOSNN_CUDA_TEST_CACHE") or tmp_path_factory.mktemp("cuda_builds")
+    cpu = snn.run(xt[:200], "cpp_standalone", batch_size=200, replicas=10, progress=False, cache_dir=build_cache)
+    gpu = snn.run(xt[:200], "cuda_standalone", batch_size=200, replicas=10, progress=False, cache_dir=cache)
+    print(f"\ndigits CNN: agreement with the ANN {gpu.agreement(ann_pred):.3f}, "
+          f"spikes/sample {gpu.spikes_per_sample.mean():.0f}")
+    assert gpu.agreement(ann_pred) >= 0.9
+    np.testing.assert_array_equal(gpu.predictions, cpu.predictions)
+    np.testing.assert_allclose(gpu.scores, cpu.scores, rtol=0, atol=1e-9)
+    assert gpu.layer_spikes.keys() == cpu.layer_spikes.keys()
+    for key in cpu.layer_spikes:
+        np.testing.assert_array_equal(gpu.layer_spikes[key], cpu.layer_spikes[key])
+        np.testing.assert_array_equal(gpu.layer_synops[key], cpu.layer_synops[key])

@@ -48,14 +48,16 @@ from pathlib import Path
 
 import numpy as np
 
+from biosnn.backends.brian2_cuda_build import (DEFAULT_UNITY_UNITS, compile_project, portable_host_flags,
+                                               write_unity_sources)
 from biosnn.backends.brian2_runtime import brian2_prefs
 from biosnn.backends.brian2_standalone import CppStandaloneBackend, StandaloneSimulation, cache_root
 from biosnn.errors import BackendError
 from biosnn.spec import model as m
 
-__all__ = ["CudaStandaloneBackend", "CudaStandaloneSimulation", "CXX_STANDARD",
+__all__ = ["CudaStandaloneBackend", "CudaStandaloneSimulation", "CXX_STANDARD", "CC_ENV",
            "DEFAULT_COMPUTE_CAPABILITY", "TEMPLATE_FIXES", "use_cxx17", "patch_makefile", "patched_templater", "find_nvcc", "gpu_visible",
-           "toolkit_has_curand", "wheel_curand_dirs", "curand_link_dir", "no_gpu_message"]
+           "toolkit_has_curand", "wheel_curand_dirs", "curand_link_dir", "curand_runtime_dir", "no_gpu_message"]
 
 #: The C++ standard CUDA 13's Thrust/CUB need (brian2cuda 1.0b1 asks for C++11).
 CXX_STANDARD = "c++17"
@@ -166,6 +168,15 @@ def gpu_visible() -> bool:
     return any(Path("/dev").glob("nvidia[0-9]*"))
 
 
+def _toolkit_roots(nvcc: str | None = None) -> list[Path]:
+    roots = []
+    if os.environ.get("CUDA_PATH"):
+        roots.append(Path(os.environ["CUDA_PATH"]))
+    if nvcc:
+        roots.append(Path(os.path.realpath(nvcc)).parent.parent)
+    return roots + [Path("/usr/local/cuda"), Path("/opt/cuda")]
+
+
 def toolkit_has_curand(nvcc: str | None = None) -> bool:
     """Whether the CUDA toolkit of ``nvcc`` (or a standard one) has curand's headers.
 
@@ -174,14 +185,7 @@ def toolkit_has_curand(nvcc: str | None = None) -> bool:
     nvcc : str, optional
         Path of ``nvcc`` (default :func:`find_nvcc`).
     """
-    nvcc = nvcc or find_nvcc()
-    roots = []
-    if os.environ.get("CUDA_PATH"):
-        roots.append(Path(os.environ["CUDA_PATH"]))
-    if nvcc:
-        roots.append(Path(os.path.realpath(nvcc)).parent.parent)
-    roots += [Path("/usr/local/cuda"), Path("/opt/cuda"), Path("/usr")]
-    for root in roots:
+    for root in [*_toolkit_roots(nvcc or find_nvcc()), Path("/usr")]:
         if (root / "include" / "curand.h").is_file():
             return True
         if any(root.glob("targets/*/include/curand.h")):
@@ -211,6 +215,23 @@ def wheel_curand_dirs() -> tuple[Path, Path] | None:
             if (root / "include" / "curand.h").is_file() and any((root / "lib").glob("libcurand.so*")):
                 return root / "include", root / "lib"
     return None
+
+
+def curand_runtime_dir(nvcc: str | None = None) -> Path | None:
+    """A directory holding ``libcurand.so.<N>`` for running a compiled project, or None.
+
+    The CUDA toolkit's library directories first (``lib64``, ``lib``,
+    ``targets/*/lib``), then the ``nvidia`` wheel's.  A binary compiled on
+    another machine records that machine's library path; running it with this
+    directory on ``LD_LIBRARY_PATH`` finds curand here.
+    """
+    nvcc = nvcc or find_nvcc()
+    for root in _toolkit_roots(nvcc):
+        for lib in (root / "lib64", root / "lib", *sorted(root.glob("targets/*/lib"))):
+            if any(lib.glob("libcurand.so*")):
+                return lib
+    dirs = wheel_curand_dirs()
+    return dirs[1] if dirs else None
 
 
 def _version_key(path: Path):
@@ -397,7 +418,9 @@ class CudaStandaloneBackend(CppStandaloneBackend):
         :func:`~biosnn.backends.brian2_standalone.cache_root`); the
         ``libcurand.so`` link goes to its ``_cuda_lib`` subdirectory.
     compute_capability : float, optional
-        GPU architecture to compile for (e.g. ``8.0``, ``9.0``).  None: the
+        GPU architecture to compile for (e.g. ``8.0``, ``9.0``; given, GPU
+        detection is off and the first GPU runs the code).  None:
+        ``$BIOSNN_CUDA_COMPUTE_CAPABILITY`` if set, else the
         visible GPU's, detected by brian2cuda, or
         :data:`DEFAULT_COMPUTE_CAPABILITY` with detection off when no GPU is
         visible (compiling on a machine without a GPU).
@@ -407,6 +430,11 @@ class CudaStandaloneBackend(CppStandaloneBackend):
         source neuron, atomic additions, CSR targets, dense rows or computed
         convolution taps with a shared kernel) instead of brian2cuda's
         ``Synapses`` (spike queue, per-synapse index and weight arrays).
+    unity_units : int
+        Compile the code objects in this many translation units
+        (:func:`~biosnn.backends.brian2_cuda_build.write_unity_sources`; nvcc
+        spends most of its time on the headers every file includes); 0: one
+        file per code object, as brian2cuda writes them.
 
     Raises
     ------
@@ -415,19 +443,30 @@ class CudaStandaloneBackend(CppStandaloneBackend):
 
     Notes
     -----
-    :meth:`build` generates and compiles (it needs nvcc, not a GPU); the
-    returned simulation's ``run`` needs a CUDA GPU.
+    :meth:`build` generates and compiles (it needs nvcc, not a GPU) with
+    ``make -j<cores>``; the returned simulation's ``run`` needs a CUDA GPU.
+    A project directory whose ``main`` was compiled from the same sources and
+    flags (its fingerprint file, :data:`~biosnn.backends.brian2_cuda_build.STAMP_NAME`)
+    is not compiled again, also when the binary was built on another machine.
+    Host code is compiled without ``-march=native`` so that binaries run on
+    any x86-64 machine with the GPU they were compiled for.
     """
 
     device_name = "cuda_standalone"
     name = "cuda_standalone"
 
     def __init__(self, float32: bool = False, cache_dir=None, compute_capability: float | None = None,
-                 static_projections: bool = True):
+                 static_projections: bool = True, unity_units: int = DEFAULT_UNITY_UNITS):
         if not _brian2cuda_available():
             raise BackendError("the cuda_standalone backend needs brian2cuda: "
                                "pip install 'biosnn[cuda]' (and CUDA's nvcc on the PATH)")
         super().__init__(threads=0, float32=float32, cache_dir=cache_dir, static_projections=static_projections)
+        if compute_capability is None and os.environ.get(CC_ENV):
+            try:
+                compute_capability = float(os.environ[CC_ENV])
+            except ValueError:
+                raise BackendError(f"${CC_ENV} must be a number such as 9.0, got "
+                                   f"{os.environ[CC_ENV]!r}") from None
         if compute_capability is not None:
             if isinstance(compute_capability, bool) or not isinstance(compute_capability, (int, float)):
                 raise BackendError(f"compute_capability must be a number such as 9.0, got "
@@ -436,7 +475,11 @@ class CudaStandaloneBackend(CppStandaloneBackend):
             if compute_capability < MIN_COMPUTE_CAPABILITY:
                 raise BackendError(f"compute_capability {compute_capability} is below the minimum "
                                    f"{MIN_COMPUTE_CAPABILITY} that brian2cuda supports")
+        if isinstance(unity_units, bool) or not isinstance(unity_units, int) or unity_units < 0:
+            raise BackendError(f"unity_units must be a non-negative integer, got {unity_units!r}")
         self.compute_capability = compute_capability
+        self.unity_units = unity_units
+        self.last_compile: dict = {}
         self._gpu: bool | None = None
 
     # -- environment ---------------------------------------------------------
@@ -477,10 +520,16 @@ class CudaStandaloneBackend(CppStandaloneBackend):
         return include, lib, curand_link_dir(lib, self.link_dir())
 
     def _arch(self) -> tuple[bool, float | None]:
-        """(detect GPUs, compute capability preference)."""
+        """(detect GPUs, compute capability preference).
+
+        A given compute capability switches detection off (the first GPU runs
+        the code): the generated project is then the same with and without a GPU.
+        """
+        if self.compute_capability is not None:
+            return False, self.compute_capability
         if self.gpu_present():
-            return True, self.compute_capability
-        return False, self.compute_capability or DEFAULT_COMPUTE_CAPABILITY
+            return True, None
+        return False, DEFAULT_COMPUTE_CAPABILITY
 
     # -- hooks of CppStandaloneBackend --------------------------------------
     def options(self) -> dict:
@@ -489,7 +538,7 @@ class CudaStandaloneBackend(CppStandaloneBackend):
         detect, cc = self._arch()
         return {"float32": self.float32, "device": self.device_name, "static_projections": self.static_projections,
                 "compute_capability": cc if cc is not None else "detected",
-                "cxx": CXX_STANDARD, "brian2cuda": brian2cuda.__version__}
+                "cxx": CXX_STANDARD, "brian2cuda": brian2cuda.__version__, "unity_units": self.unity_units}
 
     @contextmanager
     def prefs(self):
@@ -500,7 +549,8 @@ class CudaStandaloneBackend(CppStandaloneBackend):
         detect, cc = self._arch()
         values = {
             # new lists: brian2cuda changes the nvcc flags list in place while writing the makefile
-            "codegen__cpp__extra_compile_args_gcc": use_cxx17(prefs.codegen.cpp.extra_compile_args_gcc),
+            "codegen__cpp__extra_compile_args_gcc":
+                portable_host_flags(use_cxx17(prefs.codegen.cpp.extra_compile_args_gcc)),
             "devices__cuda_standalone__cuda_backend__extra_compile_args_nvcc":
                 use_cxx17(cuda.extra_compile_args_nvcc),
             "devices__cuda_standalone__cuda_backend__detect_gpus": detect,
@@ -514,6 +564,12 @@ class CudaStandaloneBackend(CppStandaloneBackend):
             values["codegen__cpp__include_dirs"] = [*prefs.codegen.cpp.include_dirs, include]
             values["codegen__cpp__library_dirs"] = [*prefs.codegen.cpp.library_dirs, link, lib]
             values["codegen__cpp__runtime_library_dirs"] = [*prefs.codegen.cpp.runtime_library_dirs, lib]
+        runtime = curand_runtime_dir()
+        if runtime is not None:
+            env = dict(prefs.devices.cpp_standalone.run_environment_variables)
+            path = os.environ.get("LD_LIBRARY_PATH", "")
+            env["LD_LIBRARY_PATH"] = f"{runtime}:{path}" if path else str(runtime)
+            values["devices__cpp_standalone__run_environment_variables"] = env
         with ExitStack() as stack:
             stack.enter_context(brian2_prefs(
                 core__default_float_dtype=np.float32 if self.float32 else np.float64))
@@ -536,7 +592,12 @@ class CudaStandaloneBackend(CppStandaloneBackend):
         return device
 
     def build_project(self, device, directory: Path):
-        """Generate the project, make sure its makefile asks for C++17, compile it with the device's make step.
+        """Generate the project, make sure its makefile asks for C++17, group it in unity units, compile it.
+
+        Compiling is skipped when the binary's fingerprint matches
+        (:func:`~biosnn.backends.brian2_cuda_build.compile_project`); the
+        outcome is kept in :attr:`last_compile` and the make time in the
+        device's ``timers["compile"]["make"]``.
 
         Parameters
         ----------
@@ -547,17 +608,15 @@ class CudaStandaloneBackend(CppStandaloneBackend):
 
         Raises
         ------
-        RuntimeError
-            When nvcc fails (turned into a :class:`BackendError` by the caller).
+        BackendError
+            When nvcc or make fails, with the end of their output.
         """
-        from brian2.codegen.cpp_prefs import get_compiler_and_args
         directory = Path(directory)
         device.build(directory=str(directory), compile=False, run=False, with_output=False)
         patch_makefile(directory / "makefile")
-        compiler, _ = get_compiler_and_args()
-        device.compile_source(str(directory), compiler, False, False)
-        if not (directory / "main").is_file():
-            raise BackendError(f"nvcc produced no binary in {directory}")
+        write_unity_sources(directory, self.unity_units)
+        self.last_compile = compile_project(directory)
+        device.timers.setdefault("compile", {})["make"] = self.last_compile["make_s"]
 
     def build(self, spec: m.NetworkSpec, duration: float | None = None) -> "CudaStandaloneSimulation":
         """Generate and compile ``spec`` with nvcc (no GPU needed); run it with ``.run()``.
@@ -579,7 +638,24 @@ class CudaStandaloneBackend(CppStandaloneBackend):
 
 
 class CudaStandaloneSimulation(StandaloneSimulation):
-    """A compiled brian2cuda project; :meth:`run` needs a CUDA GPU."""
+    """A compiled brian2cuda project; :meth:`run` needs a CUDA GPU.
+
+    Attributes
+    ----------
+    compiled : bool
+        Whether nvcc ran for this build (False: the binary was reused, e.g. one compiled elsewhere).
+    make_s : float or None
+        Seconds make took (None when nothing was compiled).
+    make_jobs : int
+        Parallel make jobs.
+    """
+
+    def _load(self):
+        super()._load()
+        info = self.backend.last_compile
+        self.compiled = bool(info.get("compiled"))
+        self.make_s = info.get("make_s")
+        self.make_jobs = info.get("jobs")
 
     def run(self, duration: float | None = None, overrides=None, progress: bool = True, final_state=None):
         """Run the compiled binary (see :meth:`biosnn.backends.base.Simulation.run`).
@@ -591,6 +667,7 @@ class CudaStandaloneSimulation(StandaloneSimulation):
             stops at ``cudaSetDevice``); other failures as in the C++ backend.
         """
         existing = set(self.directory.glob("results_*"))
+        library_path = os.environ.get("LD_LIBRARY_PATH")  # Brian2 sets it for the binary and leaves it
         try:
             return super().run(duration, overrides, progress, final_state)
         except BackendError as exc:
@@ -601,3 +678,8 @@ class CudaStandaloneSimulation(StandaloneSimulation):
                     shutil.rmtree(d, ignore_errors=True)
                 raise BackendError(no_gpu_message(self.directory)) from exc
             raise
+        finally:
+            if library_path is None:
+                os.environ.pop("LD_LIBRARY_PATH", None)
+            else:
+                os.environ["LD_LIBRARY_PATH"] = library_path
