@@ -69,7 +69,7 @@ def run_coding(coding: str, model, data, args, backend: str) -> dict:
     out.update(synapses=n_syn, syn_bytes=mem)
     if backend == "cuda_standalone" or args.build_without_gpu:
         sim = biosnn.get_backend("cuda_standalone", **opts).build(spec)
-        out.update(cuda_build_s=sim.build_time_s, make_s=sim.make_s, make_jobs=sim.make_jobs,
+        out.update(cuda_build_s=sim.build_time_s, make_s=sim.make_s, make_cpu_s=sim.make_cpu_s, make_jobs=sim.make_jobs,
                    compiled=sim.compiled, build_dir=sim.directory.name)
         print(f"{coding}: R={R} W={W}: {n_syn} synapses, {mem / 1e6:.2f} MB, build {sim.build_time_s:.1f} s "
               f"(nvcc {'%.0f s' % sim.make_s if sim.compiled else 'not run: binary reused'})", flush=True)

@@ -70,7 +70,7 @@ def build(names, replicas: int, windows: int, out: Path, builds: Path) -> dict:
         manifest[sim.directory.name] = {
             "project": name, "replicas": replicas if name == "lenet_rate" else None,
             "windows": windows if name == "lenet_rate" else None, "compiled_now": sim.compiled,
-            "make_s": sim.make_s, "make_jobs": sim.make_jobs, "build_s": wall,
+            "make_s": sim.make_s, "make_cpu_s": getattr(sim, "make_cpu_s", None), "make_jobs": sim.make_jobs, "build_s": wall,
             "unity_units": backend.unity_units, "load_before": load0, "load_after": load1,
             "binary_bytes": (target / "main").stat().st_size, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         print(f"{name}: {sim.directory.name}: build {wall:.0f} s (make {sim.make_s} s, -j{sim.make_jobs}, "

@@ -43,6 +43,7 @@ PREF_NAMES = (
     "devices.cuda_standalone.cuda_backend.detect_gpus",
     "devices.cuda_standalone.cuda_backend.compute_capability",
     "devices.cuda_standalone.cuda_backend.gpu_id",
+    "devices.cpp_standalone.run_environment_variables",
 )
 
 
@@ -186,6 +187,16 @@ def test_run_without_gpu_gives_clear_error(monkeypatch, tmp_path):
     with pytest.raises(BackendError, match="this build simulates"):
         sim.run()
 
+    def sets_library_path(self, duration=None, overrides=None, progress=True, final_state=None):
+        os.environ["LD_LIBRARY_PATH"] = "/curand/lib:/before"  # what Brian2 does for the binary
+        return "recording"
+
+    monkeypatch.setattr(StandaloneSimulation, "run", sets_library_path)
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/before")
+    assert sim.run() == "recording" and os.environ["LD_LIBRARY_PATH"] == "/before"  # restored
+    monkeypatch.delenv("LD_LIBRARY_PATH")
+    assert sim.run() == "recording" and "LD_LIBRARY_PATH" not in os.environ
+
 
 # ---------------------------------------------------------------------------
 # the backend's preferences (brian2cuda needed, no nvcc run)
@@ -247,6 +258,10 @@ def test_prefs_without_gpu_are_set_and_restored(monkeypatch, tmp_path):
         assert str(include) in prefs.codegen.cpp.include_dirs
         assert {str(link), str(lib)} <= set(prefs.codegen.cpp.library_dirs)
         assert str(lib) in prefs.codegen.cpp.runtime_library_dirs
+        # the binary finds curand where this machine has it, wherever it was compiled
+        run_env = prefs.devices.cpp_standalone.run_environment_variables
+        assert run_env["LD_LIBRARY_PATH"].split(":")[0] == str(bc.curand_runtime_dir())
+        assert "-march=native" not in prefs.codegen.cpp.extra_compile_args_gcc
         assert CUDAStandaloneCodeObject.templater is not templater
         makefile = CUDAStandaloneCodeObject.templater.env.loader.get_source(
             CUDAStandaloneCodeObject.templater.env, "makefile")[0]
@@ -275,9 +290,48 @@ def test_prefs_with_gpu_detect_and_toolkit_curand(monkeypatch, tmp_path):
         assert cuda.detect_gpus is True and cuda.compute_capability is None
         assert prefs.codegen.cpp.include_dirs == before["codegen.cpp.include_dirs"]
     with CudaStandaloneBackend(cache_dir=tmp_path, compute_capability=8.0).prefs():
-        assert prefs.devices.cuda_standalone.cuda_backend.compute_capability == 8.0
+        cuda = prefs.devices.cuda_standalone.cuda_backend
+        # a given architecture: no detection, the same generated code with and without a GPU
+        assert cuda.compute_capability == 8.0 and cuda.detect_gpus is False and cuda.gpu_id == 0
+        assert "-march=native" not in prefs.codegen.cpp.extra_compile_args_gcc
     assert _prefs_snapshot() == before
     assert not (tmp_path / "_cuda_lib").exists()
+
+
+@needs_brian2cuda
+def test_compute_capability_from_environment_and_unity_units(monkeypatch, tmp_path):
+    monkeypatch.setattr(bc, "gpu_visible", lambda: True)
+    monkeypatch.setenv(bc.CC_ENV, "9.0")
+    backend = CudaStandaloneBackend(cache_dir=tmp_path)
+    assert backend.compute_capability == 9.0 and backend._arch() == (False, 9.0)
+    assert backend.options()["compute_capability"] == 9.0 and backend.options()["unity_units"] == 8
+    assert CudaStandaloneBackend(compute_capability=8.0).compute_capability == 8.0  # the argument wins
+    monkeypatch.setenv(bc.CC_ENV, "sm_90")
+    with pytest.raises(BackendError, match=r"\$BIOSNN_CUDA_COMPUTE_CAPABILITY must be a number such as 9.0, got 'sm_90'"):
+        CudaStandaloneBackend()
+    monkeypatch.delenv(bc.CC_ENV)
+    assert CudaStandaloneBackend()._arch() == (True, None)  # a visible GPU is detected
+    assert CudaStandaloneBackend(unity_units=0).options()["unity_units"] == 0
+    for bad in (-1, 2.5, True):
+        with pytest.raises(BackendError, match="unity_units must be a non-negative integer"):
+            CudaStandaloneBackend(unity_units=bad)
+
+
+def test_curand_runtime_dir_prefers_the_toolkit(monkeypatch, tmp_path):
+    toolkit = tmp_path / "cuda"
+    (toolkit / "bin").mkdir(parents=True)
+    (toolkit / "lib64").mkdir()
+    (toolkit / "bin" / "nvcc").write_text("")
+    monkeypatch.setenv("CUDA_PATH", str(toolkit))
+    _, wheel_lib = _fake_curand(tmp_path / "wheel")
+    monkeypatch.setattr(bc, "wheel_curand_dirs", lambda: (wheel_lib.parent / "include", wheel_lib))
+    monkeypatch.setattr(bc, "_toolkit_roots", lambda nvcc=None: [toolkit])
+    assert bc.curand_runtime_dir(str(toolkit / "bin" / "nvcc")) == wheel_lib  # the toolkit has none
+    (toolkit / "lib64" / "libcurand.so.10").write_text("")
+    assert bc.curand_runtime_dir(str(toolkit / "bin" / "nvcc")) == toolkit / "lib64"
+    monkeypatch.setattr(bc, "wheel_curand_dirs", lambda: None)
+    (toolkit / "lib64" / "libcurand.so.10").unlink()
+    assert bc.curand_runtime_dir(str(toolkit / "bin" / "nvcc")) is None
 
 
 @needs_brian2cuda

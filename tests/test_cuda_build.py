@@ -169,10 +169,10 @@ def test_unity_groups_depend_on_names_only():
 def test_fingerprint_reuses_a_binary_built_elsewhere_and_rebuilds_on_changes(tmp_path):
     here = _project(tmp_path / "machine_a" / "proj")
     first = cb.compile_project(here, jobs=1)
-    assert first["compiled"] and first["make_s"] > 0
+    assert first["compiled"] and first["make_s"] > 0 and first["make_cpu_s"] > 0
     assert (here / cb.STAMP_NAME).read_text().split()[0] == first["fingerprint"]
     again = cb.compile_project(here, jobs=1)
-    assert not again["compiled"] and again["make_s"] is None
+    assert not again["compiled"] and again["make_s"] is None and again["make_cpu_s"] is None
 
     # the same project generated on another machine (other absolute paths, fresh time stamps, no
     # object files) with only the binary and its stamp carried over: reused, not compiled

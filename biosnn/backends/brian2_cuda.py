@@ -65,6 +65,9 @@ CXX_STANDARD = "c++17"
 DEFAULT_COMPUTE_CAPABILITY = 9.0
 #: The lowest compute capability brian2cuda 1.0b1 supports.
 MIN_COMPUTE_CAPABILITY = 5.0
+#: Environment variable giving the compute capability when the constructor gets none
+#: (e.g. ``9.0`` on the GPU machine, so that its builds match binaries compiled elsewhere).
+CC_ENV = "BIOSNN_CUDA_COMPUTE_CAPABILITY"
 
 _OLD_STD = re.compile(r"-std=(c|gnu)\+\+(98|03|0x|11|1y|14)(?![0-9A-Za-z])")
 _LINK_DIR_NAME = "_cuda_lib"
@@ -644,8 +647,8 @@ class CudaStandaloneSimulation(StandaloneSimulation):
     ----------
     compiled : bool
         Whether nvcc ran for this build (False: the binary was reused, e.g. one compiled elsewhere).
-    make_s : float or None
-        Seconds make took (None when nothing was compiled).
+    make_s, make_cpu_s : float or None
+        Wall and CPU seconds of make and the compilers (None when nothing was compiled).
     make_jobs : int
         Parallel make jobs.
     """
@@ -655,6 +658,7 @@ class CudaStandaloneSimulation(StandaloneSimulation):
         info = self.backend.last_compile
         self.compiled = bool(info.get("compiled"))
         self.make_s = info.get("make_s")
+        self.make_cpu_s = info.get("make_cpu_s")
         self.make_jobs = info.get("jobs")
 
     def run(self, duration: float | None = None, overrides=None, progress: bool = True, final_state=None):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import resource
 import subprocess
 import time
 from pathlib import Path
@@ -296,6 +297,11 @@ def build_fingerprint(directory) -> str:
     return h.hexdigest()[:32]
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def compile_project(directory, jobs: int | None = None) -> dict:
     """Compile a generated project with make, or reuse its binary when the fingerprint matches.
 
@@ -309,7 +315,8 @@ def compile_project(directory, jobs: int | None = None) -> dict:
     Returns
     -------
     dict
-        ``{"compiled": bool, "make_s": seconds or None, "jobs": int, "fingerprint": str}``.
+        ``{"compiled": bool, "make_s": wall seconds or None, "make_cpu_s": CPU seconds of make and
+        the compilers or None, "jobs": int, "fingerprint": str}`` (None: nothing compiled).
 
     Raises
     ------
@@ -323,17 +330,17 @@ def compile_project(directory, jobs: int | None = None) -> dict:
     if binary.is_file() and stamp.is_file():
         old = stamp.read_text().split()
         if old and old[0] == fingerprint:
-            return {"compiled": False, "make_s": None, "jobs": jobs, "fingerprint": fingerprint}
+            return {"compiled": False, "make_s": None, "make_cpu_s": None, "jobs": jobs, "fingerprint": fingerprint}
         if len(old) > 1 and old[1] != flags_fingerprint(directory):
             # other flags: make's time stamps would keep objects compiled with the old ones
             for obj in directory.rglob("*.o"):
                 obj.unlink()
     binary.unlink(missing_ok=True)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _children_cpu_s()
     out = subprocess.run(["make", f"-j{jobs}"], cwd=directory, capture_output=True, text=True)
-    make_s = time.perf_counter() - t0
+    make_s, make_cpu_s = time.perf_counter() - t0, _children_cpu_s() - cpu0
     if out.returncode != 0 or not binary.is_file():
         log = (out.stdout + out.stderr)[-3000:]
         raise BackendError(f"nvcc/make failed in {directory} (exit {out.returncode}):\n{log}")
     stamp.write_text(f"{fingerprint} {flags_fingerprint(directory)}\n")
-    return {"compiled": True, "make_s": make_s, "jobs": jobs, "fingerprint": fingerprint}
+    return {"compiled": True, "make_s": make_s, "make_cpu_s": make_cpu_s, "jobs": jobs, "fingerprint": fingerprint}
