@@ -76,4 +76,5 @@ def brunel_spec(n: int = 10000):
 def prebuild_specs(replicas: int, windows: int) -> dict:
     """``{name: spec}`` of the projects worth compiling ahead (the rest compiles on the GPU machine)."""
     return {"cuda_small": cuda_small_spec(),
-            "lenet_rate": lenet_rate_snn(lenet5_model(trained=False)).spec_for(windows, replicas)}
+            "lenet_rate": lenet_rate_snn(lenet5_model(trained=False)).spec_for(windows, replicas),
+            "brunel": brunel_spec()}

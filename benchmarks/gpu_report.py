@@ -1,9 +1,10 @@
 """Turn the GPU check's ``gpu_check.json`` (``benchmarks/gpu_check.py``) into BENCHMARKS.md sections.
 
     python benchmarks/gpu_report.py /work/.device/.../gpu_check.json            # print the sections
-    python benchmarks/gpu_report.py /work/.device/.../gpu_check.json --write    # and replace them in BENCHMARKS.md
+    python benchmarks/gpu_report.py /work/.device/.../gpu_check.json --write    # and record them
 
-Three sections, each replacing the section of the same heading (one current section per benchmark):
+Three sections, recorded through ``benchmarks/report.py`` under the keys ``gpu_check``,
+``convert_speed_cuda`` and ``gpu_networks`` (each replaces its results file; BENCHMARKS.md is re-rendered):
 the check itself (machine, tests, steps, prebuilt binaries), the converted LeNet-5 on the GPU vs
 SpikingJelly (every coding measured), and Brunel / Diehl & Cook on cuda_standalone vs
 cpp_standalone.  A dry run's sections say so in their heading; they are meant to be printed, not written.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -136,35 +136,60 @@ def nets_section(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace_section(text: str, heading: str, section: str) -> str:
-    """``text`` with the section under ``heading`` (up to the next ``## ``) replaced, or ``section`` appended."""
-    pattern = re.compile(rf"^{re.escape(heading)}(?: — DRY RUN[^\n]*)?\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        return pattern.sub(lambda _m: section + "\n", text, count=1)
-    return text.rstrip("\n") + "\n\n" + section
+#: results keys of benchmarks/report.py for the three sections
+KEYS = ("gpu_check", "convert_speed_cuda", "gpu_networks")
 
 
 def sections(report: dict) -> list[tuple[str, str]]:
-    return [(H_CHECK, check_section(report)), (H_LENET, lenet_section(report)), (H_NETS, nets_section(report))]
+    """``[(results key, section Markdown)]`` of a GPU check report."""
+    return list(zip(KEYS, (check_section(report), lenet_section(report), nets_section(report))))
+
+
+def record(report_data: dict, root: Path = ROOT) -> list[Path]:
+    """Record the sections through ``benchmarks/report.py`` (replacing each key's results file), as measured on the GPU machine.
+
+    ``report.record`` stamps the machine it runs on; the figures come from the GPU machine, whose
+    description the check stored (``meta["machine"]``), so that replaces it before BENCHMARKS.md is rendered.
+
+    Raises
+    ------
+    SystemExit
+        For a dry run (its figures are not GPU figures).
+    """
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import report
+    m = report_data["meta"]
+    if m["dry_run"]:
+        sys.exit("a dry run's figures are not GPU figures: not recorded")
+    paths = []
+    for key, section in sections(report_data):
+        steps = {"gpu_check": None, "convert_speed_cuda": ("lenet", "codings"),
+                 "gpu_networks": ("brunel", "diehl_cook")}[key]
+        data = {"meta": m, "steps": {k: v for k, v in report_data["steps"].items() if steps is None or k in steps}}
+        path = report.record(key, section, command=m["command"], script="benchmarks/gpu_check.py", data=data,
+                             load=(m["load_start"][0], (m.get("load_end") or m["load_start"])[0]),
+                             date=m.get("iso_date"), root=root)
+        if m.get("machine"):
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            entry["machine"] = m["machine"]
+            path.write_text(json.dumps(entry, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        paths.append(path)
+    report.render(root)
+    return paths
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("report", type=Path)
-    ap.add_argument("--write", action="store_true", help="replace the sections in BENCHMARKS.md")
-    ap.add_argument("--benchmarks", type=Path, default=ROOT / "BENCHMARKS.md")
+    ap.add_argument("--write", action="store_true",
+                    help="record the sections (benchmarks/results/<key>.json) and re-render BENCHMARKS.md")
     args = ap.parse_args(argv)
-    report = json.loads(args.report.read_text())
-    parts = sections(report)
-    for _, text in parts:
+    data = json.loads(args.report.read_text())
+    for _, text in sections(data):
         print(text)
     if args.write:
-        if report["meta"]["dry_run"]:
-            sys.exit("a dry run's figures are not GPU figures: not written to BENCHMARKS.md")
-        text = args.benchmarks.read_text()
-        for heading, section in parts:
-            text = replace_section(text, heading, section)
-        args.benchmarks.write_text(text)
+        for path in record(data):
+            print(f"recorded {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

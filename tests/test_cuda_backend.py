@@ -392,8 +392,12 @@ def test_generate_and_compile_cuda(tmp_path_factory):
     for array in ("_array_conv_w", "_array_dense_w", "_array_csr_w", "_array_csr__post"):
         assert (sim.directory / "static_arrays" / f"biosnn_{array}").is_file()
         assert f"cudaMemcpy(brian::dev{array}, brian::{array}" in main_cu
-    if shutil.which("ldd"):  # curand (and everything else) resolves at load time
-        ldd = subprocess.run(["ldd", str(binary)], capture_output=True, text=True).stdout
+    if shutil.which("ldd"):  # curand (and everything else) resolves at load time, as the backend runs it
+        env = dict(os.environ)
+        runtime = bc.curand_runtime_dir()
+        if runtime is not None:  # a binary compiled on another machine records that machine's curand path
+            env["LD_LIBRARY_PATH"] = f"{runtime}:{env.get('LD_LIBRARY_PATH', '')}"
+        ldd = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, env=env).stdout
         assert "libcurand" in ldd and "not found" not in ldd
 
     # building the same structure again regenerates identical code: nothing is recompiled
