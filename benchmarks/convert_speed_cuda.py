@@ -59,6 +59,9 @@ def run_coding(coding: str, model, data, args, backend: str) -> dict:
     if coding == "rate":
         params["T"] = args.T
     prep = finetuned(model, coding, params, x_train[:10000], y_train[:10000], args.finetune_epochs, "n10000")
+    if coding == "tpc" and args.finetune_epochs == 0:  # not fine-tuned (dry run): scales from data instead
+        from biosnn.codings.tpc import calibrate
+        calibrate(prep, x_train[:args.calib])
     ann_pred = ann_predictions(prep, x_test[:n])
     snn = biosnn.convert(prep, coding, calibration=x_train[:args.calib], input_shape=(1, 28, 28), **params)
     t0 = time.perf_counter()

@@ -139,13 +139,13 @@ def step_tests(dry: bool, save, out_dir: Path) -> dict:
     return out
 
 
-def step_lenet(dry: bool, save, out_dir: Path, codings=("rate",)) -> dict:
+def step_lenet(dry: bool, save, result_path: Path, codings=("rate",)) -> dict:
     from convert_speed_cuda import main as speed
     s = SIZES[dry]
     images = s["images"] if "rate" in codings else s["coding_images"]
+    # the script writes its figures as it goes: a coding that fails or runs out of time keeps the others'
     argv = ["--codings", *codings, "--images", str(images), "--replicas", str(s["replicas"]),
-            "--windows", str(s["windows"]), "--json", str(out_dir / f"_{codings[0]}.json"),
-            "--sj-batch", *map(str, s["sj_batch"])]
+            "--windows", str(s["windows"]), "--json", str(result_path), "--sj-batch", *map(str, s["sj_batch"])]
     if dry:
         argv += ["--cpu-fallback", "--epochs", "1", "--train-samples", "2000", "--finetune-epochs", "0",
                  "--calib", "100"]
@@ -233,9 +233,9 @@ def run_step(name: str, dry: bool, result_path: Path, out_dir: Path) -> None:
     def save(res):
         result_path.write_text(json.dumps(res, indent=1, default=str))
     steps = {"env": lambda: step_env(dry, save), "tests": lambda: step_tests(dry, save, out_dir),
-             "lenet": lambda: step_lenet(dry, save, out_dir), "brunel": lambda: step_brunel(dry, save),
+             "lenet": lambda: step_lenet(dry, save, result_path), "brunel": lambda: step_brunel(dry, save),
              "diehl_cook": lambda: step_diehl_cook(dry, save),
-             "codings": lambda: step_lenet(dry, save, out_dir, codings=("tdsnn", "tpc"))}
+             "codings": lambda: step_lenet(dry, save, result_path, codings=("tdsnn", "tpc"))}
     save(steps[name]())
 
 
@@ -306,12 +306,13 @@ def drive(steps, dry: bool, out_dir: Path, budget_s: float) -> dict:
         for name, planned in plan(steps, budget_s):
             box = min(planned + bank, budget_s - (time.perf_counter() - t_start))
             if box < 5:
-                report["steps"][name] = {"status": "not run: out of time", "box_s": box}
+                report["steps"][name] = {"status": "not run: out of time", "box_s": max(box, 0.0)}
                 continue
             result = out_dir / f"_{name}.step.json"
             result.unlink(missing_ok=True)
             cmd = [sys.executable, str(Path(__file__).resolve()), "--step", name, "--result", str(result),
                    "--out", str(out_dir)] + (["--dry-run"] if dry else [])
+            log_file.write(f"== {name} (box {box:.0f} s)\n")
             log(f"== {name} (box {box:.0f} s)")
             status, wall = run_boxed(cmd, box, log_file)
             bank = max(0.0, box - wall)
@@ -321,11 +322,11 @@ def drive(steps, dry: bool, out_dir: Path, budget_s: float) -> dict:
                 result.unlink()
             report["steps"][name] = entry
             log(f"== {name}: {status} in {wall:.1f} s")
+            log_file.write(f"== {name}: {status} in {wall:.1f} s\n")
+            log_file.flush()
             report["meta"]["wall_s"] = time.perf_counter() - t_start
             report["meta"]["load_end"] = os.getloadavg()
             path.write_text(json.dumps(report, indent=1, default=str))
-    for tmp in out_dir.glob("_*.json"):  # the step scripts' own files: their figures are in the report
-        tmp.unlink()
     return report
 
 

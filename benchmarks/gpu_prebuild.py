@@ -149,6 +149,43 @@ def assets(out: Path) -> None:
         shutil.copy2(model, out / "models" / model.name)
 
 
+def verify(names, replicas: int, windows: int, out: Path) -> dict:
+    """Whether each packed binary still matches what this code generates (code generation only, no nvcc).
+
+    Returns ``{project: "matches" | "differs: ..." | "not packed"}``; a project that differs would be
+    compiled on the GPU machine (about half a minute there): rebuild it here with this script.
+    """
+    import tempfile
+    from unittest import mock
+    from biosnn.backends import brian2_cuda
+    from biosnn.backends.brian2_cuda_build import STAMP_NAME, build_fingerprint
+    specs = prebuild_specs(replicas, windows)
+    verdicts = {}
+    with tempfile.TemporaryDirectory(prefix="biosnn_verify_") as tmp:
+        backend = brian2_cuda.CudaStandaloneBackend(cache_dir=tmp, compute_capability=COMPUTE_CAPABILITY)
+        for name in names:
+            found = {}
+
+            def no_compile(directory, jobs=None):
+                stamp = Path(directory) / STAMP_NAME
+                now = build_fingerprint(directory)
+                found["verdict"] = ("not packed" if not stamp.is_file() else "matches"
+                                    if stamp.read_text().split()[0] == now else f"differs: fingerprint {now}")
+                return {"compiled": False, "make_s": None, "make_cpu_s": None, "jobs": 0, "fingerprint": now}
+
+            from biosnn.backends.brian2_standalone import structure_key
+            spec = specs[name]
+            key = structure_key(spec, spec.duration_seconds(), backend.options())
+            packed = out / "prebuilt" / f"{spec.name}-{backend.device_name}-{key}"
+            if packed.is_dir():
+                shutil.copytree(packed, Path(tmp) / packed.name)
+            with mock.patch.object(brian2_cuda, "compile_project", no_compile):
+                backend.build(spec)
+            verdicts[name] = found["verdict"] if packed.is_dir() else f"not packed (no {packed.name})"
+            print(f"{name}: {verdicts[name]}", flush=True)
+    return verdicts
+
+
 def compile_section(manifest: dict) -> str:
     """The ``cuda_compile`` section of BENCHMARKS.md from the manifest of the builds made here."""
     lines = ["## nvcc compile of biosnn's CUDA projects (no GPU; `benchmarks/gpu_prebuild.py`)", "",
@@ -197,12 +234,17 @@ def main(argv=None):
                     help="biosnn's build cache for these builds (sources, objects, static arrays: not carried)")
     ap.add_argument("--assets", action="store_true", help="also pack wheels, MNIST and the trained LeNet-5")
     ap.add_argument("--list", action="store_true", help="only list what is packed")
+    ap.add_argument("--verify", action="store_true",
+                    help="only check that the packed binaries match what this code generates (no nvcc)")
     ap.add_argument("--record", action="store_true",
                     help="record the compile figures of the manifest (benchmarks/report.py key cuda_compile)")
     ap.add_argument("--baseline-sample", type=int, default=0, metavar="K",
                     help="compile K of the rate LeNet's code objects one per file (no unity units) and estimate "
                          "brian2cuda's own build time from them (after its build)")
     args = ap.parse_args(argv)
+    if args.verify:
+        verdicts = verify(args.projects, args.replicas, args.windows, args.out)
+        sys.exit(0 if all(v == "matches" for v in verdicts.values()) else 1)
     if not args.list:
         if args.assets:
             assets(args.out)

@@ -47,7 +47,8 @@ def check_section(report: dict) -> str:
              f"nvcc: {' '.join(env.get('nvcc_version') or ['?'])} · load {m['load_start'][0]:.1f} at the start · "
              f"`{m['command']}` · {m.get('wall_s', 0):.0f} s in all", "",
              f"Versions: {', '.join(f'{k} {v}' for k, v in (env.get('versions') or {}).items())}. "
-             f"Binaries in the build cache at the start (prebuilt elsewhere): {len(env.get('binaries_in_cache') or [])}.",
+             f"Compiled projects in the build cache at the start (the carried prebuilt ones): "
+             f"{len(env.get('binaries_in_cache') or [])}.",
              "", "| step | status | wall s (box) |", "|---|---|---|"]
     for name, entry in report["steps"].items():
         lines.append(f"| {name} | {entry['status']} | {_f(entry.get('wall_s'))} ({_f(entry.get('box_s'), '{:.0f}')}) |")
@@ -108,7 +109,7 @@ def nets_section(report: dict) -> str:
              "`benchmarks/gpu_check.py` (steps brunel, diehl_cook); cpp_standalone single-threaded", ""]
     b = _step(report, "brunel").get("result")
     if b:
-        lines += [f"Brunel (2000) model A, {b['neurons']} neurons, {b.get('synapses', 0) / 1e6:.1f} M synapses, "
+        lines += [f"Brunel (2000) model A, {b['neurons']} neurons, {b.get('synapses', 0):,} synapses, "
                   f"{b['duration_s']} s:", "", "| backend | build s | run s | synaptic events/s | rates Hz |",
                   "|---|---|---|---|---|"]
         for name, r in b["runs"].items():

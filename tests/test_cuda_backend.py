@@ -465,3 +465,18 @@ def test_digits_cnn_cuda_equals_cpp_per_sample(digits, build_cache, tmp_path_fac
     for key in cpu.layer_spikes:
         np.testing.assert_array_equal(gpu.layer_spikes[key], cpu.layer_spikes[key])
         np.testing.assert_array_equal(gpu.layer_synops[key], cpu.layer_synops[key])
+
+
+@needs_brian2cuda
+def test_network_clocks_are_iterated_by_name_in_the_backend_scope(tmp_path):
+    """brian2cuda writes one main.cu line per clock in the order of ``net._clocks``: sorted by name, not by address."""
+    from brian2 import Clock, Network, NeuronGroup, ms
+    from brian2.core.network import Network as NetworkClass
+    clocks = [Clock(dt=d * 0.1 * ms, name=f"clk_{k}") for k, d in zip("dcab", (1, 2, 3, 4))]
+    net = Network(*[NeuronGroup(1, "v : 1", clock=c, name=f"g_{c.name}") for c in clocks])
+    with CudaStandaloneBackend(cache_dir=tmp_path).prefs():
+        net._clocks = set(clocks)
+        assert [c.name for c in net._clocks] == ["clk_a", "clk_b", "clk_c", "clk_d"]
+        assert len(net._clocks) == 4 and min(net._clocks, key=lambda c: c.name).name == "clk_a"
+    assert "_clocks" not in NetworkClass.__dict__  # the class is as before
+    assert [c.name for c in net._clocks] == ["clk_a", "clk_b", "clk_c", "clk_d"]  # the value stays readable

@@ -22,6 +22,10 @@ packages:
 * **Reproducible code.**  The spike monitor template iterates over a dict
   built from a set, so the generated code differed between processes and
   the cache recompiled it every other build; the fixed template sorts it.
+  Likewise a network's clocks are iterated in the order of their names
+  (:func:`_sorted_clocks`), not in the order of a set of objects: a binary
+  compiled in one process (or on another machine) matches the code that
+  another process generates.
 * **No GPU at build time.**  Without a visible GPU, GPU detection is switched
   off and the code is compiled for compute capability 9.0 (or the one given),
   so a project can be compiled on a machine without a GPU and run elsewhere.
@@ -386,6 +390,36 @@ def _quiet_brian2cuda():
         handler.removeFilter(_Brian2cudaInfoFilter)
 
 
+def _clocks_get(net):
+    return net.__dict__["_clocks"]
+
+
+def _clocks_set(net, clocks):
+    net.__dict__["_clocks"] = tuple(sorted(clocks, key=lambda clock: clock.name))
+
+
+@contextmanager
+def _sorted_clocks():
+    """Let a network's clocks be iterated in the order of their names for a block.
+
+    Brian2 and brian2cuda keep a network's clocks in a set (``net._clocks``) and
+    write one line per clock into ``main.cu`` in the set's order, which follows
+    the clocks' memory addresses: with several clocks, the generated code (and
+    so the binary's fingerprint) changed from process to process.  In this
+    block ``Network._clocks`` stores a tuple sorted by name (the same objects).
+    """
+    from brian2.core.network import Network
+    previous = Network.__dict__.get("_clocks")
+    Network._clocks = property(_clocks_get, _clocks_set)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del Network._clocks
+        else:
+            Network._clocks = previous
+
+
 @contextmanager
 def _gpu_selection_scope(detect: bool):
     """Without GPU detection, let brian2cuda choose its GPU anew and restore its cache afterwards.
@@ -579,6 +613,7 @@ class CudaStandaloneBackend(CppStandaloneBackend):
             stack.enter_context(brian2_prefs(**values))
             stack.enter_context(_gpu_selection_scope(detect))
             stack.enter_context(_templater_scope())
+            stack.enter_context(_sorted_clocks())
             stack.enter_context(_quiet_brian2cuda())
             yield
 
