@@ -7,7 +7,7 @@ prebuilt binaries into the build cache and sets the environment), or directly::
     python benchmarks/gpu_check.py --dry-run --out OUT  # anywhere: small sizes, CUDA steps 'not run: no GPU'
 
 Steps, in this order, each in its own process with its own time box (a step that overruns is
-stopped and reported as such; the next one still runs; the boxes are scaled to ``--budget``, 555 s
+stopped and reported as such; the next one still runs; the boxes are scaled to ``--budget``, 540 s
 by default, and time a step leaves unused goes to the next):
 
 ``env``
@@ -336,7 +336,7 @@ def main(argv=None):
     ap.add_argument("--dry-run", action="store_true", help="small sizes, anywhere (CUDA steps: not run without a GPU)")
     ap.add_argument("--steps", nargs="+", default=list(BOXES), choices=list(BOXES))
     ap.add_argument("--budget", type=float, default=None,
-                    help="seconds for the steps together (default: their share of 555 s, one 10-minute "
+                    help="seconds for the steps together (default: their share of 540 s, one 10-minute "
                          "device command; dry run: of 1800 s, the CPU machine compiles every project)")
     ap.add_argument("--step", help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -346,7 +346,7 @@ def main(argv=None):
         return None
     budget = args.budget
     if budget is None:  # the default's share for the steps chosen
-        budget = (1800.0 if args.dry_run else 555.0) * sum(BOXES[s] for s in args.steps) / sum(BOXES.values())
+        budget = (1800.0 if args.dry_run else 540.0) * sum(BOXES[s] for s in args.steps) / sum(BOXES.values())
     report = drive(args.steps, args.dry_run, args.out, budget)
     for name, entry in report["steps"].items():
         log(f"{name:>11}: {entry['status']}")

