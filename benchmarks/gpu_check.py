@@ -12,20 +12,20 @@ by default, and time a step leaves unused goes to the next):
 
 ``env``
     GPU, driver, nvcc, make, g++, package versions, the prebuilt binaries found.
-``tests``
-    ``pytest -m cuda tests/test_cuda_backend.py``: the nvcc build test (its static part equal to
-    cpp_standalone) and the converted digits CNN on cuda_standalone equal to cpp_standalone per sample.
 ``lenet``
     ``benchmarks/convert_speed_cuda.py --codings rate``: rate LeNet-5 on 10k MNIST test images,
     100 replicas x 100 windows, vs SpikingJelly on the same GPU in the same process.
+``tests``
+    ``pytest -m cuda tests/test_cuda_backend.py``: the nvcc build test (its static part equal to
+    cpp_standalone) and the converted digits CNN on cuda_standalone equal to cpp_standalone per sample.
 ``brunel``
     Brunel (2000) model A, 10 000 neurons, 10 M synapses, 1 s, on cuda_standalone and
     cpp_standalone: build and run time, rates, synaptic events/s.
-``diehl_cook``
-    A Diehl & Cook (2015) STDP training chunk (``biosnn.learning.train``) on cuda_standalone and
-    cpp_standalone: samples/s, input synaptic events/s.
 ``codings``
     ``convert_speed_cuda.py --codings tdsnn tpc``: the TDSNN and TPC LeNet-5 on the GPU.
+``diehl_cook``
+    A Diehl & Cook (2015) STDP training chunk of 50 samples (``biosnn.learning.train``) on
+    cuda_standalone and cpp_standalone: samples/s, input synaptic events/s.
 
 Everything goes to ``OUT/gpu_check.json`` (figures, status and wall time per step) and
 ``OUT/gpu_check.log`` (all output); ``benchmarks/gpu_report.py OUT/gpu_check.json`` turns them into
@@ -55,11 +55,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 NO_GPU = "not run: no GPU"
 #: step -> time box in seconds on the GPU machine (the whole check fits one 10-minute command)
-BOXES = {"env": 20, "tests": 150, "lenet": 130, "brunel": 150, "diehl_cook": 90, "codings": 110}
+BOXES = {"env": 20, "lenet": 130, "tests": 150, "brunel": 150, "codings": 110, "diehl_cook": 90}
 #: sizes of the full check and of the dry run
 SIZES = {
     False: {"images": 10000, "replicas": 100, "windows": 100, "sj_batch": [100, 1000, 10000], "brunel_n": 10000,
-            "brunel_s": 1.0, "dc_samples": 200, "coding_images": 10000},
+            "brunel_s": 1.0, "dc_samples": 50, "coding_images": 10000},
     True: {"images": 40, "replicas": 2, "windows": 20, "sj_batch": [20], "brunel_n": 500, "brunel_s": 0.1,
            "dc_samples": 4, "coding_images": 40},
 }
