@@ -199,6 +199,16 @@ def compile_section(manifest: dict) -> str:
         cpu = e.get("make_cpu_s")
         lines.append(f"| {what} | {e['make_jobs']} | {e['make_s']:.0f} | {'—' if cpu is None else f'{cpu:.0f}'} | "
                      f"{e['load_before'][0]:.1f} -> {e['load_after'][0]:.1f} | {e['binary_bytes'] / 2**20:.1f} |")
+    sources = sorted({e["make_cpu_s_source"] for e in manifest.values() if e.get("make_cpu_s_source")})
+    if sources:
+        lines += ["", "CPU s of " + ", ".join(e["project"] for e in manifest.values() if e.get("make_cpu_s_source"))
+                  + ": " + "; ".join(sources) + " (measured before the script recorded make's CPU time itself)."]
+    lines += ["", "Built with `BIOSNN_MNIST=/work/shared/data/mnist.npz nice -n 19 python benchmarks/gpu_prebuild.py "
+              "--projects ...` (one project per build, one build at a time); the estimate below with "
+              "`--baseline-sample 3`. Earlier, with brian2cuda's one file per code object: the test network "
+              "as it was then (19 files, before the static-projection part) took 229 s wall, 292 s CPU on an idle "
+              "machine (2026-11-23), the rate LeNet-5 100 x 100 1348 s wall "
+              "at load ~4 (2026-11-24)."]
     for name, e in sorted(manifest.items()):
         b = e.get("baseline")
         if b and e.get("make_cpu_s"):
