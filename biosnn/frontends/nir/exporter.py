@@ -1,0 +1,159 @@
+"""Spec -> NIR graph: the way back for specs made by :func:`~biosnn.frontends.nir.from_nir`.
+
+Every population of an imported spec names its NIR node (type, name, shape and non-array
+attributes, as JSON in its model's description); parameters are the population's per-neuron
+values, static weights sit on the projections into the node.  So NIR -> spec -> NIR gives the
+same nodes, parameters and edges (nested graphs come back flat, with ``outer.inner`` names).
+Specs with other models are refused with the population and the reason: NIR has no node for
+refractory periods, time-varying thresholds, conductances or plasticity.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+from biosnn.errors import ConversionError
+from biosnn.frontends.nir.models import PARAMETERS
+from biosnn.spec import model as m
+
+__all__ = ["to_nir"]
+
+_DESC = re.compile(r"^NIR node (\{.*?\})(;|$)")
+
+
+def _meta(spec, pop):
+    model = spec.neuron_model(pop)
+    found = _DESC.match(model.description or "")
+    if not found:
+        raise ConversionError(
+            f"population '{pop.name}' (model: {model.description or 'equations'!r}) has no NIR counterpart: "
+            "to_nir writes specs made by from_nir (NIR's IF/LIF/CubaLIF/LI/CubaLI/I/Threshold nodes with their "
+            "static layers); NIR has no node for refractory periods, time-varying thresholds, conductance "
+            "synapses or plasticity")
+    return json.loads(found.group(1))
+
+
+def _values(pop, name):
+    v = pop.initial.get(name)
+    if v is None:
+        raise ConversionError(f"population '{pop.name}' has no per-neuron value '{name}'")
+    return np.asarray(v.si() if v.unit not in ("1", "") else v.data, dtype=np.float64)
+
+
+def to_nir(spec_or_snn):
+    """The NIR graph of a spec (or of an object with a ``.spec``) made by :func:`from_nir`.
+
+    Returns
+    -------
+    nir.NIRGraph
+        Same node names, types, parameters and edges as the imported graph; time constants in
+        NIR's seconds (a ``tau*dt`` file, e.g. Norse's, comes back in plain seconds).
+
+    Raises
+    ------
+    ConversionError
+        A population whose model NIR cannot express, naming it.
+    """
+    import nir
+    spec = getattr(spec_or_snn, "spec", spec_or_snn)
+    if not isinstance(spec, m.NetworkSpec):
+        raise ConversionError(f"to_nir takes a NetworkSpec, got {type(spec).__name__}")
+    metas = {p.name: _meta(spec, p) for p in spec.populations}
+    names = {p: meta["name"] for p, meta in metas.items()}
+    incoming = {}
+    for proj in spec.projections:
+        incoming.setdefault(proj.target, []).append(proj)
+    nodes = {}
+    for pop in spec.populations:
+        meta, kind = metas[pop.name], metas[pop.name]["type"]
+        shape = tuple(meta["shape"])
+        if kind == "Input":
+            nodes[meta["name"]] = nir.Input(input_type={"input": np.array(shape)})
+            continue
+        if kind in PARAMETERS:
+            kw = {p: _values(pop, p).reshape(shape) for p in PARAMETERS[kind]}
+            nodes[meta["name"]] = getattr(nir, kind)(**kw)
+            continue
+        proj = incoming[pop.name][0]
+        nodes[meta["name"]] = _static(spec, pop, proj, meta, kind, shape)
+    edges = [(names[p.source], names[p.target]) for p in spec.projections]
+    out = re.search(r"output node '([^']*)' <- (\[.*?\])", spec.description)
+    if out:
+        oname, srcs = out.group(1), json.loads(out.group(2).replace("'", '"'))
+        src_shape = tuple(metas[next(p for p, n in names.items() if n == srcs[0])]["shape"]) if srcs else ()
+        nodes[oname] = nir.Output(output_type={"output": np.array(src_shape)})
+        edges += [(s, oname) for s in srcs]
+    meta = {"producer": "biosnn"}
+    found = re.search(r"graph metadata (\{.*\})$", spec.description)
+    if found:
+        meta.update(json.loads(found.group(1)))
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
+
+
+def _static(spec, pop, proj, meta, kind, shape):
+    import nir
+    b = _values(pop, "b")
+    c = proj.connect
+    if kind in ("Affine", "Linear"):
+        n_pre = spec.node(proj.source).size
+        w = np.asarray(proj.weights.data, dtype=np.float64).reshape(n_pre, pop.size).T.copy()
+        return nir.Affine(weight=w, bias=b) if kind == "Affine" else nir.Linear(weight=w)
+    if kind == "Scale":
+        return nir.Scale(scale=np.asarray(proj.weights.data, dtype=np.float64).reshape(shape))
+    if kind in ("Conv1d", "Conv2d"):
+        ks = tuple(meta["kernel_shape"])
+        if isinstance(c, m.Conv2D):
+            kernel = np.asarray(c.kernel.data, dtype=np.float64)
+        else:
+            kernel = _kernel_from_synapses(spec, proj, meta, kind)
+        bias = b.reshape(shape[0], -1)[:, 0].copy()
+        pad = meta["padding"] if isinstance(meta["padding"], str) else tuple(meta["padding"])
+        if kind == "Conv1d":
+            return nir.Conv1d(input_shape=meta.get("input_shape"), weight=kernel.reshape(ks),
+                              stride=meta["stride"][0], padding=pad if isinstance(pad, str) else pad[0],
+                              dilation=meta["dilation"][0], groups=meta["groups"], bias=bias)
+        return nir.Conv2d(input_shape=tuple(meta["input_shape"]) if "input_shape" in meta else None,
+                          weight=kernel.reshape(ks), stride=tuple(meta["stride"]), padding=pad,
+                          dilation=tuple(meta["dilation"]), groups=meta["groups"], bias=bias)
+    if kind in ("SumPool2d", "AvgPool2d"):
+        return getattr(nir, kind)(kernel_size=np.array(meta["kernel_size"]), stride=np.array(meta["stride"]),
+                                  padding=np.array(meta["padding"]))
+    if kind == "Flatten":
+        src_shape = tuple(spec.neuron_model(spec.node(proj.source)) and
+                          json.loads(_DESC.match(spec.neuron_model(spec.node(proj.source)).description).group(1))["shape"])
+        return nir.Flatten(input_type={"input": np.array(src_shape)}, start_dim=meta["start_dim"],
+                           end_dim=meta["end_dim"])
+    if kind == "Delay":
+        outs = [p for p in spec.projections if p.source == pop.name]
+        d = outs[0].delay if outs else None
+        if d is None:
+            delay = np.zeros(shape)
+        elif isinstance(d, str):
+            from biosnn.spec.values import parse_quantity
+            delay = np.full(shape, float(parse_quantity(d)))
+        else:
+            delay = np.asarray(d.si(), dtype=np.float64)[:pop.size].reshape(shape)
+        return nir.Delay(delay=delay)
+    raise ConversionError(f"population '{pop.name}': NIR node type {kind} cannot be written")  # pragma: no cover
+
+
+def _kernel_from_synapses(spec, proj, meta, kind):
+    from biosnn import connectivity as cx
+    ks = tuple(meta["kernel_shape"])
+    src_shape = tuple(json.loads(_DESC.match(spec.neuron_model(spec.node(proj.source)).description)
+                                 .group(1))["shape"])
+    if kind == "Conv1d":
+        kshape, shape3 = (ks[0], ks[1], 1, ks[2]), (src_shape[0], 1, src_shape[1])
+        pad = meta["padding"] if isinstance(meta["padding"], str) else (0, meta["padding"][0])
+        stride, dil = (1, meta["stride"][0]), (1, meta["dilation"][0])
+    else:
+        kshape, shape3 = ks, src_shape
+        pad = meta["padding"] if isinstance(meta["padding"], str) else tuple(meta["padding"])
+        stride, dil = tuple(meta["stride"]), tuple(meta["dilation"])
+    geometry = cx.conv2d(np.ones(kshape), shape3, stride=stride, padding=pad, dilation=dil, groups=meta["groups"])
+    kernel = np.zeros(int(np.prod(kshape)))
+    kernel[np.asarray(geometry.kernel_index)] = np.asarray(proj.weights.data, dtype=np.float64)
+    return kernel.reshape(kshape)

@@ -1,0 +1,105 @@
+"""Equation-string models of NIR's nodes under a :class:`~biosnn.frontends.nir.flavors.Discretisation`.
+
+Every NIR node becomes a population.  Its state and per-neuron NIR parameters are Brian2
+variables with units (time constants in ``second``, ``r`` of IF/I in ``1/second`` read as the
+number NIR stores); one operation per step, in the population's schedule layer, applies the
+discretised ODE to the input ``x`` (summed by the incoming projections in that step) plus the
+bias ``b`` and clears ``x``.  Static nodes (Affine, Conv, pooling, ...) are relays: ``y = x + b``,
+sent on when non-zero; their weights sit on the projections into them.
+"""
+
+from __future__ import annotations
+
+from biosnn.spec.model import NeuronModel
+
+__all__ = ["PARAMETERS", "node_model", "SPIKING", "OUTPUT_VAR"]
+
+# NIR parameter fields per neuron type, with their Brian2 unit
+PARAMETERS = {
+    "IF": {"r": "1", "v_threshold": "1", "v_reset": "1"},
+    "LIF": {"tau": "second", "r": "1", "v_leak": "1", "v_threshold": "1", "v_reset": "1"},
+    "CubaLIF": {"tau_syn": "second", "tau_mem": "second", "r": "1", "v_leak": "1", "v_threshold": "1",
+                "v_reset": "1", "w_in": "1"},
+    "LI": {"tau": "second", "r": "1", "v_leak": "1"},
+    "CubaLI": {"tau_syn": "second", "tau_mem": "second", "r": "1", "v_leak": "1", "w_in": "1"},
+    "I": {"r": "1"},
+    "Threshold": {"threshold": "1"},
+}
+SPIKING = ("IF", "LIF", "CubaLIF", "Threshold")
+#: the variable a node sends to its successors (spiking nodes send 1 per spike)
+OUTPUT_VAR = {"LI": "v", "CubaLI": "v", "I": "v"}
+
+_ODE = {
+    "IF": "dv/dt = r I",
+    "LIF": "tau dv/dt = (v_leak - v) + r I",
+    "CubaLIF": "tau_syn dI/dt = -I + w_in S;  tau_mem dv/dt = (v_leak - v) + r I",
+    "LI": "tau dv/dt = (v_leak - v) + r I",
+    "CubaLI": "tau_syn dI/dt = -I + w_in S;  tau_mem dv/dt = (v_leak - v) + r I",
+    "I": "dv/dt = r I",
+    "Threshold": "z = H(I - threshold)",
+}
+
+
+def _leak(var, tau, target, disc) -> str:
+    """One step of ``tau d var/dt = target - var``."""
+    if disc.method == "euler":
+        return f"{var} = {var} + dt/{tau}*(({target}) - {var})"
+    return f"{var} = ({target}) + ({var} - ({target}))*exp(-dt/{tau})"
+
+
+def _update(kind: str, disc) -> list[str]:
+    X = "(x + b)"
+    if kind in ("IF", "I"):
+        scale = "(dt/second)*r" if disc.integrator_input == "dt" else "r"
+        return [f"v = v + {scale}*{X}"]
+    if kind in ("LIF", "LI"):
+        return [_leak("v", "tau", f"v_leak + r*{X}", disc)]
+    if kind in ("CubaLIF", "CubaLI"):
+        v_step = _leak("v", "tau_mem", "v_leak + r*I", disc)
+        if disc.current == "ode":
+            return [_leak("I", "tau_syn", f"w_in*{X}", disc), v_step]
+        if disc.current == "jump":
+            decay = "I = I - dt/tau_syn*I" if disc.method == "euler" else "I = I*exp(-dt/tau_syn)"
+            return [f"I = I + w_in*{X}", v_step, decay]
+        return [f"I = (I + w_in*{X})*exp(-dt/tau_syn)",
+                "v = v*exp(-dt/tau_mem) + I*r*dt/(tau_mem*exp(-dt/tau_mem)) + v_leak*(1 - exp(-dt/tau_mem))"]
+    if kind == "Threshold":
+        return [f"u = {X}"]
+    raise AssertionError(kind)  # pragma: no cover
+
+
+def node_model(kind: str, disc, description: str) -> tuple[NeuronModel, str]:
+    """``(model, update code)`` of a NIR neuron type, or of a relay (``kind="relay"``) or the input.
+
+    The update code runs once per step before the threshold (an operation in the population's
+    schedule layer).
+    """
+    if kind == "input":
+        return NeuronModel("y : 1", threshold="y != 0", description=description), ""
+    if kind == "relay":
+        return (NeuronModel("y : 1\nx : 1\nb : 1 (constant)", threshold="y != 0", description=description),
+                "y = x + b\nx = 0")
+    params = PARAMETERS[kind]
+    state = {"Threshold": ["u : 1"], "CubaLIF": ["v : 1", "I : 1"], "CubaLI": ["v : 1", "I : 1"]}.get(kind, ["v : 1"])
+    eqs = state + ["x : 1", "b : 1 (constant)"] + [f"{p} : {u} (constant)" for p, u in params.items()]
+    code = _update(kind, disc)
+    threshold = reset = None
+    if kind == "Threshold":
+        threshold = f"u {disc.threshold} threshold"
+    elif kind in SPIKING:
+        threshold = f"v {disc.threshold} v_threshold"
+        if disc.reset == "value":
+            reset = "v = v_reset"
+        elif disc.reset == "subtract":
+            reset = "v = v - v_threshold"
+        else:
+            eqs.append("rs : 1")
+            code.append("v = v - v_threshold*rs\nrs = 0")
+            reset = "rs = 1"
+    else:  # non-spiking: sends its v every step it is non-zero
+        eqs.append("y : 1")
+        code.append("y = v")
+        threshold = "y != 0"
+    code.append("x = 0")
+    text = f"{description}; NIR ODE: {_ODE[kind]}; step: " + "; ".join(c.replace(chr(10), "; ") for c in code)
+    return NeuronModel("\n".join(eqs), threshold=threshold, reset=reset, description=text), "\n".join(code)
