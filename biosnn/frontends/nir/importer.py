@@ -94,10 +94,18 @@ def build(graph_or_path, dt=None, flavor="auto", x=None, steps=None, **choices) 
     pops, projections, monitors = [], [], []
     biases = {k: np.zeros(int(np.prod(g.shapes[k]))) for k in g.nodes}
     for s, d in g.edges:
+        if d != g.output:
+            biases[d] = biases[d] + _edge(g, s, d)[2]
+    # a recurrent edge delivers in step n what its source sent in step n - 1; in step 0 a static
+    # source (e.g. snnTorch's recurrent Affine) sends its bias, as the tools compute W*0 + b
+    x0 = {k: np.zeros(int(np.prod(g.shapes[k]))) for k in g.nodes}
+    for s, d in g.back:
+        if type(g.nodes[s]).__name__ not in NEURON_TYPES and np.any(biases[s]):
+            x0[d] = x0[d] + _apply(g, s, d, biases[s])
+    for s, d in g.edges:
         if d == g.output:
             continue
         connect, weights, bias = _edge(g, s, d)
-        biases[d] += bias
         src_kind = type(g.nodes[s]).__name__
         model = "spike" if src_kind in SPIKING else "value"
         delay = _delay(g, s, d, disc.dt)
@@ -118,6 +126,8 @@ def build(graph_or_path, dt=None, flavor="auto", x=None, steps=None, **choices) 
             continue
         model, code = node_model(kind if kind in NEURON_TYPES else "relay", disc, desc)
         initial = {"b": ArrayValue(biases[k])}
+        if np.any(x0[k]):
+            initial["x"] = ArrayValue(x0[k])
         if kind in PARAMETERS:
             for p, unit in PARAMETERS[kind].items():
                 v = np.broadcast_to(_arr(getattr(node, p)), g.shapes[k]).ravel()
@@ -208,6 +218,19 @@ def _edge(g: FlatGraph, s, d):
         return m.Pool2D(k, st, p, weight="1" if kind == "SumPool2d" else None), None, 0.0
     _same(where, n_pre, n_post)  # identity: neurons, Flatten, Delay
     return m.OneToOne(), "1", 0.0
+
+
+def _apply(g, s, d, values):
+    """What edge ``s -> d`` adds to ``d``'s input when ``s`` sends ``values`` (identity, Scale, Affine, Linear)."""
+    kind = type(g.nodes[d]).__name__
+    if kind in ("Affine", "Linear"):
+        return _arr(g.nodes[d].weight) @ values
+    if kind == "Scale":
+        return np.broadcast_to(_arr(g.nodes[d].scale), g.shapes[d]).ravel() * values
+    if kind in NEURON_TYPES + ("Flatten", "Delay"):
+        return values
+    raise ConversionError(f"recurrent NIR edge ({s!r}, {d!r}): a {kind} behind a biased static node is not "
+                          "supported on a recurrent path")
 
 
 def _same(where, a, b):
