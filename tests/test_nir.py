@@ -161,3 +161,99 @@ def test_rockpool_spike_identical():
         out, _, _ = net(x[None])
     res = run_nir(g, x.numpy(), flavor="rockpool")
     _same(out[0].numpy(), res["output"], "rockpool Linear/LIFTorch(CubaLIF)")
+
+
+# --------------------------------------------------------------------------- cpp_standalone, round trips, errors
+
+@pytest.mark.standalone
+def test_snntorch_recurrent_cpp_standalone_equals_runtime_and_tool(snntorch_nets, build_cache):
+    from biosnn.backends.base import get_backend
+    net, n_in = snntorch_nets["recurrent"]
+    g = _snntorch_export(net, n_in)
+    x = _bernoulli((n_in,), seed=1)
+    ref = _snntorch_run(net, x)
+    res = run_nir(g, x.numpy(), flavor="snntorch", backend=get_backend("cpp_standalone", cache_dir=build_cache))
+    _same(ref, res["output"], "snntorch recurrent on cpp_standalone")
+
+
+def _graph():
+    rng = np.random.default_rng(0)
+    inner = nir.NIRGraph(nodes={"in": nir.Input(input_type={"input": np.array([3])}),
+                                "lif": nir.LIF(tau=np.full(3, 2e-3), r=np.ones(3), v_leak=np.zeros(3),
+                                               v_threshold=np.full(3, 0.5), v_reset=np.zeros(3)),
+                                "rec": nir.Linear(weight=rng.normal(size=(3, 3))),
+                                "out": nir.Output(output_type={"output": np.array([3])})},
+                         edges=[("in", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "out")], type_check=False)
+    return nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([1, 4, 4])}),
+                               "conv": nir.Conv2d(input_shape=(4, 4), weight=rng.normal(size=(2, 1, 2, 2)), stride=1,
+                                                  padding=1, dilation=2, groups=1, bias=rng.normal(size=2)),
+                               "if": nir.IF(r=np.full((2, 4, 4), 800.0), v_threshold=np.ones((2, 4, 4)),
+                                            v_reset=np.zeros((2, 4, 4))),
+                               "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([1, 1]),
+                                                     padding=np.array([0, 0])),
+                               "flat": nir.Flatten(input_type={"input": np.array([2, 3, 3])}),
+                               "aff": nir.Affine(weight=rng.normal(size=(3, 18)), bias=rng.normal(size=3)),
+                               "sub": inner,
+                               "cuba": nir.CubaLIF(tau_syn=np.full(3, 1e-3), tau_mem=np.full(3, 3e-3), r=np.ones(3),
+                                                   v_leak=np.zeros(3), v_threshold=np.full(3, 0.2), w_in=np.full(3, 80.0)),
+                               "output": nir.Output(output_type={"output": np.array([3])})},
+                        edges=[("input", "conv"), ("conv", "if"), ("if", "pool"), ("pool", "flat"), ("flat", "aff"),
+                               ("aff", "sub"), ("sub", "cuba"), ("cuba", "output")],
+                        metadata={"producer": "spikingjelly"}, type_check=False)
+
+
+def test_round_trip_nir_spec_nir_is_lossless():
+    g = _graph()
+    back = to_nir(from_nir(g))
+    flat = {"sub.lif": g.nodes["sub"].nodes["lif"], "sub.rec": g.nodes["sub"].nodes["rec"]}
+    flat.update({k: v for k, v in g.nodes.items() if k != "sub"})
+    assert set(back.nodes) == set(flat)
+    for name, node in flat.items():
+        other = back.nodes[name]
+        assert type(other) is type(node), name
+        for f in node.__dataclass_fields__:
+            if f in ("input_type", "output_type", "metadata"):
+                continue
+            a, b = getattr(node, f), getattr(other, f)
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                np.testing.assert_array_equal(np.broadcast_to(np.asarray(a, float), np.shape(b)), b, err_msg=f"{name}.{f}")
+            else:
+                assert np.array_equal(np.asarray(a), np.asarray(b)), (name, f, a, b)
+    want = {("input", "conv"), ("conv", "if"), ("if", "pool"), ("pool", "flat"), ("flat", "aff"), ("aff", "sub.lif"),
+            ("sub.lif", "sub.rec"), ("sub.rec", "sub.lif"), ("sub.lif", "cuba"), ("cuba", "output")}
+    assert set(back.edges) == want
+    assert back.metadata["producer"] == "spikingjelly"
+
+
+def test_round_trip_spec_nir_spec_and_same_spikes():
+    g = _graph()
+    spec = from_nir(g, steps=T)
+    spec2 = from_nir(to_nir(spec), steps=T)
+    assert [p.name for p in spec.populations] == [p.name for p in spec2.populations]
+    for p, q in zip(spec.populations, spec2.populations):
+        assert p.initial.keys() == q.initial.keys()
+        for k in p.initial:
+            np.testing.assert_array_equal(p.initial[k].data, q.initial[k].data, err_msg=f"{p.name}.{k}")
+    x = _bernoulli((1, 4, 4), p=0.6, seed=9).numpy()
+    a, b = run_nir(g, x), run_nir(to_nir(spec), x, flavor="spikingjelly")
+    assert a["sub.lif"].sum() > 0 and a["cuba"].sum() > 0
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_errors_name_node_type_and_fix():
+    g = _graph()
+    with pytest.raises(ConversionError, match="do not store the time step.*give dt="):
+        from_nir(nir.NIRGraph(nodes=dict(g.nodes), edges=list(g.edges), type_check=False))
+    bad = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([2])}),
+                              "mp": nir.CubaLI(tau_syn=np.ones(2), tau_mem=np.ones(2), r=np.ones(2), v_leak=np.zeros(2)),
+                              "output": nir.Output(output_type={"output": np.array([2])})},
+                       edges=[("input", "mp"), ("mp", "output")], type_check=False)
+    bad.nodes["mp"] = object.__new__(type("MaxPool2d", (), {}))
+    with pytest.raises(ConversionError, match="NIR node 'mp' has type MaxPool2d.*supported: Input, Output"):
+        from_nir(bad, dt=1e-3)
+    with pytest.raises(ConversionError, match="unknown NIR flavor 'brian'"):
+        from_nir(g, flavor="brian")
+    import biosnn
+    with pytest.raises(ConversionError, match="population 'exc'.*no NIR counterpart"):
+        to_nir(biosnn.load("network_specs/cuba.yaml"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keyword
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,6 +271,8 @@ def population_names(names) -> dict:
         base = _NAME.sub("_", k)
         if not base or not base[0].isalpha():
             base = "n" + base
+        if keyword.iskeyword(base):
+            base += "_"
         name, n = base, 1
         while name in used:
             n += 1
