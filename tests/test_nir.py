@@ -167,7 +167,7 @@ def test_rockpool_spike_identical():
 
 @pytest.mark.standalone
 def test_snntorch_recurrent_cpp_standalone_equals_runtime_and_tool(snntorch_nets, build_cache):
-    from biosnn.backends.base import get_backend
+    from biosnn import get_backend
     net, n_in = snntorch_nets["recurrent"]
     g = _snntorch_export(net, n_in)
     x = _bernoulli((n_in,), seed=1)

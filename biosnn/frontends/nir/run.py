@@ -36,7 +36,7 @@ def run_nir(graph_or_path, x, dt=None, flavor="auto", backend="runtime", **optio
         NIR node name -> ``(T, *node_shape)`` 0/1 ``uint8`` array of its spikes for every spiking node,
         and ``"output"``: what reaches the Output node in each step, ``(T, *output_shape)``.
     """
-    from biosnn.backends.base import get_backend
+    from biosnn import get_backend
     x = np.asarray(x, dtype=np.float64)
     if x.ndim < 1 or len(x) < 1:
         raise ConversionError(f"x must have shape (T, *input_shape) with T >= 1, got {x.shape}")
