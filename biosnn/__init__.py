@@ -10,7 +10,7 @@ from biosnn.errors import BackendError, BiosnnError, ConversionError, SpecError
 __version__ = "0.1.0"
 
 __all__ = ["BackendError", "BiosnnError", "ConversionError", "SpecError", "convert", "prepare", "load",
-           "get_backend", "__version__"]
+           "get_backend", "from_nir", "to_nir", "run_nir", "__version__"]
 
 
 def load(path):
@@ -35,3 +35,21 @@ def get_backend(name, **options):
     """A simulation backend by name -- see :func:`biosnn.backends.base.get_backend`."""
     from biosnn.backends.registry import get_backend as _get
     return _get(name, **options)
+
+
+def from_nir(*args, **kwargs):
+    """A network spec from a NIR graph -- see :func:`biosnn.frontends.nir.from_nir`."""
+    from biosnn.frontends.nir import from_nir as _from_nir
+    return _from_nir(*args, **kwargs)
+
+
+def to_nir(spec_or_snn):
+    """A NIR graph from a spec imported from NIR -- see :func:`biosnn.frontends.nir.to_nir`."""
+    from biosnn.frontends.nir import to_nir as _to_nir
+    return _to_nir(spec_or_snn)
+
+
+def run_nir(graph_or_path, x, dt=None, flavor="auto", backend="runtime"):
+    """Run a NIR graph, spikes per NIR node -- see :func:`biosnn.frontends.nir.run_nir`."""
+    from biosnn.frontends.nir import run_nir as _run_nir
+    return _run_nir(graph_or_path, x, dt=dt, flavor=flavor, backend=backend)

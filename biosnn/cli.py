@@ -1,7 +1,8 @@
 """The ``biosnn`` command line.
 
 ``biosnn run network_specs/cuba.yaml --backend cpp_standalone --duration 0.5 --out runs/cuba``
-runs a spec, writes the recording (``recording.npz``, SONATA ``spikes.h5``) and
+runs a spec (``biosnn run model.nir --input x.npy --flavor snntorch``: a NIR graph, spikes per node
+into ``spikes.npz``; ``biosnn export-nir spec.yaml model.nir`` writes an imported spec back), writes the recording (``recording.npz``, SONATA ``spikes.h5``) and
 plots (``raster.png``, ``rates.png``) and prints a summary.  ``biosnn demo``
 runs the packaged demo on scikit-learn's digits (no download).
 ``biosnn train-stdp network_specs/diehl_cook_2015.yaml --dataset mnist --samples 60000 --out runs/dc``
@@ -38,7 +39,54 @@ def _duration(text: str | None) -> float | None:
     return float(q)
 
 
+def cmd_run_nir(args) -> int:
+    """``biosnn run model.nir --input x.npy [--dt 1e-4] [--flavor snntorch]``: spikes per NIR node."""
+    import numpy as np
+
+    from biosnn.frontends.nir import run_nir
+    for flag in ("duration", "threads", "param"):
+        if getattr(args, flag):
+            raise BiosnnError(f"--{flag} does not apply to NIR graphs: their length is the input's T rows")
+    if args.float32:
+        raise BiosnnError("--float32 does not apply to NIR graphs")
+    if args.input is None:
+        raise BiosnnError("running a NIR graph needs --input x.npy: an array (T, *input_shape), one row per step")
+    path = Path(args.input)
+    if not path.is_file():
+        raise BiosnnError(f"--input file '{path}' does not exist")
+    x = np.load(path, allow_pickle=False)
+    t0 = time.perf_counter()
+    spikes = run_nir(args.spec, x, dt=args.dt, flavor=args.flavor, backend=args.backend)
+    wall = time.perf_counter() - t0
+    out = Path(args.out) if args.out else Path("runs") / Path(args.spec).stem
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "spikes.npz", **spikes)
+    for name, arr in spikes.items():
+        what = "spikes" if name != "output" or arr.dtype == np.uint8 else "sum of values"
+        print(f"{name}: shape {arr.shape}, {what} {float(arr.sum()):g}")
+    print(f"wall time: {wall:.2f} s (import + build + run) on {args.backend}")
+    print(f"wrote {out / 'spikes.npz'} (NIR node name -> (T, *shape) array; 'output': what reaches the Output)")
+    return 0
+
+
+def cmd_export_nir(args) -> int:
+    """``biosnn export-nir spec.yaml out.nir``: write a spec made by from_nir back as a NIR file."""
+    import nir
+
+    from biosnn.frontends.nir import to_nir
+    from biosnn.spec import load_spec
+    graph = to_nir(load_spec(args.spec))
+    nir.write(args.out, graph)
+    print(f"wrote {args.out}: {len(graph.nodes)} nodes, {len(graph.edges)} edges")
+    return 0
+
+
 def cmd_run(args) -> int:
+    if str(args.spec).endswith(".nir"):
+        return cmd_run_nir(args)
+    for flag in ("dt", "input"):
+        if getattr(args, flag) is not None:
+            raise BiosnnError(f"--{flag} applies to NIR graphs (model.nir) only")
     from biosnn.backends.registry import get_backend
     from biosnn.recording.formats import save_sonata
     from biosnn.recording.plots import plot_recording
@@ -104,7 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="biosnn", description="Biophysical spiking networks on Brian2.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a network spec (YAML) and write its recording and plots")
-    r.add_argument("spec", help="path to a network spec, e.g. network_specs/cuba.yaml")
+    r.add_argument("spec", help="path to a network spec, e.g. network_specs/cuba.yaml, or a NIR graph (model.nir)")
+    r.add_argument("--input", default=None, help="NIR graphs: .npy input (T, *input_shape), one row per step")
+    r.add_argument("--dt", type=float, default=None,
+                   help="NIR graphs: time step in seconds (default: the producer's, see --flavor)")
+    r.add_argument("--flavor", default="auto",
+                   help="NIR graphs: auto, nir, snntorch, norse, spikingjelly, sinabs or rockpool (default auto)")
     r.add_argument("--backend", default="runtime",
                    help="runtime (numpy), cython, cpp_standalone, cuda_standalone or nest (default: runtime)")
     r.add_argument("--duration", default=None, help="simulated time: seconds (0.5) or a quantity ('500*ms')")
@@ -115,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--param", action="append", default=[], metavar="OWNER.PARAMETER=VALUE",
                    help="set a model parameter: OWNER.PARAMETER=VALUE (a population or projection; repeatable), e.g. XeAe.nu_ee_post=0.02")
     r.set_defaults(func=cmd_run)
+    e = sub.add_parser("export-nir", help="write a spec imported from NIR (YAML) back as a NIR file")
+    e.add_argument("spec", help="network spec (YAML) made by biosnn.from_nir")
+    e.add_argument("out", help="output .nir file")
+    e.set_defaults(func=cmd_export_nir)
     d = sub.add_parser("demo", help="convert a CNN trained on scikit-learn digits to an SNN and run it")
     d.add_argument("--out", default="runs/demo", help="output directory")
     d.add_argument("--backend", default="runtime", help="backend for the SNN")

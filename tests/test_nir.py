@@ -28,11 +28,27 @@ def _same(ref, res, what):
     assert diff.size == 0, f"{what}: spikes differ at (step, neuron...) {diff[:5].tolist()}"
 
 
-# --------------------------------------------------------------------------- snnTorch
+# --------------------------------------------------------------------------- the tools' networks
+# Each case builds a tiny network in the tool, exports it with the tool's own NIR exporter, simulates it in the tool
+# and returns (graph, x, reference, what): reference is the tool's output for input x (spikes, or the values of a
+# leaky-integrator readout).  Weights are scaled up so that every layer spikes.
+
+
+def _scale(*layers, by):
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight.mul_(by)
+
+
+def _snntorch_export(net, n_in):
+    from snntorch import utils
+    from snntorch.export_nir import export_to_nir
+    g = export_to_nir(net, torch.zeros(1, *n_in), ignore_dims=[0])
+    utils.reset(net)  # the export ran the net: hidden states must start from zero again
+    return g
+
 
 def _snntorch_run(net, x):
-    from snntorch import utils
-    utils.reset(net)
     out = []
     with torch.no_grad():
         for t in range(len(x)):
@@ -41,110 +57,148 @@ def _snntorch_run(net, x):
     return np.array(out)
 
 
-def _snntorch_export(net, n_in):
-    from snntorch import utils
-    from snntorch.export_nir import export_to_nir
-    g = export_to_nir(net, torch.zeros(1, n_in), ignore_dims=[0])
-    utils.reset(net)
-    return g
-
-
-@pytest.fixture(scope="module")
-def snntorch_nets():
+def snntorch_ff_cuba():
     snn = pytest.importorskip("snntorch")
     torch.manual_seed(3)
-    ff = torch.nn.Sequential(torch.nn.Linear(6, 5), snn.Leaky(beta=torch.full((5,), 0.9), threshold=torch.ones(5),
-                                                               init_hidden=True),
-                             torch.nn.Linear(5, 4), snn.Synaptic(alpha=torch.full((4,), 0.8), beta=torch.full((4,), 0.9),
-                                                                 threshold=torch.ones(4), init_hidden=True, output=True))
-    rec = torch.nn.Sequential(torch.nn.Linear(6, 5), snn.RLeaky(beta=torch.full((5,), 0.85), threshold=torch.ones(5),
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), snn.Leaky(beta=torch.full((5,), 0.9), threshold=torch.ones(5),
+                                                                init_hidden=True),
+                              torch.nn.Linear(5, 4),
+                              snn.Synaptic(alpha=torch.full((4,), 0.8), beta=torch.full((4,), 0.9),
+                                           threshold=torch.ones(4), init_hidden=True, output=True))
+    g, x = _snntorch_export(net, (6,)), _bernoulli((6,), seed=1)
+    return g, x, _snntorch_run(net, x), "spikes"
+
+
+def snntorch_recurrent():
+    snn = pytest.importorskip("snntorch")
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), snn.RLeaky(beta=torch.full((5,), 0.85), threshold=torch.ones(5),
                                                                 linear_features=5, init_hidden=True, output=True))
+    _scale(net[0], by=4.0)
+    _scale(net[1].recurrent, by=2.0)
+    g, x = _snntorch_export(net, (6,)), _bernoulli((6,), seed=1)
+    return g, x, _snntorch_run(net, x), "spikes"
+
+
+def snntorch_rsynaptic():
+    snn = pytest.importorskip("snntorch")
+    torch.manual_seed(8)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5),
+                              snn.RSynaptic(alpha=torch.full((5,), 0.7), beta=torch.full((5,), 0.85),
+                                            threshold=torch.ones(5), linear_features=5, init_hidden=True, output=True))
+    _scale(net[0], by=3.0)
+    _scale(net[1].recurrent, by=2.0)
+    g, x = _snntorch_export(net, (6,)), _bernoulli((6,), seed=2)
+    return g, x, _snntorch_run(net, x), "spikes"
+
+
+def snntorch_conv():
+    snn = pytest.importorskip("snntorch")
+    torch.manual_seed(4)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), snn.Leaky(beta=torch.full((2, 6, 6), 0.8),
+                                                                              threshold=torch.ones(2, 6, 6),
+                                                                              init_hidden=True),
+                              torch.nn.AvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(18, 3),
+                              snn.Leaky(beta=torch.full((3,), 0.9), threshold=torch.ones(3), init_hidden=True,
+                                        output=True))
+    _scale(net[0], by=3.0)
+    _scale(net[4], by=6.0)
+    g, x = _snntorch_export(net, (1, 6, 6)), _bernoulli((1, 6, 6), seed=3)
+    return g, x, _snntorch_run(net, x), "spikes"
+
+
+def _norse_run(net, x):
+    state, out = None, []
     with torch.no_grad():
-        rec[0].weight.mul_(4.0)
-        rec[1].recurrent.weight.mul_(2.0)
-    return {"ff": (ff, 6), "recurrent": (rec, 6)}
+        for t in range(len(x)):
+            z, state = net(x[t][None], state)
+            out.append(z[0].numpy())
+    return np.array(out)
 
 
-@pytest.mark.parametrize("kind", ["ff", "recurrent"])
-def test_snntorch_spike_identical(snntorch_nets, kind):
-    net, n_in = snntorch_nets[kind]
-    g = _snntorch_export(net, n_in)
-    x = _bernoulli((n_in,), seed=1)
-    ref = _snntorch_run(net, x)
-    res = run_nir(g, x.numpy(), flavor="snntorch")
-    _same(ref, res["output"], f"snntorch {kind}")
-
-
-# --------------------------------------------------------------------------- Norse
-
-def test_norse_spike_identical():
+def norse_ff():
     norse = pytest.importorskip("norse.torch")
     torch.manual_seed(4)
     net = norse.SequentialState(torch.nn.Linear(6, 5), norse.LIFBoxCell(), torch.nn.Linear(5, 4), norse.LIFCell(),
                                 torch.nn.Linear(4, 3), norse.IAFCell())
-    with torch.no_grad():
-        for k in (0, 2, 4):
-            net[k].weight.mul_(6.0)
-    g = norse.to_nir(net, torch.zeros(1, 6))
+    _scale(net[0], net[2], net[4], by=6.0)
     x = _bernoulli((6,), seed=2)
-    state, out = None, []
+    return norse.to_nir(net, torch.zeros(1, 6)), x, _norse_run(net, x), "spikes"
+
+
+def norse_li_readout():
+    norse = pytest.importorskip("norse.torch")
+    torch.manual_seed(5)
+    net = norse.SequentialState(torch.nn.Linear(6, 5), norse.LIFBoxCell(), torch.nn.Linear(5, 3), norse.LIBoxCell())
+    _scale(net[0], by=6.0)
+    x = _bernoulli((6,), seed=3)
+    return norse.to_nir(net, torch.zeros(1, 6)), x, _norse_run(net, x), "values"
+
+
+def _sj_run(net, x):
+    from spikingjelly.activation_based import functional
+    functional.reset_net(net)
     with torch.no_grad():
-        for t in range(T):
-            z, state = net(x[t][None], state)
-            out.append(z[0].numpy())
-    res = run_nir(g, x.numpy(), flavor="norse")
-    _same(np.array(out), res["output"], "norse LIFBox/LIF(Cuba)/IAF")
+        return np.array([net(x[t][None])[0].numpy() for t in range(len(x))])
 
 
-# --------------------------------------------------------------------------- SpikingJelly
-
-def test_spikingjelly_spike_identical():
+def spikingjelly_conv_cuba():
     pytest.importorskip("spikingjelly")
-    from spikingjelly.activation_based import functional, layer, neuron
+    from spikingjelly.activation_based import layer, neuron
     from spikingjelly.activation_based.nir_exchange import export_to_nir
     torch.manual_seed(5)
     net = torch.nn.Sequential(layer.Conv2d(1, 2, 3, padding=1), neuron.LIFNode(tau=2.0),
                               layer.AvgPool2d(2), layer.Flatten(), layer.Linear(2 * 3 * 3, 4),
                               neuron.CUBALIFNode(c_decay=0.6, v_decay=0.7), layer.Linear(4, 3), neuron.IFNode())
-    with torch.no_grad():
-        net[0].weight.mul_(3.0)
-        net[4].weight.mul_(4.0)
-        net[6].weight.mul_(4.0)
+    _scale(net[0], by=3.0)
+    _scale(net[4], net[6], by=4.0)
     x = _bernoulli((1, 6, 6), seed=3)
     g = export_to_nir(net, torch.zeros(1, 1, 6, 6))
-    functional.reset_net(net)
-    with torch.no_grad():
-        out = [net(x[t][None])[0].numpy() for t in range(T)]
-    res = run_nir(g, x.numpy(), flavor="spikingjelly")
-    _same(np.array(out), res["output"], "spikingjelly conv/avgpool/LIF/CUBALIF/IF")
+    return g, x, _sj_run(net, x), "spikes"
 
 
-# --------------------------------------------------------------------------- sinabs
+def spikingjelly_conv1d_plif():
+    pytest.importorskip("spikingjelly")
+    from spikingjelly.activation_based import layer, neuron
+    from spikingjelly.activation_based.nir_exchange import export_to_nir
+    torch.manual_seed(6)
+    net = torch.nn.Sequential(layer.Conv1d(2, 3, 3, stride=2, dilation=2, padding=1),
+                              neuron.ParametricLIFNode(init_tau=3.0, decay_input=False),
+                              layer.Flatten(), layer.Linear(3 * 4, 3, bias=False), neuron.LIFNode(tau=4.0))
+    _scale(net[0], by=3.0)
+    _scale(net[3], by=5.0)
+    x = _bernoulli((2, 9), seed=4)
+    g = export_to_nir(net, torch.zeros(1, 2, 9))
+    return g, x, _sj_run(net, x), "spikes"
 
-def test_sinabs_spike_identical():
+
+def sinabs_conv():
     sinabs = pytest.importorskip("sinabs")
     import sinabs.layers as sl
     from sinabs.activation import SingleSpike
     torch.manual_seed(6)
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1, bias=False), sl.IAFSqueeze(batch_size=1, spike_fn=SingleSpike),
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1, bias=False),
+                              sl.IAFSqueeze(batch_size=1, spike_fn=SingleSpike),
                               sl.SumPool2d(2), torch.nn.Flatten(), torch.nn.Linear(2 * 3 * 3, 4),
                               sl.LIFSqueeze(tau_mem=torch.tensor(5.0), batch_size=1, spike_fn=SingleSpike))
-    with torch.no_grad():
-        net[0].weight.mul_(2.0)
-        net[4].weight.mul_(4.0)
+    _scale(net[0], by=2.0)
+    _scale(net[4], by=4.0)
     x = _bernoulli((1, 6, 6), seed=4)
     net(torch.zeros(T, 1, 6, 6))  # sinabs needs one forward pass to know its state shapes
     g = sinabs.to_nir(net, torch.zeros(T, 1, 6, 6))
     net.apply(lambda mod: mod.reset_states() if hasattr(mod, "reset_states") else None)
     with torch.no_grad():
-        out = net(x).numpy()  # Squeeze layers: batch 1 x T steps folded into dim 0
-    res = run_nir(g, x.numpy(), flavor="sinabs")
-    _same(out, res["output"], "sinabs conv/IAF/SumPool/LIF")
+        ref = net(x).numpy()  # Squeeze layers: one sample's T steps folded into dim 0
+    return g, x, ref, "spikes"
 
 
-# --------------------------------------------------------------------------- Rockpool
+def _rockpool_run(net, x):
+    with torch.no_grad():
+        out, _, _ = net(x[None])
+    return out[0].numpy()
 
-def test_rockpool_spike_identical():
+
+def rockpool_cuba():
     pytest.importorskip("rockpool")
     from rockpool.nn.combinators import Sequential
     from rockpool.nn.modules import LIFTorch, LinearTorch
@@ -152,28 +206,95 @@ def test_rockpool_spike_identical():
     torch.manual_seed(7)
     net = Sequential(LinearTorch((6, 5)), LIFTorch(5, max_spikes_per_dt=1),
                      LinearTorch((5, 4)), LIFTorch(4, max_spikes_per_dt=1))
-    with torch.no_grad():
-        net[0].weight.mul_(6.0)
-        net[2].weight.mul_(6.0)
-    g = rockpool_to_nir(net)
+    _scale(net[0], net[2], by=6.0)
     x = _bernoulli((6,), seed=5)
-    with torch.no_grad():
-        out, _, _ = net(x[None])
-    res = run_nir(g, x.numpy(), flavor="rockpool")
-    _same(out[0].numpy(), res["output"], "rockpool Linear/LIFTorch(CubaLIF)")
+    return rockpool_to_nir(net), x, _rockpool_run(net, x), "spikes"
+
+
+def rockpool_lif_li():
+    pytest.importorskip("rockpool")
+    from rockpool.nn.combinators import Sequential
+    from rockpool.nn.modules import ExpSynTorch, LIFNeuronTorch, LinearTorch
+    from rockpool.nn.modules.torch.nir import to_nir as rockpool_to_nir
+    torch.manual_seed(8)
+    net = Sequential(LinearTorch((6, 5)), LIFNeuronTorch(5, tau_mem=0.01, max_spikes_per_dt=1),
+                     LinearTorch((5, 3)), ExpSynTorch(3, tau=0.005))
+    _scale(net[0], by=3.0)
+    x = _bernoulli((6,), seed=6)
+    return rockpool_to_nir(net), x, _rockpool_run(net, x), "values"
+
+
+CASES = {
+    "snntorch": [snntorch_ff_cuba, snntorch_recurrent, snntorch_rsynaptic, snntorch_conv],
+    "norse": [norse_ff, norse_li_readout],
+    "spikingjelly": [spikingjelly_conv_cuba, spikingjelly_conv1d_plif],
+    "sinabs": [sinabs_conv],
+    "rockpool": [rockpool_cuba, rockpool_lif_li],
+}
+_ALL = [(tool, case) for tool, cases in CASES.items() for case in cases]
+
+
+def _check(tool, case, res, ref, what):
+    got = res["output"]
+    if what == "spikes":
+        _same(ref, got, f"{tool} {case.__name__}")
+    else:  # leaky-integrator readout: the tool computes in float32
+        assert np.abs(ref).max() > 0
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
+        spiking = [k for k in res if k != "output"]
+        assert spiking and all(res[k].sum() > 0 for k in spiking)
+
+
+@pytest.mark.parametrize("tool, case", _ALL, ids=[c.__name__ for _, c in _ALL])
+def test_tool_graph_runs_spike_identically(tool, case):
+    g, x, ref, what = case()
+    res = run_nir(g, x.numpy(), flavor=tool)
+    _check(tool, case, res, ref, what)
 
 
 # --------------------------------------------------------------------------- cpp_standalone, round trips, errors
 
+def _merged(imports):
+    """One spec holding several imported graphs side by side (names prefixed ``c<k>_``): one compile for all."""
+    from dataclasses import replace
+
+    from biosnn.frontends.nir.importer import INPUT_TABLE
+    from biosnn.spec import model as m
+    pops, projs, mons, tables, renamed = [], [], [], [], []
+    for k, imp in enumerate(imports):
+        pre, spec = f"c{k}_", imp.spec
+        for p in spec.populations:
+            ops = tuple(replace(op, code=op.code.replace(f"{INPUT_TABLE}(", f"{INPUT_TABLE}_{k}(")) for op in p.operations)
+            pops.append(replace(p, name=pre + p.name, operations=ops))
+        projs += [replace(q, name=pre + q.name, source=pre + q.source, target=pre + q.target) for q in spec.projections]
+        mons += [replace(mon, population=pre + mon.population) for mon in spec.monitors]
+        tables += [replace(t, name=f"{t.name}_{k}") for t in spec.timed_arrays]
+        renamed.append(replace(imp, populations={n: pre + v for n, v in imp.populations.items()}))
+    first = imports[0].spec
+    spec = m.NetworkSpec("nir_tools", populations=pops, projections=projs, monitors=mons, timed_arrays=tables,
+                         dt=first.dt, duration=first.duration, synapse_models=first.synapse_models)
+    return spec, renamed
+
+
 @pytest.mark.standalone
-def test_snntorch_recurrent_cpp_standalone_equals_runtime_and_tool(snntorch_nets, build_cache):
+@pytest.mark.parametrize("dt", [1e-4, 1e-3, 1.0], ids=["dt=1e-4 snntorch+spikingjelly", "dt=1e-3 norse+rockpool",
+                                                     "dt=1 sinabs"])
+def test_tool_graphs_spike_identical_on_cpp_standalone(dt, build_cache):
+    """Every tool case on cpp_standalone: the cases with the same dt share one compiled network."""
     from biosnn import get_backend
-    net, n_in = snntorch_nets["recurrent"]
-    g = _snntorch_export(net, n_in)
-    x = _bernoulli((n_in,), seed=1)
-    ref = _snntorch_run(net, x)
-    res = run_nir(g, x.numpy(), flavor="snntorch", backend=get_backend("cpp_standalone", cache_dir=build_cache))
-    _same(ref, res["output"], "snntorch recurrent on cpp_standalone")
+    from biosnn.frontends.nir import PRESETS
+    from biosnn.frontends.nir.importer import build
+    from biosnn.frontends.nir.run import spikes_of
+    cases = [(tool, case) for tool, case in _ALL if PRESETS[tool].dt == dt]
+    built, imports = [], []
+    for tool, case in cases:
+        g, x, ref, what = case()
+        built.append((tool, case, ref, what))
+        imports.append(build(g, flavor=tool, x=x.numpy()))
+    spec, renamed = _merged(imports)
+    rec = get_backend("cpp_standalone", cache_dir=build_cache).build(spec).run(progress=False)
+    for (tool, case, ref, what), imp in zip(built, renamed):
+        _check(tool, case, spikes_of(imp, rec), ref, what)
 
 
 def _graph():
@@ -257,3 +378,119 @@ def test_errors_name_node_type_and_fix():
     import biosnn
     with pytest.raises(ConversionError, match="population 'exc'.*no NIR counterpart"):
         to_nir(biosnn.load("network_specs/cuba.yaml"))
+
+
+# --------------------------------------------------------------------------- node types no tool exports
+
+def test_scale_delay_threshold_integrator_against_numpy():
+    """Input -> Scale -> Delay (2 steps) -> Threshold -> Linear -> I, plain NIR (forward Euler), against numpy."""
+    rng = np.random.default_rng(1)
+    dt, scale, theta = 1e-3, np.array([1.5, -0.5, 2.0]), np.array([0.5, -0.6, 1.0])
+    W, r = rng.normal(size=(2, 3)), np.array([300.0, 500.0])
+    g = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([3])}), "scale": nir.Scale(scale=scale),
+                            "delay": nir.Delay(delay=np.full(3, 2 * dt)), "thr": nir.Threshold(threshold=theta),
+                            "lin": nir.Linear(weight=W), "integ": nir.I(r=r),
+                            "output": nir.Output(output_type={"output": np.array([2])})},
+                     edges=[("input", "scale"), ("scale", "delay"), ("delay", "thr"), ("thr", "lin"), ("lin", "integ"),
+                            ("integ", "output")], type_check=False)
+    x = rng.uniform(0, 1, size=(T, 3))
+    d = np.vstack([np.zeros((2, 3)), (scale * x)[:-2]])
+    z = (d > theta).astype(np.uint8)
+    v = np.cumsum(dt * r * (z @ W.T), axis=0)
+    assert 0 < z.sum() < z.size
+    res = run_nir(g, x, dt=dt)
+    np.testing.assert_array_equal(res["thr"], z)
+    np.testing.assert_allclose(res["output"], v, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["euler", "exact"])
+def test_cubali_li_against_numpy(method):
+    rng = np.random.default_rng(2)
+    dt, n = 1e-3, 3
+    W, b = rng.normal(size=(n, 4)), rng.normal(size=n)
+    ts, tm, r, vl, w_in = np.full(n, 4e-3), np.array([5e-3, 8e-3, 20e-3]), np.array([1.0, 2.0, 0.5]), \
+        np.array([0.0, 0.1, -0.2]), np.array([1.0, 3.0, 2.0])
+    g = nir.NIRGraph.from_list(nir.Affine(weight=W, bias=b),
+                               nir.CubaLI(tau_syn=ts, tau_mem=tm, r=r, v_leak=vl, w_in=w_in), type_check=False)
+    x = rng.uniform(0, 1, size=(T, 4))
+    current, v, out = np.zeros(n), np.zeros(n), []
+    for t in range(T):
+        X = W @ x[t] + b
+        if method == "euler":
+            current = current + dt / ts * (w_in * X - current)
+            v = v + dt / tm * (vl + r * current - v)
+        else:
+            current = w_in * X + (current - w_in * X) * np.exp(-dt / ts)
+            v = vl + r * current + (v - vl - r * current) * np.exp(-dt / tm)
+        out.append(v)
+    res = run_nir(g, x, dt=dt, flavor="nir", method=method)
+    np.testing.assert_allclose(res["output"], np.array(out), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("padding", [1, "same"])
+def test_grouped_dilated_conv_if_against_torch(padding):
+    """Conv2d (groups 2, dilation 2) -> IF, plain NIR (forward Euler, reset to v_reset), against torch's conv2d."""
+    rng = np.random.default_rng(3)
+    dt, w, bias = 1e-3, rng.normal(size=(4, 1, 3, 3)), rng.normal(size=4) * 0.2
+    conv = nir.Conv2d(input_shape=(5, 5), weight=w, stride=1, padding=padding, dilation=2, groups=2, bias=bias)
+    shape = (4, 5, 5) if padding == "same" else (4, 3, 3)
+    g = nir.NIRGraph.from_list(conv, nir.IF(r=np.full(shape, 400.0), v_threshold=np.ones(shape),
+                                            v_reset=np.full(shape, -0.1)), type_check=False)
+    g.nodes["input"] = nir.Input(input_type={"input": np.array([2, 5, 5])})
+    x = (rng.uniform(size=(T, 2, 5, 5)) < 0.4).astype(float)
+    cur = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), torch.tensor(bias), padding=padding,
+                                     dilation=2, groups=2).numpy()
+    v, ref = np.zeros(shape), []
+    for t in range(T):
+        v = v + dt * 400.0 * cur[t]
+        z = v > 1.0
+        v[z] = -0.1
+        ref.append(z.astype(np.uint8))
+    res = run_nir(g, x, dt=dt)
+    _same(np.array(ref), res["output"], f"grouped dilated conv, padding {padding}")
+
+
+def test_readme_table_matches_the_tested_tool_graphs():
+    """The README's tools x node types table is what the tool cases above export and check."""
+    import re
+    from pathlib import Path
+
+    from biosnn.frontends.nir.graph import flatten
+    text = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    table = text.split("<!-- nir-table -->")[1].split("<!-- /nir-table -->")[0].strip().splitlines()
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    rows = {r.strip("|").split("|")[0].strip(): [c.strip() for c in r.strip("|").split("|")[1:]] for r in table[2:]}
+    assert set(rows) == set(CASES)
+    for tool, cases in CASES.items():
+        found = {}
+        for case in cases:
+            g, _, _, what = case()
+            flat = flatten(g)
+            for node in flat.nodes.values():
+                kind = type(node).__name__
+                found[kind] = "values" if kind in ("LI", "CubaLI", "I") else "spikes"
+            if flat.back:
+                found["recurrent"] = "spikes"
+        want = [found.get(col, "-") for col in header[1:]]
+        assert rows[tool] == want, f"README row {tool}: {rows[tool]} but the tests check {want}"
+    assert re.search(r"\| rockpool \|", text)
+
+
+def test_cli_run_and_export_nir(tmp_path, capsys):
+    from biosnn.cli import main
+    g, x, ref, _ = snntorch_ff_cuba()
+    path = tmp_path / "model.nir"
+    nir.write(str(path), g)
+    np.save(tmp_path / "x.npy", x.numpy())
+    assert main(["run", str(path), "--input", str(tmp_path / "x.npy"), "--flavor", "snntorch",
+                 "--out", str(tmp_path / "run")]) == 0
+    got = np.load(tmp_path / "run" / "spikes.npz")
+    _same(ref, got["output"], "biosnn run model.nir")
+    assert "output: shape (25, 4)" in capsys.readouterr().out
+    from_nir(g, flavor="snntorch", x=x.numpy()).save(tmp_path / "spec.yaml")
+    assert main(["export-nir", str(tmp_path / "spec.yaml"), str(tmp_path / "back.nir")]) == 0
+    back = nir.read(str(tmp_path / "back.nir"))
+    assert set(back.nodes) == set(g.nodes)
+    np.testing.assert_array_equal(back.nodes["2"].weight, np.asarray(g.nodes["2"].weight, dtype=np.float64))
+    assert main(["run", str(path), "--flavor", "snntorch"]) == 2
+    assert "needs --input x.npy" in capsys.readouterr().err

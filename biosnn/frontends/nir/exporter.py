@@ -127,16 +127,8 @@ def _static(spec, pop, proj, meta, kind, shape):
         return nir.Flatten(input_type={"input": np.array(src_shape)}, start_dim=meta["start_dim"],
                            end_dim=meta["end_dim"])
     if kind == "Delay":
-        outs = [p for p in spec.projections if p.source == pop.name]
-        d = outs[0].delay if outs else None
-        if d is None:
-            delay = np.zeros(shape)
-        elif isinstance(d, str):
-            from biosnn.spec.values import parse_quantity
-            delay = np.full(shape, float(parse_quantity(d)))
-        else:
-            delay = np.asarray(d.si(), dtype=np.float64)[:pop.size].reshape(shape)
-        return nir.Delay(delay=delay)
+        steps = np.asarray(pop.initial["k"].data, dtype=np.float64)
+        return nir.Delay(delay=(steps * spec.dt_seconds()).reshape(shape))
     raise ConversionError(f"population '{pop.name}': NIR node type {kind} cannot be written")  # pragma: no cover
 
 

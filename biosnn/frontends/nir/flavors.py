@@ -36,8 +36,8 @@ __all__ = ["Discretisation", "PRESETS", "FLAVORS", "resolve", "detect_flavor"]
 
 _CHOICES = {
     "tau_stored": ("tau", "tau*dt"),
-    "method": ("euler", "exact"),
-    "current": ("ode", "jump", "rockpool"),
+    "method": ("euler", "exact", "rockpool"),
+    "current": ("ode", "jump"),
     "integrator_input": ("dt", "step"),
     "threshold": (">", ">="),
     "reset": ("value", "subtract", "subtract_next_step"),
@@ -54,15 +54,16 @@ class Discretisation:
         Time step in seconds (NIR does not store it); ``None`` until given.
     tau_stored : {"tau", "tau*dt"}
         What the file's time constants hold: NIR's ``tau`` in seconds, or ``dt * tau`` (Norse).
-    method : {"euler", "exact"}
-        Leaky states: forward Euler ``v += dt/tau (v_leak - v + r I)`` or the exact
-        exponential step ``v = v_inf + (v - v_inf) exp(-dt/tau)`` with ``v_inf = v_leak + r I``.
-    current : {"ode", "jump", "rockpool"}
-        How input enters the synaptic current ``I`` of CubaLIF/CubaLI: ``ode`` steps
-        ``tau_syn dI/dt = -I + w_in S`` with ``method`` then updates ``v`` with the new ``I``;
-        ``jump`` adds ``w_in S`` to ``I``, updates ``v`` with it, then decays ``I`` (Norse);
-        ``rockpool`` adds ``w_in S``, decays ``I`` exactly, then ``v = v exp(-dt/tau_mem) +
-        I r dt / (tau_mem exp(-dt/tau_mem))``.
+    method : {"euler", "exact", "rockpool"}
+        Leaky states: forward Euler ``v += dt/tau (v_leak - v + r I)``, the exact
+        exponential step ``v = v_inf + (v - v_inf) exp(-dt/tau)`` with ``v_inf = v_leak + r I``,
+        or Rockpool's steps (exact decays ``a = exp(-dt/tau)``, input added unscaled through
+        ``c = r dt/(tau a)``, which is 1 for Rockpool's ``r = tau a/dt``): LIF ``v = a v + c I``,
+        LI ``v = a (v + c I)``, CubaLIF ``I = a_syn (I + w_in S)`` then ``v = a v + c I``.
+    current : {"ode", "jump"}
+        How input enters the synaptic current ``I`` of CubaLIF/CubaLI (``method`` euler/exact):
+        ``ode`` steps ``tau_syn dI/dt = -I + w_in S`` then updates ``v`` with the new ``I``;
+        ``jump`` adds ``w_in S`` to ``I``, updates ``v`` with it, then decays ``I`` (Norse).
     integrator_input : {"dt", "step"}
         IF and I: ``v += dt r I`` (the ODE ``dv/dt = r I``) or ``v += r I`` per step (Norse).
     threshold : {">", ">="}
@@ -103,7 +104,7 @@ PRESETS = {
                             threshold=">", reset="value"),
     "spikingjelly": Discretisation(dt=1e-4, threshold=">=", reset="value"),
     "sinabs": Discretisation(dt=1.0, method="exact", threshold=">=", reset="subtract"),
-    "rockpool": Discretisation(dt=1e-3, method="exact", current="rockpool", threshold=">=", reset="subtract"),
+    "rockpool": Discretisation(dt=1e-3, method="rockpool", threshold=">=", reset="subtract"),
 }
 FLAVORS = tuple(PRESETS)
 

@@ -11,7 +11,7 @@ from biosnn import connectivity as cx
 from biosnn.errors import ConversionError
 from biosnn.frontends.nir.flavors import resolve
 from biosnn.frontends.nir.graph import NEURON_TYPES, FlatGraph, _arr, flatten, population_names, read_graph
-from biosnn.frontends.nir.models import OUTPUT_VAR, PARAMETERS, SPIKING, node_model
+from biosnn.frontends.nir.models import PARAMETERS, SPIKING, delay_model, node_model
 from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue
 
@@ -108,9 +108,8 @@ def build(graph_or_path, dt=None, flavor="auto", x=None, steps=None, **choices) 
         connect, weights, bias = _edge(g, s, d)
         src_kind = type(g.nodes[s]).__name__
         model = "spike" if src_kind in SPIKING else "value"
-        delay = _delay(g, s, d, disc.dt)
         projections.append(m.Projection(f"{names[s]}__{names[d]}", names[s], names[d], model, connect=connect,
-                                        weights=weights, delay=delay, order=g.depth[s]))
+                                        weights=weights, order=g.depth[s]))
     for k, node in g.nodes.items():
         if k == g.output:
             continue
@@ -124,8 +123,13 @@ def build(graph_or_path, dt=None, flavor="auto", x=None, steps=None, **choices) 
             pops.append(m.Population("input", size, model, shape=shape, order=0,
                                      operations=[m.Operation(f"y = {INPUT_TABLE}(t, i)", when="groups", order=0)]))
             continue
-        model, code = node_model(kind if kind in NEURON_TYPES else "relay", disc, desc)
         initial = {"b": ArrayValue(biases[k])}
+        if kind == "Delay":
+            steps_k = _delay_steps(g, k, disc.dt)
+            model, code = delay_model(int(steps_k.max(initial=0)), desc)
+            initial["k"] = ArrayValue(steps_k)
+        else:
+            model, code = node_model(kind if kind in NEURON_TYPES else "relay", disc, desc)
         if np.any(x0[k]):
             initial["x"] = ArrayValue(x0[k])
         if kind in PARAMETERS:
@@ -264,20 +268,11 @@ def _conv(g, s, d, node, kind, where):
             ArrayValue(np.asarray(conn.weights)), bias)
 
 
-def _delay(g, s, d, dt):
-    if type(g.nodes[s]).__name__ != "Delay":
-        return None
-    delay = np.broadcast_to(_arr(g.nodes[s].delay), g.shapes[s]).ravel()
+def _delay_steps(g, name, dt) -> np.ndarray:
+    """The delays of NIR Delay node ``name`` in whole steps of ``dt`` (an error if they are not whole steps)."""
+    delay = np.broadcast_to(_arr(g.nodes[name].delay), g.shapes[name]).ravel()
     steps = np.round(delay / dt)
-    if not np.allclose(steps * dt, delay, rtol=1e-9, atol=1e-12 * dt) or np.any(steps < 0):
-        raise ConversionError(f"NIR Delay '{s}' has delays {delay[:4]}... s that are not whole steps of dt={dt} s")
-    if np.all(steps == steps[0]):
-        return f"{steps[0] * dt!r}*second" if steps[0] else None
-    kind = type(g.nodes[d]).__name__
-    n_post = int(np.prod(g.shapes[d]))
-    if kind in ("Affine", "Linear"):
-        return ArrayValue(np.repeat(steps * dt, n_post), "second")
-    if kind in NEURON_TYPES + ("Scale", "Flatten", "Delay"):
-        return ArrayValue(steps * dt, "second")
-    raise ConversionError(f"NIR Delay '{s}' has unequal delays and feeds {kind} '{d}'; biosnn takes unequal delays "
-                          "only into neurons, Affine, Linear, Scale or Flatten")
+    if np.any(steps < 0) or not np.allclose(steps * dt, delay, rtol=1e-9, atol=1e-12 * dt):
+        raise ConversionError(f"NIR Delay '{name}' has delays {delay[:4].tolist()}... s that are not whole steps of "
+                              f"dt={dt} s; choose a dt that divides them")
+    return steps.astype(np.int64)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from biosnn.spec.model import NeuronModel
 
-__all__ = ["PARAMETERS", "node_model", "SPIKING", "OUTPUT_VAR"]
+__all__ = ["PARAMETERS", "node_model", "delay_model", "SPIKING"]
 
 # NIR parameter fields per neuron type, with their Brian2 unit
 PARAMETERS = {
@@ -26,8 +26,6 @@ PARAMETERS = {
     "Threshold": {"threshold": "1"},
 }
 SPIKING = ("IF", "LIF", "CubaLIF", "Threshold")
-#: the variable a node sends to its successors (spiking nodes send 1 per spike)
-OUTPUT_VAR = {"LI": "v", "CubaLI": "v", "I": "v"}
 
 _ODE = {
     "IF": "dv/dt = r I",
@@ -47,25 +45,35 @@ def _leak(var, tau, target, disc) -> str:
     return f"{var} = ({target}) + ({var} - ({target}))*exp(-dt/{tau})"
 
 
+def _rockpool(kind: str, X: str) -> list[str]:
+    """Rockpool's own steps: exact decays, inputs added unscaled (its exporter writes ``r = tau exp(-dt/tau)/dt``,
+    so ``c = r dt/(tau exp(-dt/tau))`` is 1): LIFNeuronTorch decays then adds, ExpSynTorch adds then decays,
+    LIFTorch adds to and decays ``I``, then decays ``v`` and adds ``I``."""
+    c = "r*dt/({tau}*exp(-dt/{tau}))"
+    if kind == "LIF":
+        return [f"v = v*exp(-dt/tau) + {c.format(tau='tau')}*{X} + v_leak*(1 - exp(-dt/tau))"]
+    if kind == "LI":
+        return [f"v = (v + {c.format(tau='tau')}*{X})*exp(-dt/tau) + v_leak*(1 - exp(-dt/tau))"]
+    return [f"I = (I + w_in*{X})*exp(-dt/tau_syn)",
+            f"v = v*exp(-dt/tau_mem) + {c.format(tau='tau_mem')}*I + v_leak*(1 - exp(-dt/tau_mem))"]
+
+
 def _update(kind: str, disc) -> list[str]:
     X = "(x + b)"
+    if kind == "Threshold":
+        return [f"u = {X}"]
     if kind in ("IF", "I"):
         scale = "(dt/second)*r" if disc.integrator_input == "dt" else "r"
         return [f"v = v + {scale}*{X}"]
+    if disc.method == "rockpool":
+        return _rockpool(kind, X)
     if kind in ("LIF", "LI"):
         return [_leak("v", "tau", f"v_leak + r*{X}", disc)]
-    if kind in ("CubaLIF", "CubaLI"):
-        v_step = _leak("v", "tau_mem", "v_leak + r*I", disc)
-        if disc.current == "ode":
-            return [_leak("I", "tau_syn", f"w_in*{X}", disc), v_step]
-        if disc.current == "jump":
-            decay = "I = I - dt/tau_syn*I" if disc.method == "euler" else "I = I*exp(-dt/tau_syn)"
-            return [f"I = I + w_in*{X}", v_step, decay]
-        return [f"I = (I + w_in*{X})*exp(-dt/tau_syn)",
-                "v = v*exp(-dt/tau_mem) + I*r*dt/(tau_mem*exp(-dt/tau_mem)) + v_leak*(1 - exp(-dt/tau_mem))"]
-    if kind == "Threshold":
-        return [f"u = {X}"]
-    raise AssertionError(kind)  # pragma: no cover
+    v_step = _leak("v", "tau_mem", "v_leak + r*I", disc)
+    if disc.current == "ode":
+        return [_leak("I", "tau_syn", f"w_in*{X}", disc), v_step]
+    decay = "I = I - dt/tau_syn*I" if disc.method == "euler" else "I = I*exp(-dt/tau_syn)"
+    return [f"I = I + w_in*{X}", v_step, decay]
 
 
 def node_model(kind: str, disc, description: str) -> tuple[NeuronModel, str]:
@@ -103,3 +111,19 @@ def node_model(kind: str, disc, description: str) -> tuple[NeuronModel, str]:
     code.append("x = 0")
     text = f"{description}; NIR ODE: {_ODE[kind]}; step: " + "; ".join(c.replace(chr(10), "; ") for c in code)
     return NeuronModel("\n".join(eqs), threshold=threshold, reset=reset, description=text), "\n".join(code)
+
+
+def delay_model(longest: int, description: str) -> tuple[NeuronModel, str]:
+    """``(model, update code)`` of a NIR Delay: a shift register ``h_0 .. h_longest`` per neuron, ``y = h_k``.
+
+    ``k`` (integer, per neuron) is the delay in steps, so ``y(n) = x(n - k)`` with no spike queue (a
+    delayed synapse would read the source's value when it arrives, not when it was sent).
+    """
+    regs = [f"h_{j} : 1" for j in range(longest + 1)]
+    shift = [f"h_{j} = h_{j - 1}" for j in range(longest, 0, -1)] + ["h_0 = x + b"]
+    pick = " + ".join(f"h_{j}*int(k == {j})" for j in range(longest + 1))
+    code = shift + [f"y = {pick}", "x = 0"]
+    eqs = ["y : 1", "x : 1", "b : 1 (constant)", "k : integer (constant)"] + regs
+    return (NeuronModel("\n".join(eqs), threshold="y != 0",
+                        description=f"{description}; NIR: y(t) = x(t - delay); step: shift register, y = h_k"),
+            "\n".join(code))
