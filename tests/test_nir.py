@@ -69,27 +69,26 @@ def snntorch_ff_cuba():
     return g, x, _snntorch_run(net, x), "spikes"
 
 
-def snntorch_recurrent():
+def _snntorch_recurrent(make, seed, in_scale):
+    """Linear(6, 5) -> a recurrent snnTorch layer ``make(snn)`` with all-to-all recurrent weights doubled."""
     snn = pytest.importorskip("snntorch")
-    torch.manual_seed(3)
-    net = torch.nn.Sequential(torch.nn.Linear(6, 5), snn.RLeaky(beta=torch.full((5,), 0.85), threshold=torch.ones(5),
-                                                                linear_features=5, init_hidden=True, output=True))
-    _scale(net[0], by=4.0)
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), make(snn))
+    _scale(net[0], by=in_scale)
     _scale(net[1].recurrent, by=2.0)
-    g, x = _snntorch_export(net, (6,)), _bernoulli((6,), seed=1)
+    g, x = _snntorch_export(net, (6,)), _bernoulli((6,), seed=seed % 3)
     return g, x, _snntorch_run(net, x), "spikes"
+
+
+def snntorch_recurrent():
+    return _snntorch_recurrent(lambda snn: snn.RLeaky(beta=torch.full((5,), 0.85), threshold=torch.ones(5),
+                                                      linear_features=5, init_hidden=True, output=True), 3, 4.0)
 
 
 def snntorch_rsynaptic():
-    snn = pytest.importorskip("snntorch")
-    torch.manual_seed(8)
-    net = torch.nn.Sequential(torch.nn.Linear(6, 5),
-                              snn.RSynaptic(alpha=torch.full((5,), 0.7), beta=torch.full((5,), 0.85),
-                                            threshold=torch.ones(5), linear_features=5, init_hidden=True, output=True))
-    _scale(net[0], by=3.0)
-    _scale(net[1].recurrent, by=2.0)
-    g, x = _snntorch_export(net, (6,)), _bernoulli((6,), seed=2)
-    return g, x, _snntorch_run(net, x), "spikes"
+    return _snntorch_recurrent(lambda snn: snn.RSynaptic(alpha=torch.full((5,), 0.7), beta=torch.full((5,), 0.85),
+                                                         threshold=torch.ones(5), linear_features=5, init_hidden=True,
+                                                         output=True), 8, 3.0)
 
 
 def snntorch_conv():
@@ -276,21 +275,23 @@ def _merged(imports):
     return spec, renamed
 
 
+# one case per tool on cpp_standalone (feed-forward, conv + pooling, recurrent, CubaLIF across them); the cases
+# with the same dt share one compiled network
+CPP_CASES = {1e-4: [snntorch_rsynaptic, spikingjelly_conv_cuba], 1e-3: [norse_ff, rockpool_cuba], 1.0: [sinabs_conv]}
+
+
 @pytest.mark.standalone
-@pytest.mark.parametrize("dt", [1e-4, 1e-3, 1.0], ids=["dt=1e-4 snntorch+spikingjelly", "dt=1e-3 norse+rockpool",
-                                                     "dt=1 sinabs"])
+@pytest.mark.parametrize("dt", list(CPP_CASES), ids=["snntorch+spikingjelly", "norse+rockpool", "sinabs"])
 def test_tool_graphs_spike_identical_on_cpp_standalone(dt, build_cache):
-    """Every tool case on cpp_standalone: the cases with the same dt share one compiled network."""
     from biosnn import get_backend
-    from biosnn.frontends.nir import PRESETS
     from biosnn.frontends.nir.importer import build
     from biosnn.frontends.nir.run import spikes_of
-    cases = [(tool, case) for tool, case in _ALL if PRESETS[tool].dt == dt]
+    tools = {case: tool for tool, case in _ALL}
     built, imports = [], []
-    for tool, case in cases:
+    for case in CPP_CASES[dt]:
         g, x, ref, what = case()
-        built.append((tool, case, ref, what))
-        imports.append(build(g, flavor=tool, x=x.numpy()))
+        built.append((tools[case], case, ref, what))
+        imports.append(build(g, flavor=tools[case], x=x.numpy()))
     spec, renamed = _merged(imports)
     rec = get_backend("cpp_standalone", cache_dir=build_cache).build(spec).run(progress=False)
     for (tool, case, ref, what), imp in zip(built, renamed):

@@ -22,6 +22,9 @@ _SYNAPSES = {
     "spike": m.SynapseModel("w : 1", on_pre="x_post += w", description="a spike adds w to the target's input"),
     "value": m.SynapseModel("w : 1", on_pre="x_post += w*y_pre",
                             description="adds w times the source's sent value y to the target's input"),
+    "spike_identity": m.SynapseModel("", on_pre="x_post += 1", description="a spike adds 1 to the target's input"),
+    "value_identity": m.SynapseModel("", on_pre="x_post += y_pre",
+                                     description="adds the source's sent value y to the target's input"),
 }
 
 
@@ -107,7 +110,8 @@ def build(graph_or_path, dt=None, flavor="auto", x=None, steps=None, **choices) 
             continue
         connect, weights, bias = _edge(g, s, d)
         src_kind = type(g.nodes[s]).__name__
-        model = "spike" if src_kind in SPIKING else "value"
+        model = ("spike" if src_kind in SPIKING else "value") + ("_identity" if weights is None and
+                                                                  isinstance(connect, m.OneToOne) else "")
         projections.append(m.Projection(f"{names[s]}__{names[d]}", names[s], names[d], model, connect=connect,
                                         weights=weights, order=g.depth[s]))
     for k, node in g.nodes.items():
@@ -221,7 +225,7 @@ def _edge(g: FlatGraph, s, d):
             raise ConversionError(f"{where}: {kind} needs a (C, H, W) input, got shape {g.shapes[s]}")
         return m.Pool2D(k, st, p, weight="1" if kind == "SumPool2d" else None), None, 0.0
     _same(where, n_pre, n_post)  # identity: neurons, Flatten, Delay
-    return m.OneToOne(), "1", 0.0
+    return m.OneToOne(), None, 0.0
 
 
 def _apply(g, s, d, values):
