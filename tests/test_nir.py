@@ -495,3 +495,14 @@ def test_cli_run_and_export_nir(tmp_path, capsys):
     np.testing.assert_array_equal(back.nodes["2"].weight, np.asarray(g.nodes["2"].weight, dtype=np.float64))
     assert main(["run", str(path), "--flavor", "snntorch"]) == 2
     assert "needs --input x.npy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tool, case", _ALL, ids=[c.__name__ for _, c in _ALL])
+def test_tool_graph_through_biosnn_export_file_still_matches_the_tool(tool, case, tmp_path):
+    """tool -> NIR -> spec -> NIR file (to_nir, nir.write) -> run_nir with flavor auto: the tool's spikes again
+    (to_nir stores the discretisation in the metadata and writes Norse's dt*tau back as plain tau)."""
+    g, x, ref, what = case()
+    back = to_nir(from_nir(g, flavor=tool, x=x.numpy()))
+    nir.write(str(tmp_path / "back.nir"), back)
+    res = run_nir(str(tmp_path / "back.nir"), x.numpy())
+    _check(tool, case, res, ref, what)

@@ -16,6 +16,7 @@ import re
 import numpy as np
 
 from biosnn.errors import ConversionError
+from biosnn.frontends.nir.flavors import METADATA_KEY
 from biosnn.frontends.nir.models import PARAMETERS
 from biosnn.spec import model as m
 
@@ -90,6 +91,9 @@ def to_nir(spec_or_snn):
     found = re.search(r"graph metadata (\{.*\})$", spec.description)
     if found:
         meta.update(json.loads(found.group(1)))
+    disc = re.search(r"discretisation (\{.*?\});", spec.description)
+    if disc:  # the time constants written are NIR's plain tau in seconds
+        meta[METADATA_KEY] = json.dumps({**json.loads(disc.group(1)), "tau_stored": "tau"}, sort_keys=True)
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
 
 
@@ -110,21 +114,20 @@ def _static(spec, pop, proj, meta, kind, shape):
         else:
             kernel = _kernel_from_synapses(spec, proj, meta, kind)
         bias = b.reshape(shape[0], -1)[:, 0].copy()
-        pad = meta["padding"] if isinstance(meta["padding"], str) else tuple(meta["padding"])
+        # attributes as the file had them (ints or tuples); a missing input_shape is filled in (nir.write needs it)
+        attrs = {k: tuple(meta[k]) if isinstance(meta[k], list) else meta[k] for k in ("stride", "padding", "dilation")}
+        src_shape = _shape_of(spec, proj.source)
         if kind == "Conv1d":
-            return nir.Conv1d(input_shape=meta.get("input_shape"), weight=kernel.reshape(ks),
-                              stride=meta["stride"][0], padding=pad if isinstance(pad, str) else pad[0],
-                              dilation=meta["dilation"][0], groups=meta["groups"], bias=bias)
-        return nir.Conv2d(input_shape=tuple(meta["input_shape"]) if "input_shape" in meta else None,
-                          weight=kernel.reshape(ks), stride=tuple(meta["stride"]), padding=pad,
-                          dilation=tuple(meta["dilation"]), groups=meta["groups"], bias=bias)
+            return nir.Conv1d(input_shape=meta.get("input_shape", src_shape[-1]), weight=kernel.reshape(ks),
+                              groups=meta["groups"], bias=bias, **attrs)
+        in_shape = tuple(meta["input_shape"]) if "input_shape" in meta else tuple(src_shape[1:])
+        return nir.Conv2d(input_shape=in_shape, weight=kernel.reshape(ks), groups=meta["groups"], bias=bias, **attrs)
     if kind in ("SumPool2d", "AvgPool2d"):
-        return getattr(nir, kind)(kernel_size=np.array(meta["kernel_size"]), stride=np.array(meta["stride"]),
-                                  padding=np.array(meta["padding"]))
+        # (height, width) pairs as NIR documents them (a tool's scalar 2 becomes [2, 2]: nir.write needs arrays)
+        return getattr(nir, kind)(**{k: np.broadcast_to(np.array(meta[k]), 2).copy()
+                                     for k in ("kernel_size", "stride", "padding")})
     if kind == "Flatten":
-        src_shape = tuple(spec.neuron_model(spec.node(proj.source)) and
-                          json.loads(_DESC.match(spec.neuron_model(spec.node(proj.source)).description).group(1))["shape"])
-        return nir.Flatten(input_type={"input": np.array(src_shape)}, start_dim=meta["start_dim"],
+        return nir.Flatten(input_type={"input": np.array(_shape_of(spec, proj.source))}, start_dim=meta["start_dim"],
                            end_dim=meta["end_dim"])
     if kind == "Delay":
         steps = np.asarray(pop.initial["k"].data, dtype=np.float64)
@@ -132,19 +135,24 @@ def _static(spec, pop, proj, meta, kind, shape):
     raise ConversionError(f"population '{pop.name}': NIR node type {kind} cannot be written")  # pragma: no cover
 
 
+def _shape_of(spec, population) -> tuple:
+    return tuple(_meta(spec, spec.node(population))["shape"])
+
+
 def _kernel_from_synapses(spec, proj, meta, kind):
     from biosnn import connectivity as cx
     ks = tuple(meta["kernel_shape"])
-    src_shape = tuple(json.loads(_DESC.match(spec.neuron_model(spec.node(proj.source)).description)
-                                 .group(1))["shape"])
+    src_shape = _shape_of(spec, proj.source)
     if kind == "Conv1d":
         kshape, shape3 = (ks[0], ks[1], 1, ks[2]), (src_shape[0], 1, src_shape[1])
-        pad = meta["padding"] if isinstance(meta["padding"], str) else (0, meta["padding"][0])
-        stride, dil = (1, meta["stride"][0]), (1, meta["dilation"][0])
+        one = [int(np.ravel(meta[k])[0]) if not isinstance(meta[k], str) else meta[k]
+               for k in ("padding", "stride", "dilation")]
+        pad = one[0] if isinstance(one[0], str) else (0, one[0])
+        stride, dil = (1, one[1]), (1, one[2])
     else:
         kshape, shape3 = ks, src_shape
-        pad = meta["padding"] if isinstance(meta["padding"], str) else tuple(meta["padding"])
-        stride, dil = tuple(meta["stride"]), tuple(meta["dilation"])
+        pad, stride, dil = (meta[k] if isinstance(meta[k], str) else tuple(np.broadcast_to(meta[k], 2).tolist())
+                            for k in ("padding", "stride", "dilation"))
     geometry = cx.conv2d(np.ones(kshape), shape3, stride=stride, padding=pad, dilation=dil, groups=meta["groups"])
     kernel = np.zeros(int(np.prod(kshape)))
     kernel[np.asarray(geometry.kernel_index)] = np.asarray(proj.weights.data, dtype=np.float64)

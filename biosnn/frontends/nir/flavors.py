@@ -32,7 +32,10 @@ from dataclasses import dataclass, replace
 
 from biosnn.errors import ConversionError
 
-__all__ = ["Discretisation", "PRESETS", "FLAVORS", "resolve", "detect_flavor"]
+__all__ = ["Discretisation", "PRESETS", "FLAVORS", "resolve", "detect_flavor", "METADATA_KEY"]
+
+#: metadata entry in which to_nir stores the discretisation (JSON), so that re-import steps the same way
+METADATA_KEY = "biosnn_discretisation"
 
 _CHOICES = {
     "tau_stored": ("tau", "tau*dt"),
@@ -127,23 +130,41 @@ def detect_flavor(graph) -> str | None:
     return None
 
 
+def _written_by_biosnn(graph) -> Discretisation | None:
+    """The discretisation :func:`~biosnn.frontends.nir.to_nir` stored in a graph's metadata, if any."""
+    import json
+    text = dict(getattr(graph, "metadata", None) or {}).get(METADATA_KEY)
+    if isinstance(text, bytes):
+        text = text.decode()
+    if not isinstance(text, str):
+        return None
+    try:
+        return Discretisation(**json.loads(text))
+    except (TypeError, ValueError) as exc:
+        raise ConversionError(f"NIR metadata '{METADATA_KEY}' is not a discretisation: {exc}") from None
+
+
 def resolve(graph, flavor: str = "auto", dt: float | None = None, **choices) -> tuple[str, Discretisation]:
     """The flavor name and :class:`Discretisation` for ``graph`` (``choices`` override the preset).
+
+    ``auto`` uses, in order: the discretisation a biosnn export stored (metadata
+    ``biosnn_discretisation``), the producer named in the metadata, Rockpool's node names, plain NIR.
 
     Raises
     ------
     ConversionError
-        Unknown flavor, ``"auto"`` on a graph that does not name its producer, or no ``dt``.
+        Unknown flavor, or no ``dt`` (plain NIR from an unnamed producer).
     """
-    if flavor == "auto":
-        found = detect_flavor(graph)
-        if found is None:
-            flavor = "nir"
-        else:
-            flavor = found
-    if flavor not in PRESETS:
-        raise ConversionError(f"unknown NIR flavor {flavor!r}; use one of {['auto', *FLAVORS]}")
-    disc = replace(PRESETS[flavor], **choices) if choices else PRESETS[flavor]
+    stored = _written_by_biosnn(graph) if flavor == "auto" else None
+    if stored is not None:
+        flavor, base = "biosnn", stored
+    else:
+        if flavor == "auto":
+            flavor = detect_flavor(graph) or "nir"
+        if flavor not in PRESETS:
+            raise ConversionError(f"unknown NIR flavor {flavor!r}; use one of {['auto', *FLAVORS]}")
+        base = PRESETS[flavor]
+    disc = replace(base, **choices) if choices else base
     if dt is not None:
         disc = replace(disc, dt=dt)
     if disc.dt is None:

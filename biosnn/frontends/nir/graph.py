@@ -26,7 +26,7 @@ def read_graph(graph_or_path):
         if not path.is_file():
             raise ConversionError(f"NIR file '{path}' does not exist")
         try:
-            return nir.read(str(path))
+            return nir.read(str(path), type_check=False)  # shapes are inferred here
         except Exception as exc:  # h5py/nir raise many kinds
             raise ConversionError(f"cannot read NIR file '{path}': {exc}") from None
     if not isinstance(graph_or_path, nir.NIRGraph):

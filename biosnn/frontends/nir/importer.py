@@ -180,10 +180,11 @@ def _plain(meta):
 
 def _attributes(node, kind) -> dict:
     """The non-array attributes of a NIR node (kept in the model description for the way back)."""
-    def ints(v):
+    def ints(v):  # as written: a string, an int or a list of ints
         if isinstance(v, str):
             return v
-        return [int(a) for a in np.atleast_1d(np.asarray(v)).ravel()]
+        a = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+        return int(a) if a.ndim == 0 else [int(x) for x in a.ravel()]
     if kind in ("Conv1d", "Conv2d"):
         out = {"stride": ints(node.stride), "padding": ints(node.padding), "dilation": ints(node.dilation),
                "groups": int(node.groups), "kernel_shape": list(_arr(node.weight).shape)}
