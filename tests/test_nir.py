@@ -97,7 +97,7 @@ def snntorch_conv():
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), snn.Leaky(beta=torch.full((2, 6, 6), 0.8),
                                                                               threshold=torch.ones(2, 6, 6),
                                                                               init_hidden=True),
-                              torch.nn.AvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(18, 3),
+                              torch.nn.AvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(18, 3, bias=False),
                               snn.Leaky(beta=torch.full((3,), 0.9), threshold=torch.ones(3), init_hidden=True,
                                         output=True))
     _scale(net[0], by=3.0)
@@ -123,6 +123,17 @@ def norse_ff():
     _scale(net[0], net[2], net[4], by=6.0)
     x = _bernoulli((6,), seed=2)
     return norse.to_nir(net, torch.zeros(1, 6)), x, _norse_run(net, x), "spikes"
+
+
+def norse_conv():
+    norse = pytest.importorskip("norse.torch")
+    torch.manual_seed(9)
+    net = norse.SequentialState(torch.nn.Conv2d(1, 2, 3, stride=2, padding=1), norse.LIFBoxCell(),
+                                torch.nn.Conv2d(2, 2, 2), norse.IAFCell())
+    _scale(net[0], by=12.0)
+    _scale(net[2], by=6.0)
+    x = _bernoulli((1, 6, 6), seed=4)
+    return norse.to_nir(net, torch.zeros(1, 1, 6, 6)), x, _norse_run(net, x), "spikes"
 
 
 def norse_li_readout():
@@ -191,7 +202,26 @@ def sinabs_conv():
     return g, x, ref, "spikes"
 
 
+def sinabs_conv1d_expleak():
+    sinabs = pytest.importorskip("sinabs")
+    import sinabs.layers as sl
+    from sinabs.activation import SingleSpike
+    torch.manual_seed(10)
+    net = torch.nn.Sequential(torch.nn.Conv1d(2, 3, 3, stride=2), sl.IAFSqueeze(batch_size=1, spike_fn=SingleSpike),
+                              torch.nn.Flatten(), torch.nn.Linear(3 * 4, 3),
+                              sl.ExpLeakSqueeze(tau_mem=torch.tensor(4.0), batch_size=1, norm_input=True))
+    _scale(net[0], by=3.0)
+    x = _bernoulli((2, 9), seed=5)
+    net(torch.zeros(T, 2, 9))
+    g = sinabs.to_nir(net, torch.zeros(T, 2, 9))
+    net.apply(lambda mod: mod.reset_states() if hasattr(mod, "reset_states") else None)
+    with torch.no_grad():
+        ref = net(x).numpy()
+    return g, x, ref, "values"
+
+
 def _rockpool_run(net, x):
+    net.reset_state()  # the exporter ran the network on sample data
     with torch.no_grad():
         out, _, _ = net(x[None])
     return out[0].numpy()
@@ -207,7 +237,8 @@ def rockpool_cuba():
                      LinearTorch((5, 4)), LIFTorch(4, max_spikes_per_dt=1))
     _scale(net[0], net[2], by=6.0)
     x = _bernoulli((6,), seed=5)
-    return rockpool_to_nir(net), x, _rockpool_run(net, x), "spikes"
+    g = rockpool_to_nir(net)
+    return g, x, _rockpool_run(net, x), "spikes"
 
 
 def rockpool_lif_li():
@@ -217,17 +248,18 @@ def rockpool_lif_li():
     from rockpool.nn.modules.torch.nir import to_nir as rockpool_to_nir
     torch.manual_seed(8)
     net = Sequential(LinearTorch((6, 5)), LIFNeuronTorch(5, tau_mem=0.01, max_spikes_per_dt=1),
-                     LinearTorch((5, 3)), ExpSynTorch(3, tau=0.005))
+                     LinearTorch((5, 3), has_bias=True), ExpSynTorch(3, tau=0.005))
     _scale(net[0], by=3.0)
     x = _bernoulli((6,), seed=6)
-    return rockpool_to_nir(net), x, _rockpool_run(net, x), "values"
+    g = rockpool_to_nir(net)
+    return g, x, _rockpool_run(net, x), "values"
 
 
 CASES = {
     "snntorch": [snntorch_ff_cuba, snntorch_recurrent, snntorch_rsynaptic, snntorch_conv],
-    "norse": [norse_ff, norse_li_readout],
+    "norse": [norse_ff, norse_conv, norse_li_readout],
     "spikingjelly": [spikingjelly_conv_cuba, spikingjelly_conv1d_plif],
-    "sinabs": [sinabs_conv],
+    "sinabs": [sinabs_conv, sinabs_conv1d_expleak],
     "rockpool": [rockpool_cuba, rockpool_lif_li],
 }
 _ALL = [(tool, case) for tool, cases in CASES.items() for case in cases]

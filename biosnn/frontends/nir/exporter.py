@@ -72,7 +72,7 @@ def to_nir(spec_or_snn):
         meta, kind = metas[pop.name], metas[pop.name]["type"]
         shape = tuple(meta["shape"])
         if kind == "Input":
-            nodes[meta["name"]] = nir.Input(input_type={"input": np.array(shape)})
+            nodes[meta["name"]] = nir.Input(input_type={"input": np.array(meta.get("file_shape", shape))})
             continue
         if kind in PARAMETERS:
             kw = {p: _values(pop, p).reshape(shape) for p in PARAMETERS[kind]}

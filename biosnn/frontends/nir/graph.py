@@ -47,6 +47,7 @@ class FlatGraph:
     input: str
     output: str
     metadata: dict
+    file_input_shape: tuple = ()
 
 
 def _type(node) -> str:
@@ -135,7 +136,12 @@ def _infer_shapes(g: FlatGraph):
     shape = inp.input_type.get("input") if isinstance(inp.input_type, dict) else None
     if shape is None:
         raise ConversionError(f"NIR Input node '{g.input}' has no shape")
-    g.shapes[g.input] = tuple(int(s) for s in np.asarray(shape).ravel())
+    g.shapes[g.input] = g.file_input_shape = tuple(int(s) for s in np.asarray(shape).ravel())
+    needs = {"Affine": 1, "Linear": 1, "Conv1d": 2, "Conv2d": 3, "SumPool2d": 3, "AvgPool2d": 3}
+    first = [type(g.nodes[d]).__name__ for s, d in g.edges if s == g.input]
+    shape = g.shapes[g.input]
+    if len(shape) >= 2 and shape[0] == 1 and first and all(needs.get(k) == len(shape) - 1 for k in first):
+        g.shapes[g.input] = shape[1:]  # a batch dimension of 1 in the Input (Norse, Rockpool exporters)
     pending = [k for k in g.nodes if k != g.input]
     for _ in range(len(g.nodes) + 1):
         progress = False

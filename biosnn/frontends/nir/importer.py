@@ -85,7 +85,7 @@ def build(graph_or_path, dt=None, flavor="auto", x=None, steps=None, **choices) 
         x = np.zeros((int(steps), n_in))
     else:
         x = np.asarray(x, dtype=np.float64)
-        if x.ndim < 1 or x[0].size != n_in or x.shape[1:] not in (g.shapes[g.input], (n_in,)):
+        if x.ndim < 1 or x[0].size != n_in or x.shape[1:] not in (g.shapes[g.input], (n_in,), g.file_input_shape):
             raise ConversionError(f"input x has shape {x.shape}; the graph's Input '{g.input}' needs "
                                   f"(T, {', '.join(map(str, g.shapes[g.input]))})")
         x = x.reshape(len(x), n_in)
@@ -121,6 +121,8 @@ def build(graph_or_path, dt=None, flavor="auto", x=None, steps=None, **choices) 
         size = int(np.prod(g.shapes[k]))
         shape = g.shapes[k] if len(g.shapes[k]) == 3 else None
         meta = {"name": k, "type": kind, "shape": list(g.shapes[k]), **_attributes(node, kind)}
+        if k == g.input and g.file_input_shape != g.shapes[k]:
+            meta["file_shape"] = list(g.file_input_shape)
         desc = "NIR node " + json.dumps(meta, sort_keys=True)
         if k == g.input:
             model, _ = node_model("input", disc, desc)
