@@ -307,13 +307,38 @@ def _merged(imports):
     return spec, renamed
 
 
+def _static_nodes():
+    """Input -> Scale -> Delay (2, 0, 3 steps) -> Threshold -> Linear -> I, plain NIR at dt = 1 ms, and its numpy
+    solution: ``(graph, x, threshold spikes, integrator values)``."""
+    rng = np.random.default_rng(1)
+    dt, scale, theta = 1e-3, np.array([1.5, -0.5, 2.0]), np.array([0.5, -0.6, 1.0])
+    W, r, k = rng.normal(size=(2, 3)), np.array([300.0, 500.0]), np.array([2, 0, 3])
+    g = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([3])}), "scale": nir.Scale(scale=scale),
+                            "delay": nir.Delay(delay=k * dt), "thr": nir.Threshold(threshold=theta),
+                            "lin": nir.Linear(weight=W), "integ": nir.I(r=r),
+                            "output": nir.Output(output_type={"output": np.array([2])})},
+                     edges=[("input", "scale"), ("scale", "delay"), ("delay", "thr"), ("thr", "lin"), ("lin", "integ"),
+                            ("integ", "output")], type_check=False)
+    x = rng.uniform(0, 1, size=(T, 3))
+    d = np.stack([np.concatenate([np.zeros(k[j]), (scale[j] * x[:, j])[:T - k[j]]]) for j in range(3)], axis=1)
+    z = (d > theta).astype(np.uint8)
+    assert 0 < z.sum() < z.size
+    return g, x, z, np.cumsum(dt * r * (z @ W.T), axis=0)
+
+
+def nir_static_nodes():
+    g, x, _, v = _static_nodes()
+    return g, torch.tensor(x), v, "values"
+
+
 # one case per tool on cpp_standalone (feed-forward, conv + pooling, recurrent, CubaLIF across them); the cases
 # with the same dt share one compiled network
-CPP_CASES = {1e-4: [snntorch_rsynaptic, spikingjelly_conv_cuba], 1e-3: [norse_ff, rockpool_cuba], 1.0: [sinabs_conv]}
+CPP_CASES = {1e-4: [snntorch_rsynaptic, spikingjelly_conv_cuba], 1e-3: [norse_ff, rockpool_cuba, nir_static_nodes],
+             1.0: [sinabs_conv]}
 
 
 @pytest.mark.standalone
-@pytest.mark.parametrize("dt", list(CPP_CASES), ids=["snntorch+spikingjelly", "norse+rockpool", "sinabs"])
+@pytest.mark.parametrize("dt", list(CPP_CASES), ids=["snntorch+spikingjelly", "norse+rockpool+nir", "sinabs"])
 def test_tool_graphs_spike_identical_on_cpp_standalone(dt, build_cache):
     from biosnn import get_backend
     from biosnn.frontends.nir.importer import build
@@ -322,8 +347,9 @@ def test_tool_graphs_spike_identical_on_cpp_standalone(dt, build_cache):
     built, imports = [], []
     for case in CPP_CASES[dt]:
         g, x, ref, what = case()
-        built.append((tools[case], case, ref, what))
-        imports.append(build(g, flavor=tools[case], x=x.numpy()))
+        tool = tools.get(case, "nir")  # nir_static_nodes: plain NIR (Scale, Delay, Threshold, I)
+        built.append((tool, case, ref, what))
+        imports.append(build(g, dt=dt, flavor=tool, x=x.numpy()))
     spec, renamed = _merged(imports)
     rec = get_backend("cpp_standalone", cache_dir=build_cache).build(spec).run(progress=False)
     for (tool, case, ref, what), imp in zip(built, renamed):
@@ -416,22 +442,8 @@ def test_errors_name_node_type_and_fix():
 # --------------------------------------------------------------------------- node types no tool exports
 
 def test_scale_delay_threshold_integrator_against_numpy():
-    """Input -> Scale -> Delay (2 steps) -> Threshold -> Linear -> I, plain NIR (forward Euler), against numpy."""
-    rng = np.random.default_rng(1)
-    dt, scale, theta = 1e-3, np.array([1.5, -0.5, 2.0]), np.array([0.5, -0.6, 1.0])
-    W, r = rng.normal(size=(2, 3)), np.array([300.0, 500.0])
-    g = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([3])}), "scale": nir.Scale(scale=scale),
-                            "delay": nir.Delay(delay=np.full(3, 2 * dt)), "thr": nir.Threshold(threshold=theta),
-                            "lin": nir.Linear(weight=W), "integ": nir.I(r=r),
-                            "output": nir.Output(output_type={"output": np.array([2])})},
-                     edges=[("input", "scale"), ("scale", "delay"), ("delay", "thr"), ("thr", "lin"), ("lin", "integ"),
-                            ("integ", "output")], type_check=False)
-    x = rng.uniform(0, 1, size=(T, 3))
-    d = np.vstack([np.zeros((2, 3)), (scale * x)[:-2]])
-    z = (d > theta).astype(np.uint8)
-    v = np.cumsum(dt * r * (z @ W.T), axis=0)
-    assert 0 < z.sum() < z.size
-    res = run_nir(g, x, dt=dt)
+    g, x, z, v = _static_nodes()
+    res = run_nir(g, x, dt=1e-3)
     np.testing.assert_array_equal(res["thr"], z)
     np.testing.assert_allclose(res["output"], v, rtol=1e-12, atol=1e-12)
 
