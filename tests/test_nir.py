@@ -550,3 +550,41 @@ def test_tool_graph_through_biosnn_export_file_still_matches_the_tool(tool, case
     nir.write(str(tmp_path / "back.nir"), back)
     res = run_nir(str(tmp_path / "back.nir"), x.numpy())
     _check(tool, case, res, ref, what)
+
+
+def test_flavor_auto_reads_the_producer_from_the_file():
+    from biosnn.frontends.nir import detect_flavor
+    g, x, ref, what = rockpool_cuba()
+    assert detect_flavor(g) == "rockpool"  # Rockpool names its nodes after its modules (0_LIFTorch)
+    _check("rockpool", rockpool_cuba, run_nir(g, x.numpy()), ref, what)
+    g, x, ref, what = snntorch_ff_cuba()
+    assert detect_flavor(g) is None
+    with pytest.raises(ConversionError, match="give dt="):
+        run_nir(g, x.numpy())
+    g.metadata = {"producer": b"snnTorch"}
+    _check("snntorch", snntorch_ff_cuba, run_nir(g, x.numpy()), ref, what)
+
+
+def test_static_node_with_two_inputs_sums_them_and_adds_its_bias_once():
+    """NIR edges into one node sum: Affine(x1 + x2) = W (x1 + x2) + b, with two IF layers feeding it."""
+    dt, W, b = 1e-3, np.array([[0.7, -0.2], [0.4, 0.9]]), np.array([0.3, -0.1])
+    ones = np.ones(2)
+    g = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([2])}),
+                            "a": nir.IF(r=ones * 1000, v_threshold=ones * 0.5, v_reset=0 * ones),
+                            "c": nir.IF(r=ones * 1000, v_threshold=ones * 0.8, v_reset=0 * ones),
+                            "aff": nir.Affine(weight=W, bias=b), "li": nir.I(r=ones * 1000),
+                            "output": nir.Output(output_type={"output": np.array([2])})},
+                     edges=[("input", "a"), ("input", "c"), ("a", "aff"), ("c", "aff"), ("aff", "li"), ("li", "output")],
+                     type_check=False)
+    x = np.random.default_rng(4).uniform(0, 0.6, size=(T, 2))
+    va, vc, v, out, spk = np.zeros(2), np.zeros(2), np.zeros(2), [], []
+    for t in range(T):
+        va, vc = va + x[t], vc + x[t]
+        za, zc = va > 0.5, vc > 0.8
+        va[za], vc[zc] = 0, 0
+        v = v + W @ (za + zc.astype(float)) + b
+        out.append(v.copy())
+        spk.append(za)
+    res = run_nir(g, x, dt=dt)
+    np.testing.assert_array_equal(res["a"], np.array(spk, dtype=np.uint8))
+    np.testing.assert_allclose(res["output"], np.array(out), rtol=1e-12, atol=1e-12)

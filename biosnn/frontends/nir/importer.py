@@ -96,9 +96,10 @@ def build(graph_or_path, dt=None, flavor="auto", x=None, steps=None, **choices) 
     tau_factor = 1.0 / disc.dt if disc.tau_stored == "tau*dt" else 1.0
     pops, projections, monitors = [], [], []
     biases = {k: np.zeros(int(np.prod(g.shapes[k]))) for k in g.nodes}
-    for s, d in g.edges:
-        if d != g.output:
-            biases[d] = biases[d] + _edge(g, s, d)[2]
+    for d in g.nodes:  # a static node adds its bias once, however many edges come in (NIR sums the inputs)
+        first = next((s for s, t in g.edges if t == d), None)
+        if first is not None and d != g.output:
+            biases[d] = biases[d] + _edge(g, first, d)[2]
     # a recurrent edge delivers in step n what its source sent in step n - 1; in step 0 a static
     # source (e.g. snnTorch's recurrent Affine) sends its bias, as the tools compute W*0 + b
     x0 = {k: np.zeros(int(np.prod(g.shapes[k]))) for k in g.nodes}
