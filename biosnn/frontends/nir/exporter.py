@@ -30,10 +30,12 @@ def _meta(spec, pop):
     found = _DESC.match(model.description or "")
     if not found:
         raise ConversionError(
-            f"population '{pop.name}' (model: {model.description or 'equations'!r}) has no NIR counterpart: "
-            "to_nir writes specs made by from_nir (NIR's IF/LIF/CubaLIF/LI/CubaLI/I/Threshold nodes with their "
-            "static layers); NIR has no node for refractory periods, time-varying thresholds, conductance "
-            "synapses or plasticity")
+            f"population '{pop.name}' (model {pop.model if isinstance(pop.model, str) else 'inline'}: "
+            f"{model.description or model.equations!r}) has no NIR counterpart: to_nir writes specs made by from_nir "
+            "(NIR's IF/LIF/CubaLIF/LI/CubaLI/I/Threshold nodes with their static layers). biosnn's library models do "
+            "not map: NIR has no refractory period, time-varying threshold, conductance synapse or plasticity, and "
+            "no reset by subtraction (if_subtract); and a Brian2 network passes a spike to the next layer one step "
+            "later, where every NIR producer passes it within the step. Import a NIR graph with from_nir instead")
     return json.loads(found.group(1))
 
 
