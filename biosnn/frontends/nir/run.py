@@ -17,8 +17,8 @@ def run_nir(graph_or_path, x, dt=None, flavor="auto", backend="runtime", **optio
     Parameters
     ----------
     graph_or_path : nir.NIRGraph or str or Path
-    x : array_like, shape (T, *input_shape)
-        Input spikes or currents of the graph's Input node, one row per step.
+    x : array_like
+        Input spikes or currents of the graph's Input node, shape ``(T, *input_shape)``: one row per step.
     dt : float, optional
         Time step in seconds; ``None``: the producer's default (see
         :mod:`biosnn.frontends.nir.flavors`), else an error asks for it.
