@@ -2,7 +2,8 @@
 
 ``biosnn run network_specs/cuba.yaml --backend cpp_standalone --duration 0.5 --out runs/cuba``
 runs a spec (``biosnn run model.nir --input x.npy --flavor snntorch``: a NIR graph, spikes per node
-into ``spikes.npz``; ``biosnn export-nir spec.yaml model.nir`` writes an imported spec back), writes the recording (``recording.npz``, SONATA ``spikes.h5``) and
+into ``spikes.npz``; ``biosnn export-nir spec.yaml model.nir`` writes an imported spec back),
+writes the recording (``recording.npz``, SONATA ``spikes.h5``) and
 plots (``raster.png``, ``rates.png``) and prints a summary.  ``biosnn demo``
 runs the packaged demo on scikit-learn's digits (no download).
 ``biosnn train-stdp network_specs/diehl_cook_2015.yaml --dataset mnist --samples 60000 --out runs/dc``

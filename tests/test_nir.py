@@ -295,7 +295,8 @@ def _merged(imports):
     for k, imp in enumerate(imports):
         pre, spec = f"c{k}_", imp.spec
         for p in spec.populations:
-            ops = tuple(replace(op, code=op.code.replace(f"{INPUT_TABLE}(", f"{INPUT_TABLE}_{k}(")) for op in p.operations)
+            ops = tuple(replace(op, code=op.code.replace(f"{INPUT_TABLE}(", f"{INPUT_TABLE}_{k}("))
+                        for op in p.operations)
             pops.append(replace(p, name=pre + p.name, operations=ops))
         projs += [replace(q, name=pre + q.name, source=pre + q.source, target=pre + q.target) for q in spec.projections]
         mons += [replace(mon, population=pre + mon.population) for mon in spec.monitors]
@@ -375,7 +376,8 @@ def _graph():
                                "aff": nir.Affine(weight=rng.normal(size=(3, 18)), bias=rng.normal(size=3)),
                                "sub": inner,
                                "cuba": nir.CubaLIF(tau_syn=np.full(3, 1e-3), tau_mem=np.full(3, 3e-3), r=np.ones(3),
-                                                   v_leak=np.zeros(3), v_threshold=np.full(3, 0.2), w_in=np.full(3, 80.0)),
+                                                   v_leak=np.zeros(3), v_threshold=np.full(3, 0.2),
+                                                   w_in=np.full(3, 80.0)),
                                "output": nir.Output(output_type={"output": np.array([3])})},
                         edges=[("input", "conv"), ("conv", "if"), ("if", "pool"), ("pool", "flat"), ("flat", "aff"),
                                ("aff", "sub"), ("sub", "cuba"), ("cuba", "output")],
@@ -396,7 +398,8 @@ def test_round_trip_nir_spec_nir_is_lossless():
                 continue
             a, b = getattr(node, f), getattr(other, f)
             if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-                np.testing.assert_array_equal(np.broadcast_to(np.asarray(a, float), np.shape(b)), b, err_msg=f"{name}.{f}")
+                np.testing.assert_array_equal(np.broadcast_to(np.asarray(a, float), np.shape(b)), b,
+                                              err_msg=f"{name}.{f}")
             else:
                 assert np.array_equal(np.asarray(a), np.asarray(b)), (name, f, a, b)
     want = {("input", "conv"), ("conv", "if"), ("if", "pool"), ("pool", "flat"), ("flat", "aff"), ("aff", "sub.lif"),
@@ -426,7 +429,8 @@ def test_errors_name_node_type_and_fix():
     with pytest.raises(ConversionError, match="do not store the time step.*give dt="):
         from_nir(nir.NIRGraph(nodes=dict(g.nodes), edges=list(g.edges), type_check=False))
     bad = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([2])}),
-                              "mp": nir.CubaLI(tau_syn=np.ones(2), tau_mem=np.ones(2), r=np.ones(2), v_leak=np.zeros(2)),
+                              "mp": nir.CubaLI(tau_syn=np.ones(2), tau_mem=np.ones(2), r=np.ones(2),
+                                               v_leak=np.zeros(2)),
                               "output": nir.Output(output_type={"output": np.array([2])})},
                        edges=[("input", "mp"), ("mp", "output")], type_check=False)
     bad.nodes["mp"] = object.__new__(type("MaxPool2d", (), {}))
@@ -574,7 +578,8 @@ def test_static_node_with_two_inputs_sums_them_and_adds_its_bias_once():
                             "c": nir.IF(r=ones * 1000, v_threshold=ones * 0.8, v_reset=0 * ones),
                             "aff": nir.Affine(weight=W, bias=b), "li": nir.I(r=ones * 1000),
                             "output": nir.Output(output_type={"output": np.array([2])})},
-                     edges=[("input", "a"), ("input", "c"), ("a", "aff"), ("c", "aff"), ("aff", "li"), ("li", "output")],
+                     edges=[("input", "a"), ("input", "c"), ("a", "aff"), ("c", "aff"), ("aff", "li"),
+                            ("li", "output")],
                      type_check=False)
     x = np.random.default_rng(4).uniform(0, 0.6, size=(T, 2))
     va, vc, v, out, spk = np.zeros(2), np.zeros(2), np.zeros(2), [], []

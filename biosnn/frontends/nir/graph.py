@@ -197,7 +197,8 @@ def _out_shape(node, kind, s_in, name):
         w = _arr(node.weight)
         nd = 2 if kind == "Conv2d" else 1
         if len(s_in) != nd + 1:
-            raise ConversionError(f"NIR node '{name}' ({kind}) receives shape {s_in}; expected (C, {'H, W' if nd == 2 else 'L'})")
+            want = "(C, H, W)" if nd == 2 else "(C, L)"
+            raise ConversionError(f"NIR node '{name}' ({kind}) receives shape {s_in}; expected {want}")
         spatial = s_in[1:]
         stride, dil = _tuple(node.stride, nd), _tuple(node.dilation, nd)
         if isinstance(node.padding, str):
