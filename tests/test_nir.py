@@ -438,6 +438,8 @@ def test_errors_name_node_type_and_fix():
         from_nir(bad, dt=1e-3)
     with pytest.raises(ConversionError, match="unknown NIR flavor 'brian'"):
         from_nir(g, flavor="brian")
+    with pytest.raises(ConversionError, match="do not run on NEST.*backend='runtime'"):
+        run_nir(g, np.zeros((2, 1, 4, 4)), backend="nest")
     import biosnn
     with pytest.raises(ConversionError, match="population 'exc'.*no NIR counterpart"):
         to_nir(biosnn.load("network_specs/cuba.yaml"))

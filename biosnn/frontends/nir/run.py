@@ -37,6 +37,11 @@ def run_nir(graph_or_path, x, dt=None, flavor="auto", backend="runtime", **optio
         and ``"output"``: what reaches the Output node in each step, ``(T, *output_shape)``.
     """
     from biosnn import get_backend
+    if backend == "nest" or getattr(backend, "name", None) == "nest":
+        raise ConversionError(
+            "NIR graphs do not run on NEST: each NIR node is stepped by an operation (run_regularly) and a spike "
+            "crosses all feed-forward layers within one step, which NEST (no operations, minimum delay one step) "
+            "cannot do. Use backend='runtime', 'cython', 'cpp_standalone' or 'cuda_standalone'")
     x = np.asarray(x, dtype=np.float64)
     if x.ndim < 1 or len(x) < 1:
         raise ConversionError(f"x must have shape (T, *input_shape) with T >= 1, got {x.shape}")
