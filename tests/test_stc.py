@@ -115,7 +115,7 @@ def test_tiny_network_by_hand_in_brian2(tmp_path):
     res = snn.run(np.array([[0.85], [-1.0]]), progress=False)
     np.testing.assert_array_equal(res.layer_spikes["0"], [2, 0])
     np.testing.assert_array_equal(res.layer_synops["0"], [2, 0])
-    np.testing.assert_array_equal(res.input_events, [1, 0])  # the analog input sends non-zero values once
+    np.testing.assert_array_equal(res.input_events, [1, 1])  # the analog input sends every non-zero value once (signed)
     assert res.scores[0, 0] == 0.25 + 0.5 * 1.0 + 0.5 * math.exp(-0.5)
     assert res.scores[1, 0] == 0.25
     np.testing.assert_array_equal(res.extras["cab_macs"], [4, 4])

@@ -19,6 +19,9 @@ packages:
   ``defaultclock`` in its homogeneous-delay branch, which does not compile
   when no object uses Brian2's default clock (biosnn gives every network its
   own clock); the fixed template uses the synapses' clock.
+* **Simultaneous clocks.**  ``network.cu`` counts clocks as simultaneous within
+  ``1e-14`` s, less than a rounding error of ``t`` past 64 s: the fixed template
+  uses Brian2 runtime's rule (:data:`~biosnn.backends.brian2_templates.SAME_TIME_FIXES`).
 * **Reproducible code.**  The spike monitor template iterates over a dict
   built from a set, so the generated code differed between processes and
   the cache recompiled it every other build; the fixed template sorts it.
@@ -55,6 +58,8 @@ import numpy as np
 from biosnn.backends.brian2_cuda_build import (DEFAULT_UNITY_UNITS, compile_project, portable_host_flags,
                                                write_unity_sources)
 from biosnn.backends.brian2_runtime import brian2_prefs
+from biosnn.backends.brian2_templates import SAME_TIME_FIXES, templater_scope
+from biosnn.backends.brian2_templates import patched_templater as shared_patched_templater
 from biosnn.backends.brian2_standalone import CppStandaloneBackend, StandaloneSimulation, cache_root
 from biosnn.errors import BackendError
 from biosnn.spec import model as m
@@ -310,58 +315,25 @@ TEMPLATE_FIXES = (
      "with Python's string hashing and every other build recompiles the monitor"),
     ("spikemonitor.cu", r"record_variables\.items\(\)", "record_variables|dictsort",
      "same: iterate the recorded variables in sorted order"),
+    *SAME_TIME_FIXES,
 )
 
-_PATCHED_TEMPLATERS: dict[int, object] = {}
-
-
 def patched_templater(templater):
-    """A copy of brian2cuda's templater whose templates have :data:`TEMPLATE_FIXES` applied.
-
-    The fixed templates are served from memory ahead of brian2cuda's package
-    templates (``{% extends %}`` still finds the originals); nothing installed
-    is changed.  Fixes whose pattern no longer occurs are skipped.
+    """A copy of brian2cuda's templater whose templates have :data:`TEMPLATE_FIXES` applied
+    (:func:`biosnn.backends.brian2_templates.patched_templater`; cached per original).
 
     Parameters
     ----------
     templater : brian2.codegen.templates.Templater
         ``brian2cuda.codeobject.CUDAStandaloneCodeObject.templater``.
-
-    Returns
-    -------
-    brian2.codegen.templates.Templater
-        A new templater (cached per original).
     """
-    key = id(templater)
-    cached = _PATCHED_TEMPLATERS.get(key)
-    if cached is not None and cached[0] is templater:
-        return cached[1]
-    from brian2.codegen.templates import Templater
-    from jinja2 import ChoiceLoader, DictLoader, TemplateNotFound
-    new = Templater(templater.package_names, templater.extension, env_globals=templater.env_globals,
-                    templates_dir=templater.templates_dir)
-    sources = {}
-    for name, pattern, replacement, _why in TEMPLATE_FIXES:
-        try:
-            text = sources.get(name) or templater.env.loader.get_source(templater.env, name)[0]
-        except TemplateNotFound:
-            continue
-        sources[name] = re.sub(pattern, lambda _m, r=replacement: r, text)
-    new.env.loader = ChoiceLoader([DictLoader(sources), new.env.loader])
-    _PATCHED_TEMPLATERS[key] = (templater, new)
-    return new
+    return shared_patched_templater(templater, TEMPLATE_FIXES)
 
 
-@contextmanager
 def _templater_scope():
     """Let brian2cuda's code objects use :func:`patched_templater` for a block."""
     from brian2cuda.codeobject import CUDAStandaloneCodeObject
-    original = CUDAStandaloneCodeObject.__dict__["templater"]
-    CUDAStandaloneCodeObject.templater = patched_templater(original)
-    try:
-        yield
-    finally:
-        CUDAStandaloneCodeObject.templater = original
+    return templater_scope(CUDAStandaloneCodeObject, TEMPLATE_FIXES)
 
 
 class _Brian2cudaInfoFilter:

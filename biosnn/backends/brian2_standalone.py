@@ -35,6 +35,7 @@ from biosnn.backends.brian2_network import (brian2_errors, build_objects, check_
                                             positive_duration)
 from biosnn.backends.brian2_runtime import brian2_prefs
 from biosnn.backends.brian2_static import write_static_files
+from biosnn.backends.brian2_templates import SAME_TIME_FIXES, templater_scope
 from biosnn.backends.progress import STANDALONE_REPORT_CODE, ProgressBar, tail_progress
 from biosnn.errors import BackendError
 from biosnn.spec import model as m
@@ -150,9 +151,15 @@ class CppStandaloneBackend:
         return {"threads": self.threads, "float32": self.float32, "device": self.device_name,
                 "static_projections": self.static_projections, "profile": self.profile}
 
+    @contextmanager
     def prefs(self):
-        return brian2_prefs(devices__cpp_standalone__openmp_threads=self.threads,
-                            core__default_float_dtype=np.float32 if self.float32 else np.float64)
+        """Brian2 preferences and fixed templates (:data:`~biosnn.backends.brian2_templates.SAME_TIME_FIXES`)
+        for building and running, restored afterwards."""
+        from brian2.devices.cpp_standalone.codeobject import CPPStandaloneCodeObject
+        with brian2_prefs(devices__cpp_standalone__openmp_threads=self.threads,
+                          core__default_float_dtype=np.float32 if self.float32 else np.float64), \
+                templater_scope(CPPStandaloneCodeObject, SAME_TIME_FIXES):
+            yield
 
     def activate_device(self):
         from brian2.devices.device import all_devices, set_device

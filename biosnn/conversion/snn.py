@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from biosnn.frontends.torch_graph import LayerGraph
+from biosnn.conversion.inputs import POISSON_WHY, check_nonnegative
 from biosnn.codings.rate.spec import DT_MS, layer_populations, rate_network_spec
 from biosnn.errors import ConversionError
 from biosnn.spec import model as m
@@ -276,6 +277,8 @@ class SNN:
             raise ConversionError(f"batch_size must be a positive integer, got {batch_size!r}")
         n = x.shape[0]
         flat = x.reshape(n, n_in) / self.graph.input_scale
+        if self.input_mode == "poisson":
+            check_nonnegative(flat, "Rate coding", POISSON_WHY)
         R, windows = batch_layout(replicas, backend, batch_size, n)
         per_run = R * windows
         spec = self.spec_for(windows, R)

@@ -68,9 +68,12 @@ def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = 
     """
     from biosnn.conversion.calibrate import calibrate
     from biosnn.frontends.torch_graph import trace
+    from biosnn.conversion.inputs import POISSON_WHY, check_nonnegative
     from biosnn.conversion.snn import SNN
     from biosnn.metrics import ann_ops
     graph = trace(ann, input_shape)
+    if input_mode == "poisson":
+        check_nonnegative(calibration_array(calibration), "Rate coding", POISSON_WHY, "the calibration data")
     graph_n, thresholds = calibrate(graph, calibration_array(calibration), normalization=normalization,
                                     percentile=percentile, T=T, input_mode=input_mode, seed=seed)
     return SNN(graph_n, coding="rate", T=T, thresholds=thresholds, input_mode=input_mode, readout=readout,

@@ -11,7 +11,7 @@ crosses every layer within one step, exactly like the reference
 Per layer (``L`` with threshold ``theta_L``; dimensionless potentials):
 
 * input, analog: at each window start the input neurons load ``x = x_in(t, i)``
-  and emit one event if ``x > 0``, which adds ``w * x`` to the first layer's
+  and emit one event if ``x != 0`` (inputs keep their sign), which adds ``w * x`` to the first layer's
   constant current ``I`` (so the first layer receives ``W x`` every step,
   computed once per sample);
 * input, poisson: a Bernoulli spike with probability ``x`` per step;
@@ -272,7 +272,7 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
     }
 
     # input population
-    pops_ops = [m.Operation("x = x_in(t, i)" + ("\npending = int(x > 0)" if input_mode == "analog" else ""),
+    pops_ops = [m.Operation("x = x_in(t, i)" + ("\npending = int(x != 0)" if input_mode == "analog" else ""),
                             dt=window, when="start", order=1)]
     specs_by_pop: dict[str, dict] = {"input": dict(
         name="input", size=n_in, model="analog_input" if input_mode == "analog" else "poisson_input",

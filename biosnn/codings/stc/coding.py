@@ -25,7 +25,8 @@ import dataclasses
 
 import numpy as np
 
-from biosnn.conversion.snn import SNN, SNNResult
+from biosnn.conversion.inputs import check_nonnegative
+from biosnn.conversion.snn import SNN, SNNResult, _to_numpy
 from biosnn.errors import ConversionError
 
 __all__ = ["PARAMS", "DEFAULTS", "prepare", "convert", "STCSNN"]
@@ -35,6 +36,9 @@ PARAMS = ("T", "theta0", "tau", "first_layer", "name")
 #: Default parameters (the paper's): 8 steps per block, theta0 = 1, tau = 2 steps, analog first layer.
 DEFAULTS = {"T": 8, "theta0": 1.0, "tau": 2.0, "first_layer": "analog"}
 
+_WHY_NONNEGATIVE = ("with first_layer='spiking' encodes each input value as a spike train of a STEB, which "
+                    "stays silent for values <= 0 (first_layer='analog' takes signed inputs)")
+
 
 def prepare(model, *, T: int = 8, theta0: float = 1.0, tau: float = 2.0, first_layer: str = "analog",
             name: str | None = None):
@@ -42,8 +46,10 @@ def prepare(model, *, T: int = 8, theta0: float = 1.0, tau: float = 2.0, first_l
 
     Parameters
     ----------
-    model : torch.nn.Sequential or STCNet
-        A (trained or untrained) ReLU network; it is copied.  An STCNet is
+    model : torch.nn.Module or STCNet
+        A (trained or untrained) ReLU network, an ``nn.Sequential`` or a module
+        whose ``forward`` applies its layers one after another (see
+        :func:`~biosnn.codings.stc.torch_model.as_sequential`); it is copied.  An STCNet is
         re-built with the new parameters (same weights).
     T : int
         Time steps per block (spike-train length).
@@ -63,13 +69,13 @@ def prepare(model, *, T: int = 8, theta0: float = 1.0, tau: float = 2.0, first_l
         In the training mode of ``model``; forward with STEB + synapse + CAB,
         backward with the ReLU + conv equivalent gradient.
     """
-    from biosnn.codings.stc.torch_model import STCNet
+    from biosnn.codings.stc.torch_model import STCNet, as_sequential
     if name is not None:
         raise ConversionError("'name' names the converted network; pass it to biosnn.convert, not to prepare")
     settings = dict(T=T, theta0=theta0, tau=tau, first_layer=first_layer)
     if isinstance(model, STCNet):
         return model.copy_with(**settings)
-    return STCNet(copy.deepcopy(model), **settings).train(model.training)
+    return STCNet(as_sequential(copy.deepcopy(model)), **settings).train(model.training)
 
 
 class STCSNN(SNN):
@@ -180,7 +186,13 @@ class STCSNN(SNN):
 
     def run(self, x, backend: str = "runtime", batch_size: int = 256, progress: bool = True,
             **backend_options) -> SNNResult:
-        """Simulate ``x`` in Brian2 (see :meth:`SNN.run`); ``extras["cab_macs"]`` holds the CABs' MACs per sample."""
+        """Simulate ``x`` in Brian2 (see :meth:`SNN.run`); ``extras["cab_macs"]`` holds the CABs' MACs per sample.
+
+        With ``first_layer="spiking"`` the inputs must be non-negative (a STEB train cannot encode a
+        negative value); an analog first layer takes signed inputs.
+        """
+        if self.first_layer != "analog":
+            check_nonnegative(_to_numpy(x), "STC", _WHY_NONNEGATIVE)
         res = super().run(x, backend=backend, batch_size=batch_size, progress=progress, **backend_options)
         return dataclasses.replace(res, extras={**res.extras, "cab_macs": np.full(len(res.predictions),
                                                                                    float(self.cab_macs))})
@@ -227,6 +239,8 @@ def convert(ann, calibration, input_shape, *, T: int | None = None, theta0: floa
     graph = trace(model, input_shape)
     snn = STCSNN(graph, **settings, ann_ops=ann_ops(graph), name=name)
     calib = calibration_array(calibration)
+    if settings["first_layer"] != "analog":
+        check_nonnegative(calib, "STC", _WHY_NONNEGATIVE, "the calibration data")
     if len(calib):
         sat = snn.reference(calib)["saturated"]
         snn.saturation = {layer: float(np.mean(v)) for layer, v in sat.items()}

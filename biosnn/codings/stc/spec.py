@@ -279,7 +279,7 @@ def stc_network_spec(graph: LayerGraph, *, T: int, theta0: float, tau: float, fi
     if first_layer == "analog":
         input_model = m.NeuronModel("x : 1\npending : 1\nfanout : 1 (constant)", threshold="pending > 0.5",
                                     reset="pending = 0", description="sends its value once per window")
-        load = "x = x_in(t, i)\npending = int(x > 0)"
+        load = "x = x_in(t, i)\npending = int(x != 0)"
     else:
         input_model, load = steb_model("input", "v : 1\nfanout : 1 (constant)"), "v = x_in(t, i)"
     specs = [dict(name="input", size=n_in, model=input_model, order=0,

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -69,7 +70,7 @@ import torch.nn.functional as F
 
 from biosnn.errors import ConversionError
 
-__all__ = ["theta_table", "check_stc_params", "steb", "cab", "STCBlock", "STCNet", "graph_to_sequential",
+__all__ = ["theta_table", "check_stc_params", "steb", "cab", "STCBlock", "STCNet", "graph_to_sequential", "as_sequential",
            "FIRST_LAYERS"]
 
 #: Where the first block starts: ``"analog"`` (the layers before the first ReLU run on the analog
@@ -256,6 +257,84 @@ class STCBlock(nn.Module):
         if torch.is_grad_enabled() and (z.requires_grad or self.layer.weight.requires_grad):
             return _EquivalentGradient.apply(self.synaptic_map(torch.relu(z), bias=True), out)
         return out
+
+
+def _is_size_query(node) -> bool:
+    """``x.size(...)``, ``x.shape`` or an item of one (arguments of ``view``/``reshape``, not activations)."""
+    import operator
+    if node.op == "call_method" and node.target in ("size", "dim"):
+        return True
+    if node.op == "call_function" and node.target is getattr and node.args[1:] == ("shape",):
+        return True
+    return node.op == "call_function" and node.target is operator.getitem and _is_size_query(node.args[0])
+
+
+def _module_of(node, modules: dict) -> nn.Module:
+    """The ``nn.Module`` that computes one step of a traced chain (functional forms mapped to modules)."""
+    args, kwargs = node.args[1:], dict(node.kwargs)
+    if node.op == "call_module":
+        return modules[node.target]
+    fn = node.target
+    if fn in (F.relu, torch.relu, torch.relu_, "relu", "relu_") and not args:
+        return nn.ReLU()
+    if fn in (torch.flatten, "flatten") and (args or (kwargs.get("start_dim"),))[0] == 1 and len(args) <= 1:
+        return nn.Flatten()
+    if fn in ("view", "reshape") and len(args) == 2 and args[1] == -1 and _is_size_query(args[0]):
+        return nn.Flatten()
+    constant = not any(hasattr(a, "op") for a in (*args, *kwargs.values()))
+    if fn in (F.max_pool2d, F.avg_pool2d) and constant:
+        return (nn.MaxPool2d if fn is F.max_pool2d else nn.AvgPool2d)(*args, **kwargs)
+    if fn is F.dropout and constant:  # training=self.training is a constant of the trace; Dropout follows .train()
+        return nn.Dropout(kwargs.get("p", args[0] if args else 0.5))
+    name = getattr(fn, "__name__", fn)
+    raise ConversionError(
+        f"'{node.name}' ({name}) in forward() has no equivalent in the stc coding. Fix: use only Conv2d, Linear, "
+        "BatchNorm, ReLU, AvgPool2d, MaxPool2d, Flatten and Dropout (as modules, or F.relu, torch.flatten(x, 1), "
+        "x.view(x.size(0), -1), F.max_pool2d, F.avg_pool2d, F.dropout).")
+
+
+def as_sequential(model: nn.Module) -> nn.Sequential:
+    """``model`` as an ``nn.Sequential`` of its own modules (shared, not copied), for :class:`STCNet`.
+
+    An ``nn.Sequential`` is returned as it is; another module is traced with
+    ``torch.fx`` and must compute a chain (every operation reads the previous
+    one's result): its modules in call order, functional ReLU, flatten, view,
+    pooling and dropout replaced by the equivalent modules.
+
+    Raises
+    ------
+    biosnn.errors.ConversionError
+        ``torch.fx`` cannot trace the model, it is not a chain (residual
+        additions, branches, several inputs), or an operation has no stc equivalent.
+    """
+    if isinstance(model, nn.Sequential):
+        return model
+    import torch.fx as fx
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError, ...
+        raise ConversionError(f"torch.fx could not trace {type(model).__name__}.forward: {type(exc).__name__}: "
+                              f"{exc}. Fix: avoid data-dependent control flow in forward()") from None
+    modules = dict(model.named_modules())
+    layers, prev = {}, None
+    for node in gm.graph.nodes:
+        if node.op == "placeholder" and prev is None:
+            prev = node
+            continue
+        if _is_size_query(node):
+            continue
+        data = [a for a in node.all_input_nodes if not _is_size_query(a)]
+        if node.op == "output" and data == [prev]:
+            return nn.Sequential(OrderedDict(layers))
+        if node.op in ("placeholder", "output", "get_attr") or data != [prev]:
+            raise ConversionError(
+                f"'{node.name}' in {type(model).__name__}.forward() does not continue a simple chain of layers "
+                "(residual additions, branches, several inputs and parameters used in forward() are not supported "
+                "by the stc coding). Fix: use a network whose forward() applies its layers one after another.")
+        key = str(node.target).replace(".", "_") if node.op == "call_module" else node.name
+        layers[key] = _module_of(node, modules)
+        prev = node
+    raise ConversionError(f"{type(model).__name__}.forward() returns nothing")  # pragma: no cover - fx always has an output
 
 
 def _flat_modules(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:

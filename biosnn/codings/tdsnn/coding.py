@@ -40,8 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from biosnn.codings.rate.coding import calibration_array
+from biosnn.conversion.chains import refuse_residual_additions
+from biosnn.conversion.inputs import check_nonnegative
 from biosnn.conversion.snn import SNN, SNNResult
-from biosnn.codings.tdsnn.reference import (WEIGHTED, ann_operation_counts, check_L, check_T_il, g_forward,
+from biosnn.codings.tdsnn.reference import (RESIDUAL_WHY, WEIGHTED, ann_operation_counts, check_L, check_T_il, g_forward,
                                                g_logits, g_value, input_steps, operation_totals, simulate_tdsnn,
                                                spike_step, tdsnn_roles)
 from biosnn.codings.tdsnn.spec import tdsnn_layout, tdsnn_network_spec, window_steps
@@ -52,6 +54,8 @@ __all__ = ["PARAMS", "prepare", "convert", "TDSNN", "TDSNNActivation", "strip_ac
 PARAMS = ("L", "T_il", "margin", "name")
 
 _TICK = "tick:"
+
+_WHY_NONNEGATIVE = "encodes each input value as a time to first spike, T(x) = ceil(L ln(1 + x)), which is 0 for x <= 0"
 
 
 class _G(torch.autograd.Function):
@@ -143,6 +147,7 @@ def prepare(model, L: float = 5.0):
     """
     L = check_L(L)
     gm = _graph_module(model)
+    refuse_residual_additions(gm, "TDSNN", RESIDUAL_WHY)
     modules = dict(gm.named_modules())
     if any(isinstance(mod, TDSNNActivation) for mod in modules.values()):
         raise ConversionError("the model already contains TDSNNActivation modules (it was prepared before). "
@@ -255,6 +260,7 @@ class TDSNN(SNN):
         n_in = self.graph.input.size
         if x.ndim < 2 or int(np.prod(x.shape[1:])) != n_in:
             raise ConversionError(f"x must have shape (N,) + {self.graph.input_shape}, got {x.shape}")
+        check_nonnegative(x, "TDSNN", _WHY_NONNEGATIVE)
         return input_steps(self.graph, x, self.L, self.T_il).reshape(x.shape)
 
     def run(self, x, backend: str = "runtime", batch_size: int = 256, progress: bool = True,
@@ -374,6 +380,7 @@ def convert(ann, calibration, input_shape, *, L: float | None = None, T_il: int 
     calib = calibration_array(calibration)
     if len(calib) == 0:
         raise ConversionError("calibration data is empty; pass a few hundred training samples")
+    check_nonnegative(calib, "TDSNN", _WHY_NONNEGATIVE, "the calibration data")
     top = max_spike_step(graph, calib, L)
     if T_il is None:
         T_il = top + 1 + int(margin)

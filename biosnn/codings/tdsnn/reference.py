@@ -128,6 +128,10 @@ def check_T_il(T_il) -> int:
     return int(T_il)
 
 
+#: What TDSNN converts, for the errors about residual connections.
+RESIDUAL_WHY = "converts chains of Linear, Conv2d, AvgPool2d and MaxPool2d layers"
+
+
 def tdsnn_roles(graph: LayerGraph) -> dict[str, str]:
     """How each layer is realised: ``input``, ``lif`` (hidden weighted layer), ``pool`` (max pooling), ``output``.
 
@@ -143,9 +147,8 @@ def tdsnn_roles(graph: LayerGraph) -> dict[str, str]:
     for layer in graph.layers:
         if layer.op == "add":
             raise ConversionError(
-                f"layer '{layer.name}' ({layer.module}) adds branches (a residual connection); TDSNN converts "
-                "chains of Linear, Conv2d, AvgPool2d and MaxPool2d layers only. Fix: use a model without "
-                "skip connections.")
+                f"layer '{layer.name}' ({layer.module}) adds branches (a residual connection); TDSNN "
+                f"{RESIDUAL_WHY} only. Fix: use a model without skip connections.")
     roles = {}
     for layer in graph.layers:
         if layer.op == "input":

@@ -29,13 +29,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from biosnn.conversion.chains import refuse_residual_additions
+from biosnn.conversion.inputs import check_nonnegative
 from biosnn.conversion.snn import SNN, SNNResult, _to_numpy, batch_layout
-from biosnn.codings.tpc.reference import TPCPlan, build_plan, check_bits, simulate_tpc
+from biosnn.codings.tpc.reference import RESIDUAL_WHY, TPCPlan, build_plan, check_bits, simulate_tpc
 from biosnn.errors import ConversionError
 
 __all__ = ["PARAMS", "prepare", "calibrate", "convert", "TPCSNN", "TPCModel", "QuantAct"]
 
 PARAMS = ("bits", "steps", "percentile", "name")
+
+_WHY_NONNEGATIVE = "sends non-negative binary codes of the inputs"
 
 #: Weight of a new batch statistic in the running scale of a quantiser during training.
 MOMENTUM = 0.1
@@ -242,6 +246,7 @@ def prepare(model, bits: int = 8, steps: int | None = None, percentile: float = 
     except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError, ...
         raise ConversionError(f"torch.fx could not trace {type(base).__name__}.forward: {type(exc).__name__}: "
                               f"{exc}. Fix: avoid data-dependent control flow in forward()") from None
+    refuse_residual_additions(gm, "TPC", RESIDUAL_WHY)
     modules = dict(gm.named_modules())
     graph = gm.graph
     count = 0
@@ -338,7 +343,9 @@ def _layer_scales(model: TPCModel, graph, input_shape) -> dict:
     runs a random probe; the layer of the traced graph whose activations
     equal a quantiser's output is the one it quantises (a quantiser right
     after a max pool quantises the pool's input layer: the traced graph moves
-    the ReLU there, and the quantiser commutes with the max).
+    the ReLU there, and the quantiser commutes with the max; a quantiser after
+    an average pooling quantises that pooling, also where an identity pooling
+    repeats a max pool's output).
     """
     from biosnn.frontends.torch_graph import forward_numpy
 
@@ -362,7 +369,10 @@ def _layer_scales(model: TPCModel, graph, input_shape) -> dict:
         if not match:
             raise ConversionError(f"quantiser '{name}' of the prepared model matches no layer of the traced "
                                   "network; prepare the model again from the float model")
-        layer = match[0]
+        # an identity pooling (AvgPool2d(1, 1), a global mean of a 1x1 map) after a max pool outputs what the
+        # max pool does: a quantiser after a pooling belongs to the pooling, one after a ReLU to a non-pooling
+        pooled = [layer for layer in match if (layer.op == "avgpool2d") == quant.after_pool]
+        layer = (pooled or match)[0]
         taken.add(layer.name)
         scales[layer.inputs[0] if layer.op == "maxpool2d" else layer.name] = float(quant.scale)
     return scales
@@ -415,9 +425,7 @@ def convert(ann, calibration, input_shape, *, bits: int | None = None, steps: in
     x_cal = _to_numpy(calibration)
     if len(x_cal) == 0:
         raise ConversionError("calibration data is empty; pass a few hundred training samples")
-    if np.any(x_cal < 0):
-        raise ConversionError("TPC sends non-negative codes and the calibration inputs have negative values. "
-                              "Fix: shift/scale the inputs to be non-negative (e.g. pixels in [0, 1])")
+    check_nonnegative(x_cal, "TPC", _WHY_NONNEGATIVE, "the calibration data")
     if not all(q.calibrated for _, q in model.quantizers()):
         calibrate(model, x_cal, overwrite=False)
     graph = trace(_plain_net(model), input_shape)
@@ -493,6 +501,7 @@ class TPCSNN(SNN):
             raise ConversionError(f"batch_size must be a positive integer, got {batch_size!r}")
         if x.ndim < 2 or len(x) == 0:
             raise ConversionError(f"x must have shape (N,) + {self.graph.input_shape} with N >= 1, got {x.shape}")
+        check_nonnegative(x, "TPC", _WHY_NONNEGATIVE)
         n, lag = len(x), self.plan.depth - 1
         R, per_run = batch_layout(replicas, backend, batch_size, n)  # per_run: one copy's pipeline segment
         pieces, rows = [], {}

@@ -199,6 +199,10 @@ class TPCPlan:
         return np.zeros(self.stage(name).size, dtype=np.int64)
 
 
+#: What TPC makes of a network, for the errors about residual connections.
+RESIDUAL_WHY = "pipelines a feed-forward chain of layers (one window per layer)"
+
+
 def _chain(graph: LayerGraph) -> list:
     """The graph's layers after the input, checked to form a feed-forward chain TPC can pipeline."""
     roles = snn_roles(graph)
@@ -207,8 +211,8 @@ def _chain(graph: LayerGraph) -> list:
         if layer.op == "add" or roles[layer.name] == "virtual":
             raise ConversionError(
                 f"layer '{layer.name}' ({layer.module}) is part of a residual addition; TPC conversion "
-                "pipelines a feed-forward chain of layers (one window per layer) and does not support "
-                "residual connections. Fix: convert a network without skip connections")
+                f"{RESIDUAL_WHY} and does not support residual connections. Fix: convert a network without "
+                "skip connections")
     out = graph[graph.output]
     if out.op not in ("linear", "conv2d", "avgpool2d"):
         raise ConversionError(f"the output layer '{out.name}' ({out.module}) is a {out.op}; TPC reads the "

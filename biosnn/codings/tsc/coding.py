@@ -154,7 +154,9 @@ def convert(ann, calibration, input_shape, *, T: int = 32, normalization: str = 
     from biosnn.conversion.calibrate import calibrate
     from biosnn.frontends.torch_graph import trace
     from biosnn.codings.rate.coding import calibration_array
+    from biosnn.codings.tsc.reference import check_nonnegative
     from biosnn.metrics import ann_ops
+    check_nonnegative(calibration_array(calibration), "the calibration data")
     if normalization not in ("percentile", "max"):
         raise ConversionError(f"TSC normalization must be 'percentile' or 'max', got {normalization!r} "
                               "(spike-norm balances rate-coded thresholds and does not apply to TSC)")

@@ -77,6 +77,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from biosnn.conversion import inputs
 from biosnn.frontends.torch_graph import LayerGraph, _as_batch, snn_roles
 from biosnn.errors import ConversionError
 
@@ -353,11 +354,6 @@ def simulate_tsc(graph: LayerGraph, x, T: int, rounding: str = "round", batch_si
         steps={n: np.concatenate(v) for n, v in steps.items()} if record else None)
 
 
-def check_nonnegative(x) -> None:
+def check_nonnegative(x, where: str = "the input") -> None:
     """Raise :class:`ConversionError` if inputs (already divided by the input scale) are negative."""
-    lo = float(np.min(x)) if np.size(x) else 0.0
-    if lo < 0:
-        raise ConversionError(
-            f"TSC encodes each input value as an interval of non-negative length, but the input has "
-            f"values down to {lo:.4g} (after division by the input scale). Fix: shift or rescale the "
-            "inputs to be >= 0 (e.g. pixel intensities in [0, 1]) when training and converting.")
+    inputs.check_nonnegative(x, "TSC", "encodes each input value as an interval of non-negative length", where)
