@@ -212,7 +212,7 @@ def test_errors_name_the_problem(digits):
     with pytest.raises(ConversionError, match="output layer .* max pool"):
         tsc_schedule(trace(pool_out, (1, 8, 8)), 8)
     snn = biosnn.convert(_cnn("avg"), "tsc", calibration=x[:10], input_shape=(1, 8, 8), T=4)
-    with pytest.raises(ConversionError, match="values down to -0.5.*>= 0"):
+    with pytest.raises(ConversionError, match=r"negative values \(down to -0.5\).*>= 0"):
         snn.run(x[:2] - 0.5, progress=False)
     with pytest.raises(ConversionError, match="x must have shape"):
         snn.run(np.zeros((2, 1, 7, 7)), progress=False)
