@@ -16,7 +16,8 @@ from typing import Mapping
 import numpy as np
 
 from biosnn.errors import SpecError
-from biosnn.spec.values import ArrayValue, parse_quantity, unit_of
+from biosnn.spec import grammar
+from biosnn.spec.values import ArrayValue, parse_quantity, unit_namespace, unit_of
 
 __all__ = ["check_network", "resolve_neuron_model", "resolve_synapse_model",
            "evaluate_namespace", "parse_equations"]
@@ -92,10 +93,16 @@ def evaluate_namespace(layers: list[tuple[str, Mapping[str, str]]]) -> dict:
     return values
 
 
-def parse_equations(text: str, field_: str):
-    """Parse Brian2 equations, turning Brian2's parse errors into a :class:`SpecError`."""
+def parse_equations(text: str, field_: str, functions=None):
+    """Parse Brian2 equations, turning Brian2's errors into a :class:`SpecError`.
+
+    The text passes the whitelist grammar (:func:`biosnn.spec.grammar.check_equations`)
+    first; ``functions`` are the names it may call (``None``: any name, for
+    equations of a spec that was already validated).
+    """
     from brian2 import Equations
     from brian2.equations.equations import EquationError
+    grammar.check_equations(text, field=field_, functions=functions, units=unit_namespace())
     try:
         return Equations(text)
     except (EquationError, SyntaxError, ValueError, TypeError, KeyError) as exc:
@@ -125,6 +132,15 @@ def _error_line(text: str, msg: str):
 
 
 # ---------------------------------------------------------------------------
+
+
+def _functions(variables: Mapping | None = None) -> set[str]:
+    """Names an expression may call: Brian2's functions and (in ``variables``) the spec's timed arrays."""
+    from brian2.core.functions import DEFAULT_FUNCTIONS, Function
+    names = set(DEFAULT_FUNCTIONS)
+    if variables is not None:
+        names |= {k for k, v in variables.items() if isinstance(v, Function)}
+    return names
 
 
 def _base_variables():
@@ -214,6 +230,7 @@ def _check_identifiers(code: str, variables: dict, field_: str, what: str, *, st
 def _check_expr(expr: str, dim, variables: dict, field_: str, what: str):
     from brian2.equations.unitcheck import check_dimensions
     from brian2.units.fundamentalunits import DimensionMismatchError
+    grammar.check_expression(expr, field=field_, what=what, functions=_functions(variables))
     _check_identifiers(expr, variables, field_, what)
     try:
         if dim is None:
@@ -232,6 +249,7 @@ def _check_expr(expr: str, dim, variables: dict, field_: str, what: str):
 def _check_statements(code: str, variables: dict, field_: str, what: str):
     from brian2.equations.unitcheck import check_units_statements
     from brian2.units.fundamentalunits import DimensionMismatchError
+    grammar.check_statements(code, field=field_, what=what, functions=_functions(variables))
     _check_identifiers(code, variables, field_, what, statements=True)
     from brian2.utils.stringtools import get_identifiers
     used = get_identifiers(code)  # Brian2 hashes the whole dict for its cache: pass only what the code uses
@@ -279,7 +297,7 @@ def _population_variables(spec, pop, base, namespace_layers):
     field_ = f"populations.{pop.name}"
     name = pop.model if isinstance(pop.model, str) else None
     mfield = f"neuron_models.{name}" if name in spec.neuron_models else f"{field_}.model"
-    eqs = parse_equations(model.equations, f"{mfield}.equations")
+    eqs = parse_equations(model.equations, f"{mfield}.equations", _functions(base))
     _check_cpp_names(eqs, f"{mfield}.equations")
     consts = evaluate_namespace(namespace_layers + [(f"{mfield}.parameters", model.parameters),
                                                     (f"{field_}.parameters", pop.parameters)])
@@ -383,7 +401,7 @@ def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
     model = resolve_synapse_model(spec, proj)
     name = proj.model if isinstance(proj.model, str) else None
     mfield = f"synapse_models.{name}" if name in spec.synapse_models else f"{field_}.model"
-    eqs = parse_equations(model.equations, f"{mfield}.equations")
+    eqs = parse_equations(model.equations, f"{mfield}.equations", _functions(base))
     _check_cpp_names(eqs, f"{mfield}.equations")
     consts = evaluate_namespace(namespace_layers + [(f"{mfield}.parameters", model.parameters),
                                                     (f"{field_}.parameters", proj.parameters)])

@@ -9,7 +9,6 @@ Brian2 unit its numbers are expressed in.
 
 from __future__ import annotations
 
-import ast
 import math
 import numbers
 from dataclasses import dataclass
@@ -38,6 +37,8 @@ def unit_of(unit: str):
         If ``unit`` is not a Brian2 unit expression.
     """
     q = parse_quantity(unit, what="unit")
+    if isinstance(q, float) and q.is_integer() and abs(q) < 2 ** 53:
+        return int(q)  # "1" is the int 1, as Brian2 expects of dimensionless units
     return q
 
 
@@ -108,9 +109,6 @@ class ArrayValue:
 
 Value = Union[str, ArrayValue]
 
-_SAFE_NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Load,
-               ast.Mult, ast.Div, ast.Add, ast.Sub, ast.Pow, ast.USub, ast.UAdd)
-
 
 def parse_quantity(text: Any, *, what: str = "quantity", field: str | None = None,
                    names: Mapping[str, Any] | None = None):
@@ -155,26 +153,22 @@ def parse_quantity(text: Any, *, what: str = "quantity", field: str | None = Non
             pass
         raise SpecError(f"expected a {what} like '20*ms', got {text!r}", field=field,
                         fix="write the value in Brian2 syntax, a number times a unit, e.g. '20*ms'")
-    try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError:
-        raise SpecError(f"'{text}' is not a valid {what}", field=field,
-                        fix="write a number times a Brian2 unit, e.g. '20*ms' or '-60*mV'") from None
+    from biosnn.spec import grammar
+    text = text.strip()
+    tree = grammar.parse_tree(text, "eval", field, what)
     units = dict(unit_namespace())
     if names:
         units.update(names)
-    for node in ast.walk(tree):
-        if not isinstance(node, _SAFE_NODES):
-            raise SpecError(f"'{text}' is not a plain {what}", field=field,
-                            fix="use only numbers, Brian2 units and * / + - **, e.g. '0.5*nS'")
-        if isinstance(node, ast.Name) and node.id not in units:
-            close = [u for u in units if u.lower() == node.id.lower()]
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise SpecError(f"unknown unit '{node.id}' in '{text}'{hint}", field=field,
-                            fix="use a Brian2 unit name such as ms, mV, nS, Hz, pA")
+
+    def unknown(name):
+        close = [u for u in units if u.lower() == name.lower()]
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return SpecError(f"unknown unit '{name}' in '{text}'{hint}", field=field,
+                         fix="use a Brian2 unit name such as ms, mV, nS, Hz, pA")
+
     from brian2 import DimensionMismatchError
     try:
-        return eval(compile(tree, "<quantity>", "eval"), {"__builtins__": {}}, dict(units))
+        return grammar.evaluate_quantity(tree, units, text, field, what, unknown)
     except DimensionMismatchError as exc:
         raise SpecError(f"'{text}' mixes units: {exc}", field=field,
                         fix="only add quantities of the same dimension") from None
