@@ -40,11 +40,11 @@ def _check_name(name, what: str, field_: str) -> str:
 
 
 def _params(mapping, field_: str):
-    return frozen_mapping(mapping, lambda v, k: as_expression(v, field=f"{field_}.{k}"))
+    return frozen_mapping(mapping, lambda v, k: as_expression(v, field=f"{field_}.{k}"), names=field_)
 
 
 def _values(mapping, field_: str):
-    return frozen_mapping(mapping, lambda v, k: as_value(v, field=f"{field_}.{k}"))
+    return frozen_mapping(mapping, lambda v, k: as_value(v, field=f"{field_}.{k}"), names=field_)
 
 
 def _opt_expr(value, field_: str):
@@ -796,8 +796,8 @@ class NetworkSpec:
         object.__setattr__(self, "projections", _by_name(self.projections, "projection", "projections"))
         object.__setattr__(self, "timed_arrays", _by_name(self.timed_arrays, "timed array", "timed_arrays"))
         object.__setattr__(self, "monitors", tuple(self.monitors or ()))
-        object.__setattr__(self, "neuron_models", frozen_mapping(self.neuron_models))
-        object.__setattr__(self, "synapse_models", frozen_mapping(self.synapse_models))
+        object.__setattr__(self, "neuron_models", frozen_mapping(self.neuron_models, names="neuron_models"))
+        object.__setattr__(self, "synapse_models", frozen_mapping(self.synapse_models, names="synapse_models"))
         object.__setattr__(self, "namespace", _params(self.namespace, "namespace"))
         object.__setattr__(self, "dt", as_expression(self.dt, field="dt"))
         object.__setattr__(self, "duration", as_expression(self.duration, field="duration"))

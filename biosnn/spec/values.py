@@ -250,12 +250,19 @@ class FrozenDict(dict):
         return hash(tuple(sorted(self.items(), key=lambda kv: str(kv[0]))))
 
 
-def frozen_mapping(mapping: Mapping | None, convert=None) -> Mapping:
-    """A read-only copy of ``mapping`` (values passed through ``convert(value, key)``)."""
+def frozen_mapping(mapping: Mapping | None, convert=None, *, names: str | None = None) -> Mapping:
+    """A read-only copy of ``mapping`` (values passed through ``convert(value, key)``).
+
+    With ``names`` (the field, for errors), every key must be an identifier.
+    """
     if mapping is not None and not isinstance(mapping, Mapping):
         raise SpecError(f"expected a mapping of names to values, got {type(mapping).__name__}",
                         fix="write it as 'name: value' pairs")
     items = dict(mapping or {})
+    if names is not None:
+        from biosnn.spec.grammar import check_identifier
+        for key in items:
+            check_identifier(key, field=f"{names}.{str(key)[:60]}" if names else str(key)[:60], what="name")
     if convert is not None:
         items = {k: convert(v, k) for k, v in items.items()}
     return FrozenDict(items)

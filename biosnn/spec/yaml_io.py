@@ -23,6 +23,8 @@ import yaml
 
 from biosnn.errors import SpecError
 from biosnn.spec import model as m
+from biosnn.spec.files import SideFiles, read_yaml
+from biosnn.spec.grammar import check_identifier
 from biosnn.spec.values import ArrayValue
 
 __all__ = ["load_spec", "save_spec", "spec_to_dict", "spec_from_dict"]
@@ -30,6 +32,8 @@ __all__ = ["load_spec", "save_spec", "spec_to_dict", "spec_from_dict"]
 _INPUT_TYPES = {"poisson": m.PoissonInput, "spike_times": m.SpikeTimesInput, "current": m.CurrentInput}
 _CONNECT_TYPES = {"all_to_all": m.AllToAll, "one_to_one": m.OneToOne, "random": m.RandomP,
                   "explicit": m.Explicit, "conv2d": m.Conv2D, "pool2d": m.Pool2D}
+_DTYPES = {f"{k}{b}" for k, bits in (("int", (8, 16, 32, 64)), ("uint", (8, 16, 32, 64)),
+                                      ("float", (16, 32, 64))) for b in bits} | {"bool"}
 _MONITOR_TYPES = {"spikes": m.SpikeMonitor, "state": m.StateMonitor}
 
 
@@ -38,10 +42,10 @@ _MONITOR_TYPES = {"spikes": m.SpikeMonitor, "state": m.StateMonitor}
 
 
 class _Reader:
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, allow_outside: bool = False):
         self.path = path
         self.base = path.parent if path else Path(".")
-        self._npz: dict[Path, Any] = {}
+        self.files = SideFiles(self.base, str(path) if path else None, allow_outside)
 
     def err(self, message, field_, fix=None):
         return SpecError(message, field=field_, file=str(self.path) if self.path else None, fix=fix)
@@ -79,6 +83,8 @@ class _Reader:
                 try:
                     values = np.asarray(data["values"])
                     if "dtype" in data:
+                        if data["dtype"] not in _DTYPES:
+                            raise TypeError(f"dtype must be one of {sorted(_DTYPES)}")
                         values = values.astype(data["dtype"])
                 except (ValueError, TypeError) as exc:
                     raise self.err(f"inline values are not a rectangular array of numbers: {exc}", field_,
@@ -91,21 +97,7 @@ class _Reader:
             if "file" not in data or "key" not in data:
                 raise self.err("an array needs 'file' and 'key' (or inline 'values')", field_,
                                "write {file: weights.npz, key: name, unit: mV}")
-            fpath = (self.base / str(data["file"])).resolve()
-            if fpath not in self._npz:
-                if not fpath.exists():
-                    raise self.err(f"array file '{data['file']}' not found (looked for {fpath})", field_,
-                                   "put the .npz next to the spec file or correct the relative path")
-                try:
-                    self._npz[fpath] = np.load(fpath, allow_pickle=False)
-                except Exception as exc:
-                    raise self.err(f"cannot read array file '{fpath}': {exc}", field_,
-                                   "write it with numpy.savez") from None
-            npz = self._npz[fpath]
-            if data["key"] not in npz.files:
-                raise self.err(f"array '{data['key']}' is not in '{data['file']}'", field_,
-                               f"use one of {sorted(npz.files)[:10]}")
-            return self.array_value(npz[data["key"]], unit, field_)
+            return self.array_value(self.files.array(data["file"], data["key"], field_), unit, field_)
         if isinstance(data, list):
             return self.array_value(data, "1", field_)
         raise self.err(f"expected an array, got {data!r}", field_,
@@ -220,11 +212,16 @@ class _Reader:
         if not isinstance(data, dict):
             raise self.err(f"expected a mapping of names to definitions, got {type(data).__name__}",
                            field_, "write 'name: {...}' entries")
-        return [fn(str(k), v, f"{field_}.{k}") for k, v in data.items()]
+        for k in data:
+            try:
+                check_identifier(k, field=f"{field_}.{str(k)[:60]}", what="name")
+            except SpecError as exc:
+                raise exc.located(file=str(self.path) if self.path else None) from None
+        return [fn(k, v, f"{field_}.{k}") for k, v in data.items()]
 
     def network(self, data):
         allowed = [f.name for f in fields(m.NetworkSpec)]
-        self.mapping(data, "", allowed, required=("name",))
+        self.mapping(data, "", allowed, required=("name", "populations"))
         kw = dict(data)
         kw["neuron_models"] = dict(self.named(data.get("neuron_models"), "neuron_models",
                                               lambda k, v, f: (k, self.neuron_model(v, f))))
@@ -245,19 +242,36 @@ class _Reader:
         return self.build(m.NetworkSpec, kw, "")
 
 
-def spec_from_dict(data: dict, path: str | Path | None = None) -> m.NetworkSpec:
-    """Build a spec from the parsed YAML structure (arrays relative to ``path``)."""
-    reader = _Reader(Path(path) if path else None)
-    return reader.network(data)
+def spec_from_dict(data: dict, path: str | Path | None = None, *, allow_outside: bool = False,
+                   memory_limit: float | None = None) -> m.NetworkSpec:
+    """Build a spec from the parsed YAML structure (arrays relative to ``path``; see :func:`load_spec`)."""
+    from biosnn.spec.budget import memory_limit as limit
+    reader = _Reader(Path(path) if path else None, allow_outside)
+    try:
+        with limit(memory_limit):
+            return reader.network(data)
+    finally:
+        reader.files.close()
 
 
-def load_spec(path: str | Path) -> m.NetworkSpec:
+def load_spec(path: str | Path, *, allow_outside: bool = False, memory_limit: float | None = None) -> m.NetworkSpec:
     """Read a network spec from a YAML file.
+
+    A spec is data: reading it never runs code from it (see
+    :mod:`biosnn.spec.grammar`), reads only regular files inside the spec's
+    folder (:mod:`biosnn.spec.files`) and refuses networks larger than the
+    memory budget (:mod:`biosnn.spec.budget`).
 
     Parameters
     ----------
     path : str or Path
         The ``.yaml`` file; relative array files are resolved next to it.
+    allow_outside : bool
+        Also read array files outside the spec's folder (absolute paths,
+        ``..``, symlinks leaving it).  Only for specs you trust.
+    memory_limit : float, optional
+        Bytes the network may need (default: the memory available now, or
+        ``$BIOSNN_MEMORY_LIMIT``; ``float("inf")``: no limit).
 
     Returns
     -------
@@ -272,18 +286,11 @@ def load_spec(path: str | Path) -> m.NetworkSpec:
     if not path.exists():
         raise SpecError(f"spec file not found: {path}", file=str(path),
                         fix="check the path (network specs live in network_specs/)")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(f"YAML syntax error{where}: {problem}", file=str(path),
-                        fix="check indentation and quoting (quote strings that contain ':')") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise SpecError("the file does not contain a mapping", file=str(path),
                         fix="start the file with 'name: <network name>'")
-    return spec_from_dict(data, path)
+    return spec_from_dict(data, path, allow_outside=allow_outside, memory_limit=memory_limit)
 
 
 # ---------------------------------------------------------------------------
