@@ -13,10 +13,10 @@ __all__ = ["BackendError", "BiosnnError", "ConversionError", "SpecError", "conve
            "get_backend", "from_nir", "to_nir", "run_nir", "__version__"]
 
 
-def load(path):
+def load(path, *, allow_outside=False, memory_limit=None):
     """Read a network spec (YAML) -- see :func:`biosnn.spec.load_spec`."""
     from biosnn.spec import load_spec
-    return load_spec(path)
+    return load_spec(path, allow_outside=allow_outside, memory_limit=memory_limit)
 
 
 def convert(*args, **kwargs):

@@ -335,8 +335,17 @@ def _check_population(spec, pop, base, namespace_layers):
                             f"{mfield}.equations", f"subexpression '{name}'")
     except DimensionMismatchError as exc:  # pragma: no cover - converted in _check_expr
         raise SpecError(str(exc), field=f"{mfield}.equations") from None
+    _check_method(model, mfield)
     if model.threshold:
         _check_expr(model.threshold, None, variables, f"{mfield}.threshold", "threshold")
+        from brian2.parsing.expressions import is_boolean_expression
+        try:
+            boolean = is_boolean_expression(model.threshold, variables)
+        except (SyntaxError, TypeError, ValueError, KeyError):
+            boolean = False
+        if not boolean:
+            raise SpecError(f"threshold '{model.threshold}' is not a condition", field=f"{mfield}.threshold",
+                            fix="write a comparison such as 'v > v_th'")
     if model.reset:
         if not model.threshold:
             raise SpecError("a reset needs a threshold", field=f"{mfield}.reset",
@@ -360,16 +369,11 @@ def _check_population(spec, pop, base, namespace_layers):
 
 
 def _check_operations(ops, variables, field_: str):
-    from brian2 import second
-    from brian2.units.fundamentalunits import have_same_dimensions
     for k, op in enumerate(ops):
         f = f"{field_}[{k}]"
         _check_statements(op.code, variables, f"{f}.code", "operation")
         if op.dt is not None:
-            q = parse_quantity(op.dt, what="time", field=f"{f}.dt")
-            if not have_same_dimensions(q, second) or float(q) <= 0:
-                raise SpecError(f"operation dt must be a positive time, got '{op.dt}'", field=f"{f}.dt",
-                                fix="give e.g. '3.2*ms'")
+            check_time(op.dt, f"{f}.dt", "operation dt")
 
 
 def _input_variables(inp, base):
@@ -426,6 +430,7 @@ def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
                       "delay": _var("delay", second.dim),
                       "lastupdate": _var("lastupdate", second.dim)})
     variables.update(_eq_variables(eqs))
+    _check_method(model, mfield)
     for name_, eq in eqs.items():
         if eq.type == "differential equation":
             _check_expr(str(eq.expr), eqs.dimensions[name_] / second.dim, variables,
@@ -479,29 +484,83 @@ def _needs_count(proj) -> bool:
 
 
 def _n_synapses(spec, proj, src, tgt) -> int:
+    from biosnn.spec.model import AllToAll
+    if isinstance(proj.connect, AllToAll):  # counted, not expanded (n_pre x n_post lists)
+        from biosnn.spec.budget import synapse_count
+        return synapse_count(spec, proj, exact=True)
     from biosnn.spec.expand import expand_projection
     return len(expand_projection(spec, proj).i)
+
+
+MAX_TIME_S = 1e7
+"""Longest time step, duration or period a spec may give (seconds, about 116 days)."""
+
+
+def check_time(text, field_: str, what: str) -> float:
+    """A positive time of at most :data:`MAX_TIME_S` seconds, in seconds; else a :class:`SpecError`."""
+    from brian2 import second
+    from brian2.units.fundamentalunits import have_same_dimensions
+    q = parse_quantity(text, what="time", field=field_)
+    if not have_same_dimensions(q, second) or not 0 < float(q) <= MAX_TIME_S:
+        raise SpecError(f"{what} must be a positive time of at most {MAX_TIME_S:g} s, got '{text}'", field=field_,
+                        fix="give e.g. '0.1*ms' for dt or '1*second' for a duration")
+    return float(q)
+
+
+def _check_method(model, field_: str) -> None:
+    if model.method is None:
+        return
+    from brian2.stateupdaters.base import StateUpdateMethod
+    known = list(StateUpdateMethod.stateupdaters)
+    if model.method not in known:
+        raise SpecError(f"unknown integration method {str(model.method)[:60]!r}", field=f"{field_}.method",
+                        fix=f"use one of {known}, or omit it to let Brian2 choose")
+
+
+def _check_unused_models(spec, base) -> None:
+    """Models nobody uses are checked too: their text passes the grammar and Brian2's parser."""
+    used_n = {p.model for p in spec.populations if isinstance(p.model, str)}
+    used_s = {p.model for p in spec.projections if isinstance(p.model, str)}
+    functions = _functions(base)
+    for kind, named, used, texts in (("neuron_models", spec.neuron_models, used_n, ("threshold", "reset")),
+                                     ("synapse_models", spec.synapse_models, used_s, ("on_pre", "on_post"))):
+        for name, model in named.items():
+            if name in used:
+                continue
+            f = f"{kind}.{name}"
+            parse_equations(model.equations, f"{f}.equations", functions)
+            _check_method(model, f)
+            for attr in texts:
+                code = getattr(model, attr)
+                if code is None:
+                    continue
+                if attr == "threshold":
+                    grammar.check_expression(code, field=f"{f}.{attr}", what=attr, functions=functions)
+                else:
+                    grammar.check_statements(code, field=f"{f}.{attr}", what=attr, functions=functions)
 
 
 def check_network(spec) -> None:
     """Validate a whole network; raise :class:`SpecError` naming the field and the fix."""
     from biosnn.spec.model import CurrentInput, Population, SpikeMonitor, StateMonitor
     for k in ("dt", "duration"):
-        q = parse_quantity(getattr(spec, k), what="time", field=k)
-        from brian2 import second
-        from brian2.units.fundamentalunits import have_same_dimensions
-        if not have_same_dimensions(q, second) or float(q) <= 0:
-            raise SpecError(f"{k} must be a positive time, got '{getattr(spec, k)}'", field=k,
-                            fix="give e.g. '0.1*ms' for dt or '1*second' for duration")
+        check_time(getattr(spec, k), k, "dt" if k == "dt" else "duration")
     names = [p.name for p in spec.populations] + [i.name for i in spec.inputs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise SpecError(f"{dup} name both a population and an input", field=f"inputs.{dup[0]}",
                         fix="give populations and inputs distinct names")
     for ta in spec.timed_arrays:
-        q = parse_quantity(ta.dt, what="time", field=f"timed_arrays.{ta.name}.dt")
-        if float(q) <= 0:
-            raise SpecError("dt must be positive", field=f"timed_arrays.{ta.name}.dt", fix="give e.g. '1*ms'")
+        check_time(ta.dt, f"timed_arrays.{ta.name}.dt", "dt")
+    for inp in spec.inputs:
+        for attr in ("dt", "period"):
+            if isinstance(getattr(inp, attr, None), str):
+                check_time(getattr(inp, attr), f"inputs.{inp.name}.{attr}", attr)
+    for k, mon in enumerate(spec.monitors):
+        if getattr(mon, "dt", None) is not None:
+            check_time(mon.dt, f"monitors[{k}].dt", "dt")
+    from biosnn.spec.budget import check_spec_size
+    check_spec_size(spec)
     base = _base_variables()
     base.update(_timed_functions(spec))
     ns_layers = [("namespace", spec.namespace)]
@@ -547,6 +606,7 @@ def check_network(spec) -> None:
                                     fix="give rates in Hz")
     for proj in spec.projections:
         _check_projection(spec, proj, node_vars, base, ns_layers, nodes)
+    _check_unused_models(spec, base)
     for k, mon in enumerate(spec.monitors):
         f = f"monitors[{k}]"
         if mon.population not in nodes:

@@ -710,7 +710,11 @@ class StateMonitor:
             _check_name(v, "variable", "variables")
         object.__setattr__(self, "variables", variables)
         if self.indices is not None:
-            idx = tuple(int(i) for i in np.atleast_1d(self.indices))
+            raw = np.atleast_1d(np.asarray(self.indices, dtype=object))
+            if raw.ndim != 1 or any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) for i in raw):
+                raise SpecError(f"indices must be whole numbers, got {str(self.indices)[:60]}", field="indices",
+                                fix="list neuron numbers such as [0, 1, 2]")
+            idx = tuple(int(i) for i in raw)
             if any(i < 0 for i in idx):
                 raise SpecError("indices must be non-negative", field="indices",
                                 fix="number neurons from 0")
