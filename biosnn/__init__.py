@@ -5,6 +5,9 @@ Network specs (equation strings with units) come from YAML files
 and run them (:func:`biosnn.backends.get_backend`) and return recordings.
 """
 
+import os as _os
+import warnings as _warnings
+
 from biosnn.errors import BackendError, BiosnnError, ConversionError, SpecError
 
 __version__ = "0.1.0"
@@ -53,3 +56,14 @@ def run_nir(graph_or_path, x, dt=None, flavor="auto", backend="runtime"):
     """Run a NIR graph, spikes per NIR node -- see :func:`biosnn.frontends.nir.run_nir`."""
     from biosnn.frontends.nir import run_nir as _run_nir
     return _run_nir(graph_or_path, x, dt=dt, flavor=flavor, backend=backend)
+
+
+def _warn_brian_preferences() -> None:
+    """Brian2 ``eval``\\ s a ``brian_preferences`` file of the working directory on import (no opt-out)."""
+    if _os.path.isfile("brian_preferences"):
+        _warnings.warn(f"{_os.path.abspath('brian_preferences')} exists: Brian2 runs the Python expressions in it "
+                       "when it is imported (Brian2 offers no switch to skip it). Run biosnn from another "
+                       "directory unless you wrote that file.", RuntimeWarning, stacklevel=3)
+
+
+_warn_brian_preferences()

@@ -7,7 +7,9 @@ own fix-it messages.
 
 from __future__ import annotations
 
-__all__ = ["BiosnnError", "SpecError", "BackendError", "ConversionError"]
+import sys
+
+__all__ = ["BiosnnError", "SpecError", "BackendError", "ConversionError", "quiet_brian2_banner"]
 
 
 class BiosnnError(Exception):
@@ -62,3 +64,23 @@ class BackendError(BiosnnError):
 
 class ConversionError(BiosnnError):
     """A torch model cannot be converted (unsupported layer, bad coding parameters)."""
+
+
+def quiet_brian2_banner() -> None:
+    """Uncaught biosnn errors print plainly, without Brian2's "please report this issue" banner.
+
+    Brian2 replaces ``sys.excepthook`` on import with a hook that asks users
+    to report every uncaught exception to Brian2; a :class:`BiosnnError` is the
+    user's mistake, not a Brian2 bug, so it goes to Python's default hook (other
+    exceptions still reach Brian2's hook).  Idempotent.
+    """
+    hook = sys.excepthook
+    if getattr(hook, "__module__", "") != "brian2.utils.logger":
+        return
+
+    def biosnn_excepthook(exc_type, exc, tb, _brian2_hook=hook):
+        if isinstance(exc_type, type) and issubclass(exc_type, BiosnnError):
+            return sys.__excepthook__(exc_type, exc, tb)
+        return _brian2_hook(exc_type, exc, tb)
+
+    sys.excepthook = biosnn_excepthook

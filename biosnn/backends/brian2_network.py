@@ -23,7 +23,7 @@ from biosnn.backends.brian2_static import static_statements
 from biosnn.spec.expand import expand_projection
 from biosnn.spec.values import ArrayValue, parse_quantity, unit_of
 
-__all__ = ["Brian2Objects", "build_objects", "collect_recording", "brian2_errors"]
+__all__ = ["Brian2Objects", "build_objects", "collect_recording", "brian2_errors", "brian2_cause"]
 
 
 @dataclass
@@ -56,9 +56,24 @@ class brian2_errors:
         from brian2.units.fundamentalunits import DimensionMismatchError
         if isinstance(exc, (BrianObjectException, DimensionMismatchError, ValueError, TypeError,
                             KeyError, NotImplementedError, RuntimeError)):
-            text = str(exc).strip()
-            raise BackendError(f"Brian2 could not {self.what}: {text}") from exc
+            raise BackendError(f"Brian2 could not {self.what}: {brian2_cause(exc)}") from exc
         return False
+
+
+def brian2_cause(exc: BaseException) -> str:
+    """The message of a Brian2 error with its original cause (Brian2's wrapper only names the object)."""
+    from brian2.core.base import BrianObjectException
+    parts, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, BrianObjectException):
+            parts.append(f"in '{exc._brian_objname}': {' '.join(str(exc._brian_message).split())}")
+        else:
+            text = " ".join(str(exc).split())
+            if text and not any(text in p for p in parts):
+                parts.append(f"{type(exc).__name__}: {text}" if not parts else text)
+        exc = exc.__cause__ or exc.__context__
+    return "; caused by ".join(parts) or "unknown error"
 
 
 def _set(obj, var: str, value, what: str):

@@ -543,8 +543,10 @@ def _check_unused_models(spec, base) -> None:
 def check_network(spec) -> None:
     """Validate a whole network; raise :class:`SpecError` naming the field and the fix."""
     from biosnn.spec.model import CurrentInput, Population, SpikeMonitor, StateMonitor
+    from biosnn.errors import quiet_brian2_banner
     for k in ("dt", "duration"):
         check_time(getattr(spec, k), k, "dt" if k == "dt" else "duration")
+    quiet_brian2_banner()  # brian2 is imported by now
     names = [p.name for p in spec.populations] + [i.name for i in spec.inputs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

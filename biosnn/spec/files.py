@@ -54,7 +54,21 @@ def _regular_file(path: Path, what: str, field: str | None, file: str | None) ->
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys."""
+    """SafeLoader that refuses duplicate keys and deep nesting (before its recursive composer sees it)."""
+
+    def _too_deep(self):
+        return yaml.scanner.ScannerError(None, None, f"the YAML is nested more than {MAX_DEPTH} levels deep",
+                                         self.get_mark())
+
+    def fetch_flow_collection_start(self, TokenClass):
+        if self.flow_level >= MAX_DEPTH:
+            raise self._too_deep()
+        return super().fetch_flow_collection_start(TokenClass)
+
+    def add_indent(self, column):
+        if len(self.indents) >= MAX_DEPTH:
+            raise self._too_deep()
+        return super().add_indent(column)
 
     def construct_mapping(self, node, deep=False):
         seen = {}
