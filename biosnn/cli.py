@@ -82,6 +82,31 @@ def cmd_export_nir(args) -> int:
     return 0
 
 
+def _memory_limit(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise BiosnnError(f"--memory-limit must be a positive number of bytes (e.g. 8e9) or inf, got '{text}'")
+    return value
+
+
+def _load(args):
+    """The spec of ``args.spec``, read with the command's --allow-outside (--memory-limit is set in main)."""
+    from biosnn.spec import load_spec
+    return load_spec(args.spec, allow_outside=args.allow_outside, memory_limit=_memory_limit(args.memory_limit))
+
+
+def _spec_options(parser) -> None:
+    parser.add_argument("--allow-outside", action="store_true",
+                        help="read array files outside the spec's folder (only for specs you trust)")
+    parser.add_argument("--memory-limit", default=None, metavar="BYTES",
+                        help="memory the network may need (default: what the machine has available; inf: no check)")
+
+
 def cmd_run(args) -> int:
     if str(args.spec).endswith(".nir"):
         return cmd_run_nir(args)
@@ -91,10 +116,9 @@ def cmd_run(args) -> int:
     from biosnn.backends.registry import get_backend
     from biosnn.recording.formats import save_sonata
     from biosnn.recording.plots import plot_recording
-    from biosnn.spec import load_spec
     from biosnn.spec.parameters import set_parameters
 
-    spec = set_parameters(load_spec(args.spec), args.param)
+    spec = set_parameters(_load(args), args.param)
     duration = _duration(args.duration)
     options = {}
     if args.threads is not None:
@@ -135,11 +159,10 @@ def cmd_demo(args) -> int:
 
 def cmd_train_stdp(args) -> int:
     from biosnn.learning.report import train_and_report
-    from biosnn.spec import load_spec
     from biosnn.spec.parameters import set_parameters
 
-    spec = set_parameters(load_spec(args.spec), args.param)
-    protocol = {"rest": args.rest, "traces": args.traces}
+    spec = set_parameters(_load(args), args.param)
+    protocol = {"rest": args.rest, "traces": args.traces, "restart": args.restart}
     if args.weight_total is not None:
         protocol["weight_total"] = args.weight_total
     train_and_report(spec, dataset=args.dataset, out=args.out, samples=args.samples, n_exc=args.neurons,
@@ -168,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--param", action="append", default=[], metavar="OWNER.PARAMETER=VALUE",
                    help="set a model parameter: OWNER.PARAMETER=VALUE (a population or projection; repeatable), e.g. XeAe.nu_ee_post=0.02")
+    _spec_options(r)
     r.set_defaults(func=cmd_run)
     e = sub.add_parser("export-nir", help="write a spec imported from NIR (YAML) back as a NIR file")
     e.add_argument("spec", help="network spec (YAML) made by biosnn.from_nir")
@@ -203,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--param", action="append", default=[], metavar="OWNER.PARAMETER=VALUE",
                    help="set a model parameter: OWNER.PARAMETER=VALUE (a population or projection; repeatable), e.g. XeAe.nu_ee_post=0.02")
+    t.add_argument("--restart", action="store_true",
+                   help="delete the checkpoint in --out and train from the start")
+    _spec_options(t)
     t.set_defaults(func=cmd_train_stdp)
     return p
 
@@ -212,9 +239,11 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        from biosnn.spec.budget import memory_limit
+        with memory_limit(_memory_limit(getattr(args, "memory_limit", None))):  # every spec the command builds
+            return args.func(args)
     except BiosnnError as exc:
-        print(f"biosnn: error: {exc}", file=sys.stderr)
+        print(f"biosnn: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one paragraph
         return 2
     except KeyboardInterrupt:
         print("biosnn: interrupted", file=sys.stderr)

@@ -41,7 +41,7 @@ from typing import Callable
 import numpy as np
 
 from biosnn.errors import BackendError, BiosnnError, SpecError
-from biosnn.learning.checkpoint import load_checkpoint, save_checkpoint
+from biosnn.learning.checkpoint import data_hash, load_checkpoint, save_checkpoint, spec_hashes
 from biosnn.learning.labels import accuracy, assign_labels, class_response_sums, predict
 from biosnn.learning.network import ChunkConfig, check_parts, chunk_spec, run_values, slot_steps
 from biosnn.spec import model as m
@@ -371,8 +371,8 @@ def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
 # Training
 
 
-def _checkpoint_meta(spec, cfg, samples, seed, n_data) -> dict:
-    return {"spec": spec.name, "n_exc": cfg.n_exc, "n_in": cfg.n_in, "slots": cfg.slots,
+def _checkpoint_meta(spec, cfg, samples, seed, n_data, data) -> dict:
+    return {"spec": spec.name, "spec_hashes": spec_hashes(spec), "data_hash": data_hash(*data), "n_exc": cfg.n_exc, "n_in": cfg.n_in, "slots": cfg.slots,
             "presentation": cfg.presentation, "rest": cfg.rest, "min_spikes": cfg.min_spikes,
             "intensity0": cfg.intensity0, "intensity_step": cfg.intensity_step,
             "weight_total": cfg.weight_total, "traces": cfg.traces, "samples": int(samples), "seed": int(seed),
@@ -383,7 +383,7 @@ def train(spec: m.NetworkSpec, x, y=None, *, samples: int | None = None, n_exc: 
           chunk: int = 1000, backend: str = "cpp_standalone", backend_options: dict | None = None,
           checkpoint: str | Path | None = None, seed: int | None = None,
           callback: Callable[[ChunkInfo], None] | None = None, progress: bool = True,
-          assign_window: int = 10000, **protocol) -> TrainResult:
+          assign_window: int = 10000, restart: bool = False, **protocol) -> TrainResult:
     """Train a Diehl & Cook network without supervision on images ``x``.
 
     Parameters
@@ -419,6 +419,9 @@ def train(spec: m.NetworkSpec, x, y=None, *, samples: int | None = None, n_exc: 
     assign_window : int
         Neuron classes are assigned from the responses to the last this many
         training samples (rounded to whole chunks).
+    restart : bool
+        Delete ``checkpoint`` first and train from the start (a checkpoint of
+        another spec, other parameters or data is otherwise refused).
     **protocol
         ``presentation`` (0.35 s), ``rest`` (0 s: instant reset instead of the
         paper's 0.15 s), ``min_spikes`` (5), ``intensity0`` (2),
@@ -438,7 +441,9 @@ def train(spec: m.NetworkSpec, x, y=None, *, samples: int | None = None, n_exc: 
     if samples < 1:
         raise BiosnnError(f"samples must be positive, got {samples}")
     seed = (spec.seed or 0) if seed is None else int(seed)
-    meta = _checkpoint_meta(spec, cfg, samples, seed, x_flat.shape[0])
+    meta = _checkpoint_meta(spec, cfg, samples, seed, x_flat.shape[0], (x_flat, labels))
+    if restart and checkpoint is not None and Path(checkpoint).exists():
+        Path(checkpoint).unlink()
     state = _resume(checkpoint, meta)
     if state is None:
         init = initial_state(spec, cfg)
@@ -503,15 +508,33 @@ def _resume(path, meta: dict) -> dict | None:
         return None
     arrays, saved = load_checkpoint(path)
     # more samples than before continue the training; every other setting must be the same
-    differs = {k: (saved.get(k), v) for k, v in meta.items() if saved.get(k) != v and k != "samples"}
-    if saved.get("consumed", 0) > meta["samples"]:
-        differs["samples"] = (saved["consumed"], meta["samples"])
-    if differs:
-        detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(differs.items()))
-        raise BiosnnError(f"checkpoint {path} belongs to another training run ({detail}). Fix: use the same "
-                          "settings, or another output directory to start afresh")
-    return {**arrays, "consumed": saved["consumed"], "chunk": saved["chunk"], "repeats": saved["repeats"],
-            "intensity": saved["intensity"]}
+    skip = {"samples", "spec_hashes", "data_hash"}
+    differs = {k: (saved.get(k), v) for k, v in meta.items() if saved.get(k) != v and k not in skip}
+    details = []
+    old_parts, new_parts = saved.get("spec_hashes"), meta["spec_hashes"]
+    if not isinstance(old_parts, dict):
+        details.append("spec: the checkpoint has no spec hash (written by an older biosnn)")
+    elif old_parts != new_parts:
+        changed = sorted(k for k in set(old_parts) | set(new_parts) if old_parts.get(k) != new_parts.get(k))
+        details.append(f"spec: {', '.join(changed[:8])} changed (the spec file or --param values)")
+    if saved.get("data_hash") != meta["data_hash"]:
+        details.append("training data: other images or labels")
+    consumed = saved.get("consumed", 0)
+    if isinstance(consumed, int) and consumed > meta["samples"]:
+        differs["samples"] = (consumed, meta["samples"])
+    details += [f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(differs.items())]
+    if details:
+        raise BiosnnError(f"checkpoint {path} belongs to another training run ({'; '.join(details)}). Fix: use "
+                          "the same spec, data and settings, pass --restart (train(..., restart=True)) to "
+                          "start afresh, or use another output directory")
+    try:
+        state = {k: arrays[k] for k in ("w", "delay", "theta", "sums", "counts")}
+        state.update(consumed=int(saved["consumed"]), chunk=int(saved["chunk"]), repeats=int(saved["repeats"]),
+                     intensity=float(saved["intensity"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BiosnnError(f"cannot read checkpoint {path}: it lacks {exc} or has a wrong type. Fix: delete it "
+                          "(or pass --restart) to start afresh") from None
+    return state
 
 
 # ---------------------------------------------------------------------------

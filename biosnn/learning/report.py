@@ -65,7 +65,7 @@ def _cpu_seconds() -> float:
 def train_and_report(spec, *, dataset: str, out, samples: int | None = None, n_exc: int | None = None,
                      test_samples: int | None = None, label_samples: int = 0, chunk: int = 1000,
                      backend: str = "cpp_standalone", seed: int | None = None, progress: bool = True,
-                     mnist_path=None, log=print, **protocol) -> dict:
+                     mnist_path=None, log=print, restart: bool = False, **protocol) -> dict:
     """Train, assign labels, test, and write checkpoint, trained spec, weight map and ``accuracy.json``.
 
     Parameters
@@ -89,6 +89,8 @@ def train_and_report(spec, *, dataset: str, out, samples: int | None = None, n_e
         See :func:`biosnn.learning.train`.
     log : callable
         Receives progress lines.
+    restart : bool
+        Start afresh, deleting ``out/checkpoint.npz``.
 
     Returns
     -------
@@ -102,7 +104,9 @@ def train_and_report(spec, *, dataset: str, out, samples: int | None = None, n_e
         protocol["weight_total"] = drive_matched_weight_total(x)
     n_test = len(xt) if test_samples is None else min(int(test_samples), len(xt))
     checkpoint = out / "checkpoint.npz"
-    resumed_at = load_checkpoint(checkpoint)[1]["consumed"] if checkpoint.exists() else 0
+    if restart and checkpoint.exists():
+        checkpoint.unlink()
+    resumed_at = load_checkpoint(checkpoint)[1].get("consumed", 0) if checkpoint.exists() else 0
     t0, c0 = time.perf_counter(), _cpu_seconds()
     result = train(spec, x, y, samples=samples, n_exc=n_exc, chunk=chunk, backend=backend,
                    checkpoint=checkpoint, seed=seed, progress=progress, **protocol)
