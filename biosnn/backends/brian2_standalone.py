@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from biosnn.backends.base import apply_overrides, split_key
+from biosnn.backends.binary_hashes import binary_is_trusted, check_binary, record_binary, untrust_build
 from biosnn.backends.brian2_network import (brian2_errors, build_objects, check_final_state, collect_recording,
                                             positive_duration)
 from biosnn.backends.brian2_runtime import brian2_prefs
@@ -95,6 +96,13 @@ def profile_of(rec) -> dict[str, float]:
         raise BackendError("this recording has no profile: build with "
                            "get_backend('cpp_standalone', profile=True)")
     return json.loads(rec.meta["profile"])
+
+
+def _mtime(path: Path):
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 @contextmanager
@@ -218,8 +226,14 @@ class StandaloneSimulation:
                                          report=STANDALONE_REPORT_CODE, report_period=1 * second,
                                          profile=self.backend.profile)
                     with _dir_lock(self.directory):
+                        if not binary_is_trusted(self.directory):
+                            untrust_build(self.directory)  # a binary biosnn did not build: compile afresh
+                            was_compiled = False
+                        before = _mtime(self.directory / "main")
                         try:
                             self.backend.build_project(device, self.directory)
+                            if before is None or _mtime(self.directory / "main") != before:
+                                record_binary(self.directory)
                             write_static_files(objs.network.objects, self.directory)
                         except (RuntimeError, OSError) as exc:
                             raise BackendError(
@@ -281,6 +295,7 @@ class StandaloneSimulation:
             t0 = time.perf_counter()
             try:
                 with self.backend.prefs(), brian2_errors(f"run '{self.spec.name}'"):
+                    check_binary(self.directory)
                     try:
                         self.device.run(directory=str(self.directory), results_directory=results,
                                         with_output=False, run_args=run_args)
