@@ -141,7 +141,10 @@ def parse_tree(text: str, mode: str, field: str | None, what: str):
     _tokens(text, field, what)
     try:
         tree = ast.parse(text.strip() if mode == "eval" else text, mode=mode)
-    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+    except (RecursionError, MemoryError):
+        raise _err(f"{what} '{_short(text)}' is nested more than {MAX_DEPTH} levels deep", field,
+                   "split it into subexpressions") from None
+    except (SyntaxError, ValueError) as exc:
         msg = getattr(exc, "msg", None) or type(exc).__name__
         raise _err(f"{what} '{_short(text)}' is not valid: {msg}", field,
                    "write it in Brian2 syntax, e.g. '(E_L - v)/tau'") from None
