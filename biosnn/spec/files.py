@@ -151,8 +151,9 @@ def read_yaml(path: Path) -> Any:
     except UnicodeDecodeError as exc:
         raise SpecError(f"the spec file is not UTF-8 text (byte {exc.start})", file=file,
                         fix="save it as UTF-8 text") from None
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)
         node = loader.get_single_node()
         if node is None:
             return None
@@ -172,7 +173,8 @@ def read_yaml(path: Path) -> Any:
         raise SpecError("the YAML is nested too deeply", file=file,
                         fix="write the spec out plainly, without deep nesting") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 class SideFiles:

@@ -14,7 +14,7 @@ error yields no spec at all.
 from __future__ import annotations
 
 import difflib
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,11 @@ class _Reader:
             return cls(**kwargs)
         except SpecError as exc:
             raise exc.located(file=str(self.path) if self.path else None, prefix=field_) from None
+        except TypeError:  # a required field is missing (mapping() names unknown ones)
+            missing = [f.name for f in fields(cls) if f.name not in kwargs
+                       and f.default is MISSING and f.default_factory is MISSING]
+            raise self.err(f"missing field(s) {missing}", f"{field_}.{missing[0]}" if missing else field_,
+                           f"add {', '.join(missing) or 'the required fields'}") from None
 
     # -- parts -------------------------------------------------------------
     def neuron_model(self, data, field_):
@@ -149,7 +154,7 @@ class _Reader:
             raise self.err("an input needs a 'type'", f"{field_}.type",
                            f"use one of {sorted(_INPUT_TYPES)}")
         kind = data["type"]
-        if kind not in _INPUT_TYPES:
+        if not isinstance(kind, str) or kind not in _INPUT_TYPES:
             raise self.err(f"unknown input type '{kind}'", f"{field_}.type",
                            f"use one of {sorted(_INPUT_TYPES)}")
         cls = _INPUT_TYPES[kind]
@@ -170,7 +175,7 @@ class _Reader:
             raise self.err(f"unknown connectivity {data!r}", f"{field_}",
                            f"write {{type: ...}} with type one of {sorted(_CONNECT_TYPES)}")
         kind = data["type"]
-        if kind not in _CONNECT_TYPES:
+        if not isinstance(kind, str) or kind not in _CONNECT_TYPES:
             raise self.err(f"unknown connectivity type '{kind}'", f"{field_}.type",
                            f"use one of {sorted(_CONNECT_TYPES)}")
         cls = _CONNECT_TYPES[kind]
@@ -184,6 +189,8 @@ class _Reader:
         except SpecError as exc:
             field_root = field_.rsplit(".connect", 1)[0]
             raise exc.located(file=str(self.path) if self.path else None, prefix=field_root) from None
+        except TypeError:
+            return self.build(cls, kw, field_)  # names the missing field
 
     def projection(self, name, data, field_):
         allowed = [f.name for f in fields(m.Projection) if f.name != "name"]
@@ -199,7 +206,7 @@ class _Reader:
         return self.build(m.Projection, kw, field_)
 
     def monitor(self, data, field_):
-        if not isinstance(data, dict) or data.get("type") not in _MONITOR_TYPES:
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str) or data["type"] not in _MONITOR_TYPES:
             raise self.err("a monitor needs 'type: spikes' or 'type: state'", f"{field_}.type",
                            "write e.g. {type: spikes, population: exc}")
         cls = _MONITOR_TYPES[data["type"]]
