@@ -76,10 +76,12 @@ def evaluate(value, n: int, names: dict, rng: np.random.Generator, what: str) ->
             raise BackendError(f"{what} has {data.size} values for {n} elements")
         return np.broadcast_to(data, (n,)).astype(np.float64)
     text = str(value).strip()
+    from biosnn.errors import SpecError
+    from biosnn.spec.grammar import check_expression
     try:
-        tree = ast.parse(text, mode="eval")
-    except SyntaxError:
-        raise BackendError(f"{what} '{text}' is not an expression") from None
+        tree = check_expression(text, what=what, functions=set(_NUMPY_FUNCS) | {"rand", "randn"})
+    except SpecError as exc:
+        raise BackendError(f"{what} '{text}' is not an expression: {exc.message}") from None
     env = dict(unit_namespace())
     env.update(names)
     env.update({"rand": lambda: rng.random(n), "randn": lambda: rng.standard_normal(n)})
