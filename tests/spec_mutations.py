@@ -158,7 +158,7 @@ def _worker(conn) -> None:  # pragma: no cover - runs in the child
             spec = biosnn.load(Path(path))
             outcome, message = "valid", spec.name
             if run_s:
-                from biosnn.backends.base import get_backend
+                from biosnn.backends.registry import get_backend
                 get_backend("runtime").build(spec).run(duration=run_s, progress=False)
                 outcome = "ran"
         except BiosnnError as exc:

@@ -299,7 +299,7 @@ def test_binaries_without_a_recorded_hash_are_not_run(tmp_path, monkeypatch):
 
 @pytest.mark.standalone
 def test_tampered_standalone_binary_is_refused(build_cache):
-    from biosnn.backends.base import get_backend
+    from biosnn.backends.registry import get_backend
     from biosnn.spec import ArrayValue, NetworkSpec, Population, SpikeMonitor
     spec = NetworkSpec("tamper", duration="5*ms", monitors=[SpikeMonitor("p")], populations=[
         Population("p", 2, "if_subtract", initial={"I": ArrayValue([100, 300], "pA")})])

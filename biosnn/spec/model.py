@@ -806,8 +806,9 @@ class NetworkSpec:
         object.__setattr__(self, "dt", as_expression(self.dt, field="dt"))
         object.__setattr__(self, "duration", as_expression(self.duration, field="duration"))
         if self.seed is not None:
-            if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-                raise SpecError(f"seed must be a non-negative integer, got {self.seed!r}", field="seed",
+            if (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer))
+                    or not 0 <= self.seed < 2 ** 32):
+                raise SpecError(f"seed must be a non-negative integer below 2**32, got {str(self.seed)[:40]}", field="seed",
                                 fix="give e.g. seed: 42, or omit it")
             object.__setattr__(self, "seed", int(self.seed))
         from biosnn.spec.check import check_network
