@@ -808,8 +808,8 @@ class NetworkSpec:
         if self.seed is not None:
             if (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer))
                     or not 0 <= self.seed < 2 ** 32):
-                raise SpecError(f"seed must be a non-negative integer below 2**32, got {str(self.seed)[:40]}", field="seed",
-                                fix="give e.g. seed: 42, or omit it")
+                raise SpecError(f"seed must be a non-negative integer below 2**32, got {str(self.seed)[:40]}",
+                                field="seed", fix="give e.g. seed: 42, or omit it")
             object.__setattr__(self, "seed", int(self.seed))
         from biosnn.spec.check import check_network
         check_network(self)
