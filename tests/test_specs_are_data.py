@@ -31,17 +31,17 @@ VALID = {"valid_names_like_builtins", "valid_plain", "exec_equation_comment_tric
 EXPECTED = {
     "exec_equation": "string literals", "exec_threshold": "string literals", "exec_reset": "string literals",
     "exec_initial": "string literals", "exec_on_pre": "string literals", "exec_namespace_value": "reserved",
-    "exec_namespace_key": "not a valid identifier", "exec_unit": "", "exec_unit_attr": "attribute access",
+    "exec_namespace_key": "not a valid identifier", "exec_unit": "'__import__' in the line starts with '_'", "exec_unit_attr": "attribute access",
     "exec_method": "unknown integration method", "exec_rates": "string literals", "exec_weights": "string literals",
     "exec_operation": "string literals", "exec_timed_array_name": "not a valid identifier",
-    "exec_lambda": "", "exec_subscript": "subscripts", "exec_yaml_tag": "YAML syntax error",
+    "exec_lambda": "calls 'Lambda'", "exec_subscript": "subscripts", "exec_yaml_tag": "YAML syntax error",
     "exec_yaml_tag_inside": "YAML syntax error",
     "bomb_power_quantity": "exponent", "bomb_power_expression": "power in an exponent",
     "bomb_power_nested": "too large", "bomb_power_unit": "exponent", "bomb_power_indices": "integer indices",
     "bomb_string_repeat": "string literals", "bomb_parentheses": "nests parentheses",
     "bomb_unary": "nested more than", "bomb_long_sum": "nested more than", "bomb_huge_number": "characters",
     "bomb_yaml_aliases": "aliases are expanded", "bomb_yaml_alias_array": "aliases are expanded",
-    "bomb_yaml_recursive": "", "bomb_yaml_nesting": "nested more than",
+    "bomb_yaml_recursive": "refers to itself", "bomb_yaml_nesting": "nested more than",
     "bomb_yaml_block_nesting": "nested more than", "bomb_all_to_all": "GiB", "bomb_neurons": "GiB",
     "bomb_recording": "GiB", "bomb_dtype": "dtype must be one of", "bomb_dt_huge": "positive time of at most",
     "bomb_timed_dt_voltage": "positive time", "path_parent": "outside the spec's folder",
@@ -146,7 +146,7 @@ def test_grammar_whitelist():
     bad = {PAYLOAD: "string literals", "v.real": "attribute access", "x[0]": "subscripts",
            "9**9**9": "power in an exponent", "2**5000": "exponent larger", "f(1)": "calls 'f'",
            "exp(x=1)": "keyword", "_x": "reserved", "1j": "directly followed", "v if v else 0": "ifexp",
-           "lambda: 0": "", "{1: 2}": "character"}
+           "lambda: 0": "lambda syntax", "{1: 2}": "character"}
     for text, match in bad.items():
         with pytest.raises(SpecError, match=match):
             grammar.check_expression(text, functions={"exp"})
