@@ -314,3 +314,36 @@ def test_tampered_standalone_binary_is_refused(build_cache):
     finally:
         main.write_bytes(original)
     sim.run(progress=False)
+
+
+def test_brian2_failures_keep_their_cause():
+    from types import SimpleNamespace
+
+    from brian2.core.base import BrianObjectException
+
+    from biosnn.backends.brian2_network import brian2_errors
+    obj = SimpleNamespace(name="exc_stateupdater", _creation_stack="  File x", _full_creation_stack="  File x")
+    with pytest.raises(BackendError) as info:
+        with brian2_errors("build 'net'"):
+            try:
+                raise ValueError("Cannot integrate equations with method 'nonsense'")
+            except ValueError as inner:
+                raise BrianObjectException("An error occurred when preparing an object.", obj) from inner
+    text = str(info.value)
+    assert "in 'exc_stateupdater'" in text and "method 'nonsense'" in text, text
+    assert "See above" not in text
+
+
+def test_build_failures_of_spike_inputs_are_load_errors():
+    from biosnn.spec import ArrayValue, NetworkSpec, Population, SpikeTimesInput
+    def net(times, period=None):
+        return NetworkSpec("n", dt="0.1*ms", populations=[Population("a", 2, "lif")], inputs=[
+            SpikeTimesInput("s", 2, ArrayValue([0, 0]), ArrayValue(times, "ms"), period=period)])
+    net([1.0, 1.2])
+    with pytest.raises(SpecError, match="fires twice within one time step") as info:
+        net([1.0, 1.05])
+    assert info.value.field == "inputs.s.times"
+    with pytest.raises(SpecError, match="not below the period"):
+        net([1.0, 5.0], period="5*ms")
+    with pytest.raises(SpecError, match="positive time"):
+        net([1.0, 2.0], period="5*mV")

@@ -28,7 +28,7 @@ __all__ = ["available_memory", "memory_limit", "check_bytes", "synapse_count", "
 
 BYTES_PER_NEURON_VARIABLE = 8 * 3
 """Per neuron and state variable (value, generated-code copies)."""
-BYTES_PER_SYNAPSE = 8 * 6
+BYTES_PER_SYNAPSE = 8 * 4
 """Per synapse: the expanded ``i``/``j`` lists and Brian2's index arrays (variables come on top)."""
 BYTES_PER_SAMPLE = 8
 """Per recorded state-monitor value."""

@@ -507,6 +507,24 @@ def check_time(text, field_: str, what: str) -> float:
     return float(q)
 
 
+def _check_spike_times(inp, dt: float) -> None:
+    """What Brian2's SpikeGeneratorGroup refuses at build: two spikes of a source in one step, times past the period."""
+    times = inp.times.si()
+    if times.size == 0:
+        return
+    f = f"inputs.{inp.name}"
+    if inp.period is not None:
+        period = check_time(inp.period, f"{f}.period", "period")
+        if times.max() >= period:
+            raise SpecError(f"spike times reach {times.max():g} s, not below the period {period:g} s",
+                            field=f"{f}.period", fix="give a period longer than the last spike time")
+    steps = np.floor((times + 1e-3 * dt) / dt).astype(np.int64)  # as Brian2 bins them
+    pairs = np.stack([np.asarray(inp.indices.data, dtype=np.int64), steps], axis=1)
+    if len(np.unique(pairs, axis=0)) < len(pairs):
+        raise SpecError(f"a source fires twice within one time step of {dt:g} s", field=f"{f}.times",
+                        fix="remove the duplicate spikes or use a smaller dt")
+
+
 def _check_method(model, field_: str) -> None:
     if model.method is None:
         return
@@ -558,6 +576,8 @@ def check_network(spec) -> None:
         for attr in ("dt", "period"):
             if isinstance(getattr(inp, attr, None), str):
                 check_time(getattr(inp, attr), f"inputs.{inp.name}.{attr}", attr)
+        if isinstance(getattr(inp, "times", None), ArrayValue):
+            _check_spike_times(inp, check_time(spec.dt, "dt", "dt"))
     for k, mon in enumerate(spec.monitors):
         if getattr(mon, "dt", None) is not None:
             check_time(mon.dt, f"monitors[{k}].dt", "dt")
