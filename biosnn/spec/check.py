@@ -299,6 +299,7 @@ def _population_variables(spec, pop, base, namespace_layers):
     mfield = f"neuron_models.{name}" if name in spec.neuron_models else f"{field_}.model"
     eqs = parse_equations(model.equations, f"{mfield}.equations", _functions(base))
     _check_cpp_names(eqs, f"{mfield}.equations")
+    _check_flags(eqs, "neuron", f"{mfield}.equations")
     consts = evaluate_namespace(namespace_layers + [(f"{mfield}.parameters", model.parameters),
                                                     (f"{field_}.parameters", pop.parameters)])
     from brian2 import second
@@ -407,6 +408,7 @@ def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
     mfield = f"synapse_models.{name}" if name in spec.synapse_models else f"{field_}.model"
     eqs = parse_equations(model.equations, f"{mfield}.equations", _functions(base))
     _check_cpp_names(eqs, f"{mfield}.equations")
+    _check_flags(eqs, "synapse", f"{mfield}.equations")
     consts = evaluate_namespace(namespace_layers + [(f"{mfield}.parameters", model.parameters),
                                                     (f"{field_}.parameters", proj.parameters)])
     variables = dict(base)
@@ -525,6 +527,24 @@ def _check_spike_times(inp, dt: float) -> None:
                         fix="remove the duplicate spikes or use a smaller dt")
 
 
+_FLAGS = {"neuron": ({"differential equation": ("unless refractory",), "parameter": ("constant", "shared", "linked"),
+                      "subexpression": ("shared", "constant over dt")}, None),
+          "synapse": ({"differential equation": ["event-driven", "clock-driven"],
+                       "subexpression": ["summed", "shared", "constant over dt"],
+                       "parameter": ["constant", "shared", "linked"]},
+                      [("event-driven", "clock-driven"), ("summed", "shared", "constant over dt")])}
+
+
+def _check_flags(eqs, kind: str, field_: str) -> None:
+    """The equation flags Brian2's NeuronGroup / Synapses accept (checked there only at build)."""
+    allowed, incompatible = _FLAGS[kind]
+    try:
+        eqs.check_flags(allowed, incompatible_flags=incompatible)
+    except ValueError as exc:
+        raise SpecError(f"bad equation flag: {' '.join(str(exc).split())}", field=field_,
+                        fix="use Brian2's flags, e.g. (unless refractory), (constant), (event-driven), (summed)") from None
+
+
 def _check_method(model, field_: str) -> None:
     if model.method is None:
         return
@@ -540,13 +560,13 @@ def _check_unused_models(spec, base) -> None:
     used_n = {p.model for p in spec.populations if isinstance(p.model, str)}
     used_s = {p.model for p in spec.projections if isinstance(p.model, str)}
     functions = _functions(base)
-    for kind, named, used, texts in (("neuron_models", spec.neuron_models, used_n, ("threshold", "reset")),
-                                     ("synapse_models", spec.synapse_models, used_s, ("on_pre", "on_post"))):
+    for kind, named, used, texts in (("neuron", spec.neuron_models, used_n, ("threshold", "reset")),
+                                     ("synapse", spec.synapse_models, used_s, ("on_pre", "on_post"))):
         for name, model in named.items():
             if name in used:
                 continue
-            f = f"{kind}.{name}"
-            parse_equations(model.equations, f"{f}.equations", functions)
+            f = f"{kind}_models.{name}"
+            _check_flags(parse_equations(model.equations, f"{f}.equations", functions), kind, f"{f}.equations")
             _check_method(model, f)
             for attr in texts:
                 code = getattr(model, attr)
