@@ -4,8 +4,9 @@ Mutants come from ``tests/spec_mutations.py`` (structural YAML edits with
 hostile values, text truncations and byte changes), seeded from both specs in
 ``network_specs/``.  Each mutant is loaded (and the first ``--run`` valid ones
 run for 1 ms on the runtime backend); the outcome is counted as ``valid``,
-``ran``, ``error`` (a biosnn error), ``crash`` (any other exception) or
-``hang`` (no answer within ``--timeout`` seconds).  A payload that ran would
+``ran``, ``error`` (a biosnn error at load), ``build_error`` (loaded, then a
+biosnn error at build or run: a gap in load validation), ``crash`` (any other
+exception) or ``hang`` (no answer within ``--timeout`` seconds).  A payload that ran would
 leave ``PWNED`` in the worker's directory: counted too.
 
 Usage::
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
                 if (cwd / "PWNED").exists():
                     outcome = "payload"
                 counts[name][outcome] += 1
-                if outcome in ("crash", "hang", "payload"):
+                if outcome in ("crash", "hang", "payload", "build_error"):
                     bad.append((name, seed, outcome, message))
                 if seconds > slowest[0] and outcome != "ran":
                     slowest = (seconds, f"{name} seed {seed} ({outcome})")
@@ -79,8 +80,8 @@ def main(argv=None) -> int:
     total = sum(counts.values(), collections.Counter())
     print(f"fuzz_specs: {args.mutants} mutants (seeds {args.start}..{args.start + args.mutants - 1}) in {wall:.0f} s")
     for name, c in counts.items():
-        print(f"  {name}: " + ", ".join(f"{k} {c[k]}" for k in ("valid", "ran", "error", "crash", "hang", "payload")))
-    print("  total: " + ", ".join(f"{k} {total[k]}" for k in ("valid", "ran", "error", "crash", "hang", "payload")))
+        print(f"  {name}: " + ", ".join(f"{k} {c[k]}" for k in ("valid", "ran", "error", "build_error", "crash", "hang", "payload")))
+    print("  total: " + ", ".join(f"{k} {total[k]}" for k in ("valid", "ran", "error", "build_error", "crash", "hang", "payload")))
     print(f"  slowest load: {slowest[0]:.2f} s ({slowest[1]})")
     for name, seed, outcome, message in bad[:args.show]:
         print(f"--- {outcome}: {name} seed {seed}\n{message}")

@@ -48,7 +48,7 @@ EXPECTED = {
     "path_absolute": "outside the spec's folder", "path_dev_zero": "outside the spec's folder",
     "path_proc": "outside the spec's folder", "path_symlink_escape": "outside the spec's folder",
     "path_directory": "not a regular file", "path_fifo": "not a regular file", "path_not_text": "file name",
-    "invalid_method": "unknown integration method", "invalid_threshold_not_condition": "is not a condition",
+    "invalid_method": "unknown integration method", "invalid_flag": "bad equation flag", "invalid_threshold_not_condition": "is not a condition",
     "invalid_monitor_index": "whole numbers", "invalid_duplicate_key": "duplicate key 'duration'",
     "invalid_unused_model": "neuron_models.spare", "invalid_unicode_unit": "'μ'",
     "invalid_truncated": "missing field 'populations'", "invalid_not_utf8": "not UTF-8",
