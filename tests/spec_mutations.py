@@ -154,6 +154,7 @@ def _worker(conn) -> None:  # pragma: no cover - runs in the child
             return
         path, run_s = job
         t0 = time.perf_counter()
+        outcome = "error"
         try:
             spec = biosnn.load(Path(path))
             outcome, message = "valid", spec.name
@@ -163,7 +164,7 @@ def _worker(conn) -> None:  # pragma: no cover - runs in the child
                 get_backend("runtime").build(spec).run(duration=run_s, progress=False)
                 outcome = "ran"
         except BiosnnError as exc:
-            outcome, message = ("error" if outcome != "build_error" else outcome), str(exc)
+            message = str(exc)  # outcome: "error" at load, "build_error" after it
         except BaseException as exc:  # noqa: BLE001 - what the fuzz looks for
             outcome = "crash"
             message = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:])

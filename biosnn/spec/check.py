@@ -324,6 +324,9 @@ def _check_population(spec, pop, base, namespace_layers):
     from brian2 import second
     from brian2.units.fundamentalunits import DimensionMismatchError
     model, eqs, variables, field_ = _population_variables(spec, pop, base, namespace_layers)
+    texts = [model.equations, model.threshold, model.reset] + [op.code for op in pop.operations] + \
+        [v for v in pop.initial.values() if isinstance(v, str)]
+    _check_table_columns(spec, "\n".join(t for t in texts if t), pop.size, field_)
     name = pop.model if isinstance(pop.model, str) else None
     mfield = f"neuron_models.{name}" if name in spec.neuron_models else f"{field_}.model"
     try:
@@ -545,6 +548,16 @@ def _check_flags(eqs, kind: str, field_: str) -> None:
                         fix="use Brian2's flags, e.g. (unless refractory), (constant), (event-driven), (summed)") from None
 
 
+def _check_table_columns(spec, text: str, size: int, field_: str) -> None:
+    """A 2-D timed array read as ``name(t, i)`` needs a column for every neuron ``i`` (Brian2 fails at run)."""
+    for ta in spec.timed_arrays:
+        values = ta.values.data
+        if values.ndim == 2 and values.shape[1] < size and re.search(rf"\b{ta.name}\s*\(\s*t\s*,\s*i\s*\)", text):
+            raise SpecError(f"'{ta.name}(t, i)' is read by {size} neurons but timed array '{ta.name}' has "
+                            f"{values.shape[1]} columns", field=field_,
+                            fix=f"give timed_arrays.{ta.name} {size} columns or index it within its columns")
+
+
 def _check_method(model, field_: str) -> None:
     if model.method is None:
         return
@@ -637,6 +650,7 @@ def check_network(spec) -> None:
         else:
             node_vars[inp.name] = _input_variables(inp, base)
             if hasattr(inp, "rates") and isinstance(inp.rates, str):
+                _check_table_columns(spec, inp.rates, inp.size, f"inputs.{inp.name}.rates")
                 from brian2 import Hz
                 _check_expr(inp.rates, Hz.dim, {**node_vars[inp.name], **_constants(
                     evaluate_namespace(ns_layers))}, f"inputs.{inp.name}.rates", "rate")
