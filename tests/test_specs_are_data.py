@@ -347,3 +347,14 @@ def test_build_failures_of_spike_inputs_are_load_errors():
         net([1.0, 5.0], period="5*ms")
     with pytest.raises(SpecError, match="positive time"):
         net([1.0, 2.0], period="5*mV")
+
+
+def test_projection_without_synapses_builds_and_runs():
+    """Found by the fuzz: p = 0 draws no synapse, and Brian2's connect(i=[], j=[]) failed."""
+    from biosnn.backends.registry import get_backend
+    from biosnn.spec import NetworkSpec, Population, Projection, RandomP, SpikeMonitor
+    spec = NetworkSpec("empty_projection", duration="2*ms", populations=[Population("a", 3, "lif")],
+                       projections=[Projection("p", "a", "a", "delta_voltage", RandomP(0.0), weights="1*mV")],
+                       monitors=[SpikeMonitor("a")])
+    rec = get_backend("runtime").build(spec).run(progress=False)
+    assert len(rec.spikes["a"]) == 0

@@ -194,7 +194,10 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: 
         with brian2_errors(f"create projection '{proj.name}'"):
             syn = b2.Synapses(objs.groups[proj.source], objs.groups[proj.target], model=smodel.equations,
                               namespace=ns, clock=clock, name=proj.name, **kwargs)
-            syn.connect(i=np.asarray(conn.i, dtype=np.int32), j=np.asarray(conn.j, dtype=np.int32))
+            if len(conn.i):
+                syn.connect(i=np.asarray(conn.i, dtype=np.int32), j=np.asarray(conn.j, dtype=np.int32))
+            else:  # Brian2's connect(i=[], j=[]) fails; a projection may well draw no synapse (p = 0)
+                syn.connect(False)
         objs.n_synapses[proj.name] = len(conn.i)
         if conn.weights is not None and proj.weights is None:
             if isinstance(proj.connect, m.Conv2D):
