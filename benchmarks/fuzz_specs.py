@@ -79,9 +79,10 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - t0
     total = sum(counts.values(), collections.Counter())
     print(f"fuzz_specs: {args.mutants} mutants (seeds {args.start}..{args.start + args.mutants - 1}) in {wall:.0f} s")
+    kinds = ("valid", "ran", "error", "build_error", "crash", "hang", "payload")
     for name, c in counts.items():
-        print(f"  {name}: " + ", ".join(f"{k} {c[k]}" for k in ("valid", "ran", "error", "build_error", "crash", "hang", "payload")))
-    print("  total: " + ", ".join(f"{k} {total[k]}" for k in ("valid", "ran", "error", "build_error", "crash", "hang", "payload")))
+        print(f"  {name}: " + ", ".join(f"{k} {c[k]}" for k in kinds))
+    print("  total: " + ", ".join(f"{k} {total[k]}" for k in kinds))
     print(f"  slowest load: {slowest[0]:.2f} s ({slowest[1]})")
     for name, seed, outcome, message in bad[:args.show]:
         print(f"--- {outcome}: {name} seed {seed}\n{message}")

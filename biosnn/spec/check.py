@@ -545,7 +545,8 @@ def _check_flags(eqs, kind: str, field_: str) -> None:
         eqs.check_flags(allowed, incompatible_flags=incompatible)
     except ValueError as exc:
         raise SpecError(f"bad equation flag: {' '.join(str(exc).split())}", field=field_,
-                        fix="use Brian2's flags, e.g. (unless refractory), (constant), (event-driven), (summed)") from None
+                        fix="use Brian2's flags, e.g. (unless refractory), (constant), (event-driven), "
+                            "(summed)") from None
 
 
 def _check_table_columns(spec, text: str, size: int, field_: str) -> None:
