@@ -450,7 +450,7 @@ class _Val:
     fresh: bool         # straight out of a linear/conv (BN may still fold)
     parts: tuple | None = None
     affine: tuple | None = None
-    softmax: bool = False
+    softmax: str = ""   # "softmax <label>" / "log_softmax <label>" if the value went through one
 
     @property
     def pending(self) -> bool:
@@ -771,7 +771,8 @@ def _batch_hint(gm, input_shape, dtype) -> str:
 def _output_value(b: _Builder, node) -> _Val:
     val = b.val(node, node.args[0], "the model output")
     if val.softmax:
-        val = dataclasses.replace(val, softmax=False)
+        b.dropped.append(val.softmax)
+        val = dataclasses.replace(val, softmax="")
     val = b.plain(node, val, "the model output")
     b.uses.append(("<output>", val.layer, val.post_relu))
     return val
@@ -1217,6 +1218,8 @@ def _conv_padding(b: _Builder, node, mod, label: str) -> tuple[int, int]:
 def _weighted(b: _Builder, node, kind: str, mod, src: _Val, shape: tuple, label: str, base_name: str,
               short: str) -> None:
     """nn.Linear / nn.Conv2d reading a plain value, an affine map of one (folded) or a concatenation (split)."""
+    if src.softmax:
+        b.plain(node, src, label)
     w = mod.weight.detach().cpu().double().numpy()
     n_out = mod.out_features if kind == "linear" else mod.out_channels
     bias = mod.bias.detach().cpu().double().numpy() if mod.bias is not None else np.zeros(n_out)
