@@ -1,0 +1,1 @@
+"""Helpers for biosnn's tests and benchmarks (reference model zoo)."""
