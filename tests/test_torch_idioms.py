@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
 
-from biosnn.conversion.graph import forward_numpy, snn_roles, trace  # noqa: E402
+from biosnn.frontends.torch_graph import forward_numpy, snn_roles, trace  # noqa: E402
 from biosnn.errors import ConversionError  # noqa: E402
 
 

@@ -8,7 +8,7 @@ idioms are the original ones: ``F.avg_pool2d(out, out.size()[3])`` heads,
 ``out += identity`` with in-place ReLUs, ``torch.cat`` dense blocks, input
 normalisation and a ``log_softmax`` inside ``forward``.
 
-The models are exactly convertible by :func:`biosnn.conversion.graph.trace`;
+The models are exactly convertible by :func:`biosnn.frontends.torch_graph.trace`;
 which codings convert them is listed in :data:`CHAINS` (TPC, TDSNN and STC
 convert chains of layers, no residual or dense connections).
 """
@@ -352,7 +352,7 @@ def evaluate(model: nn.Module, coding: str, x_calib, x_eval, input_shape: tuple,
     import numpy as np
 
     import biosnn
-    from biosnn.conversion import tpc
+    from biosnn.codings import tpc
 
     params = {**CODING_PARAMS[coding], **params}
     xc = torch.as_tensor(np.asarray(x_calib), dtype=torch.float32)
@@ -369,7 +369,7 @@ def evaluate(model: nn.Module, coding: str, x_calib, x_eval, input_shape: tuple,
         ann = prepared(xe).reshape(len(xe), -1).argmax(1).numpy()
     snn = biosnn.convert(prepared, coding, calibration=xc, input_shape=input_shape, **params)
     if coding == "rate":
-        from biosnn.conversion.reference import simulate_rate
+        from biosnn.codings.rate.reference import simulate_rate
         ref = simulate_rate(snn.graph, xe.numpy(), snn.T, thresholds=snn.thresholds, input_mode=snn.input_mode,
                             seed=snn.seed, readout=snn.readout)
     else:
