@@ -1,0 +1,130 @@
+"""Model zoo x codings on MNIST: does each model convert, and how well does the SNN agree with its ANN?
+
+Every model of :mod:`biosnn.testing.zoo` (LeNet-5, the PyTorch MNIST example with its in-``forward``
+normalisation and log-softmax, VGG-11/16-BN, ResNet-20 with the akamaster ``F.avg_pool2d`` head,
+torchvision-style ResNet-18, a DenseNet-style network, a MobileNet-style network; reduced widths for
+the CPU) is trained briefly on MNIST (padded to 32x32 where the model takes 32x32), then prepared and
+converted with every coding that allows its layers.  On ``--test`` test images the coding's exact
+reference (numpy/torch; equal to the Brian2 run, see tests/test_zoo.py) gives: agreement with the
+prepared ANN's predictions, accuracy, spikes and synaptic operations per image.
+
+Run (replaces the "Model zoo" section of BENCHMARKS.md):
+
+    BIOSNN_MNIST=/work/shared/data/mnist.npz nice -n 10 .venv/bin/python benchmarks/zoo.py
+
+``--no-record`` prints only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from biosnn.datasets import accuracy, load_mnist, train_classifier
+from biosnn.testing.zoo import INPUT_SIZE, ZOO, build, codings_for, evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+TITLE = "## Model zoo x codings (benchmarks/zoo.py)"
+#: CPU widths (channels of the first stage)
+WIDTH = {"lenet5": 6, "mnist_example": 16, "vgg11": 16, "vgg16": 16, "resnet20": 16, "resnet18": 16,
+         "densenet": 8, "mobilenet": 8}
+
+
+def replace_section(text: str, path: Path, title: str = TITLE) -> None:
+    """Replace the section starting with ``title`` (up to the next ``## ``) or append it."""
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    start = old.find(title)
+    if start < 0:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        end = old.find("\n## ", start + len(title))
+        new = old[:start] + text.rstrip("\n") + "\n" + (old[end:] if end >= 0 else "")
+    path.write_text(new, encoding="utf-8")
+
+
+def _pad(x: np.ndarray, size: int) -> np.ndarray:
+    p = (size - x.shape[-1]) // 2
+    return F.pad(torch.from_numpy(x), (p, p, p, p)).numpy() if p else x
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(ZOO), choices=list(ZOO))
+    p.add_argument("--train", type=int, default=6000, help="training images (default 6000)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--test", type=int, default=300, help="test images compared (default 300)")
+    p.add_argument("--calib", type=int, default=256, help="calibration images (default 256)")
+    p.add_argument("--no-record", action="store_true")
+    p.add_argument("--record", default=str(ROOT / "BENCHMARKS.md"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    warnings.simplefilter("ignore")
+    x_train, y_train = load_mnist("train")
+    x_test, y_test = load_mnist("test")
+    x_train, y_train = x_train[:args.train], y_train[:args.train]
+    x_test, y_test = x_test[:args.test], y_test[:args.test]
+    rows = []
+    t_all = time.time()
+    for name in args.models:
+        s = INPUT_SIZE[name]
+        xtr, xte = _pad(x_train, s), _pad(x_test, s)
+        t0 = time.time()
+        model = build(name, WIDTH[name])
+        model = train_classifier(model, xtr, y_train, epochs=args.epochs, batch_size=64)
+        model.eval()
+        acc = accuracy(model, xte, y_test)
+        print(f"{name}: trained in {time.time() - t0:.0f} s, ANN accuracy {acc:.3f}", flush=True)
+        for coding in codings_for(name):
+            t1 = time.time()
+            try:
+                r = evaluate(model, coding, xtr[:args.calib], xte, (1, s, s))
+            except Exception as exc:  # a refusal is a result of the table
+                rows.append((name, coding, None, f"{type(exc).__name__}: {str(exc)[:90]}"))
+                print(f"  {coding}: {type(exc).__name__}: {exc}", flush=True)
+                continue
+            snn_acc = float(np.mean(r["snn_predictions"] == y_test))
+            ann_acc = float(np.mean(r["ann"] == y_test))
+            rows.append((name, coding, (acc, ann_acc, r["agreement"], snn_acc, r["spikes"], r["synops"]), None))
+            print(f"  {coding}: agreement {r['agreement']:.3f}, prepared ANN {ann_acc:.3f}, SNN {snn_acc:.3f}, "
+                  f"spikes {r['spikes']:.0f}, synops {r['synops'] or float('nan'):.0f} ({time.time() - t1:.0f} s)",
+                  flush=True)
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    lines = [TITLE, "",
+             f"{datetime.date.today()}, {platform.node()} ({platform.processor() or platform.machine()}), "
+             f"load: `{load}`; {time.time() - t_all:.0f} s.",
+             f"Command: `BIOSNN_MNIST=/work/shared/data/mnist.npz python benchmarks/zoo.py --train {args.train} "
+             f"--epochs {args.epochs} --test {args.test} --calib {args.calib}`.",
+             "Random-init models trained briefly (Adam, batch 64) on MNIST, widths "
+             + ", ".join(f"{n} {WIDTH[n]}" for n in args.models)
+             + "; default coding parameters (rate T=64 analog, TSC T=32, TPC 6 bits, TDSNN L=5, STC T=8); "
+             "agreement = SNN reference prediction equals the prepared ANN's; spikes and synops per image.", "",
+             "| model | coding | ANN acc | prepared ANN acc | agreement | SNN acc | spikes | synops |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, coding, vals, err in rows:
+        if vals is None:
+            lines.append(f"| {name} | {coding} | refused: {err} | | | | | |")
+        else:
+            acc, ann_acc, agree, snn_acc, spikes, synops = vals
+            syn = "" if synops is None else f"{synops:.3g}"
+            lines.append(f"| {name} | {coding} | {acc:.3f} | {ann_acc:.3f} | {agree:.3f} | {snn_acc:.3f} | "
+                         f"{spikes:.3g} | {syn} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_record:
+        replace_section(text, Path(args.record))
+        print(f"replaced the section in {args.record}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
