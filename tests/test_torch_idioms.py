@@ -15,14 +15,6 @@ from biosnn.frontends.torch_graph import forward_numpy, snn_roles, trace  # noqa
 from biosnn.errors import ConversionError  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _exact(model: nn.Module, input_shape: tuple, n: int = 5, positive: bool = False):
     """Trace ``model`` and check that the graph computes exactly what the model computes."""
     torch.manual_seed(0)
