@@ -134,7 +134,9 @@ def activation_scales(graph: LayerGraph, x_calib, method: str = "percentile",
     raw: dict[str, float] = {}
     for name, chunks in pos.items():
         vals = np.concatenate(chunks)
-        if vals.size == 0:
+        if graph[name].ceiling is not None:
+            raw[name] = graph[name].ceiling   # a clipped ReLU: its ceiling is the scale (the IF rate saturates there)
+        elif vals.size == 0:
             raw[name] = 1.0
         elif method == "max":
             raw[name] = float(vals.max())
@@ -198,6 +200,8 @@ def normalize(graph: LayerGraph, scales: Mapping[str, float],
         elif layer.op == "add":
             coeff = np.array([c * lam[src] / mu[layer.name] for c, src in zip(layer.weight, layer.inputs)])
             new[layer.name] = layer.replace(weight=coeff)
+        if layer.ceiling is not None:
+            new[layer.name] = new.get(layer.name, layer).replace(ceiling=layer.ceiling / lam[layer.name])
     return graph.replace_layers(new, input_scale=graph.input_scale * lam[graph.input.name])
 
 
@@ -345,6 +349,11 @@ def calibrate(graph: LayerGraph, x_calib, normalization: str = "percentile", per
     if normalization == "spike-norm":
         if T is None:
             raise ConversionError("normalization='spike-norm' needs the number of time steps T")
+        clipped = [layer.name for layer in graph.layers if layer.ceiling is not None]
+        if clipped:
+            raise ConversionError(f"layers {clipped} have clipped ReLUs (ReLU6, Hardtanh, clamp, QCFS); spike-norm "
+                                  "sets thresholds from simulated inputs and would not clip them. Fix: use "
+                                  "normalization='percentile' or 'max' (the ceiling becomes the layer's scale)")
         thresholds, scales = spike_norm_thresholds(graph, x_calib, T, input_mode=input_mode, seed=seed,
                                                    batch_size=batch_size, return_scales=True)
         return normalize(graph, scales, thresholds), thresholds

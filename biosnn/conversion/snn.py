@@ -184,7 +184,7 @@ class SNN:
 
     def __init__(self, graph: LayerGraph, *, coding: str, T: int, thresholds: dict, input_mode: str,
                  readout: str, seed: int | None, ann_ops: int, layer_names: dict | None = None,
-                 name: str = "converted"):
+                 name: str = "converted", v_init: float = 0.0):
         self.graph = graph
         self.coding = coding
         self.T = int(T)
@@ -194,6 +194,7 @@ class SNN:
         self.seed = seed
         self.ann_ops = int(ann_ops)
         self.name = name
+        self.v_init = float(v_init)
         self._spec_cache: dict[tuple[int, int], m.NetworkSpec] = {}
         self.spec = self.spec_for(1)
 
@@ -205,7 +206,7 @@ class SNN:
     def _build_spec(self, windows: int) -> m.NetworkSpec:
         return rate_network_spec(self.graph, T=self.T, windows=windows, thresholds=self.thresholds,
                                  input_mode=self.input_mode, readout=self.readout, seed=self.seed,
-                                 name=self.name)
+                                 name=self.name, v_init=self.v_init)
 
     def _scores_from_potential(self, v_last: np.ndarray) -> np.ndarray:
         """Scores from the output layer's potential at the end of a window (rate: ``v / T``)."""

@@ -15,8 +15,11 @@ Tracing rules
   divides the input size, and ``x.mean((2, 3))``, become ``"avgpool2d"``.
 * ``nn.BatchNorm1d``/``nn.BatchNorm2d`` directly after a linear/conv layer are
   folded into its weight and bias (exact in eval mode).
-* ``nn.ReLU``, ``F.relu``, ``torch.relu``, ``Tensor.relu`` set ``relu=True`` on
-  the layer that produced their input.  ``relu(maxpool(z))`` is rewritten as
+* ``nn.ReLU``, ``F.relu``, ``torch.relu``, ``Tensor.relu``, ``clamp(min=0)`` set ``relu=True`` on
+  the layer that produced their input; ``nn.ReLU6``, ``F.relu6``, ``nn.Hardtanh(0, a)``,
+  ``clamp(0, a)`` and modules with a ``relu_ceiling`` attribute (the QCFS activation of
+  :func:`biosnn.codings.rate.prepare`; a boolean ``quantize`` attribute of theirs is
+  switched off for the tracer's self-check) also set its ``ceiling``.  ``relu(maxpool(z))`` is rewritten as
   ``maxpool(relu(z))`` (exact: max commutes with a monotone function).
 * ``nn.Dropout*``, ``nn.Identity``, ``F.dropout`` (eval) are dropped.
 * ``nn.Flatten``, ``torch.flatten``, ``view``, ``reshape`` are no-ops: every
@@ -54,6 +57,7 @@ __all__ = [
     "forward_numpy",
     "linear_map",
     "snn_roles",
+    "check_no_ceiling",
 ]
 
 #: Layer operations a :class:`LayerGraph` can contain.
@@ -117,6 +121,10 @@ class Layer:
         The layer's output goes through a ReLU.
     module : str
         The module path and class (or function) it came from, for messages.
+    ceiling : float or None
+        With ``relu``: the ReLU clips at this value (``ReLU6``, ``Hardtanh(0, a)``,
+        ``clamp(0, a)``, the QCFS activation of :func:`biosnn.codings.rate.prepare`);
+        the conversion uses it as the layer's activation scale.
     """
 
     name: str
@@ -129,6 +137,7 @@ class Layer:
     params: Mapping[str, Any] = field(default=_EMPTY)
     relu: bool = False
     module: str = ""
+    ceiling: float | None = None
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -138,6 +147,12 @@ class Layer:
         object.__setattr__(self, "out_shape", tuple(int(s) for s in self.out_shape))
         object.__setattr__(self, "weight", _freeze_array(self.weight))
         object.__setattr__(self, "bias", _freeze_array(self.bias))
+        if self.ceiling is not None:
+            c = float(self.ceiling)
+            if not (self.relu and c > 0 and np.isfinite(c)):
+                raise ValueError(f"layer {self.name!r}: a ceiling needs relu=True and a positive finite value, "
+                                 f"got {self.ceiling!r}")
+            object.__setattr__(self, "ceiling", c)
         if not isinstance(self.params, MappingProxyType):
             object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
 
@@ -158,7 +173,7 @@ class Layer:
     def describe(self) -> str:
         """One-line human-readable description."""
         extra = f" <- {', '.join(self.inputs)}" if self.inputs else ""
-        relu = " +relu" if self.relu else ""
+        relu = (" +relu" + (f"<={self.ceiling:g}" if self.ceiling is not None else "")) if self.relu else ""
         return f"{self.name}: {self.op} {self.in_shape} -> {self.out_shape}{relu}{extra}  [{self.module}]"
 
 
@@ -450,6 +465,7 @@ class _Val:
     fresh: bool         # straight out of a linear/conv (BN may still fold)
     parts: tuple | None = None
     affine: tuple | None = None
+    ceiling: float | None = None   # the ReLU's ceiling applied (with post_relu)
     softmax: str = ""   # "softmax <label>" / "log_softmax <label>" if the value went through one
 
     @property
@@ -471,7 +487,7 @@ class _Builder:
         self.layers: dict[str, dict[str, Any]] = {}
         self.env: dict[Any, _Val] = {}
         self.alias: dict[Any, Any] = {}   # node -> the node whose tensor storage it shares
-        self.uses: list[tuple[str, str, bool]] = []   # (consumer, producer, post_relu)
+        self.uses: list[tuple] = []   # (consumer, producer, post_relu, ceiling seen)
         self.node_of_layer: dict[str, Any] = {}
         self.split_adds: set[str] = set()   # adds that sum the partial layers of a split linear/conv
         self.dropped: list[str] = []        # final operations dropped (softmax)
@@ -525,6 +541,7 @@ class _Builder:
     def add_layer(self, node, name: str, **kw) -> str:
         name = self.unique(name)
         kw.setdefault("relu", False)
+        kw.setdefault("ceiling", None)
         self.layers[name] = dict(name=name, **kw)
         self.node_of_layer[name] = node
         return name
@@ -569,6 +586,10 @@ class _InplaceTracer:
         class Tracer(fx.Tracer):
             def proxy(self, node):
                 return Proxy(node, self)
+
+            def is_leaf_module(self, m, qualname):
+                # activations with a ceiling (QCFS) are traced as one call, not through their forward()
+                return hasattr(type(m), "relu_ceiling") or super().is_leaf_module(m, qualname)
 
         return Tracer()
 
@@ -720,6 +741,9 @@ def trace(model, input_shape: tuple[int, ...]) -> LayerGraph:
         raise ConversionError("the model output is its input: there is no layer to convert")
 
     graph = _finish(builder, output_val)
+    for mod in model.modules():
+        if getattr(mod, "relu_ceiling", None) is not None and hasattr(mod, "quantize"):
+            mod.quantize = False   # the graph is the clipped network; its SNN does the quantising
     _check_against_model(graph, model, probe, builder.dropped)
     for what in builder.dropped:
         warnings.warn(f"{what}: the converted network outputs the scores before it; the prediction "
@@ -774,7 +798,7 @@ def _output_value(b: _Builder, node) -> _Val:
         b.dropped.append(val.softmax)
         val = dataclasses.replace(val, softmax="")
     val = b.plain(node, val, "the model output")
-    b.uses.append(("<output>", val.layer, val.post_relu))
+    b.uses.append(("<output>", val.layer, val.post_relu, val.ceiling))
     return val
 
 
@@ -815,7 +839,7 @@ def _classify_module(b: _Builder, node, mod) -> str:
         return "bn"
     if type(mod) is nn.ReLU:
         return "relu"
-    if isinstance(mod, nn.Hardtanh):           # includes nn.ReLU6
+    if isinstance(mod, nn.Hardtanh) or getattr(mod, "relu_ceiling", None) is not None:  # ReLU6, QCFS
         return "clamp"
     if isinstance(mod, (nn.Softmax, nn.LogSoftmax)):
         return "softmax"
@@ -924,26 +948,24 @@ def _build_node(b: _Builder, node, kind: str, sig, shape: tuple, modules, input_
                                           softmax=f"{'log_softmax' if log else 'softmax'} {label}")
         return
 
+    ceiling = None
     if kind == "clamp":
         lo, hi = args.get("min", args.get("min_val")), args.get("max", args.get("max_val"))
         if short.endswith("relu6"):
             lo, hi = 0.0, 6.0
-        if lo == 0 and hi is None:
-            kind = "relu"
-        else:
-            what = f"{label} clips at [{lo}, {hi}]"
-            if lo == 0:
-                raise b.fail(node, f"{what}: a ReLU with a ceiling is not supported",
-                             fix="use nn.ReLU (the conversion takes each layer's activation scale from the "
-                                 "calibration data)", supported=True)
-            raise b.fail(node, f"{what}; only clamp(min=0) (a ReLU) is supported", supported=True)
+        if mod is not None and getattr(mod, "relu_ceiling", None) is not None:
+            lo, hi = 0.0, float(mod.relu_ceiling)
+        if lo != 0 or (hi is not None and not (float(hi) > 0 and np.isfinite(float(hi)))):
+            raise b.fail(node, f"{label} clips at [{lo}, {hi}]; only clamp(min=0) (a ReLU) and clamp(0, a) "
+                               "with a > 0 (a ReLU with a ceiling) are supported", supported=True)
+        kind, ceiling = "relu", None if hi is None else float(hi)
 
     if kind in ("relu", "relu_"):
         inplace = kind == "relu_" or _inplace(node, mod, args)
         if src.parts is not None:
-            new = dataclasses.replace(src, parts=tuple(_relu(b, node, label, p) for p in src.parts))
+            new = dataclasses.replace(src, parts=tuple(_relu(b, node, label, p, ceiling) for p in src.parts))
         else:
-            new = _relu(b, node, label, b.plain(node, src, label))
+            new = _relu(b, node, label, b.plain(node, src, label), ceiling)
         b.env[node] = new
         if inplace:
             b.mutate(args["input"], new)
@@ -971,7 +993,7 @@ def _build_node(b: _Builder, node, kind: str, sig, shape: tuple, modules, input_
             name = b.add_layer(node, base_name if len(parts) == 1 else f"{base_name}_p{k}", op=op,
                                inputs=(part.layer,), in_shape=part.shape, out_shape=out_shape,
                                params=params, module=short)
-            b.uses.append((name, part.layer, part.post_relu))
+            b.uses.append((name, part.layer, part.post_relu, part.ceiling))
             outs.append(_Val(name, out_shape, post_relu=False, fresh=False))
         if src.parts is None:
             b.env[node] = outs[0].reshaped(shape) if outs[0].shape != shape else outs[0]
@@ -982,13 +1004,23 @@ def _build_node(b: _Builder, node, kind: str, sig, shape: tuple, modules, input_
     raise b.fail(node, f"internal error: unhandled kind {kind!r}")  # pragma: no cover
 
 
-def _relu(b: _Builder, node, label: str, src: _Val) -> _Val:
+def _relu(b: _Builder, node, label: str, src: _Val, ceiling: float | None = None) -> _Val:
+    """ReLU (with an optional ceiling) of a plain value: set on the layer that produced it."""
     layer = b.layers[src.layer]
     if layer["op"] == "input":
         raise b.fail(node, f"{label} applied to the network input",
                      fix="rectify the data before the model, not inside it", supported=True)
+    old = layer.get("ceiling") if src.post_relu else None
+    if ceiling is None:
+        ceiling = old
+    elif old is not None:
+        ceiling = min(ceiling, old)
+    if src.post_relu and ceiling != src.ceiling and any(u[1] == src.layer for u in b.uses):
+        raise b.fail(node, f"{label} clips the output of '{src.layer}', which other layers already read "
+                           "unclipped", fix="clip the activation once, before any layer reads it")
     layer["relu"] = True
-    return _Val(src.layer, src.shape, post_relu=True, fresh=False)
+    layer["ceiling"] = ceiling
+    return _Val(src.layer, src.shape, post_relu=True, fresh=False, ceiling=ceiling)
 
 
 def _pool_params(b: _Builder, node, kind: str, label: str, args, in_shape, out_shape) -> dict[str, Any]:
@@ -1102,8 +1134,8 @@ def _arith(b: _Builder, node, kind: str, args, shape: tuple, label: str, base_na
         coef = alpha if kind in ("add", "add_") else -alpha
         name = b.add_layer(node, base_name, op="add", inputs=(a.layer, c.layer), in_shape=a.shape,
                            out_shape=shape, weight=np.array([1.0, coef]), params={}, module=short)
-        b.uses.append((name, a.layer, a.post_relu))
-        b.uses.append((name, c.layer, c.post_relu))
+        b.uses.append((name, a.layer, a.post_relu, a.ceiling))
+        b.uses.append((name, c.layer, c.post_relu, c.ceiling))
         new = _Val(name, shape, post_relu=False, fresh=False)
     elif any(is_act):
         act_arg, const_arg = (x, y) if is_act[0] else (y, x)
@@ -1243,7 +1275,7 @@ def _weighted(b: _Builder, node, kind: str, mod, src: _Val, shape: tuple, label:
     if src.parts is None:
         name = b.add_layer(node, base_name, op=kind, inputs=(src.layer,), in_shape=src.shape,
                            out_shape=shape, weight=w, bias=bias, params=params, module=short)
-        b.uses.append((name, src.layer, src.post_relu))
+        b.uses.append((name, src.layer, src.post_relu, src.ceiling))
         b.env[node] = _Val(name, shape, post_relu=False, fresh=True)
         return
 
@@ -1259,12 +1291,12 @@ def _weighted(b: _Builder, node, kind: str, mod, src: _Val, shape: tuple, label:
         name = b.add_layer(node, f"{base_name}_p{k}", op=kind, inputs=(part.layer,), in_shape=part.shape,
                            out_shape=shape, weight=wk, bias=bias if k == 0 else np.zeros(n_out),
                            params=params, module=f"{short} (input part {k} of the concatenation)")
-        b.uses.append((name, part.layer, part.post_relu))
+        b.uses.append((name, part.layer, part.post_relu, part.ceiling))
         names.append(name)
     name = b.add_layer(node, base_name, op="add", inputs=tuple(names), in_shape=shape, out_shape=shape,
                        weight=np.ones(len(names)), params={}, module=short)
     for n in names:
-        b.uses.append((name, n, False))
+        b.uses.append((name, n, False, None))
     b.split_adds.add(name)
     b.env[node] = _Val(name, shape, post_relu=False, fresh=True)
 
@@ -1302,15 +1334,19 @@ def _finish(b: _Builder, output_val: _Val) -> LayerGraph:
     order = [n for n in b.layers if n in keep]
 
     # a value may not be read both before and after its ReLU
-    for consumer, producer, post in b.uses:
+    for consumer, producer, post, ceiling in b.uses:
         if consumer != "<output>" and consumer not in keep:
             continue
+        node = b.node_of_layer[producer]
+        who = "the model output" if consumer == "<output>" else f"layer '{consumer}'"
         if b.layers[producer]["relu"] and not post:
-            node = b.node_of_layer[producer]
-            who = "the model output" if consumer == "<output>" else f"layer '{consumer}'"
             raise b.fail(node, f"the output of '{producer}' ({b.layers[producer]['module']}) is used "
                                f"both before its ReLU (by {who}) and after it",
                          fix="apply the ReLU once and use only the rectified value")
+        if post and b.layers[producer].get("ceiling") != ceiling:
+            raise b.fail(node, f"the output of '{producer}' ({b.layers[producer]['module']}) is used "
+                               f"both with and without the ceiling of its clipped ReLU (by {who})",
+                         fix="clip the activation once and use only the clipped value")
 
     # relu(maxpool(z)) == maxpool(relu(z)): move the ReLU onto z when maxpool is z's only reader
     consumers: dict[str, list[str]] = {n: [] for n in order}
@@ -1324,6 +1360,7 @@ def _finish(b: _Builder, output_val: _Val) -> LayerGraph:
             if (not src["relu"] and src["op"] != "input" and consumers[src["name"]] == [n]
                     and src["name"] != output_val.layer):
                 src["relu"] = True
+                src["ceiling"] = layer.get("ceiling")
 
     layers = tuple(Layer(**b.layers[n]) for n in order)
     return LayerGraph(layers=layers, output=output_val.layer, output_shape=output_val.shape)
@@ -1425,7 +1462,7 @@ def forward_numpy(graph: LayerGraph, x) -> dict[str, np.ndarray]:
             else:
                 a = linear_map(layer)(acts[layer.inputs[0]])
             if layer.relu:
-                a = torch.clamp_min(a, 0.0)
+                a = torch.clamp(a, 0.0, layer.ceiling)
             acts[layer.name] = a
     return {k: v.numpy().reshape((n,) + graph[k].out_shape) for k, v in acts.items()}
 
@@ -1443,6 +1480,22 @@ def _nonnegative(graph: LayerGraph, name: str, memo: dict[str, bool]) -> bool:
         else:
             memo[name] = False
     return memo[name]
+
+
+def check_no_ceiling(graph: LayerGraph, coding: str) -> None:
+    """Refuse clipped ReLUs (``Layer.ceiling``) in a coding that does not implement them.
+
+    Raises
+    ------
+    biosnn.errors.ConversionError
+        Naming the clipped layers and the codings that convert them.
+    """
+    clipped = [f"'{layer.name}' ({layer.module})" for layer in graph.layers if layer.ceiling is not None]
+    if clipped:
+        raise ConversionError(
+            f"layers {', '.join(clipped)} have ReLUs with a ceiling (ReLU6, Hardtanh(0, a), clamp(0, a), QCFS); "
+            f"the {coding} coding does not implement the ceiling. Fix: use nn.ReLU, or convert with the rate "
+            "or tsc coding (the ceiling becomes the layer's scale)")
 
 
 def snn_roles(graph: LayerGraph) -> dict[str, str]:

@@ -12,17 +12,34 @@ import copy
 
 import numpy as np
 
+from biosnn.errors import ConversionError
+
 __all__ = ["PARAMS", "prepare", "convert"]
 
-PARAMS = ("T", "normalization", "percentile", "input_mode", "readout", "seed", "name")
+PARAMS = ("T", "normalization", "percentile", "input_mode", "readout", "seed", "name", "levels")
 
 
-def prepare(model, **params):
-    """An evaluation-mode copy of ``model``: ReLU networks need no re-training for rate coding.
+def prepare(model, levels: int | None = None, **params):
+    """The model to fine-tune for rate coding.
 
-    ``params`` (the conversion parameters, checked by :func:`biosnn.prepare`) change nothing here.
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A (trained) ReLU network.
+    levels : int, optional
+        With ``levels=L``: every ReLU is replaced by a QCFS activation
+        (:class:`biosnn.codings.rate.qcfs.QCFS`, Bu et al. 2022) with a trainable
+        threshold; fine-tune the returned ``torch.fx.GraphModule`` a little and
+        convert it with ``T`` around ``L`` or more (deep networks then agree with
+        it at small ``T``).  Without: an evaluation-mode copy of ``model``
+        (ReLU networks convert as they are).
+    **params
+        The conversion parameters (checked by :func:`biosnn.prepare`); they change nothing here.
     """
-    return copy.deepcopy(model).eval()
+    if levels is None:
+        return copy.deepcopy(model).eval()
+    from biosnn.codings.rate.qcfs import qcfs_model
+    return qcfs_model(model, levels)
 
 
 def calibration_array(calibration) -> np.ndarray:
@@ -34,7 +51,7 @@ def calibration_array(calibration) -> np.ndarray:
 
 def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = "percentile",
             percentile: float = 99.9, input_mode: str = "analog", readout: str = "potential",
-            seed: int | None = 0, name: str = "converted"):
+            seed: int | None = 0, name: str = "converted", levels: int | None = None):
     """Rate-coded conversion (``biosnn.convert(ann, "rate", ...)``).
 
     Parameters
@@ -61,6 +78,10 @@ def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = 
         Seed of Poisson inputs.
     name : str
         Network name.
+    levels : int, optional
+        Only checked: a model from ``prepare(..., levels=L)`` converts with its QCFS
+        thresholds as the layers' scales and every IF neuron starting at half its
+        threshold (thresholds not set yet are set from ``calibration``).
 
     Returns
     -------
@@ -71,10 +92,17 @@ def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = 
     from biosnn.conversion.inputs import POISSON_WHY, check_nonnegative
     from biosnn.conversion.snn import SNN
     from biosnn.metrics import ann_ops
+    from biosnn.codings.rate.qcfs import init_thresholds, qcfs_modules
+    qcfs = qcfs_modules(ann)
+    if levels is not None and any(q.levels != levels for q in qcfs):
+        raise ConversionError(f"levels={levels} differs from the levels {sorted({q.levels for q in qcfs})} the "
+                              "model was prepared with; omit levels (convert reads them from the model)")
+    if qcfs:
+        init_thresholds(ann, calibration_array(calibration))
     graph = trace(ann, input_shape)
     if input_mode == "poisson":
         check_nonnegative(calibration_array(calibration), "Rate coding", POISSON_WHY, "the calibration data")
     graph_n, thresholds = calibrate(graph, calibration_array(calibration), normalization=normalization,
                                     percentile=percentile, T=T, input_mode=input_mode, seed=seed)
     return SNN(graph_n, coding="rate", T=T, thresholds=thresholds, input_mode=input_mode, readout=readout,
-               seed=seed, ann_ops=ann_ops(graph), name=name)
+               seed=seed, ann_ops=ann_ops(graph), name=name, v_init=0.5 if qcfs else 0.0)

@@ -183,19 +183,23 @@ class _Net:
         return self.maps[name](cum)
 
 
-def _run(net: _Net, inp, T: int, readout: str, record: bool, layers=None, probe: str | None = None):
+def _run(net: _Net, inp, T: int, readout: str, record: bool, layers=None, probe: str | None = None,
+         v_init: float = 0.0):
     """Simulate one batch.  ``inp(t)`` gives the (N, input_size) input of step t (0-based).
 
     ``layers``: names to simulate (default all); ``probe``: a layer whose
     maximal synaptic input over steps and samples is returned instead of
-    being integrated (used by spike-norm).
+    being integrated (used by spike-norm); ``v_init``: initial potential of the spiking IF
+    layers as a fraction of their threshold.
     """
     torch = net.torch
     graph = net.graph
     order = [n for n in graph.names[1:] if (layers is None or n in layers)]
     x0 = inp(0)
     nb = x0.shape[0]
-    v = {n: torch.zeros(nb, graph[n].size, dtype=torch.float64) for n in order if net.roles[n] == "if"}
+    v = {n: torch.full((nb, graph[n].size), 0.0 if (n == graph.output and readout == "potential")
+                       else v_init * net.theta[n], dtype=torch.float64)
+         for n in order if net.roles[n] == "if"}
     cum = {n: torch.zeros(nb, graph[n].in_size, dtype=torch.float64)
            for n in order if net.roles[n] == "maxpool"}
     peak = {n: torch.zeros(nb, graph[n].size, dtype=torch.float64) for n in cum}
@@ -267,7 +271,7 @@ def _check_args(graph, T, input_mode, readout):
 
 def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] | None = None,
                   input_mode: str = "analog", seed: int | None = None, readout: str = "spikes",
-                  batch_size: int = 256, record_trains: bool = False) -> RateResult:
+                  batch_size: int = 256, record_trains: bool = False, v_init: float = 0.0) -> RateResult:
     """Simulate the rate-coded IF network defined by ``graph`` (see the module docstring).
 
     Parameters
@@ -295,6 +299,9 @@ def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] 
         Samples simulated together.
     record_trains : bool
         Also return full bool spike trains (memory ``N * T * units``).
+    v_init : float
+        Initial membrane potential of every spiking IF layer as a fraction of
+        its threshold (0; QCFS conversion uses 0.5, Bu et al. 2022).
 
     Returns
     -------
@@ -321,7 +328,7 @@ def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] 
     for start in range(0, n_total, int(batch_size)):
         xb = x[start:start + int(batch_size)]
         inp, in_train = _input_source(graph, xb, T, input_mode, seed, start)
-        v, c, tr, _ = _run(net, inp, T, readout, record_trains)
+        v, c, tr, _ = _run(net, inp, T, readout, record_trains, v_init=float(v_init))
         if in_train is not None:
             c = {"input": in_train.sum(dim=1), **c}
             if record_trains:

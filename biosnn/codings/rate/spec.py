@@ -193,7 +193,7 @@ _GATE_EQS = "n_out : 1\nfire : 1\nfanout : 1 (constant)"
 
 def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: dict | None = None,
                       input_mode: str = "analog", readout: str = "potential", seed: int | None = None,
-                      name: str = "converted", x: np.ndarray | None = None) -> m.NetworkSpec:
+                      name: str = "converted", x: np.ndarray | None = None, v_init: float = 0.0) -> m.NetworkSpec:
     """Build the batched SNN spec of a (normalised) graph.
 
     Parameters
@@ -215,6 +215,9 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
     x : ndarray, optional
         ``(windows, n_in)`` inputs already divided by ``graph.input_scale``
         (default zeros: pass real inputs per run through ``overrides={"x_in": ...}``).
+    v_init : float
+        Potential of every spiking IF neuron at each window start, as a
+        fraction of its threshold (0; 0.5 for QCFS-prepared models).
 
     Returns
     -------
@@ -298,7 +301,7 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         else:
             specs_by_pop[pname] = dict(name=pname, size=layer.size, model="if_layer", shape=shape,
                                        parameters={"theta": repr(theta)}, operations=[
-                                           m.Operation("v = 0\nI = 0", dt=window),
+                                           m.Operation(f"v = {float(v_init) * theta!r}\nI = 0", dt=window),
                                            m.Operation("v += I + b", when="groups", order=10 * layer_order)],
                                        order=layer_order)
         biases[pname] = np.zeros(layer.size)

@@ -222,7 +222,7 @@ def convert(ann, calibration, input_shape, *, T: int | None = None, theta0: floa
     -------
     STCSNN
     """
-    from biosnn.frontends.torch_graph import trace
+    from biosnn.frontends.torch_graph import check_no_ceiling, trace
     from biosnn.codings.rate.coding import calibration_array
     from biosnn.codings.stc.torch_model import STCNet
     from biosnn.metrics import ann_ops
@@ -237,6 +237,7 @@ def convert(ann, calibration, input_shape, *, T: int | None = None, theta0: floa
     else:
         settings, model = {**DEFAULTS, **given}, ann
     graph = trace(model, input_shape)
+    check_no_ceiling(graph, "stc")
     snn = STCSNN(graph, **settings, ann_ops=ann_ops(graph), name=name)
     calib = calibration_array(calibration)
     if settings["first_layer"] != "analog":

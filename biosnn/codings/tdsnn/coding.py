@@ -358,7 +358,7 @@ def convert(ann, calibration, input_shape, *, L: float | None = None, T_il: int 
     -------
     TDSNN
     """
-    from biosnn.frontends.torch_graph import trace
+    from biosnn.frontends.torch_graph import check_no_ceiling, trace
     if not isinstance(margin, (int, np.integer)) or isinstance(margin, bool) or margin < 0:
         raise ConversionError(f"margin must be a non-negative integer (time steps), got {margin!r}")
     stripped, model_L, preceded = strip_activations(ann)
@@ -367,6 +367,7 @@ def convert(ann, calibration, input_shape, *, L: float | None = None, T_il: int 
                               f"with. Fix: pass L={model_L:g} or prepare the model again")
     L = check_L(L if L is not None else (model_L if model_L is not None else 5.0))
     graph = trace(stripped, input_shape)
+    check_no_ceiling(graph, "tdsnn")
     tdsnn_roles(graph)
     weighted = {layer.name for layer in graph.layers if layer.op in WEIGHTED}
     if not preceded:

@@ -408,7 +408,7 @@ def convert(ann, calibration, input_shape, *, bits: int | None = None, steps: in
     -------
     TPCSNN
     """
-    from biosnn.frontends.torch_graph import trace
+    from biosnn.frontends.torch_graph import check_no_ceiling, trace
     from biosnn.metrics import ann_ops
 
     if isinstance(ann, TPCModel):
@@ -429,6 +429,7 @@ def convert(ann, calibration, input_shape, *, bits: int | None = None, steps: in
     if not all(q.calibrated for _, q in model.quantizers()):
         calibrate(model, x_cal, overwrite=False)
     graph = trace(_plain_net(model), input_shape)
+    check_no_ceiling(graph, "tpc")
     plan = build_plan(graph, _layer_scales(model, graph, input_shape), bits, steps)
     return TPCSNN(plan, ann_ops=ann_ops(graph), name=name)
 
