@@ -357,23 +357,6 @@ def test_pooling_variants_without_an_exact_meaning_are_refused():
         trace(model, (1, 7, 7))
 
 
-@pytest.mark.parametrize("act", [nn.ReLU6(), nn.Hardtanh(0.0, 1.0), "relu6", "clamp"])
-def test_relu_with_a_ceiling_is_refused_clearly(act):
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
-            self.act = act if isinstance(act, nn.Module) else nn.Identity()
-
-        def forward(self, x):
-            h = self.a(x)
-            h = F.relu6(h) if act == "relu6" else h.clamp(0, 1) if act == "clamp" else self.act(h)
-            return self.b(h)
-
-    with pytest.raises(ConversionError, match=r"a ReLU with a ceiling is not supported"):
-        trace(Net(), (4,))
-
-
 def test_difference_of_two_branches():
     class Net(nn.Module):
         def __init__(self):

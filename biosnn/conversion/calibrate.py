@@ -62,6 +62,11 @@ def _effective_scales(graph: LayerGraph, scales: Mapping[str, float],
     mu: dict[str, float] = {}
     for layer in graph.layers:
         name = layer.name
+        if layer.op in ("maxpool2d", "avgpool2d") and layer.ceiling is not None:
+            raise ConversionError(
+                f"layer '{name}' ({layer.module}) is a pooling with a clipped ReLU (ceiling {layer.ceiling:g}); "
+                "pooling neurons do not clip. Fix: apply the clipped ReLU (ReLU6, Hardtanh, clamp, QCFS) before "
+                "the pooling, or a plain ReLU after it")
         if layer.op == "maxpool2d":
             lam[name] = mu[name] = lam[layer.inputs[0]]
         elif layer.op == "avgpool2d":

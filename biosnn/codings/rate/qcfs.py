@@ -92,7 +92,8 @@ def qcfs_model(model: nn.Module, levels: int) -> nn.Module:
     """A copy of ``model`` (a ``torch.fx.GraphModule``) with every ReLU replaced by a :class:`QCFS`.
 
     ReLU modules, ``F.relu``/``torch.relu`` calls and ``Tensor.relu()`` are replaced; the
-    other operations stay as they are.
+    other operations stay as they are.  A ReLU that directly follows a pooling operation is
+    kept (pooling IF neurons cannot clip; after a rectified layer that ReLU changes nothing).
     """
     import copy
 
@@ -114,7 +115,7 @@ def qcfs_model(model: nn.Module, levels: int) -> nn.Module:
         is_relu = ((node.op == "call_module" and type(modules[node.target]) is nn.ReLU)
                    or (node.op == "call_function" and node.target in relus)
                    or (node.op == "call_method" and node.target in ("relu", "relu_")))
-        if not is_relu:
+        if not is_relu or _is_pooling(node.args[0], modules):
             continue
         name = f"qcfs{k}"
         k += 1
@@ -128,6 +129,21 @@ def qcfs_model(model: nn.Module, levels: int) -> nn.Module:
     gm.graph.lint()
     gm.recompile()
     return gm.eval()
+
+
+def _is_pooling(node, modules) -> bool:
+    import torch.fx as fx
+    import torch.nn.functional as F
+
+    if not isinstance(node, fx.Node):
+        return False
+    if node.op == "call_module":
+        return isinstance(modules[node.target], (nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d,
+                                                 nn.AdaptiveMaxPool2d))
+    if node.op == "call_function":
+        return node.target in (F.avg_pool2d, F.max_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
+                               torch.mean, torch.amax)
+    return node.op == "call_method" and node.target in ("mean", "amax")
 
 
 def qcfs_modules(model: nn.Module) -> list[QCFS]:
