@@ -110,7 +110,8 @@ def test_tiny_network_by_hand_in_brian2(tmp_path):
         model[0].bias.zero_()
         model[2].weight.fill_(0.5)
         model[2].bias.fill_(0.25)
-    snn = biosnn.convert(model, "stc", calibration=np.array([[0.85]]), input_shape=(1,), T=4)
+    snn = biosnn.convert(model, "stc", calibration=np.array([[0.85]]), input_shape=(1,), T=4,
+                         theta0=1.0)  # an explicit theta0: the weights are not rescaled from the data
     assert snn.window_steps == 4  # one STEB (the hidden layer), analog first layer
     res = snn.run(np.array([[0.85], [-1.0]]), progress=False)
     np.testing.assert_array_equal(res.layer_spikes["0"], [2, 0])

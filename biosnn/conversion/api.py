@@ -14,6 +14,7 @@ and hand over to that module.
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from biosnn.codings import CODINGS
 from biosnn.errors import ConversionError
@@ -40,7 +41,7 @@ def _check_params(module, coding: str, params: dict) -> None:
                               f"use {sorted(module.PARAMS)}")
 
 
-def prepare(model, coding: str = "rate", **params):
+def prepare(model, coding: str = "rate", calibration=None, **params):
     """The torch model to (re)train for a coding.
 
     Parameters
@@ -49,6 +50,10 @@ def prepare(model, coding: str = "rate", **params):
         A trained or untrained ANN.
     coding : str
         One of :data:`CODINGS`.
+    calibration : torch.Tensor or ndarray, optional
+        ``(N,) + input_shape`` training samples, for the codings whose
+        prepared model takes its scales from data (``"stc"``: the weights are
+        rescaled so that every spike train encodes its layer's activation range).
     **params
         Coding parameters (see each coding's module).
 
@@ -56,12 +61,18 @@ def prepare(model, coding: str = "rate", **params):
     -------
     torch.nn.Module
         For ``"rate"``: an evaluation-mode copy of ``model`` (ReLU networks
-        convert as they are).  Other codings return a model with the coding's
-        activation (quantised, time-to-first-spike, ...) for fine-tuning.
+        convert as they are), or with ``levels=L`` the QCFS model to fine-tune.
+        Other codings return a model with the coding's activation (quantised,
+        time-to-first-spike, ...) for fine-tuning.
     """
     module = coding_module(coding)
     _check_params(module, coding, params)
-    return module.prepare(model, **params)
+    if calibration is None:
+        return module.prepare(model, **params)
+    if "calibration" not in inspect.signature(module.prepare).parameters:
+        raise ConversionError(f"prepare(..., '{coding}') takes no calibration data (the {coding} coding calibrates "
+                              "in convert); omit calibration")
+    return module.prepare(model, calibration=calibration, **params)
 
 
 def convert(ann, coding: str = "rate", calibration=None, input_shape=None, **params):

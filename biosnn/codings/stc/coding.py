@@ -29,7 +29,7 @@ from biosnn.conversion.inputs import check_nonnegative
 from biosnn.conversion.snn import SNN, SNNResult, _to_numpy
 from biosnn.errors import ConversionError
 
-__all__ = ["PARAMS", "DEFAULTS", "prepare", "convert", "STCSNN"]
+__all__ = ["PARAMS", "DEFAULTS", "prepare", "convert", "STCSNN", "range_scaled_graph"]
 
 PARAMS = ("T", "theta0", "tau", "first_layer", "name")
 
@@ -41,7 +41,7 @@ _WHY_NONNEGATIVE = ("with first_layer='spiking' encodes each input value as a sp
 
 
 def prepare(model, *, T: int = 8, theta0: float = 1.0, tau: float = 2.0, first_layer: str = "analog",
-            name: str | None = None):
+            name: str | None = None, calibration=None):
     """The STCSNN torch model to train (``biosnn.prepare(model, "stc", ...)``).
 
     Parameters
@@ -62,6 +62,12 @@ def prepare(model, *, T: int = 8, theta0: float = 1.0, tau: float = 2.0, first_l
         in the paper) or the input is STEB-encoded as well.
     name : None
         Not used here (it names the converted network: pass it to :func:`convert`).
+    calibration : torch.Tensor or ndarray, optional
+        ``(N,) + input_shape`` training samples: the weights are rescaled layer by layer
+        (:func:`range_scaled_graph`, BatchNorm folded) so that the 99.9th percentile of
+        every STEB input is the largest value a train encodes, ``sum(theta)``; the logits
+        stay the same.  Without it a trained ANN whose activations exceed ``sum(theta)``
+        (about 2.5 for the defaults) loses accuracy (saturated trains).
 
     Returns
     -------
@@ -74,8 +80,44 @@ def prepare(model, *, T: int = 8, theta0: float = 1.0, tau: float = 2.0, first_l
         raise ConversionError("'name' names the converted network; pass it to biosnn.convert, not to prepare")
     settings = dict(T=T, theta0=theta0, tau=tau, first_layer=first_layer)
     if isinstance(model, STCNet):
+        if calibration is not None:
+            raise ConversionError("the model is already an STCNet (prepared before); calibration rescales a plain "
+                                  "ANN only. Fix: prepare the float model with calibration")
         return model.copy_with(**settings)
+    if calibration is not None:
+        from biosnn.codings.rate.coding import calibration_array
+        from biosnn.codings.stc.torch_model import check_stc_params, graph_to_sequential
+        check_stc_params(T, theta0, tau, first_layer)
+        x = calibration_array(calibration)
+        graph = range_scaled_graph(model, x, x.shape[1:], T=T, theta0=theta0, tau=tau)
+        return STCNet(graph_to_sequential(graph).float(), **settings).train(model.training)
     return STCNet(as_sequential(copy.deepcopy(model)), **settings).train(model.training)
+
+
+def range_scaled_graph(model, calibration, input_shape, *, T: int, theta0: float, tau: float,
+                       percentile: float = 99.9):
+    """The traced ``model`` with weights rescaled so that STEB inputs fill the encodable range.
+
+    Every layer with a ReLU (a STEB input) is divided by ``lambda_L / sum(theta)``,
+    ``lambda_L`` the ``percentile``-th percentile of its positive activations on
+    ``calibration`` (:func:`biosnn.conversion.calibrate.activation_scales`); the next
+    layer's weights are multiplied by the same factor, so the output layer (scale 1)
+    computes the same logits.  The input is not rescaled.
+
+    Returns
+    -------
+    LayerGraph
+    """
+    from biosnn.codings.stc.torch_model import theta_table
+    from biosnn.conversion.calibrate import activation_scales, normalize
+    from biosnn.frontends.torch_graph import check_no_ceiling, trace
+    graph = trace(model, tuple(input_shape))
+    check_no_ceiling(graph, "stc")
+    lam = activation_scales(graph, calibration, percentile=percentile)
+    top = float(np.sum(theta_table(T, theta0, tau)))
+    scales = {layer.name: (lam[layer.name] / top if layer.relu and layer.op != "input" else 1.0)
+              for layer in graph.layers}
+    return normalize(graph, scales)
 
 
 class STCSNN(SNN):
@@ -207,10 +249,13 @@ def convert(ann, calibration, input_shape, *, T: int | None = None, theta0: floa
     ann : torch.nn.Module or STCNet
         The model :func:`prepare` returned (after training; its ``T``,
         ``theta0``, ``tau`` and ``first_layer`` are used), or a plain ReLU
-        network converted directly (defaults :data:`DEFAULTS`).
+        network converted directly (defaults :data:`DEFAULTS`; without an
+        explicit ``theta0`` its weights are rescaled from the calibration data,
+        :func:`range_scaled_graph`).
     calibration : torch.Tensor or ndarray
-        ``(N,) + input_shape`` training samples: used to measure how often a
-        STEB input exceeds what a train can encode (:attr:`STCSNN.saturation`).
+        ``(N,) + input_shape`` training samples: used to rescale a plain ANN and
+        to measure how often a STEB input exceeds what a train can encode
+        (:attr:`STCSNN.saturation`).
     input_shape : tuple
         Per-sample input shape.
     T, theta0, tau, first_layer
@@ -234,9 +279,14 @@ def convert(ann, calibration, input_shape, *, T: int | None = None, theta0: floa
                     f"the prepared model has {key}={ann.settings[key]!r} but convert was given {key}={value!r}. "
                     f"Fix: omit {key} (or prepare and fine-tune the model with {key}={value!r}).")
         settings, model = ann.settings, ann.ann
+        graph = trace(model, input_shape)
     else:
         settings, model = {**DEFAULTS, **given}, ann
-    graph = trace(model, input_shape)
+        if theta0 is None and len(calibration_array(calibration)):
+            graph = range_scaled_graph(model, calibration_array(calibration), input_shape, T=settings["T"],
+                                       theta0=settings["theta0"], tau=settings["tau"])
+        else:
+            graph = trace(model, input_shape)
     check_no_ceiling(graph, "stc")
     snn = STCSNN(graph, **settings, ann_ops=ann_ops(graph), name=name)
     calib = calibration_array(calibration)
