@@ -8,6 +8,9 @@ converted with every coding that allows its layers.  On ``--test`` test images t
 reference (numpy/torch; equal to the Brian2 run, see tests/test_zoo.py) gives: agreement with the
 prepared ANN's predictions, accuracy, spikes and synaptic operations per image.
 
+Rate coding also runs on the QCFS model (``biosnn.prepare(model, "rate", levels=L)``, Bu et al. 2022)
+fine-tuned for ``--qcfs-epochs``, at ``--qcfs-T`` steps.
+
 Run (replaces the "Model zoo" section of BENCHMARKS.md):
 
     BIOSNN_MNIST=/work/shared/data/mnist.npz nice -n 10 .venv/bin/python benchmarks/zoo.py
@@ -31,6 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import biosnn
+from biosnn.codings.rate.qcfs import init_thresholds
 from biosnn.datasets import accuracy, load_mnist, train_classifier
 from biosnn.testing.zoo import INPUT_SIZE, ZOO, build, codings_for, evaluate
 
@@ -65,6 +70,10 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--test", type=int, default=300, help="test images compared (default 300)")
     p.add_argument("--calib", type=int, default=256, help="calibration images (default 256)")
+    p.add_argument("--levels", type=int, default=8, help="QCFS quantisation levels L (default 8)")
+    p.add_argument("--qcfs-T", type=int, nargs="+", default=[16, 32, 64], help="rate T for the QCFS models")
+    p.add_argument("--qcfs-epochs", type=int, default=1, help="QCFS fine-tuning epochs (default 1)")
+    p.add_argument("--qcfs-lr", type=float, default=3e-4, help="QCFS fine-tuning learning rate")
     p.add_argument("--no-record", action="store_true")
     p.add_argument("--record", default=str(ROOT / "BENCHMARKS.md"))
     args = p.parse_args(argv)
@@ -85,10 +94,15 @@ def main(argv=None):
         model.eval()
         acc = accuracy(model, xte, y_test)
         print(f"{name}: trained in {time.time() - t0:.0f} s, ANN accuracy {acc:.3f}", flush=True)
-        for coding in codings_for(name):
+        runs = [(c, {}, None) for c in codings_for(name)]
+        q = biosnn.prepare(model, "rate", levels=args.levels)
+        init_thresholds(q, xtr[:args.calib])
+        q = train_classifier(q.train(), xtr, y_train, epochs=args.qcfs_epochs, lr=args.qcfs_lr, batch_size=64).eval()
+        runs[1:1] = [(f"rate QCFS L={args.levels} T={T}", dict(T=T, levels=args.levels), q) for T in args.qcfs_T]
+        for coding, params, prepared in runs:
             t1 = time.time()
             try:
-                r = evaluate(model, coding, xtr[:args.calib], xte, (1, s, s))
+                r = evaluate(model, coding.split()[0], xtr[:args.calib], xte, (1, s, s), prepared=prepared, **params)
             except Exception as exc:  # a refusal is a result of the table
                 rows.append((name, coding, None, f"{type(exc).__name__}: {str(exc)[:90]}"))
                 print(f"  {coding}: {type(exc).__name__}: {exc}", flush=True)
@@ -104,11 +118,15 @@ def main(argv=None):
              f"{datetime.date.today()}, {platform.node()} ({platform.processor() or platform.machine()}), "
              f"load: `{load}`; {time.time() - t_all:.0f} s.",
              f"Command: `BIOSNN_MNIST=/work/shared/data/mnist.npz python benchmarks/zoo.py --train {args.train} "
-             f"--epochs {args.epochs} --test {args.test} --calib {args.calib}`.",
+             f"--epochs {args.epochs} --test {args.test} --calib {args.calib} --levels {args.levels} "
+             f"--qcfs-epochs {args.qcfs_epochs}`.",
              "Random-init models trained briefly (Adam, batch 64) on MNIST, widths "
              + ", ".join(f"{n} {WIDTH[n]}" for n in args.models)
-             + "; default coding parameters (rate T=64 analog, TSC T=32, TPC 6 bits, TDSNN L=5, STC T=8); "
-             "agreement = SNN reference prediction equals the prepared ANN's; spikes and synops per image.", "",
+             + "; default coding parameters (rate T=64 analog, TSC T=32, TPC 6 bits, TDSNN L=5, STC T=8 with "
+             "weights rescaled from the calibration data); rate QCFS: `prepare(model, 'rate', levels=L)` "
+             f"fine-tuned {args.qcfs_epochs} epoch(s) at lr {args.qcfs_lr:g}, converted with v(0) = theta/2; "
+             "agreement = SNN reference prediction equals the prepared ANN's (for QCFS: the QCFS model's); "
+             "spikes and synops per image.", "",
              "| model | coding | ANN acc | prepared ANN acc | agreement | SNN acc | spikes | synops |",
              "|---|---|---|---|---|---|---|---|"]
     for name, coding, vals, err in rows:

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 import biosnn  # noqa: E402
 from biosnn.errors import ConversionError  # noqa: E402
 from biosnn.frontends.torch_graph import forward_numpy, trace  # noqa: E402
-from biosnn.testing.zoo import CHAINS, INPUT_SIZE, ZOO, build, codings_for, evaluate  # noqa: E402
+from biosnn.testing.zoo import CHAINS, INPUT_SIZE, STC_CHAINS, ZOO, build, codings_for, evaluate  # noqa: E402
 
 SMALL = {"lenet5": 3, "mnist_example": 2, "vgg11": 2, "vgg16": 2, "resnet20": 2, "resnet18": 2,
          "densenet": 2, "mobilenet": 2}
@@ -45,20 +45,28 @@ def test_zoo_model_traces_exactly(name):
 def test_zoo_model_converts(name, coding):
     """Smoke level: the conversion and the coding's exact reference run; random-weight networks predict
     (nearly) the same class as their prepared ANN on random images."""
-    if coding == "stc" and name != "lenet5":
-        pytest.skip("STC's prepare builds its blocks from nn.Sequential models only (issue 21, other half)")
     model = build(name, SMALL[name])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = evaluate(model, coding, _images(name, 24, 2), _images(name, 4, 3), (1,) + (INPUT_SIZE[name],) * 2,
                        **({"T": 32} if coding == "rate" else {}))
+        if coding == "rate":   # and the QCFS-prepared model (Bu et al. 2022), thresholds set from the data
+            qcfs = evaluate(model, coding, _images(name, 24, 2), _images(name, 4, 3),
+                            (1,) + (INPUT_SIZE[name],) * 2, T=32, levels=8)
+            assert qcfs["snn"].v_init == 0.5 and qcfs["agreement"] >= 0.75
     assert res["agreement"] >= 0.75
     assert res["spikes"] > 0
 
 
+def test_zoo_codings_table():
+    assert set(STC_CHAINS) <= set(CHAINS) and "resnet20" not in CHAINS
+    assert codings_for("mobilenet") == ("rate", "tsc", "tpc", "tdsnn", "stc")
+    assert codings_for("vgg11") == ("rate", "tsc", "tpc", "tdsnn")       # max pooling: no stc
+    assert codings_for("densenet") == ("rate", "tsc")
+
+
 @pytest.mark.parametrize("coding", ["tpc", "tdsnn"])
 def test_chain_codings_refuse_residual_zoo_models(coding):
-    assert "resnet20" not in CHAINS
     with pytest.raises(ConversionError, match="residual"):
         evaluate(build("resnet20", 2), coding, _images("resnet20", 8, 2), _images("resnet20", 2, 3), (1, 32, 32))
 

@@ -294,6 +294,9 @@ INPUT_SIZE = {name: 28 if name in ("lenet5", "mnist_example") else 32 for name i
 #: models that are chains of layers (no residual or dense connections)
 CHAINS = ("lenet5", "mnist_example", "vgg11", "vgg16", "mobilenet")
 
+#: chains without max pooling (the stc coding has no max pooling)
+STC_CHAINS = ("lenet5", "mobilenet")
+
 
 def build(name: str, width: int | None = None, in_channels: int = 1, classes: int = 10,
           seed: int = 0) -> nn.Module:
@@ -324,10 +327,12 @@ CODING_PARAMS = {"rate": dict(T=64), "tsc": dict(T=32), "tpc": dict(bits=6), "td
 
 def codings_for(name: str) -> tuple[str, ...]:
     """The codings that convert zoo model ``name`` (TPC, TDSNN and STC convert chains only)."""
-    return ("rate", "tsc", "tpc", "tdsnn", "stc") if name in CHAINS else ("rate", "tsc")
+    return ("rate", "tsc", "tpc", "tdsnn", "stc") if name in STC_CHAINS else \
+        ("rate", "tsc", "tpc", "tdsnn") if name in CHAINS else ("rate", "tsc")
 
 
-def evaluate(model: nn.Module, coding: str, x_calib, x_eval, input_shape: tuple, **params) -> dict:
+def evaluate(model: nn.Module, coding: str, x_calib, x_eval, input_shape: tuple, prepared: nn.Module | None = None,
+             **params) -> dict:
     """Prepare, convert and simulate (exact numpy/torch reference) one model with one coding.
 
     Parameters
@@ -339,8 +344,11 @@ def evaluate(model: nn.Module, coding: str, x_calib, x_eval, input_shape: tuple,
     x_calib, x_eval : array_like
         Calibration inputs and the inputs to compare on, ``(N,) + input_shape``.
     input_shape : tuple
+    prepared : nn.Module, optional
+        The model ``biosnn.prepare`` returned (e.g. fine-tuned); by default it is prepared
+        here (STC with the calibration data, TPC calibrated).
     **params
-        Coding parameters (default :data:`CODING_PARAMS`).
+        Coding parameters (default :data:`CODING_PARAMS`); ``levels`` for rate prepares a QCFS model.
 
     Returns
     -------
@@ -357,21 +365,22 @@ def evaluate(model: nn.Module, coding: str, x_calib, x_eval, input_shape: tuple,
     params = {**CODING_PARAMS[coding], **params}
     xc = torch.as_tensor(np.asarray(x_calib), dtype=torch.float32)
     xe = torch.as_tensor(np.asarray(x_eval), dtype=torch.float32)
-    prep_params = {k: v for k, v in params.items() if k in {"tpc": ("bits",), "tdsnn": ("L",),
-                                                             "stc": ("T",)}.get(coding, ())}
-    prepared = biosnn.prepare(model, coding, **prep_params).eval()
-    if coding == "tpc":
-        tpc.calibrate(prepared, xc)
-        params.pop("bits")
-    if coding in ("tdsnn", "stc"):
-        params = {k: v for k, v in params.items() if k not in prep_params}
+    prep_keys = {"tpc": ("bits",), "tdsnn": ("L",), "stc": ("T",), "rate": ("levels",)}.get(coding, ())
+    prep_params = {k: v for k, v in params.items() if k in prep_keys}
+    if prepared is None:
+        extra = {"calibration": xc} if coding == "stc" else {}
+        prepared = biosnn.prepare(model, coding, **prep_params, **extra).eval()
+        if coding == "tpc":
+            tpc.calibrate(prepared, xc)
+    prepared = prepared.eval()
+    params = {k: v for k, v in params.items() if k not in prep_params or coding == "rate"}
     with torch.no_grad():
         ann = prepared(xe).reshape(len(xe), -1).argmax(1).numpy()
     snn = biosnn.convert(prepared, coding, calibration=xc, input_shape=input_shape, **params)
     if coding == "rate":
         from biosnn.codings.rate.reference import simulate_rate
         ref = simulate_rate(snn.graph, xe.numpy(), snn.T, thresholds=snn.thresholds, input_mode=snn.input_mode,
-                            seed=snn.seed, readout=snn.readout)
+                            seed=snn.seed, readout=snn.readout, v_init=snn.v_init)
     else:
         ref = snn.reference(xe.numpy())
     preds, spikes, synops = _reference_totals(ref, len(xe))

@@ -301,7 +301,8 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         else:
             specs_by_pop[pname] = dict(name=pname, size=layer.size, model="if_layer", shape=shape,
                                        parameters={"theta": repr(theta)}, operations=[
-                                           m.Operation(f"v = {float(v_init) * theta!r}\nI = 0", dt=window),
+                                           m.Operation(f"v = {float(v_init) * theta!r}\nI = 0" if v_init else "v = 0\nI = 0",
+                                                       dt=window),
                                            m.Operation("v += I + b", when="groups", order=10 * layer_order)],
                                        order=layer_order)
         biases[pname] = np.zeros(layer.size)
