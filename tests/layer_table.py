@@ -43,6 +43,10 @@ class _Normalised(nn.Module):
         return self.fc(F.relu(self.c((x - 0.13) / 0.31)).flatten(1))
 
 
+def _clipped():
+    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU6(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(3 * 16, 4))
+
+
 #: README row label -> model builder (input (1, 8, 8))
 ROWS = {
     "`Linear`, `Conv2d` (zero padding, groups), `BatchNorm` after them (folded), `ReLU`, `Flatten`, `Dropout`":
@@ -50,6 +54,8 @@ ROWS = {
                               nn.Flatten(), nn.Linear(3 * 64, 4)),
     "`AvgPool2d`, `AdaptiveAvgPool2d` (dividing), `x.mean((2, 3))`": lambda: _seq(nn.AvgPool2d(2)),
     "`MaxPool2d`, `AdaptiveMaxPool2d` (dividing), `x.amax((2, 3))`": lambda: _seq(nn.MaxPool2d(2)),
+    "`ReLU6`, `Hardtanh(0, a)`, `clamp(0, a)`, QCFS (the ceiling is the layer's scale)":
+        _clipped,
     "residual `a + b`, `a - b`, `out += identity`": _Residual,
     "`torch.cat` along channels": _Cat,
     "`(x - mean) / std`, `x / 255`, `BatchNorm` on the input (folded into the first layer)": _Normalised,

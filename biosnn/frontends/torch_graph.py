@@ -9,12 +9,31 @@ Tracing rules
 -------------
 * ``nn.Linear`` -> ``"linear"``, ``nn.Conv2d`` (zero padding) -> ``"conv2d"``,
   ``nn.AvgPool2d``/``F.avg_pool2d`` -> ``"avgpool2d"``,
-  ``nn.MaxPool2d``/``F.max_pool2d`` (``ceil_mode=False``) -> ``"maxpool2d"``,
-  ``a + b`` (``operator.add``, ``torch.add``, ``Tensor.add``) -> ``"add"``.
-* ``nn.AdaptiveAvgPool2d``/``F.adaptive_avg_pool2d`` to an output size that
-  divides the input size, and ``x.mean((2, 3))``, become ``"avgpool2d"``.
+  ``nn.MaxPool2d``/``F.max_pool2d`` -> ``"maxpool2d"``, ``a + b`` and ``a - b``
+  (``operator``/``torch``/``Tensor`` add and sub, ``alpha``) -> ``"add"``.  Pool sizes may
+  come from shape arithmetic (``F.avg_pool2d(x, x.size()[3])``, ``x.shape[2:]``): the
+  probe run gives their values.  ``ceil_mode=True`` and ``count_include_pad=False``
+  are accepted where they change nothing (same windows / no padding).
+* ``nn.AdaptiveAvgPool2d``/``F.adaptive_avg_pool2d`` (``nn.AdaptiveMaxPool2d``,
+  ``F.adaptive_max_pool2d``) to an output size that divides the input size, and
+  ``x.mean((2, 3))`` (``x.amax((2, 3))``), become ``"avgpool2d"`` (``"maxpool2d"``).
 * ``nn.BatchNorm1d``/``nn.BatchNorm2d`` directly after a linear/conv layer are
-  folded into its weight and bias (exact in eval mode).
+  folded into its weight and bias (exact in eval mode).  Affine maps with
+  constants (``x / 255``, ``(x - mean) / std`` with float or buffer constants,
+  a BatchNorm on the input or after a ReLU) are folded into the producing
+  linear/conv layer when they follow one directly, else into the linear/conv
+  layer that reads them (per-channel scale and shift; a shift cannot be folded
+  into a zero-padded convolution and is refused).
+* ``torch.cat(..., dim=1)`` (channels): a linear/conv layer reading the
+  concatenation becomes one partial layer per part (its input channels /
+  columns, no ReLU, role ``"virtual"``) and an ``"add"`` summing them; pooling
+  and ReLU apply part by part.
+* A final ``softmax``/``log_softmax`` over the classes (module, function or
+  method) is dropped with a warning: the argmax does not change.
+* In-place operations (``h += x``, ``h *= c``, ``relu_``, ``inplace=True``)
+  change every tensor that shares the storage (``skip = h``, views), as in
+  eager PyTorch; ``a += b`` is recorded as ``operator.iadd`` (torch.fx alone
+  traces it as ``a + b``).
 * ``nn.ReLU``, ``F.relu``, ``torch.relu``, ``Tensor.relu``, ``clamp(min=0)`` set ``relu=True`` on
   the layer that produced their input; ``nn.ReLU6``, ``F.relu6``, ``nn.Hardtanh(0, a)``,
   ``clamp(0, a)`` and modules with a ``relu_ceiling`` attribute (the QCFS activation of
@@ -22,12 +41,15 @@ Tracing rules
   switched off for the tracer's self-check) also set its ``ceiling``.  ``relu(maxpool(z))`` is rewritten as
   ``maxpool(relu(z))`` (exact: max commutes with a monotone function).
 * ``nn.Dropout*``, ``nn.Identity``, ``F.dropout`` (eval) are dropped.
-* ``nn.Flatten``, ``torch.flatten``, ``view``, ``reshape`` are no-ops: every
-  layer reads its producer's output as a flat C-order vector reshaped to its
-  own ``in_shape`` (the same convention as ``torch.flatten``).
+* ``nn.Flatten``, ``torch.flatten(x, 1)``, ``view``, ``reshape``, ``squeeze``,
+  ``unsqueeze`` are no-ops: every layer reads its producer's output as a flat
+  C-order vector reshaped to its own ``in_shape`` (the same convention as
+  ``torch.flatten``).  ``torch.flatten(x)`` (start_dim 0) is refused.
 
 Anything else raises :class:`~biosnn.errors.ConversionError` naming the
-module or function and its position in the traced graph.
+module or function and its position in the traced graph.  Finally the graph
+is evaluated against the model on the random probe input; a difference (a
+misread operation) raises instead of converting silently.
 
 The model is traced in eval mode on a deep copy; the caller's module is never
 modified.
@@ -65,12 +87,14 @@ OPS = ("input", "linear", "conv2d", "avgpool2d", "maxpool2d", "add")
 
 #: Human-readable list of what :func:`trace` accepts (used in error messages).
 SUPPORTED = (
-    "nn.Linear, nn.Conv2d (padding_mode='zeros'), nn.AvgPool2d, "
-    "nn.MaxPool2d (ceil_mode=False), nn.AdaptiveAvgPool2d (output size dividing the input), "
-    "nn.BatchNorm1d/2d (directly after Linear/Conv2d), nn.ReLU, nn.Flatten, "
-    "nn.Dropout, nn.Identity; functions F.relu/torch.relu/Tensor.relu, "
-    "torch.flatten/Tensor.view/Tensor.reshape/Tensor.flatten, a + b (residual add), "
-    "F.avg_pool2d, F.max_pool2d, F.adaptive_avg_pool2d, Tensor.mean((2, 3)), F.dropout"
+    "nn.Linear, nn.Conv2d (padding_mode='zeros'), nn.AvgPool2d, nn.MaxPool2d, "
+    "nn.AdaptiveAvgPool2d/AdaptiveMaxPool2d (output size dividing the input), "
+    "nn.BatchNorm1d/2d (folded), nn.ReLU, nn.ReLU6, nn.Hardtanh(0, a), nn.Flatten, "
+    "nn.Dropout, nn.Identity, a final nn.Softmax/LogSoftmax; functions F.relu/torch.relu/Tensor.relu, "
+    "clamp(min=0)/clamp(0, a), F.relu6, torch.flatten(x, 1)/Tensor.view/reshape/flatten/squeeze, "
+    "a + b, a - b (residual add), torch.cat(dim=1), x * c, x / c, x + c, x - c (folded into the next "
+    "Linear/Conv2d), F.avg_pool2d, F.max_pool2d, F.adaptive_avg_pool2d/adaptive_max_pool2d, "
+    "Tensor.mean((2, 3)), Tensor.amax((2, 3)), F.dropout, a final F.softmax/log_softmax"
 )
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
