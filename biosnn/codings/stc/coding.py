@@ -108,10 +108,11 @@ def range_scaled_graph(model, calibration, input_shape, *, T: int, theta0: float
     -------
     LayerGraph
     """
-    from biosnn.codings.stc.torch_model import theta_table
+    from biosnn.codings.stc.torch_model import check_chain, theta_table
     from biosnn.conversion.calibrate import activation_scales, normalize
     from biosnn.frontends.torch_graph import check_no_ceiling, trace
     graph = trace(model, tuple(input_shape))
+    check_chain(graph)
     check_no_ceiling(graph, "stc")
     lam = activation_scales(graph, calibration, percentile=percentile)
     top = float(np.sum(theta_table(T, theta0, tau)))

@@ -499,14 +499,10 @@ def graph_to_sequential(graph) -> nn.Sequential:
         ``Flatten``/``Unflatten`` where a layer reads its producer with another
         shape; eval mode, float64.
     """
+    check_chain(graph)
     mods: list[nn.Module] = []
     shape = tuple(graph.input_shape)
-    prev = graph.layers[0].name
     for layer in graph.layers[1:]:
-        if layer.op == "add" or tuple(layer.inputs) != (prev,):
-            raise ConversionError(
-                f"layer '{layer.name}' ({layer.module}) is not part of a simple chain of layers (residual "
-                "additions and branches are not supported by the stc coding). Fix: use a sequential network.")
         if shape != layer.in_shape:
             mods.append(nn.Flatten())
             if len(layer.in_shape) > 1:
@@ -529,5 +525,16 @@ def graph_to_sequential(graph) -> nn.Sequential:
         mods.append(mod)
         if layer.relu:
             mods.append(nn.ReLU())
-        shape, prev = layer.out_shape, layer.name
+        shape = layer.out_shape
     return nn.Sequential(*mods).double().eval()
+
+
+def check_chain(graph) -> None:
+    """Refuse a graph that is not a simple chain of layers (residual additions, branches)."""
+    prev = graph.layers[0].name
+    for layer in graph.layers[1:]:
+        if layer.op == "add" or tuple(layer.inputs) != (prev,):
+            raise ConversionError(
+                f"layer '{layer.name}' ({layer.module}) is not part of a simple chain of layers (residual "
+                "additions and branches are not supported by the stc coding). Fix: use a sequential network.")
+        prev = layer.name
