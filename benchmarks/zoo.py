@@ -11,7 +11,7 @@ prepared ANN's predictions, accuracy, spikes and synaptic operations per image.
 Rate coding also runs on the QCFS model (``biosnn.prepare(model, "rate", levels=L)``, Bu et al. 2022)
 fine-tuned for ``--qcfs-epochs``, at ``--qcfs-T`` steps.
 
-Run (replaces the "Model zoo" section of BENCHMARKS.md):
+Run (records ``benchmarks/results/model_zoo.json`` and re-renders BENCHMARKS.md, :mod:`report`):
 
     BIOSNN_MNIST=/work/shared/data/mnist.npz nice -n 10 .venv/bin/python benchmarks/zoo.py
 
@@ -21,10 +21,7 @@ Run (replaces the "Model zoo" section of BENCHMARKS.md):
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
-import subprocess
 import sys
 import time
 import warnings
@@ -39,23 +36,10 @@ from biosnn.codings.rate.qcfs import init_thresholds
 from biosnn.datasets import accuracy, load_mnist, train_classifier
 from biosnn.testing.zoo import INPUT_SIZE, ZOO, build, codings_for, evaluate
 
-ROOT = Path(__file__).resolve().parents[1]
 TITLE = "## Model zoo x codings (benchmarks/zoo.py)"
 #: CPU widths (channels of the first stage)
-WIDTH = {"lenet5": 6, "mnist_example": 16, "vgg11": 16, "vgg16": 16, "resnet20": 16, "resnet18": 16,
-         "densenet": 8, "mobilenet": 8}
-
-
-def replace_section(text: str, path: Path, title: str = TITLE) -> None:
-    """Replace the section starting with ``title`` (up to the next ``## ``) or append it."""
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    start = old.find(title)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(title))
-        new = old[:start] + text.rstrip("\n") + "\n" + (old[end:] if end >= 0 else "")
-    path.write_text(new, encoding="utf-8")
+WIDTH = {"lenet5": 6, "mnist_example": 8, "vgg11": 8, "vgg16": 8, "resnet20": 8, "resnet18": 8,
+         "densenet": 4, "mobilenet": 4}
 
 
 def _pad(x: np.ndarray, size: int) -> np.ndarray:
@@ -75,9 +59,9 @@ def main(argv=None):
     p.add_argument("--qcfs-epochs", type=int, default=1, help="QCFS fine-tuning epochs (default 1)")
     p.add_argument("--qcfs-lr", type=float, default=3e-4, help="QCFS fine-tuning learning rate")
     p.add_argument("--no-record", action="store_true")
-    p.add_argument("--record", default=str(ROOT / "BENCHMARKS.md"))
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    load0 = os.getloadavg()[0]
     warnings.simplefilter("ignore")
     x_train, y_train = load_mnist("train")
     x_test, y_test = load_mnist("test")
@@ -113,20 +97,19 @@ def main(argv=None):
             print(f"  {coding}: agreement {r['agreement']:.3f}, prepared ANN {ann_acc:.3f}, SNN {snn_acc:.3f}, "
                   f"spikes {r['spikes']:.0f}, synops {r['synops'] or float('nan'):.0f} ({time.time() - t1:.0f} s)",
                   flush=True)
-    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        if not args.no_record:   # after every model, so that an interrupted run leaves its table so far
+            _record(args, rows, t_all, load0, done=args.models.index(name) + 1)
+
+
+def _record(args, rows, t_all, load0, done):
     lines = [TITLE, "",
-             f"{datetime.date.today()}, {platform.node()} ({platform.processor() or platform.machine()}), "
-             f"load: `{load}`; {time.time() - t_all:.0f} s.",
-             f"Command: `BIOSNN_MNIST=/work/shared/data/mnist.npz python benchmarks/zoo.py --train {args.train} "
-             f"--epochs {args.epochs} --test {args.test} --calib {args.calib} --levels {args.levels} "
-             f"--qcfs-epochs {args.qcfs_epochs}`.",
-             "Random-init models trained briefly (Adam, batch 64) on MNIST, widths "
-             + ", ".join(f"{n} {WIDTH[n]}" for n in args.models)
+             f"{time.time() - t_all:.0f} s. Random-init models trained briefly (Adam, batch 64, {args.train} MNIST "
+             f"images, {args.epochs} epoch(s)), widths " + ", ".join(f"{n} {WIDTH[n]}" for n in args.models)
              + "; default coding parameters (rate T=64 analog, TSC T=32, TPC 6 bits, TDSNN L=5, STC T=8 with "
              "weights rescaled from the calibration data); rate QCFS: `prepare(model, 'rate', levels=L)` "
              f"fine-tuned {args.qcfs_epochs} epoch(s) at lr {args.qcfs_lr:g}, converted with v(0) = theta/2; "
-             "agreement = SNN reference prediction equals the prepared ANN's (for QCFS: the QCFS model's); "
-             "spikes and synops per image.", "",
+             f"{args.test} test images, {args.calib} calibration images; agreement = the coding's exact reference "
+             "predicts the prepared ANN's class (for QCFS: the QCFS model's); spikes and synops per image.", "",
              "| model | coding | ANN acc | prepared ANN acc | agreement | SNN acc | spikes | synops |",
              "|---|---|---|---|---|---|---|---|"]
     for name, coding, vals, err in rows:
@@ -137,11 +120,20 @@ def main(argv=None):
             syn = "" if synops is None else f"{synops:.3g}"
             lines.append(f"| {name} | {coding} | {acc:.3f} | {ann_acc:.3f} | {agree:.3f} | {snn_acc:.3f} | "
                          f"{spikes:.3g} | {syn} |")
+    if done < len(args.models):
+        lines.append(f"\nInterrupted or running: {done} of {len(args.models)} models ({', '.join(args.models[done:])} "
+                     "not measured).")
     text = "\n".join(lines) + "\n"
     print(text)
-    if not args.no_record:
-        replace_section(text, Path(args.record))
-        print(f"replaced the section in {args.record}")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import report
+    data = {"rows": [{"model": n, "coding": c, "error": e,
+                          **({} if v is None else dict(zip(("ann_acc", "prepared_acc", "agreement", "snn_acc",
+                                                            "spikes", "synops"), v)))}
+                         for n, c, v, e in rows]}
+        out = report.record("model_zoo", text, command=report.command_line(), script="benchmarks/zoo.py",
+                            data=data, load=(load0, os.getloadavg()[0]))
+        print(f"recorded {out}")
 
 
 if __name__ == "__main__":
