@@ -128,12 +128,12 @@ def _record(args, rows, t_all, load0, done):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import report
     data = {"rows": [{"model": n, "coding": c, "error": e,
-                          **({} if v is None else dict(zip(("ann_acc", "prepared_acc", "agreement", "snn_acc",
-                                                            "spikes", "synops"), v)))}
-                         for n, c, v, e in rows]}
-        out = report.record("model_zoo", text, command=report.command_line(), script="benchmarks/zoo.py",
-                            data=data, load=(load0, os.getloadavg()[0]))
-        print(f"recorded {out}")
+                      **({} if v is None else dict(zip(("ann_acc", "prepared_acc", "agreement", "snn_acc",
+                                                        "spikes", "synops"), v)))}
+                     for n, c, v, e in rows]}
+    out = report.record("model_zoo", text, command=report.command_line(), script="benchmarks/zoo.py",
+                        data=data, load=(load0, os.getloadavg()[0]))
+    print(f"recorded {out}")
 
 
 if __name__ == "__main__":
