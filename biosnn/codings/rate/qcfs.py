@@ -80,9 +80,6 @@ class QCFS(nn.Module):
         return torch.clamp(y, 0.0, 1.0) * lam
 
 
-_RELU_FUNCTIONS = None
-
-
 def _relu_targets():
     import torch.nn.functional as F
     return {F.relu, torch.relu, torch.relu_, F.relu_}
