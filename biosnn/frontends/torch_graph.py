@@ -58,6 +58,7 @@ modified.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import operator
 import warnings
@@ -80,6 +81,7 @@ __all__ = [
     "linear_map",
     "snn_roles",
     "check_no_ceiling",
+    "inplace_tracer_class",
 ]
 
 #: Layer operations a :class:`LayerGraph` can contain.
@@ -583,39 +585,48 @@ class _Builder:
                 self.env[other] = new if self.env[other].shape == new.shape else new.reshaped(self.env[other].shape)
 
 
-class _InplaceTracer:
-    """A ``torch.fx.Tracer`` that records ``a += b`` as ``operator.iadd``.
+@functools.lru_cache(maxsize=None)
+def inplace_tracer_class():
+    """A ``torch.fx.Tracer`` subclass that records ``a += b`` (``-=``, ``*=``, ``/=``) as in-place calls.
 
-    torch.fx's ``Proxy`` has no ``__iadd__``, so by default ``h += f(h)``
-    traces as ``h = h + f(h)``: a tensor ``skip`` that aliases ``h`` would keep
-    the old value in the traced graph while eager PyTorch changes it.
+    torch.fx's ``Proxy`` has no ``__iadd__``, so by default ``h += f(h)`` traces as
+    ``h = h + f(h)``: a tensor ``skip`` that aliases ``h`` would keep the old value in
+    the traced graph while eager PyTorch changes it.  This tracer records
+    ``operator.iadd`` (``isub``, ``imul``, ``itruediv``), which the GraphModule runs in
+    place, as eager PyTorch does.  Modules with a ``relu_ceiling`` attribute (QCFS) are
+    leaves.  Subclass it to add leaves (``is_leaf_module``).
     """
+    import torch.fx as fx
 
-    def __new__(cls):
-        import torch.fx as fx
+    class Proxy(fx.Proxy):
+        def _inplace(self, fn, other):
+            return self.tracer.create_proxy("call_function", fn, (self, other), {})
 
-        class Proxy(fx.Proxy):
-            def __iadd__(self, other):
-                return self.tracer.create_proxy("call_function", operator.iadd, (self, other), {})
+        def __iadd__(self, other):
+            return self._inplace(operator.iadd, other)
 
-            def __isub__(self, other):
-                return self.tracer.create_proxy("call_function", operator.isub, (self, other), {})
+        def __isub__(self, other):
+            return self._inplace(operator.isub, other)
 
-            def __imul__(self, other):
-                return self.tracer.create_proxy("call_function", operator.imul, (self, other), {})
+        def __imul__(self, other):
+            return self._inplace(operator.imul, other)
 
-            def __itruediv__(self, other):
-                return self.tracer.create_proxy("call_function", operator.itruediv, (self, other), {})
+        def __itruediv__(self, other):
+            return self._inplace(operator.itruediv, other)
 
-        class Tracer(fx.Tracer):
-            def proxy(self, node):
-                return Proxy(node, self)
+    class InplaceTracer(fx.Tracer):
+        def proxy(self, node):
+            return Proxy(node, self)
 
-            def is_leaf_module(self, m, qualname):
-                # activations with a ceiling (QCFS) are traced as one call, not through their forward()
-                return hasattr(type(m), "relu_ceiling") or super().is_leaf_module(m, qualname)
+        def is_leaf_module(self, m, qualname):
+            # activations with a ceiling (QCFS) are traced as one call, not through their forward()
+            return hasattr(type(m), "relu_ceiling") or super().is_leaf_module(m, qualname)
 
-        return Tracer()
+    return InplaceTracer
+
+
+def _InplaceTracer():
+    return inplace_tracer_class()()
 
 
 def trace(model, input_shape: tuple[int, ...]) -> LayerGraph:

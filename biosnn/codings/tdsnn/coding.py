@@ -48,6 +48,7 @@ from biosnn.codings.tdsnn.reference import (RESIDUAL_WHY, WEIGHTED, ann_operatio
                                                spike_step, tdsnn_roles)
 from biosnn.codings.tdsnn.spec import tdsnn_layout, tdsnn_network_spec, window_steps
 from biosnn.errors import ConversionError
+from biosnn.frontends.torch_graph import inplace_tracer_class
 
 __all__ = ["PARAMS", "prepare", "convert", "TDSNN", "TDSNNActivation", "strip_activations"]
 
@@ -97,8 +98,8 @@ class TDSNNActivation(nn.Module):
         return f"L={self.L:g}"
 
 
-class _Tracer(fx.Tracer):
-    """torch.fx tracer that keeps TDSNNActivation modules as calls."""
+class _Tracer(inplace_tracer_class()):
+    """torch.fx tracer that keeps TDSNNActivation modules as calls (and records ``a += b`` in place)."""
 
     def is_leaf_module(self, mod, qualname):
         return isinstance(mod, TDSNNActivation) or super().is_leaf_module(mod, qualname)

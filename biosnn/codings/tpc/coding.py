@@ -238,11 +238,13 @@ def prepare(model, bits: int = 8, steps: int | None = None, percentile: float = 
     """
     import torch.fx as fx
 
+    from biosnn.frontends.torch_graph import inplace_tracer_class
+
     bits, steps = check_bits(bits, steps)
     percentile = _check_percentile(percentile)
     base = _plain_net(model)
     try:
-        gm = fx.symbolic_trace(base)
+        gm = fx.GraphModule(base, inplace_tracer_class()().trace(base), type(base).__name__)
     except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError, ...
         raise ConversionError(f"torch.fx could not trace {type(base).__name__}.forward: {type(exc).__name__}: "
                               f"{exc}. Fix: avoid data-dependent control flow in forward()") from None
