@@ -48,10 +48,10 @@ def test_zoo_model_converts(name, coding):
     model = build(name, SMALL[name])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = evaluate(model, coding, _images(name, 24, 2), _images(name, 4, 3), (1,) + (INPUT_SIZE[name],) * 2,
+        res = evaluate(model, coding, _images(name, 12, 2), _images(name, 4, 3), (1,) + (INPUT_SIZE[name],) * 2,
                        **({"T": 32} if coding == "rate" else {}))
         if coding == "rate":   # and the QCFS-prepared model (Bu et al. 2022), thresholds set from the data
-            qcfs = evaluate(model, coding, _images(name, 24, 2), _images(name, 4, 3),
+            qcfs = evaluate(model, coding, _images(name, 12, 2), _images(name, 4, 3),
                             (1,) + (INPUT_SIZE[name],) * 2, T=32, levels=8)
             assert qcfs["snn"].v_init == 0.5 and qcfs["agreement"] >= 0.75
     assert res["agreement"] >= 0.75
