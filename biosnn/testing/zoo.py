@@ -8,7 +8,7 @@ idioms are the original ones: ``F.avg_pool2d(out, out.size()[3])`` heads,
 ``out += identity`` with in-place ReLUs, ``torch.cat`` dense blocks, input
 normalisation and a ``log_softmax`` inside ``forward``.
 
-The models are exactly convertible by :func:`biosnn.frontends.torch_graph.trace`;
+The models are exactly convertible by :func:`biosnn.frontends.torch_trace.trace`;
 which codings convert them is listed in :data:`CHAINS` (TPC, TDSNN and STC
 convert chains of layers, no residual or dense connections).
 """
