@@ -203,7 +203,7 @@ def test_unsupported_models_and_parameters(digits):
             h = torch.relu(self.a(inp.flatten(1)))
             return self.fc(torch.relu(self.b(h)) + h)
 
-    with pytest.raises(ConversionError, match="nn.Sequential"):
+    with pytest.raises(ConversionError, match="'add' in Residual.forward.. does not continue a simple chain"):
         biosnn.prepare(Residual(), "stc")
     with pytest.raises(ConversionError, match="simple chain"):
         biosnn.convert(Residual(), "stc", calibration=x, input_shape=(1, 8, 8))
