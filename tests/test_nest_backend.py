@@ -238,43 +238,40 @@ def test_cli_runs_a_spec_on_nest(tmp_path, capsys):
     assert rec.meta["backend"] == "nest" and len(rec.spikes["n"].times) >= 4
 
 
-@pytest.mark.parametrize("pairing,dependence,amplitudes", [("all", "additive", (1e-5, 1.2e-5)),
-                                                           ("all", "multiplicative", (0.05, 0.06)),
-                                                           ("nearest", "additive", (1e-5, 1.2e-5))])
-def test_pair_stdp_maps_onto_nest_stdp_synapses(pairing, dependence, amplitudes):
-    """Library pair STDP (all-to-all) -> stdp_synapse: final weights equal Brian2's and the analytic sum.
+@pytest.mark.nestml
+def test_pair_stdp_on_nest_equals_brian2_and_the_analytic_sum(nestml_cache):
+    """Library pair STDP (all-to-all; additive and multiplicative) -> NESTML synapses, one module.
 
-    NEST applies potentiation at the next presynaptic spike, so the inputs end
-    with a presynaptic spike after the postsynaptic neurons fell silent.
-    Nearest-spike pairing has no exact built-in NEST counterpart: it becomes a NESTML synapse.
+    Not NEST's ``stdp_synapse``: it sends the weight after the arriving spike's depression
+    (Brian2 before), which changed the postsynaptic rate of Brian2's STDP example
+    (tests/test_brian2_examples.py).  NEST applies potentiation at the next presynaptic
+    spike, so the inputs end with a presynaptic spike after the neurons fell silent.
     """
     from biosnn.models.plasticity import stdp_trace
     times = np.array([22.2, 59.7, 81.1, 108.0, 125.7, 127.0, 129.0, 152.0, 172.4, 177.7, 199.3, 267.6, 268.6, 390.0])
-    model = stdp_trace(pairing, dependence, A_plus=amplitudes[0], A_minus=amplitudes[1], w_max=1e-3, unit="mV")
+    add = stdp_trace("all", "additive", A_plus=1e-5, A_minus=1.2e-5, w_max=1e-3, unit="mV")
+    mult = stdp_trace("all", "multiplicative", A_plus=0.05, A_minus=0.06, w_max=1e-3, unit="mV")
     spec = m.NetworkSpec(
-        name="stdp_nest", duration="400*ms", synapse_models={"stdp": model},
+        name="stdp_nest", duration="400*ms", synapse_models={"stdp_add": add, "stdp_mult": mult},
         populations=[m.Population("post", 2, "lif", initial={"v": "-65*mV"})],
         inputs=[m.SpikeTimesInput("pre", 1, indices=A(np.zeros(len(times), dtype=np.int64)), times=A(times, "ms")),
                 m.CurrentInput("drive", "post", "I", A(np.array([[0.2, 0.26]] * 3 + [[0.0, 0.0]]), "nA"),
                                dt="100*ms")],
-        projections=[m.Projection("syn", "pre", "post", "stdp", weights="0.0003*mV", delay="1*ms")],
+        projections=[m.Projection("add", "pre", "post", "stdp_add", weights="0.0003*mV", delay="1*ms"),
+                     m.Projection("mult", "pre", "post", "stdp_mult", weights="0.0003*mV", delay="1*ms")],
         monitors=[m.SpikeMonitor("post")])
-    if pairing == "nearest":  # no built-in NEST counterpart: a NESTML synapse (run in test_nestml_synapses.py)
-        from biosnn.backends.nest_models import plan_synapse
-        assert plan_synapse(spec, spec.projections[0]).nestml.name == "stdp_nestml_synapse"
-        return
-    ref, rec, _ = _both(spec, final_state=["syn.w"])
-    assert rec.meta["nest_models"] == "iaf_psc_delta"
+    ref, rec, _ = _both(spec, {"cache_dir": nestml_cache}, final_state=["add.w", "mult.w"])
+    assert rec.meta["nest_models"] == "lif_nestml__with_stdp_add_nestml_synapse_and_stdp_mult_nestml_synapse"
     _assert_same_spikes(ref, rec, "post")
-    w_ref, w = ref.final["syn.w"].values, rec.final["syn.w"].values
-    assert np.all(np.abs(w_ref - 3e-7) > 1e-8)  # the weights did change
-    np.testing.assert_allclose(w, w_ref, rtol=1e-9)
-    if pairing == "all" and dependence == "additive":  # the analytic pair sum, arrival = spike time + delay
-        post = ref.spikes["post"]
-        for j in range(2):
-            lag = post.times[post.indices == j][None, :] * 1e3 - (times[:, None] + 1.0)
-            dw = np.where(lag >= 0, 1e-5 * np.exp(-lag / 20), -1.2e-5 * np.exp(lag / 20)).sum() * 1e-3
-            np.testing.assert_allclose(w[j] - 3e-7, dw, rtol=1e-9)
+    for name in ("add", "mult"):
+        w_ref, w = ref.final[f"{name}.w"].values, rec.final[f"{name}.w"].values
+        assert np.all(np.abs(w_ref - 3e-7) > 1e-8)  # the weights did change
+        np.testing.assert_allclose(w, w_ref, rtol=1e-9)
+    post = ref.spikes["post"]  # the analytic pair sum, arrival = spike time + delay
+    for j in range(2):
+        lag = post.times[post.indices == j][None, :] * 1e3 - (times[:, None] + 1.0)
+        dw = np.where(lag >= 0, 1e-5 * np.exp(-lag / 20), -1.2e-5 * np.exp(lag / 20)).sum() * 1e-3
+        np.testing.assert_allclose(rec.final["add.w"].values[j] - 3e-7, dw, rtol=1e-9)
 
 
 def _timed_poisson_spec(rates_expr):

@@ -141,7 +141,11 @@ def test_diehl_cook_rule_translates_statement_by_statement():
     assert opts["neuron_synapse_pairs"] == [{"neuron": "adaptive_lif_dc_nestml", "synapses": {
         "stdp_diehl_cook_nestml_synapse": {"post_ports": ["post_spikes"]}}}]
     assert opts["strictly_synaptic_vars"]["stdp_diehl_cook_nestml_synapse"][-1] == "clock__"
-    assert tr.nest_name("n_nestml") == "stdp_diehl_cook_nestml_synapse__with_n_nestml"
+    # NESTML's names: a lone paired synapse names the plain neuron, one of several the paired neuron
+    assert tr.nest_name("n_nestml", [tr]) == "stdp_diehl_cook_nestml_synapse__with_n_nestml"
+    other = _translated(NEAREST, "nn")
+    assert tr.nest_name("n_nestml", [tr, other]) == \
+        "stdp_diehl_cook_nestml_synapse__with_n_nestml__with_stdp_diehl_cook_nestml_synapse_and_nn_nestml_synapse"
 
 
 def test_stochastic_rule_translates_temporaries_conditions_and_random_numbers():

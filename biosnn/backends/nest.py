@@ -20,9 +20,8 @@ What it builds
   ``nest.Run`` segments, exactly when Brian2's ``run_regularly`` would;
 * projections: every connectivity kind is expanded to explicit lists by
   :func:`biosnn.spec.expand.expand_projection` (the Brian2 backends use the
-  same lists), connected with ``static_synapse``, for the library's pair
-  STDP with all-to-all pairing ``stdp_synapse``, and for any other plastic
-  equation model a NESTML synapse co-generated with the target's NESTML
+  same lists), connected with ``static_synapse``, and for plastic
+  equation models (pair STDP included) a NESTML synapse co-generated with the target's NESTML
   neuron (see :func:`biosnn.backends.nest_models.plan_synapse` and
   :mod:`biosnn.backends.nestml_synapses`); plastic synapses take their
   presynaptic spikes from ``parrot_neuron`` relays that carry the delay;
@@ -135,7 +134,6 @@ class _Built:
     spike_recorders: dict = field(default_factory=dict)
     multimeters: list = field(default_factory=list)  # (StateMonitor, multimeter, indices)
     synapses: dict = field(default_factory=dict)     # projection name -> (plan, n)
-    tau_minus: dict = field(default_factory=dict)    # population -> (STDP tau_minus in ms, projection)
     parrots: dict = field(default_factory=dict)      # STDP projection -> relay parrot neurons
     relay_source: dict = field(default_factory=dict)  # STDP projection -> source index of each relay parrot
 
@@ -399,16 +397,11 @@ class NestSimulation:
             evaluate(proj.delay, n, names, rng, f"delay of projection '{proj.name}'")
         delay_ms = (np.round(delay_s / self.dt_s) + 1) * self.dt_ms
         source = built.nodes[proj.source]
-        scale = plan.scales[syn.target_var] / plan.weight_factor[syn.target_var]
-        params = syn.nest_params(scale)
+        params = {}
         if syn.nestml is not None:  # NESTML synapse: its own weight variable, states and constants
             params = syn.nestml_values(names, n)
             w = params.pop("weight")
         if syn.plastic:
-            if syn.stdp is not None:
-                self._set_tau_minus(proj, syn, built)
-            if syn.stdp is not None and np.any(w < 0):
-                raise BackendError(f"projection '{proj.name}': NEST's STDP synapses need non-negative weights")
             pre = self._relay(nest, proj, built, conn.i, delay_ms)
             delay_ms = np.full(n, self.dt_ms)
         else:
@@ -447,15 +440,6 @@ class NestSimulation:
         built.parrots[proj.name] = parrots
         built.relay_source[proj.name] = pairs[0]
         return ids[inverse.reshape(-1)]
-
-    def _set_tau_minus(self, proj, syn, built):
-        """NEST keeps the post trace of STDP in the target neuron: one ``tau_minus`` per population."""
-        tau = syn.tau_minus_ms()
-        seen = built.tau_minus.setdefault(proj.target, (tau, proj.name))
-        if not np.isclose(seen[0], tau):
-            raise BackendError(f"projections '{seen[1]}' and '{proj.name}' onto '{proj.target}' have different "
-                               f"tau_minus ({seen[0]} ms, {tau} ms); NEST keeps one per target neuron")
-        built.nodes[proj.target].set({"tau_minus": tau})
 
     def _monitor(self, nest, mon, built):
         nodes = built.nodes[mon.population]

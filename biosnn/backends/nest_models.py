@@ -9,14 +9,17 @@ synaptic target variable uses.
 
 Synapses: a synapse model whose ``on_pre`` is one statement ``x_post += expr``
 (no ``on_post``, no synaptic ODEs) becomes NEST's ``static_synapse`` with
-weight ``expr`` (evaluated per synapse) on the receptor of ``x``; the library's
-pair STDP (``stdp_trace``, all-to-all pairing, additive or multiplicative,
-``w_min = 0``) becomes ``stdp_synapse`` (NEST updates a weight at presynaptic
-spikes only, so potentiation by postsynaptic spikes after a synapse's last
-presynaptic spike is missing from weights read at the end of a run, for NESTML
-synapses as well); any other plastic synapse model (nearest-spike pair STDP,
-Diehl & Cook's STDP, stochastic binary STDP, ...) is translated to a NESTML
-synapse co-generated with its target's NESTML neuron
+weight ``expr`` (evaluated per synapse) on the receptor of ``x``; every plastic
+synapse model (the library's pair STDP, Diehl & Cook's STDP, stochastic binary
+STDP, ...) is translated to a NESTML synapse co-generated with its target's
+NESTML neuron.  NEST's built-in ``stdp_synapse`` is not used for the library's
+pair STDP: it transmits the weight *after* the depression of the arriving
+presynaptic spike, where Brian2 (``x_post += w`` first) transmits the weight
+before it; on Brian2's STDP example (Song, Miller & Abbott 2000) that alone
+lowered the postsynaptic rate by ~10 % (and the weights' drift by more).  NEST
+updates a weight at presynaptic spikes only, so potentiation by postsynaptic
+spikes after a synapse's last presynaptic spike is missing from weights read
+at the end of a run
 (:mod:`biosnn.backends.nestml_synapses`; the target population then runs its
 model through NESTML even if a built-in model exists); what cannot be
 translated raises :class:`~biosnn.errors.BackendError` naming the statement.
@@ -45,7 +48,8 @@ _NUMPY_FUNCS = {"exp": np.exp, "log": np.log, "log10": np.log10, "sqrt": np.sqrt
                 "sin": np.sin, "cos": np.cos, "tan": np.tan, "tanh": np.tanh, "clip": np.clip,
                 "floor": np.floor, "ceil": np.ceil, "int": lambda x: np.asarray(x).astype(np.int64)}
 _SAFE = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Load, ast.Call,
-         ast.Mult, ast.Div, ast.Add, ast.Sub, ast.Pow, ast.USub, ast.UAdd, ast.Mod)
+         ast.Mult, ast.Div, ast.Add, ast.Sub, ast.Pow, ast.USub, ast.UAdd, ast.Mod,
+         ast.Compare, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 
 
 def evaluate(value, n: int, names: dict, rng: np.random.Generator, what: str) -> np.ndarray:
@@ -87,9 +91,10 @@ def evaluate(value, n: int, names: dict, rng: np.random.Generator, what: str) ->
     env.update({"rand": lambda: rng.random(n), "randn": lambda: rng.standard_normal(n)})
     env.update(_NUMPY_FUNCS)
     for node in ast.walk(tree):
-        if not isinstance(node, _SAFE) or (isinstance(node, ast.Call) and not isinstance(node.func, ast.Name)):
-            raise BackendError(f"{what} '{text}': the NEST backend evaluates only arithmetic, constants, "
-                               "rand(), randn(), i and numpy-like functions")
+        if not isinstance(node, _SAFE) or (isinstance(node, ast.Call) and not isinstance(node.func, ast.Name)) \
+                or (isinstance(node, ast.Compare) and len(node.ops) != 1):
+            raise BackendError(f"{what} '{text}': the NEST backend evaluates only arithmetic, single "
+                               "comparisons (int(i != j)), constants, rand(), randn(), i and numpy-like functions")
         if isinstance(node, ast.Name) and node.id not in env:
             raise BackendError(f"{what} '{text}' uses '{node.id}', which the NEST backend cannot evaluate "
                                "(only constants, i, j and synaptic variables set before it)")
@@ -265,10 +270,6 @@ class StaticSynapse:
         Constants of the synapse model.
     nest_model : str
         NEST synapse model.
-    stdp : dict, optional
-        For library ``stdp_trace`` models: ``pairing``, ``dependence`` and the
-        constants (SI) that become NEST's ``lambda``, ``alpha``, ``mu_*``,
-        ``tau_plus``, ``Wmax`` and the target neurons' ``tau_minus``.
     nestml : NestmlSynapse, optional
         The NESTML translation of a plastic synapse model; ``nest_model`` is
         set by :func:`name_paired_synapses` once the target neuron is planned.
@@ -279,13 +280,12 @@ class StaticSynapse:
     sign: float
     consts: dict
     nest_model: str = "static_synapse"
-    stdp: dict | None = None
     nestml: object = None
 
     @property
     def plastic(self) -> bool:
         """Whether NEST runs this projection with a plastic synapse (relayed through parrot neurons)."""
-        return self.stdp is not None or self.nestml is not None
+        return self.nestml is not None
 
     def weight_unit(self, plan: NeuronPlan) -> float:
         """SI value of one unit of NEST's connection ``weight`` (``plan``: the target's plan)."""
@@ -312,43 +312,9 @@ class StaticSynapse:
         out.update({k: _si(self.consts[k]) / tr.units[k] for k in tr.parameters})
         return out
 
-    def nest_params(self, weight_scale: float) -> dict:
-        """NEST synapse parameters (weights divided by ``weight_scale``, the NEST weight unit in SI)."""
-        if self.stdp is None:
-            return {}
-        c = self.consts
-        a_plus, a_minus, w_max = (_si(c[k]) for k in ("A_plus", "A_minus", "w_max"))
-        additive = self.stdp["dependence"] == "additive"
-        lam = a_plus / w_max if additive else a_plus
-        return {"lambda": lam, "alpha": a_minus / a_plus, "mu_plus": 0.0 if additive else 1.0,
-                "mu_minus": 0.0 if additive else 1.0, "tau_plus": _si(c["tau_plus"]) * 1e3,
-                "Wmax": w_max / weight_scale}
-
-    def tau_minus_ms(self) -> float | None:
-        """The post trace's time constant, a parameter of NEST's *target neurons* (ms)."""
-        return None if self.stdp is None else _si(self.consts["tau_minus"]) * 1e3
-
-
-_STDP_NEST = {"all": "stdp_synapse"}
-
 
 def _norm(text) -> str:
     return re.sub(r"\s+", " ", (text or "").strip())
-
-
-def _match_stdp(smodel: m.SynapseModel, target_var: str):
-    """(pairing, dependence) when ``smodel`` is the library's ``stdp_trace`` delivering to ``target_var``."""
-    from biosnn.models import plasticity
-    unit = re.match(r"^\s*w\s*:\s*([^\n]+?)\s*$", (smodel.equations or "").splitlines()[0] if smodel.equations
-                    else "")
-    if unit is None:
-        return None
-    for pairing in plasticity.PAIRINGS:
-        for dependence in plasticity.WEIGHT_DEPENDENCES:
-            ref = plasticity.stdp_trace(pairing, dependence, unit=unit.group(1), target_var=target_var)
-            if all(_norm(getattr(ref, f)) == _norm(getattr(smodel, f)) for f in ("equations", "on_pre", "on_post")):
-                return pairing, dependence
-    return None
 
 
 _ON_PRE = re.compile(r"^\s*([A-Za-z_]\w*)_post\s*([-+])=\s*(.+?)\s*$")
@@ -366,15 +332,7 @@ def plan_synapse(spec, proj: m.Projection) -> StaticSynapse:
     smodel = spec.synapse_model(proj)
     mname = proj.model if isinstance(proj.model, str) else proj.name
     stmts = [s for s in re.split(r"[;\n]", smodel.on_pre or "") if s.strip()]
-    first = _ON_PRE.match(stmts[0]) if stmts else None
-    stdp = _match_stdp(smodel, first.group(1)) if first and first.group(2) == "+" else None
-    if stdp is not None and stdp[0] in _STDP_NEST and first.group(3).strip() == "w":
-        consts = namespace_layers(spec, proj, smodel, "synapse")
-        if _si(consts["w_min"]) == 0.0:  # NEST's STDP synapses clip weights to [0, Wmax]
-            return StaticSynapse(target_var=first.group(1), rhs="w", sign=1.0, consts=consts,
-                                 nest_model=_STDP_NEST[stdp[0]], stdp={"pairing": stdp[0], "dependence": stdp[1]})
-    # nearest-spike pairing (stdp_nn_symm_synapse pairs a presynaptic spike only with the first postsynaptic
-    # spike after it, biosnn's rule with the last one before it), w_min != 0: NESTML
+    # plastic models, the library's pair STDP included, go to NESTML (module docstring: not stdp_synapse)
     eq_lines = [ln for ln in (smodel.equations or "").splitlines() if ln.strip()]
     dynamic = [ln for ln in eq_lines if re.match(r"^\s*d\w+/dt", ln)]
     if smodel.on_post or dynamic or len(stmts) != 1 or not _ON_PRE.match(stmts[0]):
@@ -406,7 +364,7 @@ def _plan_nestml_synapse(spec, proj: m.Projection, smodel: m.SynapseModel, mname
 
 
 def name_paired_synapses(spec, plans: dict, synapses: dict):
-    """Set the NEST name of every NESTML synapse: ``<synapse>__with_<paired target neuron>``.
+    """Set the NEST name of every NESTML synapse (:meth:`NestmlSynapse.nest_name`).
 
     Parameters
     ----------
@@ -418,4 +376,5 @@ def name_paired_synapses(spec, plans: dict, synapses: dict):
     for proj in spec.projections:
         syn = synapses[proj.name]
         if syn.nestml is not None:
-            syn.nest_model = syn.nestml.nest_name(plans[proj.target].nest_model)
+            plan = plans[proj.target]
+            syn.nest_model = syn.nestml.nest_name(plan.nestml.name, plan.paired)

@@ -97,9 +97,23 @@ class NestmlSynapse:
     states: list = field(default_factory=list)
     parameters: list = field(default_factory=list)
 
-    def nest_name(self, neuron_name: str) -> str:
-        """NEST's name of this synapse co-generated with the neuron whose NEST name is ``neuron_name``."""
-        return f"{self.name}__with_{neuron_name}"
+    def nest_name(self, neuron_name: str, paired: list) -> str:
+        """NEST's name of this synapse co-generated with the NESTML neuron ``neuron_name`` and ``paired``.
+
+        NESTML names a synapse that is the only one paired with its neuron
+        ``<synapse>__with_<neuron>``, and each of several
+        ``<synapse>__with_<neuron>__with_<syn1>_and_<syn2>...`` (the paired neuron's name).
+
+        Parameters
+        ----------
+        neuron_name : str
+            The NESTML neuron model's own (unpaired) name.
+        paired : list of NestmlSynapse
+            All synapses co-generated with that neuron (this one among them).
+        """
+        if len(paired) == 1:
+            return f"{self.name}__with_{neuron_name}"
+        return f"{self.name}__with_{paired_neuron_name(neuron_name, paired)}"
 
 
 def codegen_options(neuron_name: str, synapses: list[NestmlSynapse]) -> dict:
