@@ -136,11 +136,12 @@ def test_poisson_input_rates():
 
 
 def test_untranslatable_models_and_synapses_raise_backend_errors():
-    noisy = m.NeuronModel(equations="dv/dt = -v/tau + sigma*xi/sqrt(tau) : volt",
-                          threshold="v > 1*mV", reset="v = 0*mV", parameters={"tau": "10*ms", "sigma": "1*mV"})
-    spec = m.NetworkSpec(name="noisy", neuron_models={"noisy": noisy},
-                         populations=[m.Population("n", 2, "noisy")])
-    with pytest.raises(BackendError, match=r"neuron model 'noisy' cannot be translated.*xi.*dv/dt.*NEST can run"):
+    indexed = m.NeuronModel(equations="dv/dt = (i*mV - v)/tau : volt",
+                            threshold="v > 1*mV", reset="v = 0*mV", parameters={"tau": "10*ms"})
+    spec = m.NetworkSpec(name="indexed", neuron_models={"indexed": indexed},
+                         populations=[m.Population("n", 2, "indexed")])
+    with pytest.raises(BackendError, match=r"neuron model 'indexed' cannot be translated.*the neuron index 'i'"
+                                           r".*NEST can run"):
         get_backend("nest").build(spec)
     plastic = m.SynapseModel(equations="w : volt\ndapre/dt = -apre/(20*ms) : 1 (event-driven)",
                              on_pre="v_post += w\napre += 0.01", on_post="w = w + apre*mV + 0*v_post")

@@ -334,7 +334,7 @@ def plan_synapse(spec, proj: m.Projection) -> StaticSynapse:
     stmts = [s for s in re.split(r"[;\n]", smodel.on_pre or "") if s.strip()]
     # plastic models, the library's pair STDP included, go to NESTML (module docstring: not stdp_synapse)
     eq_lines = [ln for ln in (smodel.equations or "").splitlines() if ln.strip()]
-    dynamic = [ln for ln in eq_lines if re.match(r"^\s*d\w+/dt", ln)]
+    dynamic = [ln for ln in eq_lines if "=" in ln.split(":")[0]]  # ODEs, subexpressions, summed variables
     if smodel.on_post or dynamic or len(stmts) != 1 or not _ON_PRE.match(stmts[0]):
         return _plan_nestml_synapse(spec, proj, smodel, mname)
     var, op, rhs = _ON_PRE.match(stmts[0]).groups()

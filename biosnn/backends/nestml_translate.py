@@ -3,8 +3,13 @@
 The translation keeps Brian2's semantics step by step (biosnn's reference
 semantics), so a translated model reproduces the Brian2 runtime's spike trains:
 
-* differential equations become ODEs (``v' = ...``; with ``method="euler"``
-  explicit forward-Euler statements, as Brian2 computes them), subexpressions are
+* differential equations become ODEs (``v' = ...``) that NESTML solves exactly
+  for ``method`` ``exact``/``linear`` (or unset where Brian2's ``exact`` applies);
+  with ``euler``, explicit forward-Euler statements; with any other method
+  (``exponential_euler``, ``rk4``, ``heun``, noise ``xi`` with ``euler`` or
+  ``milstein``, Brian2's default for nonlinear models) Brian2's own state-update
+  statements, copied one by one (``randn()`` -> ``random_normal``; NEST's random
+  numbers are other draws), so NEST takes the same steps; subexpressions are
   substituted where they are used, Brian2 parameters (``I : amp``) NESTML parameters
   (state variables when the reset assigns them or synapses add to them), spec
   constants parameters;
@@ -14,6 +19,9 @@ semantics), so a translated model reproduces the Brian2 runtime's spike trains:
   arrives on a spike port ``x__in`` whose weights are added to ``x`` *before*
   the ODEs are integrated, as Brian2 applies ``on_pre`` at the end of the
   previous step; the NEST connection delay is the Brian2 delay plus one step;
+* a refractoriness *condition* (``refractory: v > -40*mV``) becomes a flag set at
+  the spike and cleared before a step's integration when the condition is
+  false, as Brian2's ``not_refractory = not_refractory or not (condition)``;
 * ``refractory`` with ``(unless refractory)`` becomes a step counter: during
   the first ``round(refractory/dt) - 1`` steps after a spike the flagged
   variables are neither integrated nor changed by synaptic input and the
@@ -25,8 +33,7 @@ semantics), so a translated model reproduces the Brian2 runtime's spike trains:
   solver adds a continuous input port without the factor ``dt``, so ports are
   not used for currents).
 
-What cannot be translated (stochastic ``xi`` terms, ``i``/``N``, a
-refractoriness condition instead of a period, functions NESTML lacks) raises
+What cannot be translated (``i``/``N``, functions NESTML lacks) raises
 :class:`~biosnn.errors.BackendError` naming the model and the line.
 """
 
@@ -47,7 +54,7 @@ _CONVENTIONAL = {"volt": ("mV", 1e-3), "amp": ("pA", 1e-12), "second": ("ms", 1e
                  "farad": ("pF", 1e-12), "siemens": ("nS", 1e-9), "ohm": ("MOhm", 1e6),
                  "hertz": ("Hz", 1.0), "coulomb": ("pC", 1e-12)}
 _SI_BASE = ("m", "kg", "s", "A", "K", "mol", "cd")
-_FUNCTIONS = {"exp": "exp", "log": "ln", "log10": "log10", "sqrt": "sqrt", "abs": "abs",
+_FUNCTIONS = {"exp": "exp", "log": "ln", "log10": "log10", "abs": "abs",
               "sin": "sin", "cos": "cos", "tan": "tan", "sinh": "sinh", "cosh": "cosh", "tanh": "tanh",
               "clip": "clip", "floor": "floor", "ceil": "ceil", "expm1": "expm1",
               "min": "min", "max": "max"}
@@ -184,6 +191,11 @@ class _Expr:
                 return "random_normal(0.0, 1.0)" if self.float_literals else "random_normal(0, 1)"
             if fname == "int":
                 return self._int(node)
+            if fname == "sqrt" and len(node.args) == 1:  # NESTML has no sqrt()
+                return f"({r(node.args[0])} ** 0.5)"
+            if fname == "exprel" and len(node.args) == 1:  # Brian2's (exp(x) - 1)/x, 1 at x = 0
+                x = r(node.args[0])
+                return f"((abs({x}) < 1e-16) ? 1.0 : (expm1({x}) / {x}))"
             if fname in _FUNCTIONS:
                 return f"{_FUNCTIONS[fname]}(" + ", ".join(r(a) for a in node.args) + ")"
             self.fail(self.model_name, self.line, f"the function '{fname}' has no NESTML counterpart here")
@@ -236,7 +248,7 @@ def _statements(code: str | None, model_name: str, what: str) -> list[tuple[str,
     return out
 
 
-def _euler_step(diff, unit_of, expr, frozen) -> list[str]:
+def _euler_step(diff, unit_of, expr, frozen, free_when: str = "refr_count__ == 0") -> list[str]:
     """Brian2's ``euler`` as explicit NESTML statements: all derivatives at the old state, then assign.
 
     NESTML would integrate linear ODEs exactly (and others with its own solver),
@@ -250,10 +262,100 @@ def _euler_step(diff, unit_of, expr, frozen) -> list[str]:
         lines.append(f"        {eq.varname}__next {unit} = {eq.varname} + dt__ * {expr(str(eq.expr.code))}")
     for eq in diff:
         if eq.varname in frozen:
-            lines.append("        if refr_count__ == 0:")
+            lines.append(f"        if {free_when}:")
             lines.append(f"            {eq.varname} = {eq.varname}__next")
         else:
             lines.append(f"        {eq.varname} = {eq.varname}__next")
+    return lines
+
+
+def _dimension_of(expr: str, dims: dict, constants: dict):
+    """Brian2 dimension of ``expr`` given the dimensions of names (``dims``) and constants.
+
+    Raises
+    ------
+    Exception
+        Brian2's unit errors.
+    """
+    from brian2 import Quantity, second
+    from brian2.core.functions import DEFAULT_FUNCTIONS
+    from brian2.parsing.expressions import parse_expression_dimensions
+    from biosnn.spec.values import unit_namespace
+    variables = dict(unit_namespace())
+    variables.update(DEFAULT_FUNCTIONS)
+    variables.update(constants)
+    variables.update({k: Quantity(1.0, dim=d) for k, d in dims.items()})
+    variables.update({"t": Quantity(1.0, dim=second.dim), "dt": Quantity(1.0, dim=second.dim)})
+    return parse_expression_dimensions(expr, variables)
+
+
+def _declared_unit(dim) -> str:
+    """NESTML unit of a temporary: :func:`nest_unit`, with ``ms**0.5`` for Brian2's noise increments."""
+    from brian2 import second
+    if dim == second.dim ** 0.5:
+        return "ms**0.5"
+    return nest_unit(dim)[0]
+
+
+def integration_code(model, eqs, model_name: str) -> str | None:
+    """Brian2's own state-update statements for a model NESTML would integrate differently, else ``None``.
+
+    ``None`` (NESTML integrates the ODEs itself) for models without noise whose
+    ``method`` is ``exact``/``linear``, or unset and Brian2's ``exact`` applies
+    (NESTML's analytic solver gives the same propagators); ``euler`` without
+    noise is written out by :func:`_euler_step`.  Every other method
+    (``exponential_euler``, ``rk2``, ``rk4``, ``heun``, ``milstein``, ``euler``
+    with ``xi``, or Brian2's default choice for nonlinear or stochastic models)
+    returns Brian2's abstract code, which the translation copies statement by
+    statement, so NEST integrates exactly as Brian2 does.
+    """
+    from brian2.stateupdaters.base import StateUpdateMethod
+    method = (model.method or "").strip()
+    diff = [eq for eq in eqs.values() if eq.type == "differential equation"]
+    stochastic = any(eq.stochastic_variables for eq in diff)
+    if not diff or (method == "euler" and not stochastic) or (method in ("exact", "linear") and not stochastic):
+        return None
+    if not method and not stochastic:
+        try:
+            StateUpdateMethod.apply_stateupdater(eqs, {}, "exact")
+            return None
+        except Exception:  # nonlinear: Brian2 falls back to its other default methods
+            pass
+    try:
+        return StateUpdateMethod.apply_stateupdater(eqs, {}, method or ("euler", "heun"))
+    except Exception as exc:  # the method does not apply to these equations
+        _fail(model_name, model.equations.strip().splitlines()[0], f"Brian2's integration method "
+              f"'{method or 'default'}' does not apply to the equations ({exc})")
+
+
+def _brian2_step(code: str, model_name: str, out, constants: dict, known: set, replace: dict,
+                 frozen, free_when: str = "refr_count__ == 0") -> list[str]:
+    """Brian2's state-update statements (:func:`integration_code`) as NESTML ``update`` statements.
+
+    Temporaries become local declarations in their NESTML units (``xi``, Brian2's
+    ``dt**0.5 * randn()``, in ``ms**0.5``); assignments to variables in ``frozen``
+    only happen when not refractory.
+    """
+    temps = dict(replace)
+    dims = dict(out.dims)
+    expr = _Expr(model_name, set(known), temps, float_literals=True)
+    lines = []
+    for statement in code.strip().splitlines():
+        var, rhs = (part.strip() for part in statement.split("=", 1))
+        if var in out.states:
+            if var in frozen:
+                lines += [f"        if {free_when}:", f"            {var} = {expr(rhs)}"]
+            else:
+                lines.append(f"        {var} = {expr(rhs)}")
+            continue
+        try:
+            dim = _dimension_of(rhs, dims, constants)
+        except Exception as exc:  # Brian2's unit errors
+            _fail(model_name, statement, f"its units could not be determined ({exc})")
+        local = var.strip("_") + "__b2"
+        lines.append(f"        {local} {_declared_unit(dim)} = {expr(rhs)}")
+        dims[var] = dim
+        temps[var] = local
     return lines
 
 
@@ -289,10 +391,7 @@ def translate_neuron(model, model_name: str, nestml_name: str, constants: dict,
     diff = [eq for eq in eqs.values() if eq.type == "differential equation"]
     subexpr = [eq for eq in eqs.values() if eq.type == "subexpression"]
     params = [eq for eq in eqs.values() if eq.type == "parameter"]
-    for eq in diff:
-        if eq.stochastic_variables:
-            _fail(model_name, lines.get(eq.varname, eq.varname), "stochastic differential equations "
-                  "(xi) have no NESTML translation here")
+    code = integration_code(model, eqs, model_name)
     identifiers = set()
     for text in [str(eq.expr.code) for eq in diff + subexpr] + [model.threshold or ""] + \
             [rhs for _, _, rhs in reset] + [model.refractory or ""]:
@@ -320,7 +419,7 @@ def translate_neuron(model, model_name: str, nestml_name: str, constants: dict,
     # NESTML assigns parameters only in their block: Brian2 parameters that the reset or synapses change are states
     state_params = [eq for eq in params if eq.varname in assigned or eq.varname in targets]
     plain_params = [eq for eq in params if eq not in state_params]
-    refractory = None
+    refractory, condition, free_when = None, None, "refr_count__ == 0"
     if model.refractory:
         from brian2 import second
         from biosnn.errors import SpecError
@@ -329,16 +428,17 @@ def translate_neuron(model, model_name: str, nestml_name: str, constants: dict,
             ok = get_dimensions(parse_quantity(model.refractory, names=constants)) == second.dim
         except SpecError:  # a condition such as 'v > v_th', not a period
             ok = False
-        if not ok:
-            _fail(model_name, model.refractory, "only a refractory *period* (a time) is translated, "
-                                                "not a refractoriness condition")
         refractory = expr(model.refractory)
+        if not ok:  # Brian2: refractory from a spike on until the condition is false before a step
+            condition, free_when = refractory, "(not refr_cond__)"
 
     st = ["    state:"]
     for eq in diff + state_params:
         st.append(f"        {eq.varname} {unit_of[eq.varname]} = {_zero(unit_of[eq.varname])}")
         out.states.append(eq.varname)
-    if refractory is not None:
+    if condition is not None:
+        st.append("        refr_cond__ boolean = false")
+    elif refractory is not None:
         st.append("        refr_count__ integer = 0")
     if len(st) == 1:
         st.append("        unused__ real = 0.0")
@@ -352,9 +452,9 @@ def translate_neuron(model, model_name: str, nestml_name: str, constants: dict,
                   "the subexpressions refer to each other in a cycle")
         for n in ready:
             replace[n] = expr(str(pending.pop(n).expr.code))
-    euler = (model.method or "").strip() == "euler"
+    euler = (model.method or "").strip() == "euler" and code is None
     eq_lines = ["    equations:"]
-    if not euler:
+    if not euler and code is None:
         for eq in diff:
             eq_lines.append(f"        {eq.varname}' = {expr(str(eq.expr.code))}")
     pa = ["    parameters:"]
@@ -362,7 +462,7 @@ def translate_neuron(model, model_name: str, nestml_name: str, constants: dict,
         pa.append(f"        {name} {unit_of[name]} = {_decl_value(unit_of[name])}")
         out.parameters.append(name)
     internals = ["    internals:", "        dt__ ms = resolution()"]
-    if refractory is not None:
+    if refractory is not None and condition is None:
         internals.append(f"        refr_steps__ integer = steps({refractory})")
     inp = ["    input:"]
     for var in targets:
@@ -376,18 +476,24 @@ def translate_neuron(model, model_name: str, nestml_name: str, constants: dict,
     for var in targets:
         factor = "1 s" if unit_of[var] == "real" else f"1 {unit_of[var]} * 1 s"
         if refractory is not None and var in frozen:  # Brian2 drops input to clamped variables
-            upd.append("        if refr_count__ == 0:")
+            upd.append(f"        if {free_when}:")
             upd.append(f"            {var} += {var}__in * {factor}")
         else:
             upd.append(f"        {var} += {var}__in * {factor}")
-    if refractory is not None:
+    if condition is not None:  # Brian2's not_refractory = not_refractory or not (condition), before integrating
+        upd.append(f"        if not {condition}:")
+        upd.append("            refr_cond__ = false")
+    elif refractory is not None:
         upd.append("        if refr_count__ > 0:")
         upd.append("            refr_count__ -= 1")
-    if diff and euler:
-        upd.extend(_euler_step(diff, unit_of, expr, frozen if refractory is not None else []))
+    if code is not None:
+        upd.extend(_brian2_step(code, model_name, out, constants, known, replace,
+                                frozen if refractory is not None else [], free_when))
+    elif diff and euler:
+        upd.extend(_euler_step(diff, unit_of, expr, frozen if refractory is not None else [], free_when))
     elif diff:
         if refractory is not None and frozen:
-            upd.append("        if refr_count__ == 0:")
+            upd.append(f"        if {free_when}:")
             upd.append("            integrate_odes()")
             if free:
                 upd.append("        else:")
@@ -400,14 +506,16 @@ def translate_neuron(model, model_name: str, nestml_name: str, constants: dict,
     if model.threshold:
         cond = expr(model.threshold)
         if refractory is not None:
-            cond = f"refr_count__ == 0 and {cond}"
+            cond = f"{free_when} and {cond}"
         body.append(f"    onCondition({cond}):")
         for var, op, rhs in reset:
             if var not in out.states:
                 _fail(model_name, f"{var} {op} {rhs}", f"the reset assigns '{var}', which is not a state "
                                                        "variable or parameter of the model")
             body.append(f"        {var} {op} {expr(rhs)}")
-        if refractory is not None:
+        if condition is not None:
+            body.append("        refr_cond__ = true")
+        elif refractory is not None:
             body.append("        refr_count__ = refr_steps__")
         body.append("        emit_spike()")
     blocks = [st, eq_lines if len(eq_lines) > 1 else [], pa if len(pa) > 1 else [], internals, inp,

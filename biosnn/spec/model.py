@@ -687,7 +687,10 @@ class StateMonitor:
     dt : str, optional
         Sampling interval (default: the simulation ``dt``).
     when : str
-        Schedule slot of the sampling (default ``end``).
+        Schedule slot of the sampling (default ``start``, as Brian2's
+        ``StateMonitor``: the values at the start of each step, before that
+        step's integration, thresholds and synaptic effects; ``end`` records
+        them after the step, one step later).
     order : int
         Position within the slot.
     """
@@ -696,7 +699,7 @@ class StateMonitor:
     variables: tuple[str, ...]
     indices: tuple[int, ...] | None = None
     dt: str | None = None
-    when: str = "end"
+    when: str = "start"
     order: int = 0
 
     def __post_init__(self):

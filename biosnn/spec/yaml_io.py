@@ -432,7 +432,7 @@ class _Writer:
                         e["indices"] = list(mon.indices)
                     if mon.dt is not None:
                         e["dt"] = mon.dt
-                    if mon.when != "end" or mon.order != 0:
+                    if mon.when != "start" or mon.order != 0:
                         e["when"], e["order"] = mon.when, mon.order
                     mons.append(e)
             d["monitors"] = mons
