@@ -388,3 +388,41 @@ def test_saved_yaml_is_plain_yaml(tmp_path):
     assert data["projections"]["conv"]["connect"]["type"] == "conv2d"
     assert data["monitors"][2] == {"type": "state", "population": "lifs", "variables": ["v", "I"],
                                    "indices": [0, 3], "dt": "0.5*ms"}
+
+
+LIBRARY_TARGET_YAML = """
+name: tv
+dt: 0.1*ms
+duration: 5*ms
+neuron_models:
+  n:
+    equations: |
+      dv/dt = -v/(10*ms) : volt
+      dge/dt = -ge/(5*ms) : 1
+    threshold: v > 10*mV
+    reset: v = 0*mV
+populations:
+  a: {size: 2, model: n}
+inputs:
+  s: {type: spike_times, size: 1, indices: {values: [0]}, times: {values: [1.0], unit: ms}}
+projections:
+  p: {source: s, target: a, model: MODEL, target_var: ge, weights: "0.5"}
+monitors:
+  - {type: state, population: a, variables: [ge, v], indices: [0]}
+"""
+
+
+def test_library_synapse_named_in_yaml_delivers_to_its_target_var(tmp_path):
+    from biosnn import get_backend
+    path = tmp_path / "tv.yaml"
+    path.write_text(LIBRARY_TARGET_YAML.replace("MODEL", "stdp_trace"))
+    spec = load_spec(path)
+    assert spec.synapse_model(spec.projections[0]).on_pre.startswith("ge_post += w")
+    assert load_spec(save_spec(spec, tmp_path / "back.yaml")) == spec
+    rec = get_backend("runtime").build(spec).run(progress=False)
+    ge, v = rec.states["a"]["ge"].values[:, 0], rec.states["a"]["v"].values[:, 0]
+    assert ge.max() == pytest.approx(0.5) and v.max() == 0.0  # ge jumped, v did not
+    path.write_text(LIBRARY_TARGET_YAML.replace("MODEL", "conductance_exc"))
+    with pytest.raises(SpecError, match=r"projections.p.target_var.*not a library synapse model that takes a "
+                                        r"target variable.*stdp_trace"):
+        load_spec(path)

@@ -46,9 +46,25 @@ def resolve_neuron_model(spec, pop):
 
 
 def resolve_synapse_model(spec, proj):
-    """The :class:`SynapseModel` a projection uses (spec-defined first, then the library)."""
+    """The :class:`SynapseModel` a projection uses (spec-defined first, then the library).
+
+    A library model named with the projection's ``target_var`` is built with it
+    (``stdp_trace`` delivering to ``ge`` instead of its default ``v``).
+    """
+    import inspect
     from biosnn.models import library
     from biosnn.spec.model import SynapseModel
+    target_var = getattr(proj, "target_var", None)
+    if target_var is not None:
+        factory = library.SYNAPSE_MODELS.get(proj.model) if isinstance(proj.model, str) \
+            and proj.model not in spec.synapse_models else None
+        if factory is None or "target_var" not in inspect.signature(factory).parameters:
+            takes = sorted(k for k, f in library.SYNAPSE_MODELS.items()
+                           if "target_var" in inspect.signature(f).parameters)
+            raise SpecError(f"target_var '{target_var}' is given, but model {proj.model!r} is not a library "
+                            "synapse model that takes a target variable", field=f"projections.{proj.name}.target_var",
+                            fix=f"use it with one of {takes}, or write the delivery into the model's on_pre")
+        return factory(target_var=target_var)
     return _resolve_model(proj.model, SynapseModel, spec.synapse_models, library.SYNAPSE_MODELS, "synapse",
                           f"projections.{proj.name}.model")
 

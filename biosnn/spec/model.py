@@ -614,6 +614,10 @@ class Projection:
         Statements run regularly on the synapses.
     order : int, optional
         Schedule position of the spike propagation (see :class:`Population`).
+    target_var : str, optional
+        For a library synapse model named in ``model`` that takes one (the
+        plasticity rules): the target variable it delivers to (e.g. ``ge``;
+        the library's default is ``v``).
     """
 
     name: str
@@ -628,6 +632,7 @@ class Projection:
     parameters: Mapping[str, str] = field(default_factory=dict)
     operations: tuple[Operation, ...] = ()
     order: int | None = None
+    target_var: str | None = None
 
     def __post_init__(self):
         _check_name(self.name, "projection", "name")
@@ -649,6 +654,8 @@ class Projection:
             raise SpecError("a conv2d projection takes its weights from the kernel", field="weights",
                             fix="remove 'weights' or use explicit connectivity")
         _check_name(self.weight_var, "weight variable", "weight_var")
+        if self.target_var is not None:
+            _check_name(self.target_var, "target variable", "target_var")
         if self.delay is not None:
             object.__setattr__(self, "delay", as_value(self.delay, field="delay"))
         object.__setattr__(self, "initial", _values(self.initial, "initial"))

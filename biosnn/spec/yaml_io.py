@@ -412,6 +412,8 @@ class _Writer:
                     e["weights"] = self.value(pr.weights, f"{key}.weights")
                 if pr.weight_var != "w":
                     e["weight_var"] = pr.weight_var
+                if pr.target_var is not None:
+                    e["target_var"] = pr.target_var
                 if pr.delay is not None:
                     e["delay"] = self.value(pr.delay, f"{key}.delay")
                 if pr.initial:
