@@ -89,6 +89,32 @@ def test_builtin_lif_network_matches_brian2_spike_for_spike():
     assert close.mean() > 0.98
 
 
+@pytest.mark.parametrize("when", ["start", "end"])
+def test_state_monitor_timing_matches_brian2_before_and_after_the_step(when):
+    """when=start (Brian2's default) samples before the step, when=end after it (resets included), as Brian2."""
+    spec = m.NetworkSpec(name="when_nest", dt="0.1*ms", duration="60*ms",
+                         populations=[m.Population(name, 2, "lif", initial={"I": A([0.3, 0.5], "nA"), "v": "-65*mV"})
+                                      for name in ("n", "slow")],
+                         monitors=[m.SpikeMonitor("n"), m.StateMonitor("n", ["v"], when=when),
+                                   m.StateMonitor("slow", ["v"], dt="1*ms", when=when)])
+    ref, rec, _ = _both(spec)
+    assert len(ref.spikes["n"].times) >= 4
+    for pop in ("n", "slow"):  # every step; every 1 ms
+        a, b = ref.states[pop]["v"], rec.states[pop]["v"]
+        np.testing.assert_allclose(b.times, a.times, atol=1e-12)
+        np.testing.assert_allclose(b.values, a.values, atol=1e-9)
+    a, b = ref.states["n"]["v"], rec.states["n"]["v"]
+    if when == "start":  # the first sample is the initial value
+        np.testing.assert_allclose(b.values[0], -65e-3, atol=1e-12)
+
+
+def test_state_monitor_between_integration_and_reset_is_refused():
+    spec = m.NetworkSpec(name="when_groups", populations=[m.Population("n", 1, "lif")],
+                         monitors=[m.StateMonitor("n", ["v"], when="thresholds")])
+    with pytest.raises(BackendError, match=r"samples in the 'thresholds' slot.*use 'start' or 'end'"):
+        get_backend("nest").build(spec).run(progress=False)
+
+
 def test_lif_interspike_interval_matches_the_analytic_value():
     """tau_ref + tau_m ln((E_L + R I - v_reset)/(E_L + R I - v_th)), to within one step."""
     spec = m.NetworkSpec(name="isi", dt="0.1*ms", duration="200*ms",

@@ -73,6 +73,7 @@ from biosnn.spec.values import parse_quantity, unit_of
 __all__ = ["NestBackend", "NestSimulation", "nest_available"]
 
 _EARLY_SLOTS = {"start", "before_start", "after_start", "before_groups"}
+_LATE_SLOTS = {"after_resets", "before_end", "end", "after_end"}
 
 
 def nest_available() -> bool:
@@ -132,7 +133,7 @@ class NestBackend:
 class _Built:
     nodes: dict = field(default_factory=dict)        # population/input name -> NodeCollection
     spike_recorders: dict = field(default_factory=dict)
-    multimeters: list = field(default_factory=list)  # (StateMonitor, multimeter, indices)
+    multimeters: list = field(default_factory=list)  # (StateMonitor, multimeter, indices, initial values or None)
     synapses: dict = field(default_factory=dict)     # projection name -> (plan, n)
     parrots: dict = field(default_factory=dict)      # STDP projection -> relay parrot neurons
     relay_source: dict = field(default_factory=dict)  # STDP projection -> source index of each relay parrot
@@ -452,6 +453,10 @@ class NestSimulation:
         plan = self.plans.get(mon.population)
         if plan is None:
             raise BackendError(f"state monitor of '{mon.population}': inputs have no state variables on NEST")
+        if mon.when not in _EARLY_SLOTS | _LATE_SLOTS:
+            raise BackendError(f"state monitor of '{mon.population}' samples in the '{mon.when}' slot: NEST records "
+                               "the state before a step (when: start) or after the whole step, resets included "
+                               "(when: end), not between integration and reset; use 'start' or 'end'")
         missing = [v for v in mon.variables if v not in plan.names]
         if missing:
             raise BackendError(f"state monitor of '{mon.population}': the NEST model {plan.nest_model} "
@@ -460,12 +465,19 @@ class NestSimulation:
         indices = np.arange(len(nodes)) if mon.indices is None else np.asarray(mon.indices, dtype=np.int64)
         if indices.size and indices.max() >= len(nodes):
             raise BackendError(f"state monitor of '{mon.population}': index {indices.max()} >= size {len(nodes)}")
+        if abs(interval / self.dt_ms - round(interval / self.dt_ms)) > 1e-9:
+            raise BackendError(f"state monitor of '{mon.population}': its dt ({mon.dt}) is not a multiple of the "
+                               "simulation dt")
+        # every step is recorded and the monitor's samples picked in _recording: a multimeter with an offset
+        # (for 'end' samples) misses the first one
         mm = nest.Create("multimeter", params={"record_from": [plan.names[v] for v in mon.variables],
-                                               "interval": interval})
-        if interval > self.dt_ms * 1.5:
-            mm.set({"offset": self.dt_ms})
+                                               "interval": self.dt_ms})
         nest.Connect(mm, nodes[sorted(set(indices.tolist()))])
-        built.multimeters.append((mon, mm, indices))
+        initial = None
+        if mon.when in _EARLY_SLOTS:  # NEST's first sample follows the first step: Brian2's t = 0 sample is the
+            comm = communicator(nest)  # initial state, read before running
+            initial = {v: gather_node_values(comm, nest, nodes, plan.names[v])[indices] for v in mon.variables}
+        built.multimeters.append((mon, mm, indices, initial))
 
     # -- reading back -----------------------------------------------------
     def _final_state(self, nest, spec, built, keys) -> dict:
@@ -526,18 +538,23 @@ class NestSimulation:
             keep = t < duration_s - dt / 2
             spikes[name] = SpikeTrains(times=t[keep], indices=i[keep], size=len(built.nodes[name]))
         states: dict = {}
-        for mon, mm, indices in built.multimeters:
+        for mon, mm, indices, initial in built.multimeters:
             plan = self.plans[mon.population]
             nest_vars = [plan.names[var] for var in mon.variables]
             ev = merge_samples(gather_events(comm, mm, ["times", "senders", *nest_vars]), nest_vars)
             shift = 0.0 if mon.when in _EARLY_SLOTS else dt
             t_all = ev["times"] * 1e-3 - shift
             senders = ev["senders"] - built.nodes[mon.population][0].global_id
-            keep = t_all < duration_s - dt / 2
+            every = 1 if mon.dt is None else int(round(float(parse_quantity(mon.dt)) / dt))
+            steps = np.round(t_all / dt).astype(np.int64)
+            keep = (t_all < duration_s - dt / 2) & (steps % every == 0)
             per = states.setdefault(mon.population, {})
             for var, nest_var in zip(mon.variables, nest_vars):
                 times, values = sample_matrix(t_all[keep], senders[keep], ev[nest_var][keep] * plan.scales[var],
                                               indices)
+                if initial is not None:
+                    times = np.r_[0.0, times]
+                    values = np.vstack([initial[var][None, :] * plan.scales[var], values])
                 per[var] = StateTrace(times=times, values=values, indices=indices,
                                       unit=_unit_name(plan.dims[var]))
         return Recording(spikes=spikes, states=states, duration=duration_s, dt=dt,
