@@ -46,7 +46,8 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from biosnn.backends.nestml_translate import NestmlTranslationError, _Expr, _decl_value, _zero, nest_unit
+from biosnn.backends.nestml_translate import (NestmlTranslationError, _decl_value, _dimension_of, _Expr,
+                                              _zero, nest_unit)
 
 __all__ = ["NestmlSynapse", "translate_synapse", "codegen_options", "merge_codegen_options",
            "paired_neuron_name", "PRE_PORT", "POST_PORT"]
@@ -161,17 +162,8 @@ def _names(text: str) -> set:
 
 
 def _dimension(expr: str, dims: dict, constants: dict, model_name: str, line: str):
-    from brian2 import Quantity, second
-    from brian2.core.functions import DEFAULT_FUNCTIONS
-    from brian2.parsing.expressions import parse_expression_dimensions
-    from biosnn.spec.values import unit_namespace
-    variables = dict(unit_namespace())
-    variables.update(DEFAULT_FUNCTIONS)
-    variables.update(constants)
-    variables.update({k: Quantity(1.0, dim=d) for k, d in dims.items()})
-    variables.update({"t": Quantity(1.0, dim=second.dim), "dt": Quantity(1.0, dim=second.dim)})
     try:
-        return parse_expression_dimensions(expr, variables)
+        return _dimension_of(expr, dims, constants)
     except Exception as exc:  # Brian2's unit errors
         _fail(model_name, line, f"its units could not be determined ({exc})")
 
