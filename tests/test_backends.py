@@ -34,7 +34,7 @@ def scenario(name="scenario") -> NetworkSpec:
             Projection("tick_lif", "tick", "lif", "delta_voltage", AllToAll(), weights="1*mV"),
         ],
         monitors=[SpikeMonitor("lif"), SpikeMonitor("ifs"), SpikeMonitor("tick"),
-                  StateMonitor("lif", ["v"], indices=[0, 4])],
+                  StateMonitor("lif", ["v"], indices=[0, 4], when="end")],
     )
 
 
