@@ -34,7 +34,7 @@ import pytest
 os.environ.setdefault("PYNEST_QUIET", "1")
 
 from biosnn import get_backend  # noqa: E402
-from biosnn.backends.base import available_backends  # noqa: E402
+from biosnn.backends.registry import available_backends  # noqa: E402
 from biosnn.errors import BackendError  # noqa: E402
 from biosnn.spec import load_spec, save_spec  # noqa: E402
 from biosnn.spec import model as m  # noqa: E402
