@@ -261,7 +261,10 @@ def gather_node_values(comm: Communicator, nest, nodes, name: str) -> np.ndarray
     """A NEST parameter or state of every node in ``nodes``, in population order (collective)."""
     with warnings.catch_warnings():  # reading only the local nodes is the point here
         warnings.simplefilter("ignore", UserWarning)
-        local = nest.GetLocalNodeCollection(nodes)
+        if len(nodes) == 1:  # GetLocalNodeCollection indexes a one-node collection with a bool and fails
+            local = nodes if bool(nodes.local) else nest.NodeCollection([])
+        else:
+            local = nest.GetLocalNodeCollection(nodes)
     if len(local):
         part = (np.asarray(local.tolist(), dtype=np.int64),
                 np.asarray(local.get(name), dtype=np.float64).reshape(-1))
