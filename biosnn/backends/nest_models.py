@@ -83,7 +83,8 @@ def evaluate(value, n: int, names: dict, rng: np.random.Generator, what: str) ->
     from biosnn.errors import SpecError
     from biosnn.spec.grammar import check_expression
     try:
-        tree = check_expression(text, what=what, functions=set(_NUMPY_FUNCS) | {"rand", "randn"})
+        callables = {k for k, v in names.items() if callable(v)}  # timed arrays (Poisson rates of stim(t, i))
+        tree = check_expression(text, what=what, functions=set(_NUMPY_FUNCS) | {"rand", "randn"} | callables)
     except SpecError as exc:
         raise BackendError(f"{what} '{text}' is not an expression: {exc.message}") from None
     env = dict(unit_namespace())
