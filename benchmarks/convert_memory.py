@@ -1,6 +1,6 @@
 """Memory of converting and running big converted networks: full-width VGG-11 on 32x32, VGG-16 on 224x224.
 
-Run (writes ONE "Conversion memory" section of BENCHMARKS.md)::
+Run (records ``benchmarks/results/convert_memory.json`` through ``report.record``)::
 
     nice -n 10 .venv/bin/python benchmarks/convert_memory.py
 
@@ -14,7 +14,6 @@ build directory, one run of the binary).  Peak resident memory of this process a
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import sys
 import tempfile
@@ -29,11 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import biosnn  # noqa: E402
-from convert_speed import PeakMemory, command, log, replace_sections, synapse_count, _rss_mb  # noqa: E402
+from convert_speed import PeakMemory, log, synapse_count, _rss_mb  # noqa: E402
+import report  # noqa: E402  (benchmarks/report.py)
 
 CFG = {"vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
        "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]}
-SECTION = "## Conversion memory"
 
 
 def vgg(name: str, side: int) -> nn.Module:
@@ -68,7 +67,8 @@ def measure(name: str, side: int, args) -> dict:
         return out
     with PeakMemory() as run:
         res = snn.run(x[:args.samples], backend="cpp_standalone", batch_size=args.samples, workers=1,
-                      cache_dir=Path(tempfile.mkdtemp(prefix=f"biosnn_mem_{name}_")), progress=False)
+                      cache_dir=Path(args.cache_dir) if args.cache_dir else
+                      Path(tempfile.mkdtemp(prefix=f"biosnn_mem_{name}_")), progress=False)
     out.update(build_s=res.build_time_s, run_s=res.run_time_s, run_peak_mb=run.peak,
                binary_peak_mb=run.peak_children, spikes=float(res.spikes_per_sample.mean()),
                synops=float(res.synops_per_sample.mean()))
@@ -82,6 +82,8 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=1)
     ap.add_argument("--calib", type=int, default=4)
     ap.add_argument("--no-run", action="store_true", help="convert only")
+    ap.add_argument("--cache-dir", default=None,
+                    help="build directory to reuse (default: a fresh one, so build s includes the compilation)")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -96,13 +98,14 @@ def main(argv=None):
             rows.append({"network": item, "error": f"{type(exc).__name__}: {exc}"[:300]})
         log(str(rows[-1]))
     load_after = os.getloadavg()
-    lines = [f"{SECTION}: full-width VGG-11 (32x32) and VGG-16 (224x224), rate coding (`benchmarks/convert_memory.py`)\n",
-             f"{datetime.date.today()} · {os.cpu_count()} cores · load average before "
-             f"{'/'.join(f'{v:.1f}' for v in load_before)}, after {'/'.join(f'{v:.1f}' for v in load_after)} · "
-             f"`{command()}`\n",
+    lines = ["## Conversion memory: full-width VGG-11 (32x32) and VGG-16 (224x224), rate coding\n",
+             f"{os.cpu_count()} cores · load average (1/5/15 min) at start {'/'.join(f'{v:.1f}' for v in load_before)}, "
+             f"at end {'/'.join(f'{v:.1f}' for v in load_after)}\n",
              f"Random weights, T = {args.T}, {args.samples} sample(s), cpp_standalone, one worker.  Peak resident "
              "memory sampled every 0.1 s: this Python process (torch + Brian2 imports included, \"baseline\") "
-             "plus the compiled binary.\n",
+             "plus the compiled binary." + (" Builds reused from an earlier run's build directory (build s: code "
+                                            "generation and whatever was left to compile)." if args.cache_dir else
+                                            " Every build compiles in a fresh directory.") + "\n",
              "| network | neurons | synapses | baseline MB | convert s | convert peak MB | build s (compile) | "
              "run s | peak MB, process + binary | binary MB | spikes/sample | syn. events/sample |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -117,7 +120,8 @@ def main(argv=None):
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_record:
-        replace_sections(text, ROOT / "BENCHMARKS.md", prefix=SECTION)
+        report.record("convert_memory", text, command=report.command_line(), script="benchmarks/convert_memory.py",
+                      data={"rows": [report.scalars(r) for r in rows]}, load=(load_before[0], load_after[0]))
 
 
 if __name__ == "__main__":

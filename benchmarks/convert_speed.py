@@ -1,7 +1,7 @@
 """Conversion speed ladder: LeNet-5 -> PyTorch's MNIST example -> VGG-style 32x32 -> ResNet-20 32x32, biosnn vs SpikingJelly.
 
-Run (writes ONE section of BENCHMARKS.md, replacing the earlier "Conversion speed" sections, and
-``benchmarks/convert_speed_ladder.png``)::
+Run (records ``benchmarks/results/convert_speed.json`` through ``report.record``, which re-renders
+BENCHMARKS.md and ``benchmarks/figures/speed_ladder.png`` from ``data["ladder"]``)::
 
     BIOSNN_MNIST=/work/shared/data/mnist.npz nice -n 10 .venv/bin/python benchmarks/convert_speed.py
 
@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -51,11 +49,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import biosnn  # noqa: E402
 from biosnn.backends.parallel import available_cores  # noqa: E402
 from biosnn.datasets import load_mnist, train_classifier  # noqa: E402
-from convert_mnist_rate import CACHE, ann_predictions, cpu_model, spikingjelly_throughput  # noqa: E402
+from convert_mnist_rate import CACHE, ann_predictions, append_section, spikingjelly_throughput  # noqa: E402
+import report  # noqa: E402  (benchmarks/report.py)
 
 #: coding -> conversion parameters
 CODINGS = {"rate": {"T": 32, "normalization": "percentile"}, "tsc": {"T": 32}}
-SECTION = "## Conversion speed"
 
 def command() -> str:
     """This run's command line (environment variables that matter included)."""
@@ -198,6 +196,7 @@ def _rss_mb(pid) -> float:
 
 
 def _children(pid) -> list[int]:
+    """The compiled binaries (``main``) this process runs; forked helpers (sharing its pages) are left out."""
     out = []
     try:
         for task in os.listdir(f"/proc/{pid}/task"):
@@ -205,11 +204,18 @@ def _children(pid) -> list[int]:
                 out += [int(c) for c in f.read().split()]
     except OSError:
         pass
-    return out
+    keep = []
+    for c in out:
+        try:
+            if os.path.basename(os.readlink(f"/proc/{c}/exe")) == "main":
+                keep.append(c)
+        except OSError:
+            pass
+    return keep
 
 
 class PeakMemory:
-    """Peak resident memory (MB) of this process plus its children, sampled every ``period`` s."""
+    """Peak resident memory (MB) of this process plus the binaries it runs, sampled every ``period`` s."""
 
     def __init__(self, period=0.1):
         self.period, self.peak, self.peak_children = period, 0.0, 0.0
@@ -264,7 +270,7 @@ def run_biosnn(name, coding, model, data, args, cores):
     _, side, n, _ = NETWORKS[name]
     n = min(n, args.max_images) if args.max_images else n
     xt, yt = images(x_test[:n], side), y_test[:n]
-    cache_dir = Path(tempfile.mkdtemp(prefix=f"biosnn_ladder_{name}_"))
+    cache_dir = Path(args.cache_dir) if args.cache_dir else Path(tempfile.mkdtemp(prefix=f"biosnn_ladder_{name}_"))
     batch = max(1, min(256, math.ceil(n / cores)))
     kw = dict(backend="cpp_standalone", batch_size=batch, cache_dir=cache_dir, progress=False)
     with PeakMemory() as mem:
@@ -313,47 +319,12 @@ def run_sj(name, model, data, args, cores, ann_pred):
 
 
 # --------------------------------------------------------------------------- report
-def plot(rows, sj_best, path):
-    """images/s vs synapses (log-log): biosnn per coding, SpikingJelly at equal accuracy."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for coding in CODINGS:
-        pts = sorted((r["synapses"], r["ips"], r["network"]) for r in rows if r.get("coding") == coding and "ips" in r)
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"biosnn {coding} (T = 32)")
-            for s_, ips, name in pts:
-                ax.annotate(name, (s_, ips), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    pts = sorted((next(r["synapses"] for r in rows if r.get("network") == net and "synapses" in r), sj["ips"])
-                 for net, sj in sj_best.items() if sj and any(r.get("network") == net and "synapses" in r for r in rows))
-    if pts:
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "s--", label="SpikingJelly (T at rate's accuracy)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("synapses per network")
-    ax.set_ylabel("images/s (same cores)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def replace_sections(text: str, path: Path, prefix: str = SECTION):
-    """Write ``text`` as the one section of ``path`` whose title starts with ``prefix`` (others removed)."""
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    parts = old.split("\n## ")
-    kept = [parts[0]] + ["## " + p for p in parts[1:] if not ("## " + p).startswith(prefix)]
-    path.write_text("\n".join(k.rstrip("\n") + "\n" for k in kept) + "\n" + text, encoding="utf-8")
-
-
 def publish(lines, record: bool):
-    """Print a Markdown section and, if ``record``, make it THE convert_speed section of BENCHMARKS.md."""
+    """Print a Markdown section and, if ``record``, append it to BENCHMARKS.md (``convert_speed_cuda.py``)."""
     text = "\n".join(lines) + "\n"
     print(text)
     if record:
-        replace_sections(text, ROOT / "BENCHMARKS.md")
+        append_section(text, ROOT / "BENCHMARKS.md")
 
 
 def main(argv=None):
@@ -365,6 +336,8 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--train-samples", type=int, default=10000)
     ap.add_argument("--sj-T", type=int, nargs="+", default=[8, 16, 32, 64])
+    ap.add_argument("--cache-dir", default=None,
+                    help="build directory to reuse (default: a fresh one per network, so compile s is a whole compile)")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args(argv)
     cores = available_cores()
@@ -373,7 +346,7 @@ def main(argv=None):
     x_train, y_train = load_mnist("train")
     x_test, y_test = load_mnist("test")
     data = (x_train, y_train, x_test, y_test)
-    rows, sj_rows, sj_best = [], {}, {}
+    rows, sj_rows = [], {}
     torch.set_num_threads(cores)
     for name in args.networks:
         model = trained(name, x_train, y_train, args.epochs, args.train_samples)
@@ -390,34 +363,34 @@ def main(argv=None):
         n = min(n, args.max_images) if args.max_images else n
         ann_pred = ann_predictions(model, images(x_test[:n], side))
         sj_rows[name] = run_sj(name, model, data, args, cores, ann_pred)
-        rate = next((r for r in rows if r["network"] == name and r["coding"] == "rate" and "acc" in r), None)
-        sj_best[name] = sj_at_accuracy(sj_rows[name], rate["acc"]) if rate else None
     load_after = os.getloadavg()
     total_s = time.perf_counter() - t_start
-    png = ROOT / "benchmarks" / "convert_speed_ladder.png"
-    plot(rows, sj_best, png)
     sj_version = next((r.get("version") for v in sj_rows.values() for r in v if "version" in r), "n/a")
-    lines = [f"{SECTION}: a ladder of networks on every core, biosnn cpp_standalone vs SpikingJelly\n",
-             f"{datetime.date.today()} · {cpu_model()}, {cores} cores · load average (1/5/15 min) before "
-             f"{'/'.join(f'{v:.1f}' for v in load_before)}, after {'/'.join(f'{v:.1f}' for v in load_after)} "
-             f"(a machine shared with other jobs: absolute figures are low, the ratios are side by side) · "
-             f"`{command()}` · {total_s / 60:.1f} min in all\n",
-             f"biosnn: `snn.run(backend='cpp_standalone', workers={cores})`, one compiled binary, batches of sample "
-             f"windows in {cores} parallel processes; SpikingJelly {sj_version} ann2snn (rate, 99.9 %), "
+    lines = ["## Conversion speed: a ladder of networks on every core, biosnn cpp_standalone vs SpikingJelly", "",
+             f"{cores} cores · load average (1/5/15 min) at start {'/'.join(f'{v:.1f}' for v in load_before)}, at end "
+             f"{'/'.join(f'{v:.1f}' for v in load_after)}: a machine shared with other jobs, so absolute figures are "
+             f"low and noisy; the ratios are side by side in one process · {total_s / 60:.1f} min in all", "",
+             f"biosnn: `snn.run(backend='cpp_standalone', workers={cores})`, one compiled binary per network, batches "
+             f"of sample windows in {cores} parallel processes.  SpikingJelly {sj_version} ann2snn (rate, 99.9 %), "
              f"{cores} torch threads, batch 100, T in {args.sj_T}.  ANNs trained {args.epochs} epoch(s) on "
-             f"{args.train_samples} MNIST images (32x32 networks: MNIST padded to 32x32).  \"SJ at equal "
-             "accuracy\": SpikingJelly's fastest T reaching biosnn's accuracy on the same images (\"below\": "
-             "none does; its most accurate).  Peak memory: this process + its children (imports included).\n",
-             f"![images/s vs network size](benchmarks/{png.name})\n",
-             "| network | coding | neurons | synapses | images | ANN acc | SNN acc | biosnn images/s | SJ at equal acc: "
-             "T, acc, images/s | ratio | SJ T=32 images/s | ratio to SJ T=32 | syn. events/img | events/s per core | "
-             "convert s | compile s | 2nd same-shape build s | peak MB (binaries) |",
+             f"{args.train_samples} MNIST images (the 32x32 networks: MNIST padded to 32x32, one channel).  \"SJ at "
+             "equal accuracy\": SpikingJelly's fastest T reaching biosnn's accuracy on the same images (\"below\": "
+             "none does; then its most accurate T).  Peak memory: this process and its children (the binaries), "
+             "imports included.  Compile s: the first build (code generation + compilation" + (
+                 ", resumed in a build directory an interrupted run had started: not a whole compile" if args.cache_dir
+                 else "") + "); 2nd same-shape build: "
+             "a network of the same architecture with other weights, built afterwards (code generation only when "
+             "the build cache hits).", "",
+             "| network | coding | neurons | synapses | images | ANN acc | SNN acc | biosnn images/s | SJ at equal "
+             "acc: T, acc, images/s | ratio | SJ T=32 images/s | ratio to SJ T=32 | syn. events/img | events/s per "
+             "core | convert s | compile s | 2nd same-shape build s | peak MB (binaries) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    ladder = []
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['network']} | {r['coding']} | | | | | | | | | | | | | | | | failed: {r['error'][:160]} |")
             continue
-        best = sj_best.get(r["network"]) if r["coding"] == "rate" else sj_at_accuracy(sj_rows.get(r["network"], []), r["acc"])
+        best = sj_at_accuracy(sj_rows.get(r["network"], []), r["acc"])
         sj32 = next((s for s in sj_rows.get(r["network"], []) if s.get("T") == 32 and "ips" in s), None)
         eq = (f"T={best['T']}, {best['acc'] * 100:.1f} %, {best['ips']:.1f}"
               f"{' (below)' if best['acc'] < r['acc'] - 0.001 else ''}") if best else "n/a"
@@ -429,13 +402,21 @@ def main(argv=None):
             f"{r['synops']:.3g} | {r['events_per_s_core']:.3g} | {r['convert_s']:.1f} | {r['compile_s']:.0f} | "
             f"{r['second_build_s']:.1f}{' (compiled!)' if r['second_compiled'] else ''} | "
             f"{r['peak_mb']:.0f} ({r['peak_children_mb']:.0f}) |")
+        ladder.append({"network": r["network"], "synapses": r["synapses"], "coding": r["coding"],
+                       "images_per_s": r["ips"], "sj_images_per_s": best["ips"] if best else None})
     lines += ["", "SpikingJelly per T (accuracy %, images/s, peak MB):", "",
               "| network | " + " | ".join(f"T={T}" for T in args.sj_T) + " |", "|---|" + "---|" * len(args.sj_T)]
     for name, srows in sj_rows.items():
         cells = [f"{s['acc'] * 100:.1f} %, {s['ips']:.1f}, {s['peak_mb']:.0f}" if "ips" in s else
                  f"failed: {s.get('error', '')[:80]}" for s in srows]
         lines.append(f"| {NETWORKS[name][3]} | " + " | ".join(cells) + " |")
-    publish(lines, record=not args.no_record)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_record:
+        report.record("convert_speed", text, command=report.command_line(), script="benchmarks/convert_speed.py",
+                      data={"ladder": ladder, "rows": [report.scalars(r) for r in rows],
+                            "spikingjelly": {k: [report.scalars(s) for s in v] for k, v in sj_rows.items()}},
+                      load=(load_before[0], load_after[0]))
 
 
 if __name__ == "__main__":
