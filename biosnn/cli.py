@@ -57,6 +57,8 @@ def cmd_run_nir(args) -> int:
         raise BiosnnError(f"--input file '{path}' does not exist")
     x = np.load(path, allow_pickle=False)
     t0 = time.perf_counter()
+    from biosnn.backends.registry import resolve_backend
+    args.backend = resolve_backend(args.backend)
     spikes = run_nir(args.spec, x, dt=args.dt, flavor=args.flavor, backend=args.backend)
     wall = time.perf_counter() - t0
     out = Path(args.out) if args.out else Path("runs") / Path(args.spec).stem
