@@ -1,70 +1,59 @@
-"""Conversion speed: every coding of LeNet-5/MNIST on Brian2 cpp_standalone vs SpikingJelly, in one run.
+"""Conversion speed ladder: LeNet-5 -> PyTorch's MNIST example -> VGG-style 32x32 -> ResNet-20 32x32, biosnn vs SpikingJelly.
 
-Full run (appends a section to BENCHMARKS.md)::
+Run (records ``benchmarks/results/convert_speed.json`` through ``report.record``, which re-renders
+BENCHMARKS.md and ``benchmarks/figures/speed_ladder.png`` from ``data["ladder"]``)::
 
-    BIOSNN_MNIST=/work/shared/data/mnist.npz .venv/bin/python benchmarks/convert_speed.py
+    BIOSNN_MNIST=/work/shared/data/mnist.npz nice -n 10 .venv/bin/python benchmarks/convert_speed.py
 
-Quick run (1000 test images, codings fine-tuned on 10k images for one epoch)::
+What it does, in one process, per network of ``--networks``:
 
-    BIOSNN_MNIST=/work/shared/data/mnist.npz .venv/bin/python benchmarks/convert_speed.py --quick
-
-What it does, in one process:
-
-1. LeNet-5 with average pooling (``examples/convert_mnist.py``), trained on MNIST (cached in
-   ``benchmarks/.cache`` by ``convert_mnist_rate.trained_lenet``).
-2. For every coding in ``--codings``: ``biosnn.prepare(model, coding, **params)``; codings whose
-   prepared model differs from the ANN (tdsnn, tpc, stc) are fine-tuned (``--finetune-epochs``,
-   cached); ``biosnn.convert(...)``; a warm-up ``snn.run`` on ``--batch`` images (compiles the
-   binary into a fresh build directory: the compile time), then the timed ``snn.run`` of
-   ``--images`` test images on ``cpp_standalone`` with ``batch_size=--batch`` (code generation of
-   the cached build included).  Reported: accuracy, agreement with the (prepared) ANN, images/s,
-   spikes and synaptic events per image, synaptic events/s, bytes of synapse storage
-   (biosnn's static-projection template, computed from the arrays it allocates), compile time.
-3. SpikingJelly ann2snn (rate, 99.9 % percentile) on the same ANN and images, in the same
-   process, for every T in ``--sj-T`` and batch size in ``--sj-batch``.  Two ratios per coding:
-   to SpikingJelly at T = 32 / batch 100 (the fixed reference), and to SpikingJelly's *fastest
-   setting that reaches the coding's accuracy* (at most 0.1 percentage points below it: the
-   sampling noise of 10k images is about 0.15 pp); if no setting reaches it, to the most accurate
-   one, marked "(below)".
-4. A profile (``profile=True``) of the rate network on one batch: where the time goes,
-   per Brian2 code object.
+1. The ANN, trained briefly on MNIST (``--train-samples`` images, ``--epochs``; cached in
+   ``benchmarks/.cache``).  The 32x32 networks see MNIST padded by 2 pixels (1 channel).
+2. For every coding of ``--codings`` (rate at T = 32; tsc at T = 32): ``biosnn.convert``
+   (calibration ``--calib`` training images), then a warm-up ``snn.run`` of one batch on
+   ``cpp_standalone`` into a fresh build directory (its build time = code generation + compile),
+   then the timed ``snn.run`` of the network's test images with ``workers`` = every core
+   (batches of ``ceil(images / cores)`` windows, at most 256, one process of the compiled binary
+   per batch), then a second network of the same shape (other weights) built: its build time
+   (code generation, no compilation when the cache keys on structure).
+3. SpikingJelly ann2snn (rate, 99.9 % percentile) on the same ANN and images, torch threads =
+   the same cores, for every T of ``--sj-T`` (batch 100).  The ratio is to SpikingJelly's fastest
+   T whose accuracy reaches biosnn's (within 0.1 percentage points), "below" when none does.
+4. Peak memory: the resident memory of this process plus its children (the binaries),
+   sampled every 0.1 s during conversion, build and run (a baseline of the imports included).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import json
+import math
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import biosnn  # noqa: E402
-from biosnn.datasets import accuracy, load_mnist, train_classifier  # noqa: E402
-from convert_mnist_rate import (CACHE, ann_predictions, append_section, cpu_model,  # noqa: E402
-                                spikingjelly_throughput, trained_lenet)
+from biosnn.backends.parallel import available_cores  # noqa: E402
+from biosnn.datasets import load_mnist, train_classifier  # noqa: E402
+from convert_mnist_rate import CACHE, ann_predictions, append_section, spikingjelly_throughput  # noqa: E402
+import report  # noqa: E402  (benchmarks/report.py)
 
-#: coding -> (conversion parameters, whether the prepared model needs fine-tuning)
-CODINGS = {
-    "rate": ({"T": 32, "normalization": "percentile"}, False),
-    "tdsnn": ({"L": 5}, True),
-    "tsc": ({"T": 32}, False),
-    "tpc": ({"bits": 8}, True),
-    "stc": ({"T": 8, "theta0": 1.0, "tau": 2.0}, True),
-}
-PREPARE_KEYS = {"tdsnn": ("L",), "tpc": ("bits",), "stc": ("T", "theta0", "tau"), "tsc": (), "rate": ()}
-
+#: coding -> conversion parameters
+CODINGS = {"rate": {"T": 32, "normalization": "percentile"}, "tsc": {"T": 32}}
 
 def command() -> str:
     """This run's command line (environment variables that matter included)."""
@@ -76,80 +65,6 @@ def command() -> str:
 def log(msg=""):
     print(msg, flush=True)
 
-
-def finetuned(model, coding, params, x, y, epochs, tag):
-    """``biosnn.prepare`` + fine-tuning (cached)."""
-    prep = biosnn.prepare(model, coding, **{k: params[k] for k in PREPARE_KEYS[coding] if k in params})
-    if not CODINGS[coding][1] or epochs == 0:
-        return prep.eval()
-    path = CACHE / f"lenet5-{coding}-{json.dumps(params, sort_keys=True)}-{tag}-e{epochs}.pt"
-    if path.exists():
-        prep.load_state_dict(torch.load(path, weights_only=True))
-    else:
-        train_classifier(prep, x, y, epochs=epochs, lr=1e-4, batch_size=128, seed=0)
-        torch.save(prep.state_dict(), path)
-    return prep.eval()
-
-
-def synapse_bytes(spec, float_bytes=8):
-    """Bytes the static-projection template allocates for a spec's static projections."""
-    from biosnn.backends.brian2_static import is_dense, static_memory_bytes, static_statements
-    from biosnn.spec.expand import expand_projection
-    from biosnn.spec.model import Conv2D
-    total = n_syn = 0
-    for proj in spec.projections:
-        if static_statements(spec, proj) is None:
-            continue
-        conn = expand_projection(spec, proj)
-        kernel = proj.connect.kernel.data.size if isinstance(proj.connect, Conv2D) else None
-        n_pre, n_post = spec.node(proj.source).size, spec.node(proj.target).size
-        total += static_memory_bytes(len(conn.i), n_pre, float_bytes, kernel,
-                                     dense=kernel is None and is_dense(conn, n_pre, n_post))
-        n_syn += len(conn.i)
-    return total, n_syn
-
-
-def run_coding(coding, model, data, args, cache_dir, threads=0):
-    x_train, y_train, x_test, y_test = data
-    params = dict(CODINGS[coding][0])
-    n = args.images
-    t0 = time.perf_counter()
-    prep = finetuned(model, coding, params, x_train[:args.finetune_samples], y_train[:args.finetune_samples],
-                     args.finetune_epochs, f"n{args.finetune_samples}")
-    tune_s = time.perf_counter() - t0
-    ann_pred = ann_predictions(prep, x_test[:n])
-    snn = biosnn.convert(prep, coding, calibration=x_train[:args.calib], input_shape=(1, 28, 28), **params)
-    B = min(args.batch, n)
-    t0 = time.perf_counter()
-    snn.run(x_test[:B], backend="cpp_standalone", batch_size=B, progress=False, cache_dir=cache_dir,
-            threads=threads, replicas=args.replicas)
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    res = snn.run(x_test[:n], backend="cpp_standalone", batch_size=B, progress=True, cache_dir=cache_dir,
-                  threads=threads, replicas=args.replicas)
-    wall = time.perf_counter() - t0
-    mem, n_syn = synapse_bytes(snn.spec_for(-(-B // args.replicas), args.replicas))
-    events = float(np.sum(res.synops_per_sample))
-    return {"coding": coding, "threads": threads, "params": params, "n": n, "B": B, "acc_ann": float(np.mean(ann_pred == y_test[:n])),
-            "acc": res.accuracy(y_test[:n]), "agree": res.agreement(ann_pred), "wall_s": wall, "ips": n / wall,
-            "spikes": float(np.mean(res.spikes_per_sample)), "synops": float(np.mean(res.synops_per_sample)),
-            "events_per_s": events / wall, "compile_s": compile_s, "tune_s": tune_s,
-            "syn_bytes": mem, "synapses": n_syn}
-
-
-def profile_rate(model, data, args, cache_dir):
-    from biosnn.backends.brian2_standalone import profile_of
-    x_train, _, x_test, _ = data
-    snn = biosnn.convert(model, "rate", calibration=x_train[:args.calib], input_shape=(1, 28, 28),
-                         **CODINGS["rate"][0])
-    B = min(args.batch, args.images)
-    spec = snn.spec_for(B)
-    sim = biosnn.get_backend("cpp_standalone", cache_dir=cache_dir, profile=True).build(spec)
-    flat = np.asarray(x_test[:B], dtype=np.float64).reshape(B, -1) / snn.graph.input_scale
-    rec = sim.run(overrides={"x_in": flat}, progress=False)
-    prof = profile_of(rec)
-    total = sum(prof.values())
-    return [(k, v, v / total) for k, v in list(prof.items())[:8]], total
 
 
 def sj_at_accuracy(sj_rows, acc, tolerance=0.001):
@@ -167,101 +82,341 @@ def sj_at_accuracy(sj_rows, acc, tolerance=0.001):
     return max(reach, key=lambda r: r["ips"]) if reach else max(ok, key=lambda r: (r["acc"], r["ips"]))
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--codings", nargs="+", default=list(CODINGS), choices=list(CODINGS))
-    ap.add_argument("--images", type=int, default=10000)
-    ap.add_argument("--batch", type=int, default=1000, help="sample windows per run of the binary")
-    ap.add_argument("--calib", type=int, default=500)
-    ap.add_argument("--epochs", type=int, default=3, help="ANN training epochs")
-    ap.add_argument("--finetune-epochs", type=int, default=1)
-    ap.add_argument("--finetune-samples", type=int, default=60000)
-    ap.add_argument("--sj-T", type=int, nargs="+", default=[8, 16, 32, 64])
-    ap.add_argument("--sj-batch", type=int, nargs="+", default=[100, 1000])
-    ap.add_argument("--quick", action="store_true", help="1000 images, fine-tuning on 10k")
-    ap.add_argument("--threads", type=int, nargs="+", default=[0],
-                    help="OpenMP threads of the Brian2 binary (0: no OpenMP); every coding runs at each")
-    ap.add_argument("--replicas", type=int, default=1,
-                    help="network copies per run (batch = replicas x windows); gives OpenMP threads work per step")
-    ap.add_argument("--no-sj", action="store_true", help="skip SpikingJelly (ratios then n/a)")
-    ap.add_argument("--no-record", action="store_true")
-    args = ap.parse_args(argv)
-    if args.quick:
-        args.images, args.finetune_samples = 1000, 10000
-    torch.set_num_threads(1)
-    t_start = time.perf_counter()
-    x_train, y_train = load_mnist("train")
-    x_test, y_test = load_mnist("test")
-    data = (x_train, y_train, x_test, y_test)
-    model, _ = trained_lenet("avg", x_train, y_train, args.epochs, 0)
-    log(f"ANN accuracy {accuracy(model, x_test, y_test) * 100:.2f} %")
-    cache_dir = Path(tempfile.mkdtemp(prefix="biosnn_speed_"))
-    rows = []
-    for coding in args.codings:
-        for threads in args.threads:
-            log(f"== {coding}, threads {threads}")
-            try:
-                rows.append(run_coding(coding, model, data, args, cache_dir, threads))
-                log(json.dumps(rows[-1]))
-            except Exception as exc:  # noqa: BLE001  (a coding that fails is reported, not hidden)
-                rows.append({"coding": coding, "threads": threads, "error": f"{type(exc).__name__}: {exc}"})
-                log(f"  failed: {rows[-1]['error']}")
-    ann_pred = ann_predictions(model, x_test[:args.images])
-    sj_rows = []
-    for T in ([] if args.no_sj else args.sj_T):
-        for batch in args.sj_batch:
-            sj_rows.append(spikingjelly_throughput(
-                model, x_train, x_test, y_test, ann_pred, {"predictions": ann_pred},
-                SimpleNamespace(brian2_images=args.images, sj_batch=batch, brian2_T=T, calib=args.calib)))
-            log(f"SpikingJelly T={T} batch={batch}: {sj_rows[-1]}")
-    sj = next((r for r in sj_rows if r.get("T") == 32 and r.get("B") == min(100, args.images)),
-              sj_rows[0] if sj_rows else {"error": "not run (--no-sj)"})
-    prof, prof_total = profile_rate(model, data, args, cache_dir)
-    total_s = time.perf_counter() - t_start
-    sj_ips = sj.get("ips")
-    lines = [f"## Conversion speed: every coding on cpp_standalone vs SpikingJelly (LeNet-5, MNIST)\n",
-             f"{datetime.date.today()} · {cpu_model()}, {os.cpu_count()} cores (SpikingJelly: 1 torch thread; Brian2: "
-             f"OpenMP threads {args.threads}, 0 = none) · "
-             f"`{command()}` · {total_s / 60:.1f} min in all\n",
-             f"{args.images} test images; Brian2 runs {args.batch} samples ({args.replicas} network copies x "
-             f"{-(-args.batch // args.replicas)} sample windows) per run of one compiled binary "
-             "(static projections on biosnn's template); SpikingJelly "
-             + (f"{sj.get('version')} ann2snn rate 99.9 %, reference setting T = {sj['T']}, batch {sj['B']}: "
-                f"{sj_ips:.1f} images/s, accuracy {sj['acc'] * 100:.2f} %." if sj_ips else f"failed: {sj.get('error')}")
-             + "\n",
-             "| SpikingJelly T | batch | accuracy | images/s |", "|---|---|---|---|"]
-    lines += [f"| {r['T']} | {r['B']} | {r['acc'] * 100:.2f} % | {r['ips']:.1f} |" for r in sj_rows if "ips" in r]
-    lines += ["", "| coding | OpenMP threads | params | ANN acc | SNN acc | agreement | images/s | ratio to SJ T=32 | ratio to SJ "
-              "fastest at equal accuracy | spikes/img | syn. events/img | events/s | synapse bytes (per syn.) | "
-              "compile s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['coding']} | {r['threads']} | | | | | | | | | | | failed: {r['error'][:120]} |")
+
+# --------------------------------------------------------------------------- networks
+def lenet5() -> nn.Module:
+    """LeNet-5 with average pooling (``examples/convert_mnist.py``), 28x28."""
+    from convert_mnist import lenet5 as make
+    return make("avg")
+
+
+def mnist_example() -> nn.Module:
+    """PyTorch's MNIST example network (pytorch/examples mnist/main.py), 28x28: conv 32, conv 64, max pool, fc 128."""
+    return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Dropout(0.25), nn.Flatten(), nn.Linear(9216, 128), nn.ReLU(), nn.Dropout(0.5),
+                         nn.Linear(128, 10))
+
+
+def vgg_small() -> nn.Module:
+    """VGG-style on 32x32 with BatchNorm: 2x conv 32, pool, 2x conv 64, pool, 2x conv 128, pool, fc 10 (avg pools)."""
+    layers, ch = [], 1
+    for v in (32, 32, "P", 64, 64, "P", 128, 128, "P"):
+        if v == "P":
+            layers.append(nn.AvgPool2d(2))
+        else:
+            layers += [nn.Conv2d(ch, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU()]
+            ch = v
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(128 * 4 * 4, 10))
+
+
+class _Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.c2, self.b2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.short = None
+        if stride != 1 or cin != cout:  # option B: 1x1 convolution
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        h = F.relu(self.b1(self.c1(x)))
+        return F.relu(self.b2(self.c2(h)) + (x if self.short is None else self.short(x)))
+
+
+class ResNet20(nn.Module):
+    """ResNet-20 (He et al. 2016, CIFAR variant: 16-32-64 channels, 3x3 blocks each), 1x32x32 input."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        blocks, cin = [], 16
+        for cout, stride in ((16, 1), (32, 2), (64, 2)):
+            for k in range(3):
+                blocks.append(_Block(cin, cout, stride if k == 0 else 1))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+
+#: name -> (builder, input side, test images, label)
+NETWORKS = {
+    "lenet5": (lenet5, 28, 1000, "LeNet-5 (avg pool)"),
+    "mnist_example": (mnist_example, 28, 300, "PyTorch MNIST example (max pool)"),
+    "vgg_small": (vgg_small, 32, 200, "VGG-style 32x32 (BN, avg pool)"),
+    "resnet20": (ResNet20, 32, 100, "ResNet-20 32x32 (BN, option-B shortcuts)"),
+}
+
+
+def images(x, side):
+    """MNIST (N, 1, 28, 28) padded to ``side`` x ``side``."""
+    pad = (side - x.shape[-1]) // 2
+    return np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
+
+
+def trained(name, x, y, epochs, n_train):
+    make, side, _, _ = NETWORKS[name]
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"ladder-{name}-e{epochs}-n{n_train}.pt"
+    torch.manual_seed(0)
+    model = make()
+    if path.exists():
+        model.load_state_dict(torch.load(path, weights_only=True))
+    else:
+        t0 = time.perf_counter()
+        train_classifier(model, images(x[:n_train], side), y[:n_train], epochs=epochs, lr=1e-3, batch_size=128, seed=0)
+        torch.save(model.state_dict(), path)
+        log(f"[{name}] trained in {time.perf_counter() - t0:.0f} s")
+    return model.eval()
+
+
+def other_weights(model):
+    """The same architecture with other weights (a second network of the same shape)."""
+    m2 = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in m2.parameters():
+            p.mul_(0.9).add_(0.01 * torch.randn(p.shape, generator=g))
+    return m2.eval()
+
+
+# --------------------------------------------------------------------------- measuring
+def _rss_mb(pid) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _children(pid) -> list[int]:
+    """The compiled binaries (``main``) this process runs; forked helpers (sharing its pages) are left out."""
+    out = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    keep = []
+    for c in out:
+        try:
+            if os.path.basename(os.readlink(f"/proc/{c}/exe")) == "main":
+                keep.append(c)
+        except OSError:
+            pass
+    return keep
+
+
+class PeakMemory:
+    """Peak resident memory (MB) of this process plus the binaries it runs, sampled every ``period`` s."""
+
+    def __init__(self, period=0.1):
+        self.period, self.peak, self.peak_children = period, 0.0, 0.0
+        self._stop = threading.Event()
+
+    def _sample(self):
+        me = os.getpid()
+        while not self._stop.is_set():
+            kids = sum(_rss_mb(c) for c in _children(me))
+            self.peak = max(self.peak, _rss_mb(me) + kids)
+            self.peak_children = max(self.peak_children, kids)
+            self._stop.wait(self.period)
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def synapse_count(spec) -> int:
+    """Synapses of a spec's projections (the meters excluded), convolutions from their geometry."""
+    from biosnn.spec.expand import projection_size
+    return sum(projection_size(spec, p) for p in spec.projections if p.target != "meter")
+
+
+def synapse_bytes(spec, float_bytes=8):
+    """Bytes the static-projection template allocates for a spec's static projections, and the synapses."""
+    from biosnn.backends.brian2_static import is_dense, static_memory_bytes, static_statements
+    from biosnn.spec.expand import expand_projection, projection_size
+    from biosnn.spec.model import Conv2D
+    total = n_syn = 0
+    for proj in spec.projections:
+        if static_statements(spec, proj) is None:
             continue
-        ratio = f"{r['ips'] / sj_ips:.2f}x" if sj_ips else "n/a"
-        equal = sj_at_accuracy(sj_rows, r["acc"])
-        ratio_eq = (f"{r['ips'] / equal['ips']:.2f}x (T={equal['T']}, b={equal['B']}"
-                    f"{', below' if equal['acc'] < r['acc'] - 0.001 else ''})") if equal else "n/a"
-        lines.append(
-            f"| {r['coding']} | {r['threads']} | {', '.join(f'{k}={v}' for k, v in r['params'].items())} | {r['acc_ann'] * 100:.2f} % | "
-            f"{r['acc'] * 100:.2f} % | {r['agree'] * 100:.2f} % | {r['ips']:.1f} | {ratio} | {ratio_eq} | "
-            f"{r['spikes']:.0f} | "
-            f"{r['synops']:.3g} | {r['events_per_s']:.3g} | {r['syn_bytes'] / 1e6:.2f} MB "
-            f"({r['syn_bytes'] / max(r['synapses'], 1):.1f}) | {r['compile_s']:.0f} |")
-    lines += ["", f"Profile of the rate network (T = 32, one run of {min(args.batch, args.images)} windows, "
-              f"{prof_total:.2f} s in code objects):", "",
-              "| code object | s | share |", "|---|---|---|"]
-    lines += [f"| {k} | {v:.3f} | {f * 100:.1f} % |" for k, v, f in prof]
-    publish(lines, record=not args.no_record)
+        n = projection_size(spec, proj)
+        n_pre, n_post = spec.node(proj.source).size, spec.node(proj.target).size
+        if isinstance(proj.connect, Conv2D):
+            total += static_memory_bytes(n, n_pre, float_bytes, proj.connect.kernel.data.size)
+        else:
+            conn = expand_projection(spec, proj)
+            total += static_memory_bytes(n, n_pre, float_bytes, None, dense=is_dense(conn, n_pre, n_post))
+        n_syn += n
+    return total, n_syn
 
 
+def run_biosnn(name, coding, model, data, args, cores):
+    x_train, _, x_test, y_test = data
+    _, side, n, _ = NETWORKS[name]
+    n = min(n, args.max_images) if args.max_images else n
+    xt, yt = images(x_test[:n], side), y_test[:n]
+    cache_dir = Path(args.cache_dir) if args.cache_dir else Path(tempfile.mkdtemp(prefix=f"biosnn_ladder_{name}_"))
+    batch = max(1, min(256, math.ceil(n / cores)))
+    kw = dict(backend="cpp_standalone", batch_size=batch, cache_dir=cache_dir, progress=False)
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        snn = biosnn.convert(model, coding, calibration=images(x_train[:args.calib], side),
+                             input_shape=(1, side, side), **CODINGS[coding])
+        convert_s = time.perf_counter() - t0
+        warm = snn.run(xt[:batch], workers=1, **kw)
+        res = snn.run(xt, workers=cores, **kw)
+    snn2 = biosnn.convert(other_weights(model), coding, calibration=images(x_train[:args.calib], side),
+                          input_shape=(1, side, side), **CODINGS[coding])
+    again = snn2.run(xt[:batch], workers=1, **kw)
+    from biosnn.backends import get_backend
+    recompiled = get_backend("cpp_standalone", cache_dir=cache_dir).build(snn2.spec_for(batch)).compiled
+    ann = ann_predictions(model, xt)
+    events = float(np.sum(res.synops_per_sample))
+    syn_bytes, n_syn = synapse_bytes(snn.spec)
+    return {"network": name, "coding": coding, "n": n, "batch": batch, "workers": cores,
+            "acc_ann": float(np.mean(ann == yt)), "acc": res.accuracy(yt), "agree": res.agreement(ann),
+            "ips": n / res.wall_time_s, "wall_s": res.wall_time_s, "synops": float(np.mean(res.synops_per_sample)),
+            "events_per_s_core": events / res.wall_time_s / cores, "synapses": n_syn, "syn_bytes": syn_bytes,
+            "convert_s": convert_s, "compile_s": warm.build_time_s, "second_build_s": again.build_time_s,
+            "second_compiled": bool(recompiled), "peak_mb": mem.peak, "peak_children_mb": mem.peak_children,
+            "neurons": int(sum(p.size for p in snn.spec.populations if p.name != "meter"))}
+
+
+def run_sj(name, model, data, args, cores, ann_pred):
+    x_train, _, x_test, y_test = data
+    _, side, n, _ = NETWORKS[name]
+    n = min(n, args.max_images) if args.max_images else n
+    before = torch.get_num_threads()
+    torch.set_num_threads(cores)
+    rows = []
+    try:
+        for T in args.sj_T:
+            with PeakMemory() as mem:
+                r = spikingjelly_throughput(model, images(x_train[:args.calib], side), images(x_test[:n], side), y_test[:n],
+                                            ann_pred, {"predictions": ann_pred},
+                                            SimpleNamespace(brian2_images=n, sj_batch=100, brian2_T=T, calib=args.calib))
+            r["peak_mb"] = mem.peak
+            rows.append(r)
+            log(f"  SpikingJelly T={T}: {json.dumps(r)}")
+    finally:
+        torch.set_num_threads(before)
+    return rows
+
+
+# --------------------------------------------------------------------------- report
 def publish(lines, record: bool):
-    """Print a Markdown section and, if ``record``, append it to BENCHMARKS.md."""
+    """Print a Markdown section and, if ``record``, append it to BENCHMARKS.md (``convert_speed_cuda.py``)."""
     text = "\n".join(lines) + "\n"
     print(text)
     if record:
         append_section(text, ROOT / "BENCHMARKS.md")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
+    ap.add_argument("--codings", nargs="+", default=["rate"], choices=list(CODINGS))
+    ap.add_argument("--max-images", type=int, default=None, help="cap the test images of every network")
+    ap.add_argument("--calib", type=int, default=200)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--train-samples", type=int, default=10000)
+    ap.add_argument("--sj-T", type=int, nargs="+", default=[8, 16, 32, 64])
+    ap.add_argument("--cache-dir", default=None,
+                    help="build directory to reuse (default: a fresh one per network, so compile s is a whole compile)")
+    ap.add_argument("--no-record", action="store_true")
+    args = ap.parse_args(argv)
+    cores = available_cores()
+    load_before = os.getloadavg()
+    t_start = time.perf_counter()
+    x_train, y_train = load_mnist("train")
+    x_test, y_test = load_mnist("test")
+    data = (x_train, y_train, x_test, y_test)
+    rows, sj_rows = [], {}
+    torch.set_num_threads(cores)
+    for name in args.networks:
+        model = trained(name, x_train, y_train, args.epochs, args.train_samples)
+        torch.set_num_threads(cores)
+        for coding in args.codings:
+            log(f"== {name}, {coding}")
+            try:
+                rows.append(run_biosnn(name, coding, model, data, args, cores))
+                log(json.dumps(rows[-1]))
+            except Exception as exc:  # noqa: BLE001  (a failure is reported, not hidden)
+                rows.append({"network": name, "coding": coding, "error": f"{type(exc).__name__}: {exc}"[:300]})
+                log(f"  failed: {rows[-1]['error']}")
+        _, side, n, _ = NETWORKS[name]
+        n = min(n, args.max_images) if args.max_images else n
+        ann_pred = ann_predictions(model, images(x_test[:n], side))
+        sj_rows[name] = run_sj(name, model, data, args, cores, ann_pred)
+    load_after = os.getloadavg()
+    total_s = time.perf_counter() - t_start
+    sj_version = next((r.get("version") for v in sj_rows.values() for r in v if "version" in r), "n/a")
+    lines = ["## Conversion speed: a ladder of networks on every core, biosnn cpp_standalone vs SpikingJelly", "",
+             f"{cores} cores · load average (1/5/15 min) at start {'/'.join(f'{v:.1f}' for v in load_before)}, at end "
+             f"{'/'.join(f'{v:.1f}' for v in load_after)}: a machine shared with other jobs, so absolute figures are "
+             f"low and noisy; the ratios are side by side in one process · {total_s / 60:.1f} min in all", "",
+             f"biosnn: `snn.run(backend='cpp_standalone', workers={cores})`, one compiled binary per network, batches "
+             f"of sample windows in {cores} parallel processes.  SpikingJelly {sj_version} ann2snn (rate, 99.9 %), "
+             f"{cores} torch threads, batch 100, T in {args.sj_T}.  ANNs trained {args.epochs} epoch(s) on "
+             f"{args.train_samples} MNIST images (the 32x32 networks: MNIST padded to 32x32, one channel).  \"SJ at "
+             "equal accuracy\": SpikingJelly's fastest T reaching biosnn's accuracy on the same images (\"below\": "
+             "none does; then its most accurate T).  Peak memory: this process and its children (the binaries), "
+             "imports included.  Compile s: the first build (code generation + compilation" + (
+                 ", resumed in a build directory an interrupted run had started: not a whole compile" if args.cache_dir
+                 else "") + "); 2nd same-shape build: "
+             "a network of the same architecture with other weights, built afterwards (code generation only when "
+             "the build cache hits).", "",
+             "| network | coding | neurons | synapses | images | ANN acc | SNN acc | biosnn images/s | SJ at equal "
+             "acc: T, acc, images/s | ratio | SJ T=32 images/s | ratio to SJ T=32 | syn. events/img | events/s per "
+             "core | convert s | compile s | 2nd same-shape build s | peak MB (binaries) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    ladder = []
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['network']} | {r['coding']} | | | | | | | | | | | | | | | | failed: {r['error'][:160]} |")
+            continue
+        best = sj_at_accuracy(sj_rows.get(r["network"], []), r["acc"])
+        sj32 = next((s for s in sj_rows.get(r["network"], []) if s.get("T") == 32 and "ips" in s), None)
+        eq = (f"T={best['T']}, {best['acc'] * 100:.1f} %, {best['ips']:.1f}"
+              f"{' (below)' if best['acc'] < r['acc'] - 0.001 else ''}") if best else "n/a"
+        ratio = f"{r['ips'] / best['ips']:.2f}x" if best else "n/a"
+        lines.append(
+            f"| {NETWORKS[r['network']][3]} | {r['coding']} | {r['neurons']:,} | {r['synapses']:,} | {r['n']} | "
+            f"{r['acc_ann'] * 100:.1f} % | {r['acc'] * 100:.1f} % | {r['ips']:.2f} | {eq} | {ratio} | ")
+        lines[-1] += (f"{sj32['ips']:.1f} | {r['ips'] / sj32['ips']:.2f}x | " if sj32 else "n/a | n/a | ") + (
+            f"{r['synops']:.3g} | {r['events_per_s_core']:.3g} | {r['convert_s']:.1f} | {r['compile_s']:.0f} | "
+            f"{r['second_build_s']:.1f}{' (compiled!)' if r['second_compiled'] else ''} | "
+            f"{r['peak_mb']:.0f} ({r['peak_children_mb']:.0f}) |")
+        ladder.append({"network": r["network"], "synapses": r["synapses"], "coding": r["coding"],
+                       "images_per_s": r["ips"], "sj_images_per_s": best["ips"] if best else None})
+    lines += ["", "SpikingJelly per T (accuracy %, images/s, peak MB):", "",
+              "| network | " + " | ".join(f"T={T}" for T in args.sj_T) + " |", "|---|" + "---|" * len(args.sj_T)]
+    for name, srows in sj_rows.items():
+        cells = [f"{s['acc'] * 100:.1f} %, {s['ips']:.1f}, {s['peak_mb']:.0f}" if "ips" in s else
+                 f"failed: {s.get('error', '')[:80]}" for s in srows]
+        lines.append(f"| {NETWORKS[name][3]} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_record:
+        report.record("convert_speed", text, command=report.command_line(), script="benchmarks/convert_speed.py",
+                      data={"ladder": ladder, "rows": [report.scalars(r) for r in rows],
+                            "spikingjelly": {k: [report.scalars(s) for s in v] for k, v in sj_rows.items()}},
+                      load=(load_before[0], load_after[0]))
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ def cmd_run_nir(args) -> int:
         raise BiosnnError(f"--input file '{path}' does not exist")
     x = np.load(path, allow_pickle=False)
     t0 = time.perf_counter()
+    from biosnn.backends.registry import resolve_backend
+    args.backend = resolve_backend(args.backend)
     spikes = run_nir(args.spec, x, dt=args.dt, flavor=args.flavor, backend=args.backend)
     wall = time.perf_counter() - t0
     out = Path(args.out) if args.out else Path("runs") / Path(args.spec).stem
@@ -113,13 +115,14 @@ def cmd_run(args) -> int:
     for flag in ("dt", "input"):
         if getattr(args, flag) is not None:
             raise BiosnnError(f"--{flag} applies to NIR graphs (model.nir) only")
-    from biosnn.backends.registry import get_backend
+    from biosnn.backends.registry import get_backend, resolve_backend
     from biosnn.recording.formats import save_sonata
     from biosnn.recording.plots import plot_recording
     from biosnn.spec.parameters import set_parameters
 
     spec = set_parameters(_load(args), args.param)
     duration = _duration(args.duration)
+    args.backend = resolve_backend(args.backend)
     options = {}
     if args.threads is not None:
         if args.backend == "nest":
@@ -153,7 +156,7 @@ def cmd_run(args) -> int:
 
 def cmd_demo(args) -> int:
     from biosnn.demo import run_demo
-    run_demo(out=Path(args.out), backend=args.backend, samples=args.samples)
+    run_demo(out=Path(args.out), backend=args.backend, samples=args.samples, workers=args.workers)
     return 0
 
 
@@ -182,8 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NIR graphs: time step in seconds (default: the producer's, see --flavor)")
     r.add_argument("--flavor", default="auto",
                    help="NIR graphs: auto, nir, snntorch, norse, spikingjelly, sinabs or rockpool (default auto)")
-    r.add_argument("--backend", default="runtime",
-                   help="runtime (numpy), cython, cpp_standalone, cuda_standalone or nest (default: runtime)")
+    r.add_argument("--backend", default="auto",
+                   help="auto, runtime (numpy), cython, cpp_standalone, cuda_standalone or nest (default: auto: "
+                        "cuda_standalone with a GPU, cpp_standalone with a C++ compiler, else runtime)")
     r.add_argument("--duration", default=None, help="simulated time: seconds (0.5) or a quantity ('500*ms')")
     r.add_argument("--out", default=None, help="output directory (default: runs/<spec name>)")
     r.add_argument("--threads", type=int, default=None, help="threads (cpp_standalone: OpenMP; nest: local_num_threads)")
@@ -199,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export_nir)
     d = sub.add_parser("demo", help="convert a CNN trained on scikit-learn digits to an SNN and run it")
     d.add_argument("--out", default="runs/demo", help="output directory")
-    d.add_argument("--backend", default="runtime", help="backend for the SNN")
+    d.add_argument("--backend", default="auto", help="backend for the SNN (default: auto)")
+    d.add_argument("--workers", type=int, default=None,
+                   help="processes running batches of samples at once on cpp_standalone (default: every core)")
     d.add_argument("--samples", type=int, default=200, help="test samples to simulate")
     d.set_defaults(func=cmd_demo)
     t = sub.add_parser("train-stdp", help="train a Diehl & Cook (2015) network with STDP, test it, report accuracy")

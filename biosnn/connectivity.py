@@ -41,6 +41,8 @@ __all__ = [
     "explicit",
     "dense",
     "conv2d",
+    "ConvConnections",
+    "out_degree",
     "avgpool2d",
     "maxpool2d_groups",
     "replicated",
@@ -668,7 +670,8 @@ def _window_synapses(c_in: int, h: int, w: int, out_c: int, groups: int,
 
 
 def conv2d(kernel: Any, in_shape: Any, stride: Any = 1, padding: Any = 0,
-           dilation: Any = 1, groups: int = 1, drop_zeros: bool = False) -> Connections:
+           dilation: Any = 1, groups: int = 1, drop_zeros: bool = False,
+           lazy: bool = False) -> "Connections | ConvConnections":
     """Synapses of a 2-D convolution, matching ``torch.nn.functional.conv2d``.
 
     Output neuron ``(o, oy, ox)`` receives from input neuron
@@ -694,6 +697,9 @@ def conv2d(kernel: Any, in_shape: Any, stride: Any = 1, padding: Any = 0,
         output block sees only its input block.
     drop_zeros : bool, default False
         If True, synapses whose weight is exactly zero are omitted.
+    lazy : bool, default False
+        Return a :class:`ConvConnections`: the kernel and the geometry, the
+        synapse lists made only when read (``drop_zeros`` makes them at once).
 
     Returns
     -------
@@ -751,6 +757,8 @@ def conv2d(kernel: Any, in_shape: Any, stride: Any = 1, padding: Any = 0,
     h_out = _out_size(h, pad_b[0] + pad_a[0], kh, stride_[0], dil[0], "height", "conv2d")
     w_out = _out_size(w, pad_b[1] + pad_a[1], kw, stride_[1], dil[1], "width", "conv2d")
 
+    if lazy and not drop_zeros:
+        return ConvConnections(k, (c_in, h, w), (out_c, h_out, w_out), stride_, pad_b, dil, groups)
     i, j, kidx = _window_synapses(c_in, h, w, out_c, groups, kh, kw, stride_, pad_b, dil,
                                   h_out, w_out, window_index=False)
     weights = k.ravel()[kidx]
@@ -759,6 +767,101 @@ def conv2d(kernel: Any, in_shape: Any, stride: Any = 1, padding: Any = 0,
         i, j, kidx, weights = i[keep], j[keep], kidx[keep], weights[keep]
     return Connections(i, j, weights, kidx, c_in * h * w, out_c * h_out * w_out,
                        pre_shape=(c_in, h, w), post_shape=(out_c, h_out, w_out))
+
+
+def _taps(n_in: int, n_out: int, k: int, stride: int, pad: int, dilation: int) -> np.ndarray:
+    """``(k, n_in)`` counts: how many outputs input position ``y`` reaches through kernel tap ``ky``."""
+    pos = np.arange(n_out)[:, None] * stride - pad + np.arange(k)[None, :] * dilation
+    out = np.zeros((k, n_in), dtype=np.int64)
+    ok = (pos >= 0) & (pos < n_in)
+    np.add.at(out, (np.broadcast_to(np.arange(k), pos.shape)[ok], pos[ok]), 1)
+    return out
+
+
+class ConvConnections:
+    """The synapses of a 2-D convolution as its kernel and geometry (:func:`conv2d` with ``lazy=True``).
+
+    Sizes, shapes, the number of synapses and the fan-out of every input
+    neuron are computed from the geometry (memory grows with neurons and the
+    kernel, not with synapses).  ``i``, ``j``, ``weights`` and
+    ``kernel_index`` are those of :func:`conv2d`, made when first read and
+    kept (per-synapse memory from then on).
+
+    Examples
+    --------
+    >>> c = conv2d(np.ones((2, 1, 3, 3)), (1, 4, 4), padding=1, lazy=True)
+    >>> len(c), len(c.i), c.fanout().tolist() == np.bincount(c.i, minlength=16).tolist()
+    (200, 200, True)
+    """
+
+    def __init__(self, kernel: np.ndarray, pre_shape, post_shape, stride, pad_before, dilation, groups: int):
+        self.kernel = kernel
+        self.pre_shape, self.post_shape = tuple(pre_shape), tuple(post_shape)
+        self.n_pre, self.n_post = math.prod(self.pre_shape), math.prod(self.post_shape)
+        self.stride, self.padding, self.dilation, self.groups = stride, pad_before, dilation, groups
+        self.window_shape = None
+        self._expanded = None
+
+    def _tap_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        _, h, w = self.pre_shape
+        _, h_out, w_out = self.post_shape
+        kh, kw = self.kernel.shape[2:]
+        return (_taps(h, h_out, kh, self.stride[0], self.padding[0], self.dilation[0]),
+                _taps(w, w_out, kw, self.stride[1], self.padding[1], self.dilation[1]))
+
+    @property
+    def n_synapses(self) -> int:
+        """int: Number of synapses (taps inside the input)."""
+        ty, tx = self._tap_counts()
+        return int(self.pre_shape[0] * (self.post_shape[0] // self.groups) * ty.sum() * tx.sum())
+
+    def __len__(self) -> int:
+        return self.n_synapses
+
+    def fanout(self) -> np.ndarray:
+        """Synapses leaving each input neuron, int64 ``(n_pre,)`` (``bincount(i)`` without the lists)."""
+        ty, tx = self._tap_counts()
+        per_pixel = np.outer(ty.sum(axis=0), tx.sum(axis=0)).ravel()
+        return np.tile(per_pixel * (self.post_shape[0] // self.groups), self.pre_shape[0])
+
+    def used_taps(self) -> np.ndarray:
+        """bool ``(kh, kw)``: kernel taps that make at least one synapse."""
+        ty, tx = self._tap_counts()
+        return np.outer(ty.sum(axis=1) > 0, tx.sum(axis=1) > 0)
+
+    def expanded(self) -> Connections:
+        """The explicit :class:`Connections` (made once, then kept)."""
+        if self._expanded is None:
+            c, h, w = self.pre_shape
+            out_c, h_out, w_out = self.post_shape
+            kh, kw = self.kernel.shape[2:]
+            i, j, kidx = _window_synapses(c, h, w, out_c, self.groups, kh, kw, self.stride, self.padding,
+                                          self.dilation, h_out, w_out, window_index=False)
+            self._expanded = Connections(i, j, self.kernel.ravel()[kidx], kidx, self.n_pre, self.n_post,
+                                         pre_shape=self.pre_shape, post_shape=self.post_shape)
+        return self._expanded
+
+    i = property(lambda self: self.expanded().i, doc="Presynaptic indices (expands).")
+    j = property(lambda self: self.expanded().j, doc="Postsynaptic indices (expands).")
+    weights = property(lambda self: self.expanded().weights, doc="Per-synapse weights (expands).")
+    kernel_index = property(lambda self: self.expanded().kernel_index, doc="Kernel entry per synapse (expands).")
+
+    def pre_indptr(self) -> np.ndarray:
+        """CSR offsets of each presynaptic neuron's targets (see :meth:`Connections.pre_indptr`)."""
+        indptr = np.zeros(self.n_pre + 1, dtype=np.int64)
+        np.cumsum(self.fanout(), out=indptr[1:])
+        return indptr
+
+    def __repr__(self) -> str:
+        return (f"ConvConnections(n_pre={self.n_pre}, n_post={self.n_post}, kernel={self.kernel.shape}, "
+                f"pre_shape={self.pre_shape}, post_shape={self.post_shape})")
+
+
+def out_degree(conn) -> np.ndarray:
+    """Synapses leaving each presynaptic neuron, int64 ``(n_pre,)``; a :class:`ConvConnections` stays unexpanded."""
+    if isinstance(conn, ConvConnections):
+        return conn.fanout()
+    return np.bincount(np.asarray(conn.i), minlength=conn.n_pre)[:conn.n_pre].astype(np.int64)
 
 
 def _pool_synapses(in_shape: Any, kernel_size: Any, stride: Any, padding: Any,

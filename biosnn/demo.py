@@ -26,8 +26,8 @@ def digits_cnn():
         nn.Flatten(), nn.Linear(16 * 2 * 2, 32), nn.ReLU(), nn.Linear(32, 10))
 
 
-def run_demo(out: Path = Path("runs/demo"), backend: str = "runtime", samples: int = 200, T: int = 32,
-             seed: int = 0) -> dict:
+def run_demo(out: Path = Path("runs/demo"), backend: str = "auto", samples: int = 200, T: int = 32,
+             seed: int = 0, workers: int | None = None) -> dict:
     """Train, convert, simulate; print and return the figures.
 
     Parameters
@@ -35,13 +35,15 @@ def run_demo(out: Path = Path("runs/demo"), backend: str = "runtime", samples: i
     out : Path
         Where the plot and the converted spec are written.
     backend : str
-        Simulation backend for the SNN.
+        Simulation backend for the SNN (``auto``: see :func:`biosnn.backends.base.resolve_backend`).
     samples : int
         Test samples to simulate (at most the 450 of the digits test split).
     T : int
         Time steps per sample.
     seed : int
         Seed of training.
+    workers : int, optional
+        Parallel processes on cpp_standalone (default: every core; see :meth:`biosnn.conversion.snn.SNN.run`).
 
     Returns
     -------
@@ -52,7 +54,7 @@ def run_demo(out: Path = Path("runs/demo"), backend: str = "runtime", samples: i
     import torch
     import biosnn
     from biosnn.datasets import accuracy, load_digits, train_classifier
-    from biosnn.spec.expand import expand_projection
+    from biosnn.spec.expand import projection_size
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,10 +77,10 @@ def run_demo(out: Path = Path("runs/demo"), backend: str = "runtime", samples: i
                          input_shape=(1, 8, 8), T=T, name="digits_demo")
     snn.save(out / "digits_demo.yaml")
     print(f"converted: {len(snn.spec.populations)} populations, "
-          f"{sum(len(expand_projection(snn.spec, p).i) for p in snn.spec.projections)} synapses; "
+          f"{sum(projection_size(snn.spec, p) for p in snn.spec.projections)} synapses; "
           f"simulating {len(x_test)} images x {T} steps on '{backend}'...")
     t0 = time.perf_counter()
-    res = snn.run(x_test, backend=backend, batch_size=len(x_test))
+    res = snn.run(x_test, backend=backend, workers=workers)
     wall = time.perf_counter() - t0
     figures = {
         "ann_accuracy": ann_acc, "snn_accuracy": res.accuracy(y_test), "agreement": res.agreement(ann_pred),

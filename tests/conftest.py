@@ -11,6 +11,12 @@ def _no_progress_bars(monkeypatch):
     monkeypatch.setenv("BIOSNN_PROGRESS", "0")
 
 
+@pytest.fixture(autouse=True)
+def _runtime_by_default(monkeypatch):
+    """``backend="auto"`` means the numpy runtime in tests (no compiles unless a test asks for a backend)."""
+    monkeypatch.setenv("BIOSNN_BACKEND", "runtime")
+
+
 @pytest.fixture(scope="session")
 def build_cache(tmp_path_factory):
     """Compiled standalone builds shared by all tests (and xdist workers when $BIOSNN_CACHE_DIR is set)."""

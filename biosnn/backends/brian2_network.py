@@ -186,11 +186,14 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: 
         ns = _namespace(spec, [(f"synapse_models.{mname}.parameters", smodel.parameters),
                                (f"projections.{proj.name}.parameters", proj.parameters)], functions)
         kwargs = _given(smodel, "on_pre", "on_post", "method")
-        conn = expand_projection(spec, proj)
         statements = static_statements(spec, proj) if static else None
         if statements is not None and not isinstance(proj.weights, str):
-            net_objects.append(_static_projection(objs, proj, conn, statements, clock))
+            kernel = proj.weights is None and isinstance(proj.connect, m.Conv2D)
+            # a shared convolution kernel needs only the geometry: no synapse lists
+            conn = None if kernel else expand_projection(spec, proj)
+            net_objects.append(_static_projection(objs, spec, proj, conn, statements, clock))
             continue
+        conn = expand_projection(spec, proj)
         with brian2_errors(f"create projection '{proj.name}'"):
             syn = b2.Synapses(objs.groups[proj.source], objs.groups[proj.target], model=smodel.equations,
                               namespace=ns, clock=clock, name=proj.name, **kwargs)
@@ -240,18 +243,22 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: 
     return objs
 
 
-def _static_projection(objs: Brian2Objects, proj: m.Projection, conn, statements, clock):
-    """A static projection on biosnn's template (weights per synapse, or the shared conv kernel)."""
+def _static_projection(objs: Brian2Objects, spec: m.NetworkSpec, proj: m.Projection, conn, statements, clock):
+    """A static projection on biosnn's template (weights per synapse, or the shared conv kernel: ``conn`` None)."""
     from biosnn.backends.brian2_static import ConvGeometry, make_static_projection
-    kernel = proj.weights is None and isinstance(proj.connect, m.Conv2D)
+    from biosnn.spec.expand import convolution_of
+    kernel = conn is None
     when, order = ("groups", 10 * proj.order + 5) if proj.order is not None else ("synapses", 0)
     conv = None
     if kernel:
-        conv = ConvGeometry.of(proj.connect, conn.pre_shape, conn.post_shape)
-        if conv.n_synapses() != len(conn.i):
-            raise BackendError(f"projection '{proj.name}': the convolution's geometry gives {conv.n_synapses()} "
-                               f"synapses, its expansion {len(conn.i)}; build with static_projections=False "
-                               "and report this")
+        replicas, one = convolution_of(spec, proj)
+        lead = (replicas,) if replicas > 1 else ()
+        conv = ConvGeometry.of(proj.connect, lead + one.pre_shape, lead + one.post_shape)
+        n = replicas * len(one)
+        if conv.n_synapses() != n:
+            raise BackendError(f"projection '{proj.name}': the template's convolution geometry gives "
+                               f"{conv.n_synapses()} synapses, the spec's {n}; build with "
+                               "static_projections=False and report this")
     with brian2_errors(f"create projection '{proj.name}'"):
         obj = make_static_projection(objs.groups[proj.source], objs.groups[proj.target], conn, statements,
                                      name=proj.name, clock=clock, when=when, order=order,
@@ -267,7 +274,7 @@ def _static_projection(objs: Brian2Objects, proj: m.Projection, conn, statements
             value = ArrayValue(np.asarray(conn.weights), _unit_name(unit))
         with brian2_errors(f"set weights of {proj.name}"):
             obj.set_weights(value.quantity())
-    objs.n_synapses[proj.name] = len(conn.i)
+    objs.n_synapses[proj.name] = conv.n_synapses() if kernel else len(conn.i)
     objs.synapses[proj.name] = obj
     return obj
 

@@ -309,13 +309,19 @@ class StandaloneSimulation:
                 finished.set()
                 watcher.join()
                 bar.close()
-            try:
-                meta = {"backend": self.backend.name, "spec": self.spec.name,
-                        "build_time_s": f"{self.build_time_s:.3f}", "wall_time_s": f"{wall:.3f}",
-                        "compiled": str(self.compiled), "build_dir": str(self.directory)}
-                if self.backend.profile:
-                    meta["profile"] = _read_profile(results_dir / "profiling_info.txt")
-                rec = collect_recording(self.objects, self.spec, self.duration_s, meta, final_keys)
-            finally:
-                shutil.rmtree(results_dir, ignore_errors=True)
-        return rec
+            return self.recording(results_dir, wall, final_keys)
+
+    def recording(self, results_dir: Path, wall_s: float, final_keys=()):
+        """Read a finished run's results directory into a Recording, then delete the directory.
+
+        The device must hold this simulation's objects (call under the module lock).
+        """
+        try:
+            meta = {"backend": self.backend.name, "spec": self.spec.name,
+                    "build_time_s": f"{self.build_time_s:.3f}", "wall_time_s": f"{wall_s:.3f}",
+                    "compiled": str(self.compiled), "build_dir": str(self.directory)}
+            if self.backend.profile:
+                meta["profile"] = _read_profile(results_dir / "profiling_info.txt")
+            return collect_recording(self.objects, self.spec, self.duration_s, meta, final_keys)
+        finally:
+            shutil.rmtree(results_dir, ignore_errors=True)

@@ -269,8 +269,9 @@ def make_static_projection(source, target, conn, statements, *, name: str, clock
     ----------
     source, target : brian2 groups
         Pre- and post-synaptic groups (the source needs a spike space).
-    conn : biosnn.connectivity.Connections
-        Synapses, sorted by ``(i, j)``; with ``kernel_size`` its ``kernel_index``.
+    conn : biosnn.connectivity.Connections or None
+        Synapses, sorted by ``(i, j)``; ``None`` with ``conv`` (the geometry
+        gives everything).
     statements : sequence of StaticStatement
     name : str
         Brian2 name (the projection's name: overrides and final values use it).
@@ -282,8 +283,7 @@ def make_static_projection(source, target, conn, statements, *, name: str, clock
     conv : ConvGeometry, optional
         With ``kernel_size``: the convolution whose synapses the propagation
         loop computes (``templates/biosnn_static_conv.cpp``) instead of
-        storing a target per synapse; ``conn`` then only gives the number of
-        synapses.
+        storing a target per synapse.
 
     Returns
     -------
@@ -324,7 +324,7 @@ def _classes():
         def __init__(self, source, target, conn, statements, name, clock, when, order, kernel_size, conv):
             Group.__init__(self, clock=clock, when=when, order=order, name=name)
             self._cuda = _on_cuda()
-            n_syn = len(conn.i)
+            n_syn = conv.n_synapses() if conv is not None else len(conn.i)
             self.variables = Variables(self)
             self.variables.add_constant("N", n_syn)
             self.files = {}

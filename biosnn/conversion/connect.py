@@ -19,7 +19,7 @@ from biosnn import connectivity as cx
 from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue
 
-__all__ = ["shared_kernel", "weighted_connect"]
+__all__ = ["shared_kernel", "weighted_connect", "scaled_connect"]
 
 
 def shared_kernel(layer, conns: cx.Connections, weights) -> np.ndarray | None:
@@ -93,3 +93,31 @@ def weighted_connect(layer, conns: cx.Connections, weights, shaped: bool) -> tup
         return m.Conv2D(ArrayValue(kernel), stride=p["stride"], padding=p["padding"], groups=p["groups"]), None
     return (m.Explicit(ArrayValue(np.asarray(conns.i)), ArrayValue(np.asarray(conns.j))),
             ArrayValue(np.asarray(weights, dtype=np.float64)))
+
+
+def scaled_connect(layer, conns, scale: float, shaped: bool) -> tuple[object, ArrayValue | None]:
+    """:func:`weighted_connect` of the layer's own weights times ``scale`` (ones where it has none).
+
+    A convolution given as :class:`~biosnn.connectivity.ConvConnections`
+    (dilation 1, numeric padding, shaped populations) becomes a
+    :class:`~biosnn.spec.Conv2D` of the kernel times ``scale`` -- taps that
+    make no synapse set to 0, as :func:`shared_kernel` leaves them -- without
+    making the per-synapse lists.
+
+    >>> kern = np.arange(4.0).reshape(1, 1, 2, 2)
+    >>> from types import SimpleNamespace
+    >>> layer = SimpleNamespace(op="conv2d", weight=kern,
+    ...                         params={"stride": 1, "padding": 0, "dilation": 1, "groups": 1})
+    >>> lazy, full = cx.conv2d(kern, (1, 3, 3), lazy=True), cx.conv2d(kern, (1, 3, 3))
+    >>> np.array_equal(scaled_connect(layer, lazy, -2.0, True)[0].kernel.data,
+    ...                weighted_connect(layer, full, -2.0 * full.weights, True)[0].kernel.data)
+    True
+    """
+    p = getattr(layer, "params", {})
+    if (shaped and isinstance(conns, cx.ConvConnections) and layer.op == "conv2d"
+            and p.get("dilation", 1) in (1, (1, 1)) and not isinstance(p.get("padding"), str)):
+        kernel = np.asarray(conns.kernel, dtype=np.float64) * scale
+        kernel = np.where(conns.used_taps()[None, None], kernel, 0.0)
+        return m.Conv2D(ArrayValue(kernel), stride=p["stride"], padding=p["padding"], groups=p["groups"]), None
+    weights = np.ones(len(conns.i)) if conns.weights is None else np.asarray(conns.weights, dtype=np.float64) * scale
+    return weighted_connect(layer, conns, weights, shaped)

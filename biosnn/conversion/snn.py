@@ -159,6 +159,33 @@ def resolve_replicas(replicas, backend: str, per_run: int) -> int:
     return int(replicas)
 
 
+def batch_plan(backend: str, batch_size, n: int, workers, backend_options: dict) -> tuple[str, int, int]:
+    """``(backend, batch size, workers)`` of a run over ``n`` samples (see :meth:`SNN.run`).
+
+    ``backend="auto"`` is resolved (:func:`biosnn.backends.registry.resolve_backend`);
+    ``workers`` applies to ``cpp_standalone`` (every core by default, divided by
+    the OpenMP ``threads``), other backends get 1; the default batch size is
+    256, or ``ceil(n / workers)`` when that is smaller, so that every worker
+    has a batch.
+
+    >>> batch_plan("runtime", None, 1000, None, {})
+    ('runtime', 256, 1)
+    >>> batch_plan("cpp_standalone", None, 100, 4, {}), batch_plan("cpp_standalone", 30, 100, 4, {})
+    (('cpp_standalone', 25, 4), ('cpp_standalone', 30, 4))
+    """
+    from biosnn.backends.registry import resolve_backend
+    from biosnn.backends.parallel import resolve_workers
+    backend = resolve_backend(backend)
+    workers = resolve_workers(workers, backend_options.get("threads", 0))
+    if backend != "cpp_standalone":
+        workers = 1
+    if batch_size is None:
+        batch_size = max(1, min(256, -(-n // workers)))
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConversionError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return backend, batch_size, workers
+
+
 def _to_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
@@ -237,8 +264,8 @@ class SNN:
         """Write the spec (YAML + .npz); ``biosnn.load(path)`` reads it back."""
         return self.spec.save(path)
 
-    def run(self, x, backend: str = "runtime", batch_size: int = 256, progress: bool = True,
-            replicas: int | None = None, **backend_options) -> SNNResult:
+    def run(self, x, backend: str = "auto", batch_size: int | None = None, progress: bool = True,
+            replicas: int | None = None, workers: int | None = None, **backend_options) -> SNNResult:
         """Simulate samples ``x`` (``(N, C, H, W)`` or ``(N, features)``) in batches.
 
         Parameters
@@ -246,9 +273,11 @@ class SNN:
         x : torch.Tensor or ndarray
             Raw inputs, as the ANN takes them.
         backend : str
+            ``auto`` (default: see :func:`biosnn.backends.registry.resolve_backend`),
             ``runtime``, ``cython``, ``cpp_standalone`` or ``cuda_standalone``.
-        batch_size : int
-            Samples per simulation run: ``replicas`` copies of the network
+        batch_size : int, optional
+            Default: 256, or fewer so that every worker gets a batch
+            (:func:`batch_plan`).  Samples per simulation run: ``replicas`` copies of the network
             (:func:`biosnn.spec.replicas.replicate`) each simulate
             ``ceil(batch_size / replicas)`` sample windows one after the other
             (batching in time, the state reset between windows).  The data set
@@ -265,18 +294,24 @@ class SNN:
             ``min(batch_size, 128)`` on ``cuda_standalone`` (copies fill the
             GPU, windows amortise its start-up).  With OpenMP threads on
             ``cpp_standalone``, copies give every time step enough work to share.
+        workers : int, optional
+            Processes running batches at once on ``cpp_standalone``, each a
+            run of the same compiled binary (:mod:`biosnn.backends.parallel`);
+            results are merged in sample order and equal one worker's.
+            Default: every core this process may use, divided by the OpenMP
+            ``threads``.  Other backends run one batch at a time.
         **backend_options
             Passed to :func:`biosnn.backends.get_backend` (``threads``, ``float32``, ...).
         """
         from biosnn.backends.registry import get_backend
+        from biosnn.backends.parallel import run_batches
         _quiet_gate_warning()
         x = _to_numpy(x)
         n_in = self.graph.layers[0].size
         if x.ndim < 2 or int(np.prod(x.shape[1:])) != n_in:
             raise ConversionError(f"x must have shape (N,) + {self.graph.layers[0].out_shape}, got {x.shape}")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ConversionError(f"batch_size must be a positive integer, got {batch_size!r}")
         n = x.shape[0]
+        backend, batch_size, workers = batch_plan(backend, batch_size, n, workers, backend_options)
         flat = x.reshape(n, n_in) / self.graph.input_scale
         if self.input_mode == "poisson":
             check_nonnegative(flat, "Rate coding", POISSON_WHY)
@@ -304,13 +339,19 @@ class SNN:
         starts = range(0, n, per_run)
         import os
         show = progress and os.environ.get("BIOSNN_PROGRESS", "1") != "0"
-        bar = tqdm(starts, desc=f"{self.name} on {backend}", unit="batch", disable=not show, leave=False)
-        for s in bar:
-            chunk = flat[s:s + per_run]
-            k = len(chunk)
-            if k < per_run:
-                chunk = np.concatenate([chunk, np.zeros((per_run - k, n_in))])
-            rec = sim.run(overrides={"x_in": window_table(chunk, R)}, progress=False)
+
+        def batches():
+            for s in starts:
+                chunk = flat[s:s + per_run]
+                if len(chunk) < per_run:
+                    chunk = np.concatenate([chunk, np.zeros((per_run - len(chunk), n_in))])
+                yield {"x_in": window_table(chunk, R)}
+
+        bar = tqdm(zip(starts, run_batches(sim, batches(), workers)), total=len(starts),
+                   desc=f"{self.name} on {backend}" + (f" x {workers}" if workers > 1 else ""), unit="batch",
+                   disable=not show, leave=False)
+        for s, rec in bar:
+            k = min(per_run, n - s)
             run_s += float(rec.meta.get("wall_time_s", 0.0))
             meter = rec.states["meter"]
             spikes[s:s + k] = per_sample(meter["spk_last"].values)[:k]

@@ -509,8 +509,8 @@ def _n_synapses(spec, proj, src, tgt) -> int:
     if isinstance(proj.connect, AllToAll):  # counted, not expanded (n_pre x n_post lists)
         from biosnn.spec.budget import synapse_count
         return synapse_count(spec, proj, exact=True)
-    from biosnn.spec.expand import expand_projection
-    return len(expand_projection(spec, proj).i)
+    from biosnn.spec.expand import projection_size
+    return projection_size(spec, proj)
 
 
 MAX_TIME_S = 1e7

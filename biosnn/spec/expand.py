@@ -16,7 +16,7 @@ from biosnn.errors import SpecError
 from biosnn.spec.model import AllToAll, Conv2D, Explicit, OneToOne, Pool2D, RandomP
 from biosnn.spec.values import parse_quantity
 
-__all__ = ["expand_projection", "projection_rng"]
+__all__ = ["convolution_of", "expand_projection", "projection_rng", "projection_size"]
 
 
 def projection_rng(spec, proj) -> np.random.Generator:
@@ -43,6 +43,44 @@ def _shape_of(node, field_: str, what: str):
         raise SpecError(f"'{node.name}' has shape {shape}, expected (C, H, W)", field=field_,
                         fix="give a 3-D shape")
     return shape
+
+
+def _convolution(src, tgt, c: Conv2D, f: str) -> tuple[int, cx.ConvConnections]:
+    """``(replicas, one copy's synapses, unexpanded)`` of a Conv2D projection, the target's size checked."""
+    replicas, in_shape = _replicas_and_shape(src, f"{f}.kernel", "source")
+    one = cx.conv2d(np.asarray(c.kernel.data, dtype=np.float64), in_shape, stride=c.stride, padding=c.padding,
+                    groups=c.groups, lazy=True)
+    post = ((replicas,) if replicas > 1 else ()) + one.post_shape
+    if int(np.prod(post)) != tgt.size:
+        raise SpecError(f"the convolution gives {post} = {int(np.prod(post))} "
+                        f"neurons but target '{tgt.name}' has {tgt.size}", field=f,
+                        fix=f"give '{tgt.name}' size {int(np.prod(post))} (shape {list(post)})")
+    return replicas, one
+
+
+def convolution_of(spec, proj) -> tuple[int, cx.ConvConnections]:
+    """``(replicas, one copy's synapses)`` of a :class:`~biosnn.spec.Conv2D` projection, without synapse lists.
+
+    Raises
+    ------
+    SpecError
+        For a kernel, shape or target size that does not fit (the field named).
+    """
+    f = f"projections.{proj.name}.connect"
+    try:
+        return _convolution(spec.node(proj.source), spec.node(proj.target), proj.connect, f)
+    except SpecError as exc:
+        if exc.field and exc.field.startswith("projections."):
+            raise
+        raise exc.located(prefix=f) from None
+
+
+def projection_size(spec, proj) -> int:
+    """The number of synapses of a projection; a convolution's from its geometry (no synapse lists)."""
+    if isinstance(proj.connect, Conv2D):
+        replicas, one = convolution_of(spec, proj)
+        return replicas * len(one)
+    return len(expand_projection(spec, proj).i)
 
 
 def expand_projection(spec, proj) -> cx.Connections:
@@ -84,14 +122,8 @@ def expand_projection(spec, proj) -> cx.Connections:
         elif isinstance(c, Explicit):
             conn = cx.explicit(np.asarray(c.i.data), np.asarray(c.j.data), n_pre, n_post)
         elif isinstance(c, Conv2D):
-            replicas, in_shape = _replicas_and_shape(src, f"{f}.kernel", "source")
-            conn = cx.replicated(cx.conv2d(np.asarray(c.kernel.data, dtype=np.float64), in_shape, stride=c.stride,
-                                           padding=c.padding, groups=c.groups), replicas)
-            if int(np.prod(conn.post_shape)) != n_post:
-                raise SpecError(f"the convolution gives {conn.post_shape} = {int(np.prod(conn.post_shape))} "
-                                f"neurons but target '{tgt.name}' has {n_post}", field=f,
-                                fix=f"give '{tgt.name}' size {int(np.prod(conn.post_shape))} "
-                                    f"(shape {list(conn.post_shape)})")
+            replicas, one = _convolution(src, tgt, c, f)
+            conn = cx.replicated(one.expanded(), replicas)
         elif isinstance(c, Pool2D):
             replicas, in_shape = _replicas_and_shape(src, f"{f}.kernel_size", "source")
             conn = cx.replicated(cx.avgpool2d(in_shape, c.kernel_size, stride=c.stride, padding=c.padding), replicas)

@@ -102,7 +102,9 @@ def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = 
     graph = trace(ann, input_shape)
     if input_mode == "poisson":
         check_nonnegative(calibration_array(calibration), "Rate coding", POISSON_WHY, "the calibration data")
+    ops = ann_ops(graph)
     graph_n, thresholds = calibrate(graph, calibration_array(calibration), normalization=normalization,
                                     percentile=percentile, T=T, input_mode=input_mode, seed=seed)
+    del graph  # one copy of the weights (the normalised one) while the spec is built
     return SNN(graph_n, coding="rate", T=T, thresholds=thresholds, input_mode=input_mode, readout=readout,
-               seed=seed, ann_ops=ann_ops(graph), name=name, v_init=0.5 if qcfs else 0.0)
+               seed=seed, ann_ops=ops, name=name, v_init=0.5 if qcfs else 0.0)

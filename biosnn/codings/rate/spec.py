@@ -36,7 +36,7 @@ import dataclasses
 import numpy as np
 
 from biosnn import connectivity as cx
-from biosnn.conversion.connect import weighted_connect
+from biosnn.conversion.connect import scaled_connect
 from biosnn.frontends.torch_graph import Layer, LayerGraph, snn_roles
 from biosnn.errors import ConversionError
 from biosnn.spec import model as m
@@ -49,13 +49,16 @@ DT_MS = 1.0  # nominal time step; a converted network's time is counted in steps
 
 
 def layer_connections(layer) -> cx.Connections:
-    """Synapses of one synaptic layer (linear, conv2d, avgpool2d, maxpool2d) with its weights."""
+    """Synapses of one synaptic layer (linear, conv2d, avgpool2d, maxpool2d) with its weights.
+
+    A convolution's are a :class:`~biosnn.connectivity.ConvConnections` (kernel
+    and geometry; the synapse lists are made only if read)."""
     p = layer.params
     if layer.op == "linear":
         return cx.dense(layer.weight)
     if layer.op == "conv2d":
         return cx.conv2d(layer.weight, layer.in_shape, stride=p["stride"], padding=p["padding"],
-                         dilation=p["dilation"], groups=p["groups"])
+                         dilation=p["dilation"], groups=p["groups"], lazy=True)
     if layer.op == "avgpool2d":
         if not p.get("count_include_pad", True) and any(p["padding"]):
             raise ConversionError(f"layer '{layer.name}': avg pooling with padding and "
@@ -81,7 +84,7 @@ def layer_populations(graph: LayerGraph) -> dict[str, str]:
 def _fanout(conns: list[tuple[int, cx.Connections]], size: int) -> np.ndarray:
     out = np.zeros(size)
     for _, c in conns:
-        out += np.bincount(c.i, minlength=size)[:size]
+        out += cx.out_degree(c)[:size]
     return out
 
 
@@ -309,7 +312,6 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
 
     def add_projection(src_layer_name, tgt_pop, conns: cx.Connections, scale=1.0, tag="", conv=None):
         src_pop = pop_of[src_layer_name]
-        weights = None if conns.weights is None else np.asarray(conns.weights, dtype=np.float64) * scale
         if src_pop == "input" and input_mode == "analog":
             model = "current"
         else:
@@ -321,8 +323,8 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
                                 operations=[m.Operation("c = 0", dt=window)], order=order_of[src_layer_name])
         else:
             # a convolution keeps its kernel: backends may share it instead of storing a weight per synapse
-            connect, values = weighted_connect(conv, conns, weights if weights is not None else np.ones(len(conns.i)),
-                                               shaped=conv is not None and specs_by_pop[src_pop].get("shape") is not None)
+            connect, values = scaled_connect(conv, conns, scale,
+                                             shaped=conv is not None and specs_by_pop[src_pop].get("shape") is not None)
             proj = m.Projection(pname, src_pop, tgt_pop, model, connect, weights=values,
                                 order=order_of[src_layer_name])
         projs.append(proj)

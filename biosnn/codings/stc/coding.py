@@ -227,7 +227,7 @@ class STCSNN(SNN):
         return {"scores": scores, "predictions": np.argmax(scores, axis=1), "layer_spikes": per_layer("spikes"),
                 "saturated": per_layer("saturated")}
 
-    def run(self, x, backend: str = "runtime", batch_size: int = 256, progress: bool = True,
+    def run(self, x, backend: str = "auto", batch_size: int | None = None, progress: bool = True,
             **backend_options) -> SNNResult:
         """Simulate ``x`` in Brian2 (see :meth:`SNN.run`); ``extras["cab_macs"]`` holds the CABs' MACs per sample.
 

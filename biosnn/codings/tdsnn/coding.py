@@ -264,7 +264,7 @@ class TDSNN(SNN):
         check_nonnegative(x, "TDSNN", _WHY_NONNEGATIVE)
         return input_steps(self.graph, x, self.L, self.T_il).reshape(x.shape)
 
-    def run(self, x, backend: str = "runtime", batch_size: int = 256, progress: bool = True,
+    def run(self, x, backend: str = "auto", batch_size: int | None = None, progress: bool = True,
             **backend_options) -> SNNResult:
         """Simulate raw inputs ``x`` (see :meth:`SNN.run`); the ticking neurons' counts go to ``extras``."""
         res = super().run(self.encode(x), backend=backend, batch_size=batch_size, progress=progress,

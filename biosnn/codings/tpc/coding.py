@@ -31,7 +31,7 @@ from torch import nn
 
 from biosnn.conversion.chains import refuse_residual_additions
 from biosnn.conversion.inputs import check_nonnegative
-from biosnn.conversion.snn import SNN, SNNResult, _to_numpy, batch_layout
+from biosnn.conversion.snn import SNN, SNNResult, _to_numpy, batch_layout, batch_plan
 from biosnn.codings.tpc.reference import RESIDUAL_WHY, TPCPlan, build_plan, check_bits, simulate_tpc
 from biosnn.errors import ConversionError
 
@@ -488,8 +488,8 @@ class TPCSNN(SNN):
         """The exact numpy reference of this network (:func:`~biosnn.codings.tpc.reference.simulate_tpc`)."""
         return simulate_tpc(self.plan, x, batch_size=batch_size)
 
-    def run(self, x, backend: str = "runtime", batch_size: int = 256, progress: bool = True,
-            replicas: int | None = None, **backend_options) -> SNNResult:
+    def run(self, x, backend: str = "auto", batch_size: int | None = None, progress: bool = True,
+            replicas: int | None = None, workers: int | None = None, **backend_options) -> SNNResult:
         """Simulate samples ``x`` through the pipeline, ``batch_size`` samples per simulation run.
 
         Each network copy (``replicas``, see :meth:`SNN.run`) simulates its
@@ -500,12 +500,11 @@ class TPCSNN(SNN):
         """
         logging.getLogger("brian2.codegen.generators.base").addFilter(_MAX_FILTER)  # idempotent
         x = _to_numpy(x)
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ConversionError(f"batch_size must be a positive integer, got {batch_size!r}")
         if x.ndim < 2 or len(x) == 0:
             raise ConversionError(f"x must have shape (N,) + {self.graph.input_shape} with N >= 1, got {x.shape}")
         check_nonnegative(x, "TPC", _WHY_NONNEGATIVE)
         n, lag = len(x), self.plan.depth - 1
+        backend, batch_size, workers = batch_plan(backend, batch_size, n, workers, backend_options)
         R, per_run = batch_layout(replicas, backend, batch_size, n)  # per_run: one copy's pipeline segment
         pieces, rows = [], {}
         # row of sample s in a run: s + d for a stage at depth d (its spikes are counted at the end of
@@ -517,7 +516,7 @@ class TPCSNN(SNN):
             for lname, d in depth.items():
                 rows.setdefault(lname, []).append(block * (per_run + lag) + d + np.arange(len(chunk)))
         res = super().run(np.concatenate(pieces), backend=backend, batch_size=R * (per_run + lag),
-                          progress=progress, replicas=R, **backend_options)
+                          progress=progress, replicas=R, workers=workers, **backend_options)
         rows = {k: np.concatenate(v) for k, v in rows.items()}
         scores = res.scores[rows[self.graph.output]]
         return dataclasses.replace(

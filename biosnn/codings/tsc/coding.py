@@ -99,7 +99,7 @@ class TSCSNN(SNN):
         from biosnn.codings.tsc.reference import simulate_tsc
         return simulate_tsc(self.graph, x, self.T, rounding=self.rounding, batch_size=batch_size, record=record)
 
-    def run(self, x, backend: str = "runtime", batch_size: int = 256, progress: bool = True,
+    def run(self, x, backend: str = "auto", batch_size: int | None = None, progress: bool = True,
             **backend_options) -> SNNResult:
         """Simulate ``x`` (see :meth:`SNN.run`); adds TSC's operation counts per sample to ``extras``."""
         from biosnn.conversion.snn import _to_numpy

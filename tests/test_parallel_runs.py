@@ -1,0 +1,105 @@
+"""Batches in parallel processes of one compiled binary (``workers=``) and ``backend="auto"``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import biosnn
+from biosnn.backends import registry as base
+from biosnn.backends.parallel import available_cores, resolve_workers, run_batches
+from biosnn.conversion.snn import batch_plan
+from biosnn.errors import BackendError, ConversionError
+
+
+def _cnn():
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 8, 3), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(8 * 2 * 2, 10)).eval()
+
+
+def _same(a, b):
+    np.testing.assert_array_equal(a.predictions, b.predictions)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    assert a.layer_spikes.keys() == b.layer_spikes.keys()
+    for k in a.layer_spikes:
+        np.testing.assert_array_equal(a.layer_spikes[k], b.layer_spikes[k], err_msg=k)
+        np.testing.assert_array_equal(a.layer_synops[k], b.layer_synops[k], err_msg=k)
+    np.testing.assert_array_equal(a.input_events, b.input_events)
+
+
+@pytest.mark.standalone
+def test_workers_give_the_results_of_one_worker(digits, build_cache):
+    """7 batches of 4 samples (the last padded) on 1 and on 3 processes of the same binary: identical, in order."""
+    x, _, xt, _ = digits
+    snn = biosnn.convert(_cnn(), "rate", calibration=x[:100], input_shape=(1, 8, 8), T=10)
+    kw = dict(backend="cpp_standalone", batch_size=4, progress=False, cache_dir=build_cache)
+    one = snn.run(xt[:26], workers=1, **kw)
+    three = snn.run(xt[:26], workers=3, **kw)
+    assert one.runs == three.runs == 7
+    _same(one, three)
+    assert one.spikes_per_sample.min() > 0 and len(np.unique(one.spikes_per_sample)) > 10  # order matters
+    # the binary's input files of the parallel runs are gone, the build stays
+    from biosnn.backends import get_backend
+    sim = get_backend("cpp_standalone", cache_dir=build_cache).build(snn.spec_for(4))
+    assert sim.compiled is False
+    assert not list(sim.directory.glob("results_*"))
+    # the runtime backend (one process) agrees
+    _same(one, snn.run(xt[:26], backend="runtime", batch_size=13, progress=False))
+
+
+@pytest.mark.standalone
+def test_run_batches_yields_in_order_and_reports_failures(digits, build_cache):
+    x, _, xt, _ = digits
+    snn = biosnn.convert(_cnn(), "rate", calibration=x[:100], input_shape=(1, 8, 8), T=10)
+    from biosnn.backends import get_backend
+    sim = get_backend("cpp_standalone", cache_dir=build_cache).build(snn.spec_for(4))
+    flat = xt[:12].reshape(12, -1) / snn.graph.input_scale
+    batches = [{"x_in": flat[4 * b:4 * b + 4]} for b in range(3)]
+    inputs = sim.directory / "static_arrays"
+    before = sorted(inputs.glob("init_x_in_values_*.dat"))
+    recs = list(run_batches(sim, batches, workers=2))
+    assert sorted(inputs.glob("init_x_in_values_*.dat")) == before   # the runs' input files are removed
+    for b, rec in enumerate(recs):
+        expect = sim.run(overrides=batches[b], progress=False)
+        np.testing.assert_array_equal(rec.states["meter"]["spk_last"].values,
+                                      expect.states["meter"]["spk_last"].values)
+    with pytest.raises(BackendError, match="cannot override 'nope'"):
+        list(run_batches(sim, batches[:1] + [{"nope": 1}], workers=2))
+    assert not list(sim.directory.glob("results_*"))
+
+
+def test_workers_and_batch_plan_are_checked():
+    assert resolve_workers(None) == available_cores() >= 1
+    assert resolve_workers(None, threads=available_cores()) == 1
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(BackendError, match="workers must be a positive integer"):
+            resolve_workers(bad)
+    assert batch_plan("cpp_standalone", None, 10, 4, {}) == ("cpp_standalone", 3, 4)
+    assert batch_plan("cpp_standalone", None, 10_000, 4, {}) == ("cpp_standalone", 256, 4)
+    assert batch_plan("runtime", None, 10, 4, {}) == ("runtime", 10, 1)
+    with pytest.raises(ConversionError, match="batch_size must be a positive integer"):
+        batch_plan("runtime", 0, 10, None, {})
+
+
+def test_auto_backend_choice(monkeypatch, capsys):
+    monkeypatch.delenv("BIOSNN_BACKEND")
+    monkeypatch.setattr(base, "_ANNOUNCED", set())
+    import biosnn.backends.brian2_cuda as cuda
+    monkeypatch.setattr(base, "available_backends", lambda: ["runtime", "cpp_standalone", "cuda_standalone"])
+    monkeypatch.setattr(cuda, "gpu_visible", lambda: False)   # nvcc alone is not a GPU
+    assert base.resolve_backend("auto") == "cpp_standalone"
+    assert "chose cpp_standalone (a C++ compiler is on the PATH)" in capsys.readouterr().err
+    assert base.resolve_backend("auto") == "cpp_standalone"
+    assert capsys.readouterr().err == ""                        # said once
+    monkeypatch.setattr(cuda, "gpu_visible", lambda: True)
+    assert base.resolve_backend("auto") == "cuda_standalone"
+    monkeypatch.setattr(base, "available_backends", lambda: ["runtime"])
+    assert base.resolve_backend("auto") == "runtime"
+    assert "no C++ compiler" in capsys.readouterr().err
+    assert base.resolve_backend("cython") == "cython"
+    monkeypatch.setenv("BIOSNN_BACKEND", "nope")
+    with pytest.raises(BackendError, match=r"\$BIOSNN_BACKEND is 'nope'"):
+        base.resolve_backend("auto")
