@@ -96,7 +96,7 @@ def qcfs_model(model: nn.Module, levels: int) -> nn.Module:
 
     import torch.fx as fx
 
-    from biosnn.frontends.torch_trace import _InplaceTracer
+    from biosnn.frontends.torch_graph import _InplaceTracer
 
     model = copy.deepcopy(model)
     try:
