@@ -53,7 +53,7 @@ import scipy.sparse as sp
 from biosnn import connectivity as cx
 from biosnn.frontends.torch_graph import LayerGraph
 from biosnn.codings.rate.spec import DT_MS, _fanout, layer_connections
-from biosnn.codings.stc.torch_model import check_stc_params, theta_table
+from biosnn.codings.stc.torch_model import check_chain, check_stc_params, theta_table
 from biosnn.errors import ConversionError
 from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue
@@ -132,21 +132,16 @@ def stc_plan(graph: LayerGraph, first_layer: str = "analog") -> STCPlan:
         output stage without a linear/conv layer, or no hidden ReLU at all.
     """
     check_stc_params(first_layer=first_layer)
+    check_chain(graph)
     stages: list[Stage] = []
     source, chain = "input", []
-    prev = graph.layers[0].name
     for layer in graph.layers[1:]:
-        if layer.op == "add" or tuple(layer.inputs) != (prev,):
-            raise ConversionError(
-                f"layer '{layer.name}' ({layer.module}) is not part of a simple chain of layers (residual additions "
-                "and branches are not supported by the stc coding). Fix: use a sequential network.")
         if layer.op == "maxpool2d":
             raise ConversionError(
                 f"layer '{layer.name}' ({layer.module}) is a max pooling: it is not a linear map of spikes, and "
                 "max pooling on CAB outputs is not built in the STC spiking network. Fix: use nn.AvgPool2d "
                 "(folded into the next layer's synapses) and fine-tune with biosnn.prepare(model, 'stc').")
         chain.append(layer.name)
-        prev = layer.name
         affine = any(graph[c].op in _AFFINE for c in chain)
         if layer.name == graph.output:
             if layer.relu or not affine:
