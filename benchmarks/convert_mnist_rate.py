@@ -440,17 +440,6 @@ def markdown(args, argv, anns, rows, target, b2, sj, total_s) -> str:
     return "\n".join(lines)
 
 
-def append_section(text: str, path: Path):
-    """Append (never overwrite).  Only ``convert_speed.py`` still uses this, until it calls ``report.record``."""
-    header = "" if path.exists() and path.stat().st_size > 0 else "# Benchmarks\n\n"
-    with open(path, "a", encoding="utf-8") as fh:
-        if not header:
-            existing_tail = path.read_text(encoding="utf-8")[-2:]
-            if not existing_tail.endswith("\n\n"):
-                fh.write("\n" if existing_tail.endswith("\n") else "\n\n")
-        fh.write(header + text)
-
-
 # --------------------------------------------------------------------------- main
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv

@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import biosnn  # noqa: E402
 from biosnn.backends.parallel import available_cores  # noqa: E402
 from biosnn.datasets import load_mnist, train_classifier  # noqa: E402
-from convert_mnist_rate import CACHE, ann_predictions, append_section, spikingjelly_throughput  # noqa: E402
+from convert_mnist_rate import CACHE, ann_predictions, spikingjelly_throughput  # noqa: E402
 import report  # noqa: E402  (benchmarks/report.py)
 
 #: coding -> conversion parameters
@@ -319,14 +319,6 @@ def run_sj(name, model, data, args, cores, ann_pred):
 
 
 # --------------------------------------------------------------------------- report
-def publish(lines, record: bool):
-    """Print a Markdown section and, if ``record``, append it to BENCHMARKS.md (``convert_speed_cuda.py``)."""
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if record:
-        append_section(text, ROOT / "BENCHMARKS.md")
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))

@@ -42,9 +42,34 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 import biosnn  # noqa: E402
 from biosnn.backends.brian2_cuda import gpu_visible  # noqa: E402
-from biosnn.datasets import load_mnist  # noqa: E402
-from convert_mnist_rate import ann_predictions, spikingjelly_throughput, trained_lenet  # noqa: E402
-from convert_speed import CODINGS, finetuned, synapse_bytes  # noqa: E402
+from biosnn.datasets import load_mnist, train_classifier  # noqa: E402
+from convert_mnist_rate import CACHE, ann_predictions, spikingjelly_throughput, trained_lenet  # noqa: E402
+from convert_speed import synapse_bytes  # noqa: E402
+
+#: coding -> (conversion parameters, whether the prepared model needs fine-tuning); the LeNet-5 codings
+#: measured on the GPU (and prebuilt by gpu_prebuild.py)
+CODINGS = {
+    "rate": ({"T": 32, "normalization": "percentile"}, False),
+    "tdsnn": ({"L": 5}, True),
+    "tsc": ({"T": 32}, False),
+    "tpc": ({"bits": 8}, True),
+    "stc": ({"T": 8, "theta0": 1.0, "tau": 2.0}, True),
+}
+PREPARE_KEYS = {"tdsnn": ("L",), "tpc": ("bits",), "stc": ("T", "theta0", "tau"), "tsc": (), "rate": ()}
+
+
+def finetuned(model, coding, params, x, y, epochs, tag):
+    """``biosnn.prepare`` + fine-tuning (cached in ``benchmarks/.cache``)."""
+    prep = biosnn.prepare(model, coding, **{k: params[k] for k in PREPARE_KEYS[coding] if k in params})
+    if not CODINGS[coding][1] or epochs == 0:
+        return prep.eval()
+    path = CACHE / f"lenet5-{coding}-{json.dumps(params, sort_keys=True)}-{tag}-e{epochs}.pt"
+    if path.exists():
+        prep.load_state_dict(torch.load(path, weights_only=True))
+    else:
+        train_classifier(prep, x, y, epochs=epochs, lr=1e-4, batch_size=128, seed=0)
+        torch.save(prep.state_dict(), path)
+    return prep.eval()
 
 
 def gpu_name() -> str:

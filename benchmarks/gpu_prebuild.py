@@ -91,7 +91,7 @@ def train_models() -> None:
     import torch
     from biosnn.datasets import load_mnist
     from convert_mnist_rate import trained_lenet
-    from convert_speed import CODINGS, finetuned
+    from convert_speed_cuda import CODINGS, finetuned
     torch.set_num_threads(1)
     x, y = load_mnist("train")
     model, _ = trained_lenet("avg", x, y, 3, 0)
@@ -142,7 +142,7 @@ def assets(out: Path) -> None:
         (out / "data").mkdir(parents=True, exist_ok=True)
         shutil.copy2(mnist, out / "data" / "mnist.npz")
         train_models()
-    # LeNet-5 (convert_mnist_rate.trained_lenet) and the fine-tuned tdsnn/tpc models (convert_speed.finetuned)
+    # LeNet-5 (convert_mnist_rate.trained_lenet) and the fine-tuned tdsnn/tpc models (convert_speed_cuda.finetuned)
     for model in sorted((ROOT / "benchmarks" / ".cache").glob("lenet5-*n60000-seed0.pt")) + sorted(
             (ROOT / "benchmarks" / ".cache").glob("lenet5-t*-n10000-e1.pt")):
         (out / "models").mkdir(parents=True, exist_ok=True)

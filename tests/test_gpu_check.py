@@ -159,3 +159,14 @@ def test_report_records_with_the_gpu_machine_and_refuses_dry_runs(tmp_path):
     assert "DRY RUN" in gpu_report.sections(dry)[0][1]
     with pytest.raises(SystemExit, match="a dry run's figures are not GPU figures"):
         gpu_report.record(dry, root=tmp_path)
+
+
+def test_benchmark_modules_of_the_gpu_steps_import_what_they_use():
+    """The lenet/codings steps and gpu_prebuild import LeNet codings and fine-tuning from convert_speed_cuda
+    (a rewrite of convert_speed.py once removed them, and the GPU check would have failed on the device)."""
+    code = ("import sys; sys.path[:0] = [sys.argv[1] + '/benchmarks', sys.argv[1], sys.argv[1] + '/examples']\n"
+            "import convert_speed_cuda as c, gpu_prebuild, inspect\n"
+            "assert set(c.CODINGS) >= {'rate', 'tdsnn', 'tpc'} and callable(c.finetuned)\n"
+            "assert 'from convert_speed_cuda import CODINGS, finetuned' in inspect.getsource(gpu_prebuild)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
