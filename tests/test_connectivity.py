@@ -136,11 +136,12 @@ def test_conv2d_drop_zeros():
 def test_conv2d_speed_lenet_layer():
     kernel = np.random.default_rng(0).standard_normal((16, 6, 5, 5))
     conv2d(kernel, (6, 28, 28))  # warm-up
-    t0 = time.perf_counter()
+    # CPU time of this process, not wall time: other processes on a loaded machine do not count
+    t0 = time.process_time()
     conn = conv2d(kernel, (6, 28, 28))
-    elapsed = time.perf_counter() - t0
+    elapsed = time.process_time() - t0
     assert conn.n_synapses == 16 * 24 * 24 * 150
-    assert elapsed < 0.5, f"conv2d expansion took {elapsed:.3f} s"
+    assert elapsed < 0.5, f"conv2d expansion took {elapsed:.3f} s of CPU time"
 
 
 @pytest.mark.parametrize("kwargs,match", [
