@@ -528,3 +528,41 @@ def test_cpp_keyword_as_variable_name_is_refused():
     with pytest.raises(SpecError, match="C\\+\\+ keywords") as info:
         NetworkSpec("n", populations=[Population("p", 1, NeuronModel("new : 1"))])
     assert info.value.field.endswith("equations")
+
+
+# ---------------------------------------------------------------------------
+# Explicit synapse lists given in any order (a silent weight mix-up before: synapses were numbered
+# sorted by (i, j) in every backend while per-synapse arrays kept the given order)
+
+def _unsorted_explicit_spec():
+    fire_once = NeuronModel("v : 1", threshold="t > 0*ms and t < 1.5*ms")
+    return NetworkSpec(
+        name="unsorted", dt="1*ms", duration="10*ms",
+        populations=(Population("src", 3, fire_once), Population("tgt", 3, NeuronModel("v : 1"))),
+        projections=(Projection(
+            "p", "src", "tgt", SynapseModel("w : 1\nd2 : 1", on_pre="v_post += w + d2"),
+            connect=Explicit(i=np.array([2, 0, 1, 0]), j=np.array([2, 0, 1, 1])),
+            weights=ArrayValue(np.array([30.0, 10.0, 20.0, 40.0])),
+            delay=ArrayValue(np.array([3.0, 1.0, 2.0, 4.0]), "ms"),
+            initial={"d2": ArrayValue(np.array([300.0, 100.0, 200.0, 400.0]))}),),
+        monitors=(StateMonitor("tgt", ("v",)),))
+
+
+def test_explicit_lists_are_stored_sorted_with_their_per_synapse_values():
+    proj = _unsorted_explicit_spec().projections[0]
+    np.testing.assert_array_equal(proj.connect.i.data, [0, 0, 1, 2])
+    np.testing.assert_array_equal(proj.connect.j.data, [0, 1, 1, 2])
+    np.testing.assert_array_equal(proj.weights.data, [10.0, 40.0, 20.0, 30.0])
+    np.testing.assert_array_equal(proj.delay.data, [1.0, 4.0, 2.0, 3.0])
+    np.testing.assert_array_equal(proj.initial["d2"].data, [100.0, 400.0, 200.0, 300.0])
+
+
+def test_explicit_lists_in_any_order_deliver_each_weight_to_its_own_target(tmp_path):
+    from biosnn.backends import get_backend
+    from biosnn import load
+    spec = _unsorted_explicit_spec()
+    spec.save(tmp_path / "unsorted.yaml")
+    assert load(tmp_path / "unsorted.yaml") == spec
+    v = get_backend("runtime").build(spec).run().states["tgt"]["v"].values[-1]
+    # target 0: (0->0) 10 + 100; target 1: (0->1) 40 + 400 and (1->1) 20 + 200; target 2: (2->2) 30 + 300
+    np.testing.assert_allclose(v, [110.0, 660.0, 330.0])

@@ -496,6 +496,14 @@ class Explicit:
         Source neuron index of each synapse (integers).
     j : ArrayValue
         Target neuron index of each synapse (integers, same length as ``i``).
+
+    Notes
+    -----
+    A :class:`Projection` stores the pairs sorted by ``(i, j)`` (stable) and
+    permutes its per-synapse ``weights``, ``delay`` and ``initial`` arrays
+    along, so synapse ``k`` is the same synapse in the spec, in every backend
+    and in recordings; run-time overrides of per-synapse values follow that
+    stored order (``spec.projection(name).connect.i``).
     """
 
     i: ArrayValue
@@ -660,6 +668,35 @@ class Projection:
             object.__setattr__(self, "delay", as_value(self.delay, field="delay"))
         object.__setattr__(self, "initial", _values(self.initial, "initial"))
         object.__setattr__(self, "parameters", _params(self.parameters, "parameters"))
+        _sort_explicit_synapses(self)
+
+
+def _sort_explicit_synapses(proj: "Projection") -> None:
+    """Store explicit synapse lists sorted by ``(i, j)``, per-synapse arrays permuted along.
+
+    Every backend numbers synapses in this order (the static templates need it, Brian2 keeps the
+    order it is given), so weights, delays and initial values given per synapse in another order
+    must travel with their synapse. The sort is stable: duplicated pairs keep their given order.
+    """
+    c = proj.connect
+    if not isinstance(c, Explicit) or c.i.data.size < 2:
+        return
+    i, j = np.asarray(c.i.data), np.asarray(c.j.data)
+    order = np.lexsort((j, i))
+    if np.all(order[1:] > order[:-1]):
+        return
+    n = i.size
+
+    def permuted(value):
+        if isinstance(value, ArrayValue) and value.data.ndim >= 1 and value.data.shape[0] == n:
+            return ArrayValue(value.data[order], value.unit)
+        return value
+
+    set_ = object.__setattr__
+    set_(proj, "connect", Explicit(i=i[order], j=j[order]))
+    set_(proj, "weights", permuted(proj.weights))
+    set_(proj, "delay", permuted(proj.delay))
+    set_(proj, "initial", _values({k: permuted(v) for k, v in proj.initial.items()}, "initial"))
 
 
 # ---------------------------------------------------------------------------
