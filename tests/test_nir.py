@@ -438,7 +438,7 @@ def test_errors_name_node_type_and_fix():
         from_nir(bad, dt=1e-3)
     with pytest.raises(ConversionError, match="unknown NIR flavor 'brian'"):
         from_nir(g, flavor="brian")
-    with pytest.raises(ConversionError, match="do not run on NEST.*backend='runtime'"):
+    with pytest.raises(ConversionError, match="cannot run on NEST: recurrent edges .*Run it on a Brian2 backend"):
         run_nir(g, np.zeros((2, 1, 4, 4)), backend="nest")
     import biosnn
     with pytest.raises(ConversionError, match="population 'exc'.*no NIR counterpart"):
@@ -750,3 +750,58 @@ def test_converted_export_refusals(converted, digits):
     spec = m.NetworkSpec("lifs", populations=[m.Population("exc", 3, "lif")], duration="1*ms")
     with pytest.raises(ConversionError, match="population 'exc' \\(model lif: .*refractory period"):
         to_nir(spec)
+
+
+# --------------------------------------------------------------------------- NEST: feed-forward IF/LIF graphs
+
+@pytest.fixture(scope="module")
+def nest_backend(build_cache):
+    """The NEST backend with the session's NESTML module cache; skips where NEST, NESTML or the toolchain is missing."""
+    import os
+    import shutil
+    os.environ.setdefault("PYNEST_QUIET", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    pytest.importorskip("nest")
+    pytest.importorskip("pynestml")
+    if not (shutil.which("cmake") and shutil.which("g++")):
+        pytest.skip("NESTML needs cmake and g++")
+    from biosnn import get_backend
+    return get_backend("nest", cache_dir=build_cache / "nestml")
+
+
+@pytest.mark.nestml
+@pytest.mark.parametrize("tool, case", [("norse", norse_conv), ("sinabs", sinabs_conv)],
+                         ids=["norse-LIF-euler-IF-step-reset-to-value", "sinabs-IF-LIF-exact-subtract"])
+def test_feed_forward_graph_runs_on_nest_spike_identically(nest_backend, tool, case):
+    """NEST runs a tool's feed-forward graph (conv, pooling, flatten, linear between IF/LIF layers) with the spikes
+    of the tool and of biosnn's Brian2 form, step for step (each neuron layer one step later inside NEST)."""
+    g, x, ref, what = case()
+    a = run_nir(g, x.numpy(), flavor=tool)
+    b = run_nir(g, x.numpy(), flavor=tool, backend=nest_backend)
+    assert a.keys() == b.keys()
+    for k in a:
+        _same(a[k], b[k], f"{tool} node {k} on NEST")
+    _check(tool, case, b, ref, what)
+
+
+def test_nest_form_of_a_converted_network_and_refusals(converted):
+    """The NEST form (built without NEST): layers shifted a step each, static nodes composed into one delayed
+    projection per layer pair, drive and leak written per step; graphs that do not map are refused."""
+    from biosnn.frontends.nir.nest_plan import nest_build
+    snn, _, xt, _ = converted
+    x = np.repeat(xt[:1], TC, axis=0)
+    nimp = nest_build(to_nir(snn), x)
+    spec = nimp.spec
+    assert [p.name for p in spec.populations] == ["L1", "L2"] and not any(p.operations for p in spec.populations)
+    assert [(p.source, p.target, p.delay) for p in spec.projections] == [("L1", "L2", None)]
+    assert nimp.layer == {"input": 0, "L1": 1, "L2": 2}
+    drive = {i.target: np.asarray(i.values.data) for i in spec.inputs}
+    assert len(drive["L1"]) == TC + 1 and not np.any(drive["L2"][0]) and np.any(drive["L1"][0])
+    g = _graph()
+    with pytest.raises(ConversionError, match="cannot run on NEST: recurrent edges"):
+        nest_build(g, np.zeros((2, 1, 4, 4)))
+    flat = nir.NIRGraph(nodes={k: v for k, v in g.nodes.items() if k != "sub"} | {"output": g.nodes["output"]},
+                        edges=[("input", "conv"), ("conv", "if"), ("if", "pool"), ("pool", "flat"), ("flat", "aff"),
+                               ("aff", "cuba"), ("cuba", "output")], metadata=g.metadata, type_check=False)
+    with pytest.raises(ConversionError, match="node 'cuba' is a CubaLIF; NEST runs NIR's IF and LIF"):
+        nest_build(flat, np.zeros((2, 1, 4, 4)))
