@@ -7,6 +7,8 @@ SpikingJelly 2.0's ``import_from_nir`` (float64) and runs it there with the same
 
 * as imported: SpikingJelly builds ``IFNode(v_reset=0)`` from NIR's IF, which resets to ``v_reset``, where the
   rate coding subtracts the threshold; the table gives the agreement of the predictions;
+* biosnn on NEST: the file run with ``run_nir(path, x, backend="nest")`` for the first ``--nest-samples``
+  images (:mod:`biosnn.frontends.nir.nest_plan`), compared with the SNN's predictions and spike counts;
 * with the IF nodes set to SpikingJelly's soft reset (``v_reset=None``), as the graph's metadata says
   (``reset="subtract"``, ``threshold=">="``, which SpikingJelly uses): predictions, hidden-layer spike counts and
   scores compared with biosnn's.
@@ -49,6 +51,26 @@ def _sj_run(net, x, T, torch):
     return np.array(outs), counts
 
 
+def _nest(path, xs, ours, T, pops):
+    """Run the exported file on NEST, one image at a time; compare with the SNN's predictions and counts."""
+    os.environ.setdefault("PYNEST_QUIET", "1")
+    from biosnn import get_backend
+    from biosnn.frontends.nir import run_nir
+    be = get_backend("nest", cache_dir=os.path.join(os.environ.get("BIOSNN_CACHE_DIR", tempfile.gettempdir()),
+                                                    "nestml"))
+    t0 = time.perf_counter()
+    same, preds, diff = True, [], 0.0
+    for k, x in enumerate(xs):
+        res = run_nir(path, np.repeat(x[None], T, axis=0), backend=be)
+        scores = res["output"].sum(0) / T
+        preds.append(int(np.argmax(scores)))
+        diff = max(diff, float(np.abs(scores - ours.scores[k]).max()))
+        for layer, counts in ours.layer_spikes.items():
+            same &= int(res[pops[layer]].sum()) == int(counts[k])
+    return {"samples": len(xs), "agreement": float(np.mean(np.array(preds) == ours.predictions[:len(xs)])),
+            "counts_identical": bool(same), "max_score_diff": diff, "wall_s": time.perf_counter() - t0}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=1)
@@ -56,6 +78,7 @@ def main():
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--backend", default="cpp_standalone")
     ap.add_argument("--mnist", default=None)
+    ap.add_argument("--nest-samples", type=int, default=5, help="test images also run on NEST from the .nir file")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     load_start = os.getloadavg()[0]
@@ -89,6 +112,7 @@ def main():
         nir.write(path, biosnn.to_nir(snn))
         size = os.path.getsize(path)
         net = import_from_nir(path, dt=DT, dtype=torch.float64)
+        nest_rows = _nest(path, xt[:args.nest_samples], ours, T, snn.layer_populations()) if args.nest_samples else None
     t0 = time.perf_counter()
     hard, _ = _sj_run(net, xt, T, torch)
     sj_s = time.perf_counter() - t0
@@ -109,7 +133,7 @@ def main():
             "sj_soft_agreement": float(np.mean(pred_soft == ours.predictions)),
             "hidden_counts_identical": bool(same_counts), "hidden_counts_differing": differing,
             "max_score_diff": score_diff, "biosnn_s": ours_s, "spikingjelly_s": sj_s, "train_s": train_s,
-            "nir_bytes": size, "samples": n, "steps": T, "backend": ours.backend}
+            "nir_bytes": size, "samples": n, "steps": T, "backend": ours.backend, "nest": nest_rows}
     lines = ["| run | accuracy | predictions equal to biosnn's SNN | hidden spike counts | wall (s) |",
              "|---|---|---|---|---|",
              f"| ANN (torch) | {ann_acc:.4f} | - | - | - |",
@@ -120,6 +144,10 @@ def main():
              f"| SpikingJelly, IF soft reset (the file's metadata) | {rows['sj_soft_accuracy']:.4f} | "
              f"{rows['sj_soft_agreement']:.4f} | {'identical' if same_counts else f'{differing} differ'}; "
              f"max score difference {score_diff:.1e} | - |"]
+    if nest_rows:
+        lines.append(f"| biosnn on NEST, `run_nir(file, backend='nest')`, first {nest_rows['samples']} images | - | "
+                     f"{nest_rows['agreement']:.4f} | {'identical' if nest_rows['counts_identical'] else 'differ'}; "
+                     f"max score difference {nest_rows['max_score_diff']:.1e} | {nest_rows['wall_s']:.1f} |")
     table = "\n".join(lines)
     print(table)
     cmd = "python benchmarks/nir_convert_mnist.py " + " ".join(sys.argv[1:])

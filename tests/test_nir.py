@@ -649,6 +649,23 @@ def test_converted_cnn_exports_to_nir_and_reimports_spike_identically(converted)
         np.testing.assert_allclose(res["output"].sum(0) / TC, ref.scores[k], rtol=1e-12, atol=1e-14)
 
 
+def test_converted_residual_network_exports_with_a_scale_shortcut(residual_block, digits):
+    """A residual block: the virtual branch's conv and the shortcut (a Scale: normalisation rescales it) both feed
+    the add layer's IF node, which sums them, as the rate coding does."""
+    import biosnn
+    from biosnn.codings.rate.reference import simulate_rate
+    x = digits[0]
+    snn = biosnn.convert(residual_block, "rate", calibration=x[:100], input_shape=(1, 8, 8), T=12)
+    g = to_nir(snn)
+    assert {("L2", "L3_conv2d_0"), ("L1", "L3_scale_1"), ("L3_conv2d_0", "L3"), ("L3_scale_1", "L3")} <= set(g.edges)
+    ref = simulate_rate(snn.graph, x[:1], 12, thresholds=snn.thresholds, readout="potential", record_trains=True)
+    res = run_nir(g, np.repeat(x[:1], 12, axis=0))
+    for layer, pop in snn.layer_populations().items():
+        if pop in res:
+            _same(ref.trains[layer][0], res[pop].reshape(12, -1), f"layer {layer}")
+    np.testing.assert_allclose(res["output"].sum(0) / 12, ref.scores[0], rtol=1e-12, atol=1e-14)
+
+
 def test_converted_round_trip_spec_nir_spec(converted):
     """SNN -> NIR -> spec -> NIR: every node, parameter, edge and the discretisation come back unchanged."""
     snn, _, _, _ = converted

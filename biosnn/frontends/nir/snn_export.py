@@ -27,6 +27,7 @@ cannot express.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 
@@ -140,7 +141,6 @@ def snn_to_nir(snn):
     out_shape = graph[graph.output].out_shape
     nodes["output"] = nir.Output(output_type={"output": np.array(out_shape)})
     disc = Discretisation(dt=DT, threshold=">=", reset="subtract")
-    from dataclasses import asdict
     meta = {"producer": "biosnn", METADATA_KEY: json.dumps(asdict(disc), sort_keys=True),
             "biosnn_input": ("the sample x itself every step (analog current)" if analog else
                              f"0/1 spikes with probability x / {graph.input_scale!r} per step (Poisson)"),
