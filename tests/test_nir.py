@@ -758,6 +758,13 @@ def test_converted_export_refusals(converted, digits):
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10))
     with pytest.raises(ConversionError, match="tdsnn network.*population 'T1' \\(model 'tdsnn_tick'\\).*clock"):
         to_nir(biosnn.convert(mlp, "tdsnn", calibration=x, input_shape=(1, 8, 8)))
+    with pytest.raises(ConversionError,
+                       match="tpc network.*population 'L1' \\(model 'tpc_stage'\\).*do not depend on time"):
+        to_nir(biosnn.convert(mlp, "tpc", calibration=x, input_shape=(1, 8, 8)))
+    stc = biosnn.prepare(mlp, "stc", calibration=torch.tensor(x))
+    with pytest.raises(ConversionError, match="stc network.*population 'L1' \\(model 'inline': .*decaying threshold.*"
+                                              "NIR's thresholds are constant"):
+        to_nir(biosnn.convert(stc, "stc", calibration=x, input_shape=(1, 8, 8)))
     qcfs = biosnn.prepare(mlp, "rate", levels=4)
     with pytest.raises(ConversionError, match="half their threshold|0.5 x threshold.*no initial state"):
         to_nir(biosnn.convert(qcfs, "rate", calibration=x, input_shape=(1, 8, 8), T=8))

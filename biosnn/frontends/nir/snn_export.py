@@ -39,18 +39,19 @@ __all__ = ["snn_to_nir", "is_converted", "DT", "UNMAPPED_CODINGS"]
 #: The converted network's step in seconds (``biosnn.codings.rate.spec.DT_MS``); the IF nodes' ``r = 1/DT``.
 DT = 1e-3
 
-#: Why each temporal coding has no NIR form: coding -> (predicate on a population's model name, reason).
+#: Why each temporal coding has no NIR form: coding -> (predicate on a population's model name and
+#: description, reason).
 UNMAPPED_CODINGS = {
-    "tdsnn": (lambda name: name == "tdsnn_tick",
+    "tdsnn": (lambda name, desc: name == "tdsnn_tick",
               "a ticking neuron that fires every step of its layer's active period drives the LIF layers, which "
               "are inhibited outside that period: NIR has no clock-driven node and no time-dependent inhibition"),
-    "tsc": (lambda name: name == "tsc_neuron",
+    "tsc": (lambda name, desc: name == "tsc_neuron",
             "a temporal-switch neuron sends each value as an on/off spike pair k steps apart and its synapses switch "
             "a current on and off: NIR's neurons and static edges cannot hold such a switched current"),
-    "tpc": (lambda name: name == "tpc_stage",
+    "tpc": (lambda name, desc: name == "tpc_stage",
             "a bit-serial stage emits binary codes on a clock and its synapses weight a spike at step t by "
             "2**(n-1-t): NIR's weights do not depend on time"),
-    "stc": (lambda name: True,
+    "stc": (lambda name, desc: "decaying threshold" in desc,
             "its neurons fire on a threshold that decays as theta0 exp(-t/tau) within each block (a time-decaying "
             "threshold, like the library's if_decaying_threshold): NIR's thresholds are constant"),
 }
@@ -63,13 +64,19 @@ def is_converted(obj) -> bool:
 
 
 def _refuse_coding(snn):
-    test, why = UNMAPPED_CODINGS.get(snn.coding, (lambda name: True, "biosnn exports rate-coded networks only"))
+    test, why = UNMAPPED_CODINGS.get(snn.coding, (lambda name, desc: True, "biosnn exports rate-coded networks only"))
     spec = snn.spec
-    pops = [p for p in spec.populations if p.name not in ("input", "meter") and isinstance(p.model, str)]
-    pop = next((p for p in pops if test(p.model)), pops[0] if pops else spec.populations[0])
+
+    def named(pop):
+        model = spec.neuron_model(pop)
+        return (pop.model if isinstance(pop.model, str) else "inline"), model.description or ""
+    pops = [p for p in spec.populations if p.name not in ("input", "meter")]
+    pop = next((p for p in pops if test(*named(p))), pops[0] if pops else spec.populations[0])
+    name, desc = named(pop)
     raise ConversionError(
         f"to_nir: the {snn.coding} network '{snn.name}' has no NIR form: population '{pop.name}' (model "
-        f"'{pop.model}'): {why}. Only rate-coded networks (biosnn.convert(model, 'rate', ...)) export to NIR")
+        f"'{name}'{': ' + desc if name == 'inline' else ''}): {why}. Only rate-coded networks "
+        "(biosnn.convert(model, 'rate', ...)) export to NIR")
 
 
 def snn_to_nir(snn):
@@ -148,6 +155,10 @@ def snn_to_nir(snn):
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
 
 
+def _bias(layer, n) -> np.ndarray:
+    return np.zeros(n) if layer.bias is None else np.asarray(layer.bias, dtype=np.float64)
+
+
 def _map_nodes(nir, graph, si, src, pname, factor, nodes, edges) -> list:
     """Write the static nodes of one synaptic input of population ``pname``; return the nodes that feed it."""
     layer = si.layer
@@ -168,7 +179,7 @@ def _map_nodes(nir, graph, si, src, pname, factor, nodes, edges) -> list:
                               "has no reshape node")
     if layer.op == "linear":
         w = np.asarray(layer.weight, dtype=np.float64) * factor
-        b = np.asarray(layer.bias, dtype=np.float64) * si.scale
+        b = _bias(layer, w.shape[0]) * si.scale
         feed = src
         if len(src_shape) > 1:
             feed = f"{pname}_flatten{tag}"
@@ -183,7 +194,7 @@ def _map_nodes(nir, graph, si, src, pname, factor, nodes, edges) -> list:
         nodes[name] = nir.Conv2d(input_shape=tuple(src_shape[1:]), weight=np.asarray(layer.weight) * factor,
                                  stride=tuple(p["stride"]), padding=tuple(p["padding"]),
                                  dilation=tuple(p["dilation"]), groups=int(p["groups"]),
-                                 bias=np.asarray(layer.bias, dtype=np.float64) * si.scale)
+                                 bias=_bias(layer, np.shape(layer.weight)[0]) * si.scale)
         edges.append((src, name))
         return [name]
     if layer.op == "avgpool2d":
