@@ -21,7 +21,10 @@ to it, itself included) computes NIR step ``n`` in simulation step ``n + k - 1``
   NEST backend translates to NESTML; spikes are shifted back, and an ``Output`` fed through static nodes is
   computed from the shifted spikes.
 
-The results equal the Brian2 form's up to floating-point rounding (the weights carry the factors, composed
+The spec is for NEST: NEST adds a jump that arrives in the step of a reset-to-``v_reset`` spike after that
+reset, as NIR's next step does, where Brian2 applies it before its reset and loses it (so on Brian2 this spec
+differs for ``reset="value"``; the Brian2 form of the graph is :func:`~biosnn.frontends.nir.from_nir`'s).
+On NEST the results equal the Brian2 form's up to floating-point rounding (the weights carry the factors, composed
 static maps sum in another order), so a membrane within ~1e-15 of its threshold could differ.  Refused,
 with the node and the reason: recurrent edges, Delay, CubaLIF/LI/CubaLI/I/Threshold nodes, Rockpool's
 discretisation (``method="rockpool"``) and non-spiking nodes feeding the Output.
