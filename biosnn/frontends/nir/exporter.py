@@ -28,9 +28,10 @@ _DESC = re.compile(r"^NIR node (\{.*?\})(;|$)")
 
 #: Why a spec population with a library model has no NIR node (model name -> reason).
 LIBRARY_REASONS = {
-    "if_subtract": "an IF neuron driven by a current variable I (amp) and voltage-jump synapses, reset by "
-                   "subtraction; NIR's IF resets to v_reset",
-    "lif": "a LIF neuron with a refractory period (tau_ref), which NIR's LIF does not have",
+    "if_subtract": "maps only in a spec whose populations are all if_subtract (biosnn.frontends.nir.library_export)",
+    "lif": "a LIF neuron with a refractory period (tau_ref), which NIR's LIF does not have; and Brian2 adds a "
+           "jump arriving in the step of a reset-to-value spike before that reset (it is lost), where NIR's next "
+           "step keeps it",
     "if_decaying_threshold": "its threshold decays in time (theta0 exp(-(t - t0)/tau_theta)); NIR's thresholds "
                              "are constant",
     "ticking": "a clock-driven neuron (fires every step between t_start and t_stop); NIR has no such node",
@@ -47,10 +48,9 @@ def _meta(spec, pop):
         why = LIBRARY_REASONS.get(name, f"{model.description or model.equations!r}")
         raise ConversionError(
             f"population '{pop.name}' (model {name}: {why}) has no NIR counterpart: to_nir writes specs made by "
-            "from_nir and the networks biosnn.convert(model, 'rate', ...) returns (pass the SNN object, not its "
-            "spec: the export needs its layers). Specs of library models do not map: besides the model, a Brian2 "
-            "synapse passes a spike to the next population one step later, where every NIR producer passes it "
-            "within the step")
+            "from_nir, specs whose populations are all the library's if_subtract, and the networks "
+            "biosnn.convert(model, 'rate', ...) returns (pass the SNN object, not its spec: the export needs its "
+            "layers)")
     return json.loads(found.group(1))
 
 
@@ -67,8 +67,9 @@ def to_nir(spec_or_snn):
     Parameters
     ----------
     spec_or_snn : NetworkSpec or biosnn.conversion.snn.SNN
-        A spec from :func:`from_nir` (or an object with such a ``.spec``), or the result of
-        ``biosnn.convert(model, "rate", ...)`` (see :mod:`biosnn.frontends.nir.snn_export`).
+        A spec from :func:`from_nir` (or an object with such a ``.spec``), a spec of the library's
+        ``if_subtract`` neurons (:mod:`biosnn.frontends.nir.library_export`), or the result of
+        ``biosnn.convert(model, "rate", ...)`` (:mod:`biosnn.frontends.nir.snn_export`).
 
     Returns
     -------
@@ -89,7 +90,11 @@ def to_nir(spec_or_snn):
     spec = getattr(spec_or_snn, "spec", spec_or_snn)
     if not isinstance(spec, m.NetworkSpec):
         raise ConversionError(f"to_nir takes a NetworkSpec, got {type(spec).__name__}")
-    metas = {p.name: _meta(spec, p) for p in spec.populations}
+    from biosnn.frontends.nir.library_export import is_library_if_spec, library_spec_to_nir
+    if is_library_if_spec(spec):
+        return library_spec_to_nir(spec)
+    # a refusal names a population of another model before an if_subtract one (which maps in a spec of its own)
+    metas = {p.name: _meta(spec, p) for p in sorted(spec.populations, key=lambda p: p.model == "if_subtract")}
     names = {p: meta["name"] for p, meta in metas.items()}
     incoming = {}
     for proj in spec.projections:
