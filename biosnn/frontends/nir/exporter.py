@@ -4,7 +4,8 @@ Every population of an imported spec names its NIR node (type, name, shape and n
 attributes, as JSON in its model's description); parameters are the population's per-neuron
 values, static weights sit on the projections into the node.  So NIR -> spec -> NIR gives the
 same nodes, parameters and edges (nested graphs come back flat, with ``outer.inner`` names).
-Specs with other models are refused with the population and the reason: NIR has no node for
+Rate-coded converted networks go through :mod:`biosnn.frontends.nir.snn_export`.  Specs with
+other models are refused with the population, its model and the reason: NIR has no node for
 refractory periods, time-varying thresholds, conductances or plasticity.
 """
 
@@ -25,17 +26,31 @@ __all__ = ["to_nir"]
 _DESC = re.compile(r"^NIR node (\{.*?\})(;|$)")
 
 
+#: Why a spec population with a library model has no NIR node (model name -> reason).
+LIBRARY_REASONS = {
+    "if_subtract": "maps only in a spec whose populations are all if_subtract (biosnn.frontends.nir.library_export)",
+    "lif": "a LIF neuron with a refractory period (tau_ref), which NIR's LIF does not have; and Brian2 adds a "
+           "jump arriving in the step of a reset-to-value spike before that reset (it is lost), where NIR's next "
+           "step keeps it",
+    "if_decaying_threshold": "its threshold decays in time (theta0 exp(-(t - t0)/tau_theta)); NIR's thresholds "
+                             "are constant",
+    "ticking": "a clock-driven neuron (fires every step between t_start and t_stop); NIR has no such node",
+    "adaptive_lif_dc": "a conductance-based LIF with an adaptive threshold; NIR has neither",
+    "inhibitory_lif_dc": "a conductance-based LIF with a refractory period; NIR has neither",
+}
+
+
 def _meta(spec, pop):
     model = spec.neuron_model(pop)
     found = _DESC.match(model.description or "")
     if not found:
+        name = pop.model if isinstance(pop.model, str) else "inline"
+        why = LIBRARY_REASONS.get(name, f"{model.description or model.equations!r}")
         raise ConversionError(
-            f"population '{pop.name}' (model {pop.model if isinstance(pop.model, str) else 'inline'}: "
-            f"{model.description or model.equations!r}) has no NIR counterpart: to_nir writes specs made by from_nir "
-            "(NIR's IF/LIF/CubaLIF/LI/CubaLI/I/Threshold nodes with their static layers). biosnn's library models do "
-            "not map: NIR has no refractory period, time-varying threshold, conductance synapse or plasticity, and "
-            "no reset by subtraction (if_subtract); and a Brian2 network passes a spike to the next layer one step "
-            "later, where every NIR producer passes it within the step. Import a NIR graph with from_nir instead")
+            f"population '{pop.name}' (model {name}: {why}) has no NIR counterpart: to_nir writes specs made by "
+            "from_nir, specs whose populations are all the library's if_subtract, and the networks "
+            "biosnn.convert(model, 'rate', ...) returns (pass the SNN object, not its spec: the export needs its "
+            "layers)")
     return json.loads(found.group(1))
 
 
@@ -47,13 +62,21 @@ def _values(pop, name):
 
 
 def to_nir(spec_or_snn):
-    """The NIR graph of a spec (or of an object with a ``.spec``) made by :func:`from_nir`.
+    """The NIR graph of a spec made by :func:`from_nir`, or of a rate-coded converted network.
+
+    Parameters
+    ----------
+    spec_or_snn : NetworkSpec or biosnn.conversion.snn.SNN
+        A spec from :func:`from_nir` (or an object with such a ``.spec``), a spec of the library's
+        ``if_subtract`` neurons (:mod:`biosnn.frontends.nir.library_export`), or the result of
+        ``biosnn.convert(model, "rate", ...)`` (:mod:`biosnn.frontends.nir.snn_export`).
 
     Returns
     -------
     nir.NIRGraph
-        Same node names, types, parameters and edges as the imported graph; time constants in
-        NIR's seconds (a ``tau*dt`` file, e.g. Norse's, comes back in plain seconds).
+        For an imported spec: the same node names, types, parameters and edges as the imported
+        graph; time constants in NIR's seconds (a ``tau*dt`` file, e.g. Norse's, comes back in
+        plain seconds).
 
     Raises
     ------
@@ -61,10 +84,17 @@ def to_nir(spec_or_snn):
         A population whose model NIR cannot express, naming it.
     """
     import nir
+    from biosnn.frontends.nir.snn_export import is_converted, snn_to_nir
+    if is_converted(spec_or_snn):
+        return snn_to_nir(spec_or_snn)
     spec = getattr(spec_or_snn, "spec", spec_or_snn)
     if not isinstance(spec, m.NetworkSpec):
         raise ConversionError(f"to_nir takes a NetworkSpec, got {type(spec).__name__}")
-    metas = {p.name: _meta(spec, p) for p in spec.populations}
+    from biosnn.frontends.nir.library_export import is_library_if_spec, library_spec_to_nir
+    if is_library_if_spec(spec):
+        return library_spec_to_nir(spec)
+    # a refusal names a population of another model before an if_subtract one (which maps in a spec of its own)
+    metas = {p.name: _meta(spec, p) for p in sorted(spec.populations, key=lambda p: p.model == "if_subtract")}
     names = {p: meta["name"] for p, meta in metas.items()}
     incoming = {}
     for proj in spec.projections:

@@ -26,7 +26,9 @@ def run_nir(graph_or_path, x, dt=None, flavor="auto", backend="runtime", **optio
         ``"auto"`` or a producer preset (``snntorch``, ``norse``, ``spikingjelly``, ``sinabs``,
         ``rockpool``, ``nir``).
     backend : str or Backend
-        A backend name (``runtime``, ``cpp_standalone``, ...) or a backend object.
+        A backend name (``runtime``, ``cpp_standalone``, ...) or a backend object.  ``nest`` runs
+        feed-forward IF/LIF graphs, each neuron layer shifted by a step
+        (:mod:`biosnn.frontends.nir.nest_plan`); other graphs are refused there.
     **options
         Discretisation overrides (see :func:`biosnn.frontends.nir.from_nir`).
 
@@ -37,17 +39,17 @@ def run_nir(graph_or_path, x, dt=None, flavor="auto", backend="runtime", **optio
         and ``"output"``: what reaches the Output node in each step, ``(T, *output_shape)``.
     """
     from biosnn import get_backend
-    if backend == "nest" or getattr(backend, "name", None) == "nest":
-        raise ConversionError(
-            "NIR graphs do not run on NEST: each NIR node is stepped by an operation (run_regularly) and a spike "
-            "crosses all feed-forward layers within one step, which NEST (no operations, minimum delay one step) "
-            "cannot do. Use backend='runtime', 'cython', 'cpp_standalone' or 'cuda_standalone'")
     x = np.asarray(x, dtype=np.float64)
     if x.ndim < 1 or len(x) < 1:
         raise ConversionError(f"x must have shape (T, *input_shape) with T >= 1, got {x.shape}")
+    if backend == "nest" or getattr(backend, "name", None) == "nest":  # refusals before NEST is imported
+        from biosnn.frontends.nir.nest_plan import nest_build, nest_spikes
+        nimp = nest_build(graph_or_path, x, dt=dt, flavor=flavor, **options)
+        be = get_backend(backend) if isinstance(backend, str) else backend
+        return nest_spikes(nimp, be.build(nimp.spec).run(progress=False))
+    be = get_backend(backend) if isinstance(backend, str) else backend
     imp = build(graph_or_path, dt=dt, flavor=flavor, x=x, **options)
-    sim = (get_backend(backend) if isinstance(backend, str) else backend).build(imp.spec)
-    rec = sim.run(progress=False)
+    rec = be.build(imp.spec).run(progress=False)
     return spikes_of(imp, rec)
 
 
