@@ -127,6 +127,50 @@ def _weighted_call(node, modules) -> bool:
     return node.op == "call_method" and node.target == "mean"
 
 
+def g_gain(L: float) -> float:
+    """``c = L (exp(1/L) - 1)``: ``G(x) = c' (x + 1)`` with ``1 <= c' < exp(1/L)``, and ``c`` is the mean of
+    ``c'`` over a uniformly distributed fractional part of ``L ln(x + 1)``."""
+    return L * math.expm1(1.0 / L)
+
+
+def _compensate(gm, L: float) -> None:
+    """Rescale the weights and shift the biases of the layers behind ``G`` so that the G-network starts close to
+    the ReLU network (in place).
+
+    ``G(x) ~ c (x + 1)`` (:func:`g_gain`): every neuron, even a silent one, sends at least 1.  Following
+    the graph, each value is tracked as ``s a + o`` of the ReLU network's value ``a`` (the input: ``s = 1,
+    o = 0``; ``G``: ``c s``, ``c (o + 1)``; pooling, reshapes and ReLUs keep them); a Linear / Conv2d layer
+    reading ``s a + o`` gets ``W / s`` and its pre-activation ``- (W 1) o / s`` (``W 1`` the sum of the
+    weights into an output unit: exact for linear layers and away from a convolution's zero padding), in its
+    bias, or in the running mean of the BatchNorm that reads it, or a new bias; its output is ``a`` again.
+    """
+    c = g_gain(L)
+    modules = dict(gm.named_modules())
+    affine = {}
+    for node in gm.graph.nodes:
+        srcs = [a for a in node.args if isinstance(a, fx.Node)]
+        s, o = affine.get(srcs[0], (1.0, 0.0)) if srcs else (1.0, 0.0)
+        mod = modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(mod, TDSNNActivation):
+            affine[node] = (c * s, c * (o + 1.0))
+            continue
+        if isinstance(mod, (nn.Linear, nn.Conv2d)) and (s, o) != (1.0, 0.0):
+            with torch.no_grad():
+                delta = -mod.weight.reshape(mod.weight.shape[0], -1).sum(1) * (o / s)
+                mod.weight.div_(s)
+                users = list(node.users)
+                bn = modules.get(users[0].target) if len(users) == 1 and users[0].op == "call_module" else None
+                if mod.bias is not None:
+                    mod.bias.add_(delta)
+                elif isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)) and bn.running_mean is not None:
+                    bn.running_mean.sub_(delta)
+                else:
+                    mod.bias = nn.Parameter(delta.clone())
+            affine[node] = (1.0, 0.0)
+            continue
+        affine[node] = (s, o)
+
+
 def prepare(model, L: float = 5.0):
     """A copy of ``model`` with ``G`` (eq. 11) in front of every weighted layer, for re-training.
 
@@ -140,10 +184,13 @@ def prepare(model, L: float = 5.0):
     Returns
     -------
     torch.fx.GraphModule
-        Same parameters (same ``state_dict`` keys), in eval mode, with a
-        :class:`TDSNNActivation` before every ``nn.Linear``, ``nn.Conv2d`` and
-        average pooling (max pooling commutes with ``G`` and gets none).
-        Re-train it (e.g. :func:`biosnn.datasets.train_classifier`), then
+        The model in eval mode with a :class:`TDSNNActivation` before every
+        ``nn.Linear``, ``nn.Conv2d`` and average pooling (max pooling commutes
+        with ``G`` and gets none), and its weights compensated for ``G``'s
+        offset and gain (:func:`_compensate`: ``G`` sends at least 1, so the
+        plain weights would add ``W 1`` to every pre-activation): it starts
+        close to ``model``.  Same ``state_dict`` keys, except a bias added to a
+        bias-free layer that no BatchNorm follows.  Re-train it (e.g. :func:`biosnn.datasets.train_classifier`), then
         ``biosnn.convert(prepared, "tdsnn", ...)``.
     """
     L = check_L(L)
@@ -164,6 +211,7 @@ def prepare(model, L: float = 5.0):
             g = gm.graph.call_module(target, (node.args[0],))
         node.replace_input_with(node.args[0], g)
     gm.recompile()
+    _compensate(gm, L)
     return gm.eval()
 
 
