@@ -215,11 +215,15 @@ def _compensate(gm, L: float) -> None:
     pooling, reshapes and ReLUs keep them); a Linear / Conv2d layer reading ``s a + o`` gets ``W / s`` and
     its pre-activation ``- W o / s`` (exact for linear layers and away from a convolution's zero padding),
     in its bias, or in the running mean of the BatchNorm that reads it, or a new bias; its output is ``a``.
+
+    The units at the border of a zero-padded convolution keep an offset (a padded input sends nothing, not
+    ``o``; a per-channel bias cannot hold a per-position correction): in deep networks with small maps
+    (VGG, MobileNet at 32x32) it dominates and the model must be re-trained, as the paper does.
     """
     c = g_gain(L)
     modules = dict(gm.named_modules())
     zero = torch.tensor(0.0, dtype=torch.float64)
-    affine = {}
+    affine, done = {}, set()
     for node in gm.graph.nodes:
         srcs = [a for a in node.args if isinstance(a, fx.Node)]
         s, o = affine.get(srcs[0], (1.0, zero)) if srcs else (1.0, zero)
@@ -228,7 +232,8 @@ def _compensate(gm, L: float) -> None:
             affine[node] = (c * s, c * (o + 1.0))
             continue
         if isinstance(mod, (nn.Linear, nn.Conv2d)):
-            if s != 1.0 or bool(torch.any(o != 0)):
+            if node.target not in done and (s != 1.0 or bool(torch.any(o != 0))):   # a shared module: once
+                done.add(node.target)
                 with torch.no_grad():
                     delta = (-_weight_sums(mod, o) / s).to(mod.weight.dtype)
                     mod.weight.div_(s)
