@@ -31,7 +31,12 @@ Neurons (dimensionless, code units):
   is the largest code of the pooling window (a bit-serial comparator); at the
   clock ``r = v``, ``v = 0``, ``acc = 0``;
 * output: integrates like a linear stage; at the clock ``v_last = v + b``
-  (the scores, monitored), ``v = 0``.
+  (the scores, monitored), ``v = 0``;
+* a stage with several sources (a residual addition, a layer reading a
+  ``torch.cat``) has one projection per source; the synapses from a source
+  ``m`` stages shallower than the deepest delay its spikes by ``m`` whole
+  windows (``m k`` steps), so every pattern of a sample arrives in the same
+  window, at the step (and with the bit weight ``theta_pre``) it was sent.
 
 Every emitting population sits in its own ``order`` (its depth), so within a
 step its threshold, reset and spike propagation run in depth order; this does
@@ -106,7 +111,7 @@ def tpc_network_spec(plan: TPCPlan, *, windows: int, name: str = "tpc",
     Returns
     -------
     NetworkSpec
-        Populations ``input, L1, ..., LD`` (depth order) and ``meter``; the
+        Populations ``input, L1, L2, ...`` (topological order) and ``meter``; the
         meter's ``spk_last``/``ops_last`` and the output's ``v_last`` are
         monitored at every clock tick.
     """
