@@ -193,14 +193,40 @@ class _Residual(nn.Module):
         return self.fc(torch.relu(self.c1(h) + h).flatten(1))
 
 
-@pytest.mark.parametrize("coding, match", [("tpc", "TPC pipelines a feed-forward chain"),
-                                           ("tdsnn", "TDSNN converts chains of Linear")])
-def test_prepare_refuses_residual_networks_that_convert_refuses(coding, match, digits):
+class _Concat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c0, self.c1 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.c0(x))
+        return self.fc(torch.cat([h, torch.relu(self.c1(h))], 1).flatten(1))
+
+
+@pytest.mark.parametrize("model, what", [(_Residual, r"adds two branches \(a residual connection\)"),
+                                         (_Concat, r"concatenates branches \(torch.cat\)")])
+def test_tdsnn_prepare_refuses_the_branches_that_convert_refuses(model, what, digits):
+    """One rule (biosnn.conversion.chains.branch_error) for prepare and convert, naming the reason."""
     x = digits[0]
-    with pytest.raises(ConversionError, match=rf"'add' in forward\(\) adds two branches \(a residual connection\); {match}"):
-        biosnn.prepare(_Residual(), coding)
-    with pytest.raises(ConversionError, match=rf"\(a residual connection\); {match}"):
-        biosnn.convert(_Residual(), coding, calibration=x[:50], input_shape=(1, 8, 8))
+    why = rf"{what}; TDSNN converts chains of Linear, .* a sum of branches needs both branches' spikes in the same " \
+          "inhibitory period"
+    with pytest.raises(ConversionError, match=rf"the operation '(add|cat)' in forward\(\) {why}"):
+        biosnn.prepare(model(), "tdsnn")
+    with pytest.raises(ConversionError, match=rf"layer '.*' \(.*\) {why}"):
+        biosnn.convert(model(), "tdsnn", calibration=x[:50], input_shape=(1, 8, 8))
+
+
+@pytest.mark.parametrize("model", [_Residual, _Concat])
+def test_tpc_prepare_and_convert_accept_residual_and_concatenating_networks(model, digits):
+    x = digits[0][:50]
+    from biosnn.codings.tpc.coding import calibrate
+    prepared = calibrate(biosnn.prepare(model(), "tpc", bits=6).eval(), x)
+    snn = biosnn.convert(prepared, "tpc", calibration=x, input_shape=(1, 8, 8))
+    assert any(s.op == "add" and len(s.inputs) == 2 for s in snn.plan.stages)
+    with torch.no_grad():
+        ann = prepared.double()(torch.as_tensor(x, dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(snn.reference(x).scores, ann, rtol=0, atol=1e-9)
 
 
 class _MnistExample(nn.Module):

@@ -189,10 +189,11 @@ def test_spiking_input_and_composed_linear_maps(digits):
 def test_unsupported_models_and_parameters(digits):
     x = digits[0][:10]
     mx = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 10))
-    stc = biosnn.prepare(mx, "stc")  # torch: max pooling acts on the analog values in front of the STEB
-    assert isinstance(stc.stages[0][-1], nn.MaxPool2d) and stc(torch.as_tensor(x)).shape == (10, 10)
-    with pytest.raises(ConversionError, match="max pooling.*Fix: use nn.AvgPool2d"):
-        biosnn.convert(stc, "stc", calibration=x, input_shape=(1, 8, 8))
+    # one rule for prepare (with or without calibration) and convert: what is fine-tuned must convert
+    for call in (lambda: biosnn.prepare(mx, "stc"), lambda: biosnn.prepare(mx, "stc", calibration=x),
+                 lambda: biosnn.convert(mx, "stc", calibration=x, input_shape=(1, 8, 8))):
+        with pytest.raises(ConversionError, match="is a max pooling.*prepare refuses it too.*Fix: use nn.AvgPool2d"):
+            call()
 
     class Residual(nn.Module):
         def __init__(self):

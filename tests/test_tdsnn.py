@@ -17,7 +17,7 @@ import biosnn
 from biosnn.frontends.torch_graph import trace
 from biosnn.codings.tdsnn.coding import TDSNNActivation, strip_activations
 from biosnn.codings.tdsnn.reference import g_forward, g_logits, spike_step
-from biosnn.datasets import load_digits, train_classifier
+from biosnn.datasets import accuracy, load_digits, train_classifier
 from biosnn.errors import ConversionError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def test_activation_G_values_gradient_and_prepare():
     stripped, L_found, preceded = strip_activations(prepared)
     assert L_found == 3.0 and preceded == {"0", "4", "6"}
     xb = torch.rand(5, 1, 8, 8, dtype=torch.float64)
-    graph = trace(model, (1, 8, 8))
+    graph = trace(stripped, (1, 8, 8))
     with torch.no_grad():
         np.testing.assert_allclose(prepared.double()(xb).numpy(), g_logits(graph, g_forward(graph, xb, 3.0)),
                                    rtol=1e-12, atol=1e-12)
@@ -56,14 +56,38 @@ def test_activation_G_values_gradient_and_prepare():
         biosnn.prepare(prepared, "tdsnn", L=3)
 
 
-def _hand_model():
-    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
+def test_prepare_compensates_G_so_the_prepared_model_starts_close_to_the_ann():
+    """G(x) >= 1 for every neuron (a silent one sends 1): with the plain weights every pre-activation gains
+    W 1 and a trained digits CNN falls to chance (0.10-0.30).  prepare shifts the biases (and the running mean
+    of a BatchNorm after a bias-free convolution) and divides the weights by G's gain, so that before any
+    re-training the prepared model is close to the ANN."""
+    x, y = load_digits("train")
+    xt, yt = load_digits("test")
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.AvgPool2d(2),
+                          nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+                          nn.Linear(16 * 2 * 2, 32), nn.ReLU(), nn.Linear(32, 10))
+    train_classifier(model, x, y, epochs=4, lr=1e-2, batch_size=64, seed=0)
+    ann = accuracy(model, xt, yt)
+    assert ann > 0.85
+    prepared = biosnn.prepare(model, "tdsnn", L=5)
+    assert accuracy(prepared, xt, yt) >= ann - 0.15
+    assert list(prepared.state_dict()) == list(model.state_dict())      # compensated in the bias / BN mean
+    snn = biosnn.convert(prepared, "tdsnn", calibration=x[:100], input_shape=(1, 8, 8))
     with torch.no_grad():
-        model[0].weight[:] = torch.tensor([[0.5, 1.0], [-0.375, 1.5]])    # exact in float32
-        model[0].bias[:] = torch.tensor([0.25, -0.125])
-        model[2].weight[:] = torch.tensor([[1.0, -0.5], [-0.25, 0.75]])
-        model[2].bias[:] = torch.tensor([0.125, 0.0])
-    return biosnn.prepare(model, "tdsnn", L=2)
+        ann_pred = prepared(torch.as_tensor(xt[:60])).argmax(1).numpy()
+    assert np.mean(snn.reference(xt[:60]).predictions == ann_pred) >= 0.95
+
+
+def _hand_model():
+    """The G-network with hand-set weights (set after prepare, which compensates the weights it gets)."""
+    model = biosnn.prepare(nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2)), "tdsnn", L=2)
+    with torch.no_grad():
+        model.get_submodule("0").weight[:] = torch.tensor([[0.5, 1.0], [-0.375, 1.5]])    # exact in float32
+        model.get_submodule("0").bias[:] = torch.tensor([0.25, -0.125])
+        model.get_submodule("2").weight[:] = torch.tensor([[1.0, -0.5], [-0.25, 0.75]])
+        model.get_submodule("2").bias[:] = torch.tensor([0.125, 0.0])
+    return model
 
 
 _HAND_X = np.array([[1.0, 0.25], [0.0, 0.6]])

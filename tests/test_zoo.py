@@ -41,20 +41,43 @@ def test_zoo_model_traces_exactly(name):
     np.testing.assert_allclose(out.numpy(), ref.detach().numpy(), rtol=1e-9, atol=1e-9)
 
 
+#: codings whose reference computes the prepared ANN exactly (TPC: the quantised model; STC: the STCNet;
+#: TDSNN: the G-network, up to spike steps clipped at T_il - 1)
+EXACT = ("tpc", "stc", "tdsnn")
+
+
+def _prepared_scores(res, x):
+    with torch.no_grad():
+        return res["prepared"].double()(torch.as_tensor(x, dtype=torch.float64)).reshape(len(x), -1).numpy()
+
+
 @pytest.mark.parametrize("name, coding", [(n, c) for n in ZOO for c in codings_for(n)])
 def test_zoo_model_converts(name, coding):
-    """Smoke level: the conversion and the coding's exact reference run; random-weight networks predict
-    (nearly) the same class as their prepared ANN on random images."""
+    """Every model converts with every coding that allows its layers; where the coding is exact the reference
+    equals the prepared ANN (scores and classes), else random-weight networks predict (nearly) the same class
+    as their prepared ANN on random images."""
     model = build(name, SMALL[name])
+    x = _images(name, 4, 3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = evaluate(model, coding, _images(name, 12, 2), _images(name, 4, 3), (1,) + (INPUT_SIZE[name],) * 2,
+        res = evaluate(model, coding, _images(name, 12, 2), x, (1,) + (INPUT_SIZE[name],) * 2,
                        **({"T": 32} if coding == "rate" else {}))
         if coding == "rate":   # and the QCFS-prepared model (Bu et al. 2022), thresholds set from the data
-            qcfs = evaluate(model, coding, _images(name, 12, 2), _images(name, 4, 3),
+            qcfs = evaluate(model, coding, _images(name, 12, 2), x,
                             (1,) + (INPUT_SIZE[name],) * 2, T=32, levels=8)
             assert qcfs["snn"].v_init == 0.5 and qcfs["agreement"] >= 0.75
-    assert res["agreement"] >= 0.75
+    if coding in EXACT:
+        ref = res["snn"].reference(x.numpy())
+        scores = ref["scores"] if isinstance(ref, dict) else ref.scores
+        ann = _prepared_scores(res, x)
+        if name == "mnist_example":   # its forward ends with log_softmax, which the conversion drops
+            scores = torch.log_softmax(torch.as_tensor(scores), 1).numpy()
+        if coding == "tdsnn":    # the reference clips spike steps at T_il - 1 (none on these inputs)
+            assert all(int(s.sum()) == 0 for s in ref.saturated.values())
+        np.testing.assert_allclose(scores, ann, rtol=1e-9, atol=1e-9)
+        np.testing.assert_array_equal(res["snn_predictions"], ann.argmax(1))
+    else:
+        assert res["agreement"] >= 0.75
     assert res["spikes"] > 0
 
 
@@ -62,13 +85,40 @@ def test_zoo_codings_table():
     assert set(STC_CHAINS) <= set(CHAINS) and "resnet20" not in CHAINS
     assert codings_for("mobilenet") == ("rate", "tsc", "tpc", "tdsnn", "stc")
     assert codings_for("vgg11") == ("rate", "tsc", "tpc", "tdsnn")       # max pooling: no stc
-    assert codings_for("densenet") == ("rate", "tsc")
+    assert codings_for("densenet") == codings_for("resnet20") == ("rate", "tsc", "tpc")
 
 
-@pytest.mark.parametrize("coding", ["tpc", "tdsnn"])
-def test_chain_codings_refuse_residual_zoo_models(coding):
-    with pytest.raises(ConversionError, match="residual"):
-        evaluate(build("resnet20", 2), coding, _images("resnet20", 8, 2), _images("resnet20", 2, 3), (1, 32, 32))
+@pytest.mark.parametrize("name", ["resnet20", "densenet"])
+@pytest.mark.parametrize("coding, what", [("tdsnn", "TDSNN converts chains"), ("stc", "stc coding")])
+def test_chain_codings_refuse_residual_and_concatenating_zoo_models(name, coding, what):
+    """prepare refuses them as convert does, naming the addition or concatenation."""
+    kind = "add" if name == "resnet20" else "cat"
+    with pytest.raises(ConversionError, match=rf"(?=.*'i?{kind}')(?=.*{what})"):
+        biosnn.prepare(build(name, 2), coding)
+    with pytest.raises(ConversionError, match=rf"(?=.*{kind}.*)(?=.*{what})"):
+        evaluate(build(name, 2), coding, _images(name, 8, 2), _images(name, 2, 3), (1, 32, 32))
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet18", "densenet"])
+def test_tpc_brian2_equals_reference_on_residual_and_concatenating_models(name):
+    """TPC on ResNet-20 (identity and 1x1 shortcuts), ResNet-18 (max pool, shortcuts) and a DenseNet
+    (torch.cat): the shorter branch's synapses delay it by whole windows; Brian2's scores, spikes and
+    synaptic operations per layer equal the reference's, which equals the prepared (quantised) ANN."""
+    model = build(name, 2)
+    x = _images(name, 2, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = evaluate(model, "tpc", _images(name, 16, 5), x, (1,) + (INPUT_SIZE[name],) * 2)
+    snn = res["snn"]
+    assert any(si.delay > 0 for s in snn.plan.stages for si in s.inputs)
+    ref = snn.reference(x.numpy())
+    np.testing.assert_allclose(ref.scores, _prepared_scores(res, x), rtol=0, atol=1e-9)
+    run = snn.run(x.numpy(), progress=False)
+    np.testing.assert_array_equal(run.scores, ref.scores)
+    assert set(run.layer_spikes) == set(ref.layer_spikes)
+    for k in ref.layer_spikes:
+        np.testing.assert_array_equal(run.layer_spikes[k], ref.layer_spikes[k])
+        np.testing.assert_array_equal(run.layer_synops[k], ref.layer_synops[k])
 
 
 @pytest.mark.parametrize("name, coding, params", [("densenet", "tsc", {"T": 8}),

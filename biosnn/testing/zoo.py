@@ -9,8 +9,9 @@ idioms are the original ones: ``F.avg_pool2d(out, out.size()[3])`` heads,
 normalisation and a ``log_softmax`` inside ``forward``.
 
 The models are exactly convertible by :func:`biosnn.frontends.torch_trace.trace`;
-which codings convert them is listed in :data:`CHAINS` (TPC, TDSNN and STC
-convert chains of layers, no residual or dense connections).
+rate, TSC and TPC convert every one, TDSNN and STC convert chains of layers
+(:data:`CHAINS`, no residual or dense connections; STC no max pooling either,
+:data:`STC_CHAINS`), see :func:`codings_for`.
 """
 
 from __future__ import annotations
@@ -326,9 +327,9 @@ CODING_PARAMS = {"rate": dict(T=64), "tsc": dict(T=32), "tpc": dict(bits=6), "td
 
 
 def codings_for(name: str) -> tuple[str, ...]:
-    """The codings that convert zoo model ``name`` (TPC, TDSNN and STC convert chains only)."""
+    """The codings that convert zoo model ``name`` (TDSNN and STC convert chains only, STC without max pooling)."""
     return ("rate", "tsc", "tpc", "tdsnn", "stc") if name in STC_CHAINS else \
-        ("rate", "tsc", "tpc", "tdsnn") if name in CHAINS else ("rate", "tsc")
+        ("rate", "tsc", "tpc", "tdsnn") if name in CHAINS else ("rate", "tsc", "tpc")
 
 
 def evaluate(model: nn.Module, coding: str, x_calib, x_eval, input_shape: tuple, prepared: nn.Module | None = None,

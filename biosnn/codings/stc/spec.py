@@ -53,7 +53,7 @@ import scipy.sparse as sp
 from biosnn import connectivity as cx
 from biosnn.frontends.torch_graph import LayerGraph
 from biosnn.codings.rate.spec import DT_MS, _fanout, layer_connections
-from biosnn.codings.stc.torch_model import check_chain, check_stc_params, theta_table
+from biosnn.codings.stc.torch_model import check_chain, check_stc_params, max_pooling_error, theta_table
 from biosnn.errors import ConversionError
 from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue
@@ -137,10 +137,7 @@ def stc_plan(graph: LayerGraph, first_layer: str = "analog") -> STCPlan:
     source, chain = "input", []
     for layer in graph.layers[1:]:
         if layer.op == "maxpool2d":
-            raise ConversionError(
-                f"layer '{layer.name}' ({layer.module}) is a max pooling: it is not a linear map of spikes, and "
-                "max pooling on CAB outputs is not built in the STC spiking network. Fix: use nn.AvgPool2d "
-                "(folded into the next layer's synapses) and fine-tune with biosnn.prepare(model, 'stc').")
+            raise max_pooling_error(f"layer '{layer.name}' ({layer.module})")
         chain.append(layer.name)
         affine = any(graph[c].op in _AFFINE for c in chain)
         if layer.name == graph.output:

@@ -30,7 +30,7 @@ applied to every step's spikes: ``I_t = W s_t``.  CAB::
 
     y = b;  for t in 0..T-1:  y = y + I_t * theta_t      (b: the layer's bias)
 
-``y`` (after an optional BatchNorm, maybe max pooling) is the next block's
+``y`` (after an optional BatchNorm) is the next block's
 initial potential; the last block's ``y`` is the network output.  By
 linearity ``y = W q(z) + b`` with ``q(z) = sum_t theta_t s_t``, and if the
 quantisation is ignored ``q(z) = relu(z)``: a block is ReLU + conv.
@@ -51,10 +51,11 @@ it and the next ``Conv2d``/``Linear`` form the block's synapse, followed by its
 CAB.  Everything else runs on analog values between blocks: the layers before
 the first ``ReLU`` (``first_layer="analog"``, the paper's analog first
 convolution; with ``"spiking"`` the input itself is STEB-encoded), BatchNorm
-after a CAB, and ``MaxPool2d``/``Dropout`` written right after a ``ReLU``,
-which move in front of the STEB (``relu(maxpool(z)) = maxpool(relu(z))``, so
-max pooling acts on CAB outputs).  A ``ReLU`` on spikes (after pooling) is a
-no-op and is dropped.
+after a CAB, and ``Dropout`` written right after a ``ReLU``, which moves in
+front of the STEB.  A ``ReLU`` on spikes (after pooling) is a no-op and is
+dropped.  ``MaxPool2d`` is refused (:func:`max_pooling_error`, the rule
+:func:`~biosnn.codings.stc.spec.stc_plan` applies too): the spiking network
+has no max pooling of CAB outputs, so a model trained with it would not convert.
 """
 
 from __future__ import annotations
@@ -365,7 +366,7 @@ def _build_stages(ann: nn.Sequential, theta: np.ndarray, first_layer: str) -> li
     analog: list[nn.Module] = []
     synapse: list[nn.Module] = []
     spiking = first_layer == "spiking"
-    after_relu = False  # right after a ReLU: max pooling / dropout may still move in front of the STEB
+    after_relu = False  # right after a ReLU: dropout may still move in front of the STEB
     for path, mod in _flat_modules(ann):
         if isinstance(mod, nn.Identity):
             continue
@@ -376,12 +377,14 @@ def _build_stages(ann: nn.Sequential, theta: np.ndarray, first_layer: str) -> li
         if not spiking:
             analog.append(mod)
             continue
-        if isinstance(mod, (nn.MaxPool2d,) + _DROPOUT):
+        if isinstance(mod, nn.MaxPool2d):
+            raise max_pooling_error(f"module '{path}' (MaxPool2d)")
+        if isinstance(mod, _DROPOUT):
             if not after_relu:
                 raise ConversionError(
-                    f"module '{path}' ({type(mod).__name__}) acts on spikes; in the stc coding max pooling and "
-                    "dropout must come right after a ReLU (they then act on the analog values in front of the "
-                    "STEB). Fix: move it directly after the ReLU.")
+                    f"module '{path}' ({type(mod).__name__}) acts on spikes; in the stc coding dropout must "
+                    "come right after a ReLU (it then acts on the analog values in front of the STEB). "
+                    "Fix: move it directly after the ReLU.")
             analog.append(mod)
         elif isinstance(mod, (nn.AvgPool2d,) + _SHAPE):
             synapse.append(mod)
@@ -527,6 +530,15 @@ def graph_to_sequential(graph) -> nn.Sequential:
             mods.append(nn.ReLU())
         shape = layer.out_shape
     return nn.Sequential(*mods).double().eval()
+
+
+def max_pooling_error(where: str) -> ConversionError:
+    """The one refusal of max pooling in the stc coding (``prepare`` and ``convert``): ``where`` names the layer."""
+    return ConversionError(
+        f"{where} is a max pooling: it is not a linear map of spikes, and max pooling on CAB outputs is not "
+        "built in the STC spiking network (prepare refuses it too, so that what is fine-tuned converts). "
+        "Fix: use nn.AvgPool2d (folded into the next layer's synapses) and fine-tune with "
+        "biosnn.prepare(model, 'stc').")
 
 
 def check_chain(graph) -> None:

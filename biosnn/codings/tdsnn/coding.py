@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
+import operator
 import warnings
 
 import numpy as np
@@ -127,6 +129,128 @@ def _weighted_call(node, modules) -> bool:
     return node.op == "call_method" and node.target == "mean"
 
 
+def g_gain(L: float) -> float:
+    """``c = L (exp(1/L) - 1)``: ``G(x) = c' (x + 1)`` with ``1 <= c' < exp(1/L)``, and ``c`` is the mean of
+    ``c'`` over a uniformly distributed fractional part of ``L ln(x + 1)``."""
+    return L * math.expm1(1.0 / L)
+
+
+_AFFINE_FUNCTIONS = {operator.add: "add", torch.add: "add", operator.sub: "sub", torch.sub: "sub",
+                     operator.mul: "mul", torch.mul: "mul", operator.truediv: "div", torch.div: "div"}
+
+
+def _constant_affine(node, gm, modules):
+    """``(k, m)`` (float64 tensors, scalar or one entry per channel/feature) if the fx node computes
+    ``k x + m`` of its first argument ``x`` with constants (``x + c``, ``x - c``, ``x * c``, ``x / c`` with a
+    number or a buffer, a BatchNorm in eval mode): what the tracer folds into the Linear/Conv2d reading it."""
+    if node.op == "call_module" and isinstance(modules[node.target], (nn.BatchNorm1d, nn.BatchNorm2d)):
+        bn = modules[node.target]
+        if bn.running_mean is None:
+            return None
+        with torch.no_grad():
+            k = torch.rsqrt(bn.running_var.double() + bn.eps)
+            k = k * bn.weight.double() if bn.weight is not None else k
+            m = -bn.running_mean.double() * k + (bn.bias.double() if bn.bias is not None else 0.0)
+        return k, m
+    if node.op == "call_function":
+        kind = _AFFINE_FUNCTIONS.get(node.target)
+    elif node.op == "call_method":
+        kind = {"add": "add", "sub": "sub", "mul": "mul", "div": "div"}.get(node.target)
+    else:
+        kind = None
+    if kind is None or len(node.args) != 2 or node.kwargs or not isinstance(node.args[0], fx.Node):
+        return None
+    const = node.args[1]
+    if isinstance(const, fx.Node):
+        if const.op != "get_attr":
+            return None
+        const = functools.reduce(getattr, const.target.split("."), gm)
+    if isinstance(const, bool) or not isinstance(const, (int, float, torch.Tensor)):
+        return None
+    const = torch.as_tensor(const, dtype=torch.float64).detach()
+    const = const.reshape(()) if const.numel() == 1 else const.reshape(-1)
+    one, zero = torch.tensor(1.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64)
+    return {"add": (one, const), "sub": (one, -const), "mul": (const, zero), "div": (1.0 / const, zero)}[kind]
+
+
+def _produces_weighted(node, modules) -> bool:
+    """Is the fx node a Linear / Conv2d call (the tracer folds constant affine maps after it into it)?"""
+    if node.op == "call_module":
+        return isinstance(modules[node.target], (nn.Linear, nn.Conv2d))
+    return node.op == "call_function" and node.target in (F.linear, F.conv2d)
+
+
+def _g_site(node, gm, modules):
+    """The fx node whose input ``G`` replaces for weighted node ``node``: the node itself, or the first of the
+    constant affine maps in front of it that the tracer folds into it (a normalisation of the input, a scaling
+    after a ReLU), since the spiking network sends the values before them."""
+    site, cur = node, node.args[0]
+    while (isinstance(cur, fx.Node) and len(cur.users) == 1 and _constant_affine(cur, gm, modules) is not None):
+        site, cur = cur, cur.args[0]
+    return node if site is not node and _produces_weighted(cur, modules) else site
+
+
+def _weight_sums(mod, o: torch.Tensor) -> torch.Tensor:
+    """``W o`` for a constant input ``o`` (a scalar, or one value per input channel / feature), float64."""
+    w = mod.weight.detach().double()
+    if o.dim() == 0:
+        return w.reshape(w.shape[0], -1).sum(1) * o
+    if isinstance(mod, nn.Conv2d) and o.numel() == mod.in_channels:
+        g = mod.groups
+        per = w.sum((2, 3))                                       # (out, in / groups)
+        idx = torch.arange(w.shape[0]) // (w.shape[0] // g)
+        return (per * o.reshape(g, -1)[idx]).sum(1)
+    if isinstance(mod, nn.Linear) and mod.in_features % o.numel() == 0:
+        return w @ torch.repeat_interleave(o, mod.in_features // o.numel())   # per channel, flattened C-order
+    return w.reshape(w.shape[0], -1).sum(1) * o.mean()
+
+
+def _compensate(gm, L: float) -> None:
+    """Rescale the weights and shift the biases of the layers behind ``G`` so that the G-network starts close to
+    the ReLU network (in place).
+
+    ``G(x) ~ c (x + 1)`` (:func:`g_gain`): every neuron, even a silent one, sends at least 1.  Following
+    the graph, each value is tracked as ``s a + o`` of the ReLU network's value ``a`` (the input: ``s = 1,
+    o = 0``; ``G``: ``c s``, ``c (o + 1)``; a constant affine map ``k x + m``: ``s``, ``k o + (1 - s) m``;
+    pooling, reshapes and ReLUs keep them); a Linear / Conv2d layer reading ``s a + o`` gets ``W / s`` and
+    its pre-activation ``- W o / s`` (exact for linear layers and away from a convolution's zero padding),
+    in its bias, or in the running mean of the BatchNorm that reads it, or a new bias; its output is ``a``.
+
+    The units at the border of a zero-padded convolution keep an offset (a padded input sends nothing, not
+    ``o``; a per-channel bias cannot hold a per-position correction): in deep networks with small maps
+    (VGG, MobileNet at 32x32) it dominates and the model must be re-trained, as the paper does.
+    """
+    c = g_gain(L)
+    modules = dict(gm.named_modules())
+    zero = torch.tensor(0.0, dtype=torch.float64)
+    affine, done = {}, set()
+    for node in gm.graph.nodes:
+        srcs = [a for a in node.args if isinstance(a, fx.Node)]
+        s, o = affine.get(srcs[0], (1.0, zero)) if srcs else (1.0, zero)
+        mod = modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(mod, TDSNNActivation):
+            affine[node] = (c * s, c * (o + 1.0))
+            continue
+        if isinstance(mod, (nn.Linear, nn.Conv2d)):
+            if node.target not in done and (s != 1.0 or bool(torch.any(o != 0))):   # a shared module: once
+                done.add(node.target)
+                with torch.no_grad():
+                    delta = (-_weight_sums(mod, o) / s).to(mod.weight.dtype)
+                    mod.weight.div_(s)
+                    users = list(node.users)
+                    bn = modules.get(users[0].target) if len(users) == 1 and users[0].op == "call_module" else None
+                    if mod.bias is not None:
+                        mod.bias.add_(delta)
+                    elif isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)) and bn.running_mean is not None:
+                        bn.running_mean.sub_(delta)
+                    else:
+                        mod.bias = nn.Parameter(delta.clone())
+            affine[node] = (1.0, zero)
+            continue
+        km = _constant_affine(node, gm, modules)
+        affine[node] = (s, km[0] * o + (1.0 - s) * km[1]) if km is not None else (s, o)
+
+
 def prepare(model, L: float = 5.0):
     """A copy of ``model`` with ``G`` (eq. 11) in front of every weighted layer, for re-training.
 
@@ -140,10 +264,15 @@ def prepare(model, L: float = 5.0):
     Returns
     -------
     torch.fx.GraphModule
-        Same parameters (same ``state_dict`` keys), in eval mode, with a
-        :class:`TDSNNActivation` before every ``nn.Linear``, ``nn.Conv2d`` and
-        average pooling (max pooling commutes with ``G`` and gets none).
-        Re-train it (e.g. :func:`biosnn.datasets.train_classifier`), then
+        The model in eval mode with a :class:`TDSNNActivation` before every
+        ``nn.Linear``, ``nn.Conv2d`` and average pooling (max pooling commutes
+        with ``G`` and gets none; in front of the constant affine maps the
+        tracer folds into the layer, such as ``(x - mean) / std`` on the
+        input, since the spiking network sends the values before them), and its weights compensated for ``G``'s
+        offset and gain (:func:`_compensate`: ``G`` sends at least 1, so the
+        plain weights would add ``W 1`` to every pre-activation): it starts
+        close to ``model``.  Same ``state_dict`` keys, except a bias added to a
+        bias-free layer that no BatchNorm follows.  Re-train it (e.g. :func:`biosnn.datasets.train_classifier`), then
         ``biosnn.convert(prepared, "tdsnn", ...)``.
     """
     L = check_L(L)
@@ -160,10 +289,12 @@ def prepare(model, L: float = 5.0):
         target = f"tdsnn_g{count}"
         count += 1
         gm.add_submodule(target, TDSNNActivation(L))
-        with gm.graph.inserting_before(node):
-            g = gm.graph.call_module(target, (node.args[0],))
-        node.replace_input_with(node.args[0], g)
+        site = _g_site(node, gm, modules)
+        with gm.graph.inserting_before(site):
+            g = gm.graph.call_module(target, (site.args[0],))
+        site.replace_input_with(site.args[0], g)
     gm.recompile()
+    _compensate(gm, L)
     return gm.eval()
 
 
@@ -187,6 +318,9 @@ def strip_activations(model):
             continue
         Ls.add(modules[node.target].L)
         for user in node.users:
+            while not _weighted_call(user, modules) and len(user.users) == 1 \
+                    and _constant_affine(user, gm, modules) is not None:
+                user = next(iter(user.users))       # G in front of a normalisation folded into the layer
             if not _weighted_call(user, modules):
                 raise ConversionError(
                     f"TDSNNActivation '{node.target}' feeds '{user.name}', which is not a Linear, Conv2d or "

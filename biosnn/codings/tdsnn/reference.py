@@ -65,6 +65,7 @@ import numpy as np
 
 from biosnn.frontends.torch_graph import LayerGraph, _as_batch, linear_map
 from biosnn.codings.rate.spec import layer_connections
+from biosnn.conversion.chains import branch_error
 from biosnn.errors import ConversionError
 
 __all__ = ["spike_step", "g_value", "check_L", "check_T_il", "decay_factor", "tick_weight", "tdsnn_roles",
@@ -128,8 +129,11 @@ def check_T_il(T_il) -> int:
     return int(T_il)
 
 
-#: What TDSNN converts, for the errors about residual connections.
-RESIDUAL_WHY = "converts chains of Linear, Conv2d, AvgPool2d and MaxPool2d layers"
+#: Why TDSNN refuses residual additions and concatenations (:func:`biosnn.conversion.chains.branch_error`).
+RESIDUAL_WHY = ("converts chains of Linear, Conv2d, AvgPool2d and MaxPool2d layers only: its network and exact "
+                "reference realise one layer per inhibitory/active period, with G (eq. 11) only in front of "
+                "weighted layers; a sum of branches needs both branches' spikes in the same inhibitory period "
+                "(the shorter branch delayed by whole periods) and G on the shortcut, which are not implemented")
 
 
 def tdsnn_roles(graph: LayerGraph) -> dict[str, str]:
@@ -146,9 +150,9 @@ def tdsnn_roles(graph: LayerGraph) -> dict[str, str]:
         raise ConversionError(f"expected a LayerGraph, got {type(graph).__name__}")
     for layer in graph.layers:
         if layer.op == "add":
-            raise ConversionError(
-                f"layer '{layer.name}' ({layer.module}) adds branches (a residual connection); TDSNN "
-                f"{RESIDUAL_WHY} only. Fix: use a model without skip connections.")
+            cat = any("of the concatenation)" in graph[src].module for src in layer.inputs)
+            raise branch_error(f"layer '{layer.name}' ({layer.module})", "cat" if cat else "add", "TDSNN",
+                               RESIDUAL_WHY)
     roles = {}
     for layer in graph.layers:
         if layer.op == "input":

@@ -29,10 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from biosnn.conversion.chains import refuse_residual_additions
 from biosnn.conversion.inputs import check_nonnegative
 from biosnn.conversion.snn import SNN, SNNResult, _to_numpy, batch_layout, batch_plan
-from biosnn.codings.tpc.reference import RESIDUAL_WHY, TPCPlan, build_plan, check_bits, simulate_tpc
+from biosnn.codings.tpc.reference import TPCPlan, build_plan, check_bits, simulate_tpc
 from biosnn.errors import ConversionError
 
 __all__ = ["PARAMS", "prepare", "calibrate", "convert", "TPCSNN", "TPCModel", "QuantAct"]
@@ -248,7 +247,6 @@ def prepare(model, bits: int = 8, steps: int | None = None, percentile: float = 
     except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError, ...
         raise ConversionError(f"torch.fx could not trace {type(base).__name__}.forward: {type(exc).__name__}: "
                               f"{exc}. Fix: avoid data-dependent control flow in forward()") from None
-    refuse_residual_additions(gm, "TPC", RESIDUAL_WHY)
     modules = dict(gm.named_modules())
     graph = gm.graph
     count = 0
@@ -338,6 +336,28 @@ def calibrate(model: TPCModel, x, batch_size: int = 256, overwrite: bool = True)
     return model
 
 
+def _concatenation_match(out: np.ndarray, acts: dict, layers, taken: set) -> list:
+    """Layers whose activations, concatenated along channels (features) in order, equal ``out``
+    (a quantiser after a ReLU or a pooling of a ``torch.cat``: the traced graph has one layer per part)."""
+    n, width = out.shape[0], out.shape[1]
+    rest = out.shape[2:]
+    parts, offset = [], 0
+    while offset < width:
+        for layer in layers:
+            c = layer.out_shape[0]
+            if (layer.name in taken or layer in parts or tuple(layer.out_shape[1:]) != rest
+                    or offset + c > width):
+                continue
+            block = out[:, offset:offset + c].reshape(n, -1)
+            if np.allclose(acts[layer.name], block, rtol=1e-9, atol=1e-12):
+                parts.append(layer)
+                offset += c
+                break
+        else:
+            return []
+    return parts if len(parts) > 1 else []
+
+
 def _layer_scales(model: TPCModel, graph, input_shape) -> dict:
     """The scale of each quantised graph layer, found by matching the quantisers' ReLU outputs.
 
@@ -347,7 +367,8 @@ def _layer_scales(model: TPCModel, graph, input_shape) -> dict:
     after a max pool quantises the pool's input layer: the traced graph moves
     the ReLU there, and the quantiser commutes with the max; a quantiser after
     an average pooling quantises that pooling, also where an identity pooling
-    repeats a max pool's output).
+    repeats a max pool's output).  A quantiser of a concatenation (a ReLU or
+    a pooling of a ``torch.cat``) quantises every part's layer with its scale.
     """
     from biosnn.frontends.torch_graph import forward_numpy
 
@@ -357,7 +378,7 @@ def _layer_scales(model: TPCModel, graph, input_shape) -> dict:
     for name, quant in quants:
         quant.enabled = False
         quant.register_forward_hook(lambda mod, inp, out, name=name: outputs.__setitem__(
-            name, out.detach().reshape(out.shape[0], -1).numpy()))
+            name, out.detach().numpy()))
     probe = torch.rand((3,) + tuple(input_shape), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     with torch.no_grad():
         probe_model.net(probe)
@@ -366,17 +387,24 @@ def _layer_scales(model: TPCModel, graph, input_shape) -> dict:
     taken = set()
     for name, quant in quants:
         out = outputs.get(name)
-        match = [layer for layer in graph.layers[1:] if out is not None and layer.name not in taken
-                 and acts[layer.name].shape == out.shape and np.allclose(acts[layer.name], out, rtol=1e-9, atol=1e-12)]
-        if not match:
-            raise ConversionError(f"quantiser '{name}' of the prepared model matches no layer of the traced "
-                                  "network; prepare the model again from the float model")
+        flat = None if out is None else out.reshape(out.shape[0], -1)
+        match = [layer for layer in graph.layers[1:] if flat is not None and layer.name not in taken
+                 and acts[layer.name].shape == flat.shape and np.allclose(acts[layer.name], flat, rtol=1e-9, atol=1e-12)]
         # an identity pooling (AvgPool2d(1, 1), a global mean of a 1x1 map) after a max pool outputs what the
         # max pool does: a quantiser after a pooling belongs to the pooling, one after a ReLU to a non-pooling
         pooled = [layer for layer in match if (layer.op == "avgpool2d") == quant.after_pool]
-        layer = (pooled or match)[0]
-        taken.add(layer.name)
-        scales[layer.inputs[0] if layer.op == "maxpool2d" else layer.name] = float(quant.scale)
+        if match:
+            found = [(pooled or match)[0]]
+        else:
+            found = [] if out is None or out.ndim < 2 else _concatenation_match(
+                out, acts, [layer for layer in graph.layers[1:] if (layer.op == "avgpool2d") == quant.after_pool
+                            or layer.op == "maxpool2d"], taken)
+        if not found:
+            raise ConversionError(f"quantiser '{name}' of the prepared model matches no layer of the traced "
+                                  "network; prepare the model again from the float model")
+        for layer in found:
+            taken.add(layer.name)
+            scales[layer.inputs[0] if layer.op == "maxpool2d" else layer.name] = float(quant.scale)
     return scales
 
 
@@ -390,9 +418,10 @@ def convert(ann, calibration, input_shape, *, bits: int | None = None, steps: in
         A fine-tuned :class:`TPCModel` (from :func:`prepare`; its scales are
         used, unset ones are calibrated on ``calibration``) or a plain ReLU
         network (prepared here and calibrated on ``calibration``: post-training
-        quantisation).  A feed-forward chain of ``Linear``, ``Conv2d``,
-        ``AvgPool2d``, ``MaxPool2d`` (and folded ``BatchNorm``) layers; no
-        residual connections.
+        quantisation).  ``Linear``, ``Conv2d``, ``AvgPool2d``, ``MaxPool2d``
+        (and folded ``BatchNorm``) layers, residual additions and
+        concatenations along channels (the shorter branch is delayed by
+        whole windows, :class:`~biosnn.codings.tpc.reference.TPCInput`).
     calibration : torch.Tensor or ndarray
         ``(N,) + input_shape`` training samples for the scales.
     input_shape : tuple

@@ -49,6 +49,20 @@ of ``min(floor(r), 2**n - 1)``, MSB first (:func:`emit_pattern`); a spike at
 step ``t`` adds ``w * 2**(n-1-t)`` to the post-synaptic potential, so after the
 window the post-synaptic neuron holds ``sum w q_k``: the pattern code is
 lossless for ``k = n`` and truncates LSBs for ``k < n``.
+
+Residual additions and concatenations
+-------------------------------------
+A residual addition ``relu(W2 h + shortcut(x))`` is one stage whose neurons
+receive several weighted projections (:func:`~biosnn.codings.rate.spec.synaptic_inputs`
+looks through the branches without ReLU): ``u = sum_k c_k W'_k q_k + b'`` with
+each source's own ``Delta`` in ``W'_k``, rounded to fixed point with one
+``F_L`` for all of them, and quantised like any stage.  A layer reading a
+``torch.cat`` is traced as such a sum of partial layers.  A bit-serial sum
+needs every source's pattern of a sample in the same window (the weight of a
+spike is set by its step in the window): a stage has depth ``1 +`` the largest
+depth of its sources, and the synapses from a source of depth ``d`` delay its
+spikes by ``depth - 1 - d`` whole windows (:class:`TPCInput`), which keeps each
+spike's step in its window.
 """
 
 from __future__ import annotations
@@ -62,7 +76,7 @@ from biosnn import connectivity as cx
 from biosnn.frontends.torch_graph import LayerGraph, _as_batch, snn_roles
 from biosnn.errors import ConversionError
 
-__all__ = ["MAX_BITS", "TPCStage", "TPCPlan", "TPCResult", "check_bits", "build_plan", "input_codes",
+__all__ = ["MAX_BITS", "TPCInput", "TPCStage", "TPCPlan", "TPCResult", "check_bits", "build_plan", "input_codes",
            "truncate", "popcount", "emit_pattern", "simulate_tpc"]
 
 #: Largest supported bit width (codes stay far inside float64's exact integers).
@@ -91,6 +105,41 @@ def check_bits(bits, steps=None) -> tuple[int, int]:
 
 
 @dataclass(frozen=True, eq=False)
+class TPCInput:
+    """Synapses from one emitting layer into a stage.
+
+    Attributes
+    ----------
+    source : str
+        The emitting layer (``"input"`` or an earlier stage).
+    layer : str
+        The graph layer whose map the synapses realise (the stage's own, a
+        residual branch's linear/conv layer, or the ``add`` for a shortcut).
+    conns : biosnn.connectivity.Connections
+        The synapses; ``weights`` are ``W'`` in fixed point (``None`` for max pooling).
+    delay : int
+        Windows the synapses delay the source's spikes: a stage reading sources
+        of different depths (a residual addition, a concatenation read by a
+        weighted layer) receives all of a sample's patterns in the same window.
+    tag : str
+        Suffix that makes the projection name unique (empty for a single input).
+    """
+
+    source: str
+    layer: str
+    conns: cx.Connections
+    delay: int
+    tag: str
+
+    def matrix(self):
+        """``W'`` as a scipy CSR matrix ``(n_post, n_pre)``."""
+        from scipy import sparse
+        c = self.conns
+        return sparse.csr_matrix((np.asarray(c.weights), (np.asarray(c.j), np.asarray(c.i))),
+                                 shape=(c.n_post, c.n_pre))
+
+
+@dataclass(frozen=True, eq=False)
 class TPCStage:
     """One population of the TPC network: a layer of the graph in code units.
 
@@ -99,19 +148,21 @@ class TPCStage:
     name : str
         Torch layer name.
     op : str
-        ``linear``, ``conv2d``, ``avgpool2d`` or ``maxpool2d``.
-    source : str
-        The layer it reads (``"input"`` or an earlier stage).
+        ``linear``, ``conv2d``, ``avgpool2d``, ``maxpool2d`` or ``add`` (a
+        residual addition or a layer reading a concatenation: the sum of the
+        weighted inputs of its branches).
+    inputs : tuple of TPCInput
+        Synapses from the emitting layers it reads (one for a chain layer;
+        residual branches without neurons are looked through, see
+        :func:`~biosnn.codings.rate.spec.synaptic_inputs`).
     depth : int
-        Pipeline stage, 1 for the first layer: the stage emits a sample's
-        pattern ``depth`` windows after the input emitted it.
+        Pipeline stage: the stage emits a sample's pattern ``depth`` windows
+        after the input emitted it (``1 +`` the largest depth of its sources;
+        the input has depth 0).
     scale : float
         ``lambda_L`` in activation units (``nan`` for the output layer).
     step : float
         ``Delta_L`` (activation units per code unit; 1 for the output layer).
-    conns : biosnn.connectivity.Connections
-        Synapses from the source; ``weights`` are ``W'`` in fixed point
-        (``None`` for max pooling).
     bias : numpy.ndarray
         ``b'`` per neuron in fixed point, rounding offset 1/2 included
         (zeros for max pooling).
@@ -123,25 +174,42 @@ class TPCStage:
 
     name: str
     op: str
-    source: str
+    inputs: tuple
     depth: int
     scale: float
     step: float
-    conns: cx.Connections
     bias: np.ndarray
     frac_bits: int
     is_output: bool
 
     @property
     def size(self) -> int:
-        return int(self.conns.n_post)
+        return int(self.inputs[0].conns.n_post)
+
+    @property
+    def sources(self) -> tuple:
+        """The emitting layers it reads."""
+        return tuple(si.source for si in self.inputs)
+
+    @property
+    def source(self) -> str:
+        """The emitting layer a single-input stage reads."""
+        return self._single().source
+
+    @property
+    def conns(self) -> cx.Connections:
+        """The synapses of a single-input stage."""
+        return self._single().conns
+
+    def _single(self) -> TPCInput:
+        if len(self.inputs) != 1:
+            raise ConversionError(f"stage '{self.name}' reads {len(self.inputs)} sources {list(self.sources)}; "
+                                  "use its inputs")
+        return self.inputs[0]
 
     def matrix(self):
-        """``W'`` as a scipy CSR matrix ``(size, source size)`` (linear stages only)."""
-        from scipy import sparse
-        c = self.conns
-        return sparse.csr_matrix((np.asarray(c.weights), (np.asarray(c.j), np.asarray(c.i))),
-                                 shape=(c.n_post, c.n_pre))
+        """``W'`` as a scipy CSR matrix ``(size, source size)`` (single-input linear stages only)."""
+        return self._single().matrix()
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,8 +238,8 @@ class TPCPlan:
 
     @property
     def depth(self) -> int:
-        """Number of pipeline stages after the input (the output layer's depth)."""
-        return len(self.stages)
+        """Number of pipeline stages after the input (the output layer's depth, the largest)."""
+        return max(s.depth for s in self.stages)
 
     @property
     def input_step(self) -> float:
@@ -192,42 +260,35 @@ class TPCPlan:
         raise ConversionError(f"no TPC stage named '{name}'; stages: {[s.name for s in self.stages]}")
 
     def fanout(self, name: str) -> np.ndarray:
-        """Synapses out of each neuron of layer ``name`` (``"input"`` or a stage) into the next stage."""
+        """Synapses out of each neuron of layer ``name`` (``"input"`` or a stage) into the stages reading it."""
+        size = self.graph.input.size if name == "input" else self.stage(name).size
+        out = np.zeros(size, dtype=np.int64)
         for s in self.stages:
-            if s.source == name:
-                return np.bincount(np.asarray(s.conns.i), minlength=s.conns.n_pre).astype(np.int64)
-        return np.zeros(self.stage(name).size, dtype=np.int64)
+            for si in s.inputs:
+                if si.source == name:
+                    out += np.bincount(np.asarray(si.conns.i), minlength=size).astype(np.int64)
+        return out
 
 
-#: What TPC makes of a network, for the errors about residual connections.
-RESIDUAL_WHY = "pipelines a feed-forward chain of layers (one window per layer)"
-
-
-def _chain(graph: LayerGraph) -> list:
-    """The graph's layers after the input, checked to form a feed-forward chain TPC can pipeline."""
-    roles = snn_roles(graph)
-    layers = list(graph.layers[1:])
-    for layer in layers:
-        if layer.op == "add" or roles[layer.name] == "virtual":
-            raise ConversionError(
-                f"layer '{layer.name}' ({layer.module}) is part of a residual addition; TPC conversion "
-                f"{RESIDUAL_WHY} and does not support residual connections. Fix: convert a network without "
-                "skip connections")
+def _check_output(graph: LayerGraph) -> None:
+    """The output layer must be read as a potential: a weighted layer (or a sum of them) without ReLU."""
     out = graph[graph.output]
-    if out.op not in ("linear", "conv2d", "avgpool2d"):
+    if out.op not in ("linear", "conv2d", "avgpool2d", "add"):
         raise ConversionError(f"the output layer '{out.name}' ({out.module}) is a {out.op}; TPC reads the "
                               "output potential of a linear, conv2d or avgpool2d layer. Fix: end the model "
                               "with nn.Linear (or a convolution)")
     if out.relu:
         raise ConversionError(f"the output layer '{out.name}' ({out.module}) has a ReLU; TPC reads the "
                               "output layer's potential (the logits). Fix: remove the final ReLU")
-    return layers
 
 
-def _fixed_point(w: np.ndarray, b: np.ndarray, j: np.ndarray, n_post: int, bits: int,
-                 offset: float, where: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """Round ``w`` and ``b + offset`` to ``F`` fractional bits with all partial sums exact."""
-    bound = np.bincount(j, weights=np.abs(w), minlength=n_post) * (2 ** bits - 1) + np.abs(b) + abs(offset)
+def _fixed_point(ws: list, b: np.ndarray, js: list, n_post: int, bits: int,
+                 offset: float, where: str) -> tuple[list, np.ndarray, int]:
+    """Round the weights ``ws`` (one array per input, post indices ``js``) and ``b + offset`` to ``F``
+    fractional bits with all partial sums of all inputs together exact."""
+    bound = np.abs(b) + abs(offset)
+    for w, j in zip(ws, js):
+        bound = bound + np.bincount(j, weights=np.abs(w), minlength=n_post) * (2 ** bits - 1)
     peak = float(bound.max()) if bound.size else 0.0
     if not np.isfinite(peak):
         raise ConversionError(f"{where}: weights or bias are not finite")
@@ -236,7 +297,7 @@ def _fixed_point(w: np.ndarray, b: np.ndarray, j: np.ndarray, n_post: int, bits:
         raise ConversionError(f"{where}: the weights are too large ({peak:.3g} code units) for exact "
                               "fixed-point sums; check the per-layer scales")
     unit = 2.0 ** frac
-    return np.rint(w * unit) / unit, np.rint(b * unit) / unit + offset, frac
+    return [np.rint(w * unit) / unit for w in ws], np.rint(b * unit) / unit + offset, frac
 
 
 def build_plan(graph: LayerGraph, scales: dict, bits: int, steps: int | None = None) -> TPCPlan:
@@ -245,11 +306,12 @@ def build_plan(graph: LayerGraph, scales: dict, bits: int, steps: int | None = N
     Parameters
     ----------
     graph : LayerGraph
-        Traced network (original weights, ``input_scale`` 1): a chain of
-        linear / conv2d / avgpool2d / maxpool2d layers with ReLUs, ending in
-        a linear or conv layer without ReLU.
+        Traced network (original weights, ``input_scale`` 1): linear /
+        conv2d / avgpool2d / maxpool2d layers with ReLUs and residual
+        additions (concatenations trace to additions of partial layers),
+        ending in a linear or conv layer (or a sum of them) without ReLU.
     scales : dict of str to float
-        ``lambda_L`` for ``"input"`` and every layer that is not the output and
+        ``lambda_L`` for ``"input"`` and every layer with neurons that is not the output and
         not a max pool (a max pool takes its source's scale), in activation
         units.
     bits : int
@@ -261,7 +323,7 @@ def build_plan(graph: LayerGraph, scales: dict, bits: int, steps: int | None = N
     -------
     TPCPlan
     """
-    from biosnn.codings.rate.spec import layer_connections
+    from biosnn.codings.rate.spec import layer_connections, synaptic_inputs
 
     bits, steps = check_bits(bits, steps)
     if not isinstance(graph, LayerGraph):
@@ -269,6 +331,8 @@ def build_plan(graph: LayerGraph, scales: dict, bits: int, steps: int | None = N
     if graph.input_scale != 1.0:
         raise ConversionError("build_plan needs the traced graph (input_scale 1), not a normalised one")
     levels = 2 ** bits - 1
+    roles = snn_roles(graph)
+    _check_output(graph)
 
     def scale_of(name):
         value = scales.get(name)
@@ -279,30 +343,36 @@ def build_plan(graph: LayerGraph, scales: dict, bits: int, steps: int | None = N
     lam_in = scale_of("input")
     step_of = {"input": lam_in / levels}
     scale_by = {"input": lam_in}
+    depth_of = {"input": 0}
     stages = []
-    for depth, layer in enumerate(_chain(graph), start=1):
-        src = layer.inputs[0]
-        if src not in step_of:
-            raise ConversionError(f"layer '{layer.name}' reads '{src}', which is not the previous stage")
-        conns = layer_connections(layer)
+    for layer in graph.layers[1:]:
+        if roles[layer.name] == "virtual":
+            continue
         is_out = layer.name == graph.output
         if layer.op == "maxpool2d":
-            lam, step = scale_by[src], step_of[src]
-            weights, bias, frac = None, np.zeros(layer.size), 0
+            src = layer.inputs[0]
+            depth = depth_of[src] + 1
+            conns = layer_connections(layer)
+            inputs = (TPCInput(src, layer.name, conns, 0, ""),)
+            lam, step, bias, frac = scale_by[src], step_of[src], np.zeros(layer.size), 0
         else:
+            syn, raw_b = synaptic_inputs(graph, layer.name, roles)
+            depth = 1 + max(depth_of[si.source] for si in syn)
             lam = float("nan") if is_out else scale_of(layer.name)
             step = 1.0 if is_out else lam / levels
-            raw_b = np.zeros(layer.size) if layer.bias is None else np.asarray(layer.bias, dtype=np.float64)
-            if layer.op == "conv2d":
-                raw_b = np.repeat(raw_b, int(np.prod(layer.out_shape[1:])))
-            w = np.asarray(conns.weights, dtype=np.float64) * (step_of[src] / step)
-            weights, bias, frac = _fixed_point(w, raw_b / step, np.asarray(conns.j), layer.size, bits,
-                                               0.0 if is_out else 0.5, f"layer '{layer.name}'")
-        conns = cx.Connections(conns.i, conns.j, weights, conns.kernel_index, conns.n_pre, conns.n_post,
-                               pre_shape=conns.pre_shape, post_shape=conns.post_shape,
-                               window_shape=conns.window_shape)
-        stages.append(TPCStage(layer.name, layer.op, src, depth, lam, step, conns, bias, frac, is_out))
-        step_of[layer.name], scale_by[layer.name] = step, lam
+            ws = [np.asarray(si.conns.weights, dtype=np.float64) * (si.scale * step_of[si.source] / step)
+                  for si in syn]
+            ws, bias, frac = _fixed_point(ws, raw_b / step, [np.asarray(si.conns.j) for si in syn], layer.size,
+                                          bits, 0.0 if is_out else 0.5, f"layer '{layer.name}'")
+            inputs = tuple(
+                TPCInput(si.source, si.layer.name, cx.Connections(si.conns.i, si.conns.j, w, si.conns.kernel_index, si.conns.n_pre,
+                                                   si.conns.n_post, pre_shape=si.conns.pre_shape,
+                                                   post_shape=si.conns.post_shape,
+                                                   window_shape=si.conns.window_shape),
+                         depth - 1 - depth_of[si.source], si.tag if len(syn) > 1 else "")
+                for si, w in zip(syn, ws))
+        stages.append(TPCStage(layer.name, layer.op, inputs, depth, lam, step, bias, frac, is_out))
+        step_of[layer.name], scale_by[layer.name], depth_of[layer.name] = step, lam, depth
     return TPCPlan(graph.replace_layers(input_scale=step_of["input"]), bits, steps, lam_in, tuple(stages))
 
 
@@ -384,24 +454,27 @@ class TPCResult:
         return {k: v * steps[k] for k, v in self.codes.items()}
 
 
-def _potential(stage: TPCStage, pre: np.ndarray, mats: dict) -> np.ndarray:
-    """``u`` of a stage (code units, rounding offset included) from its source's transmitted codes."""
+def _potential(stage: TPCStage, codes: dict, mats: dict) -> np.ndarray:
+    """``u`` of a stage (code units, rounding offset included) from its sources' transmitted codes."""
     if stage.op == "maxpool2d":
-        c = stage.conns
+        c, pre = stage.conns, codes[stage.source]
         out = np.zeros((stage.size, pre.shape[0]))
         np.maximum.at(out, np.asarray(c.j), pre.T[np.asarray(c.i)])
         return out.T
-    return np.asarray(mats[stage.name] @ pre.T).T + stage.bias
+    return sum(np.asarray(mats[stage.name][k] @ codes[si.source].T).T for k, si in enumerate(stage.inputs)) \
+        + stage.bias
 
 
 def _forward_batch(plan: TPCPlan, x, mats: dict) -> tuple[dict, np.ndarray]:
     levels = 2 ** plan.bits - 1
     codes = {"input": truncate(input_codes(plan, x), plan.bits, plan.steps)}
-    for stage in plan.stages[:-1]:
-        u = _potential(stage, codes[stage.source], mats)
+    for stage in plan.stages:
+        if stage.is_output:
+            continue
+        u = _potential(stage, codes, mats)
         codes[stage.name] = truncate(np.clip(np.floor(u), 0, levels), plan.bits, plan.steps)
-    out = plan.stages[-1]
-    return codes, _potential(out, codes[out.source], mats)
+    out = next(s for s in plan.stages if s.is_output)
+    return codes, _potential(out, codes, mats)
 
 
 def simulate_tpc(plan: TPCPlan, x, batch_size: int = 1000) -> TPCResult:
@@ -428,8 +501,8 @@ def simulate_tpc(plan: TPCPlan, x, batch_size: int = 1000) -> TPCResult:
         x = np.asarray(x)
     if len(x) == 0:
         raise ConversionError("simulate_tpc() got an empty input batch")
-    mats = {s.name: s.matrix() for s in plan.stages if s.op != "maxpool2d"}
-    fanout = {name: plan.fanout(name) for name in ["input"] + [s.name for s in plan.stages[:-1]]}
+    mats = {s.name: [si.matrix() for si in s.inputs] for s in plan.stages if s.op != "maxpool2d"}
+    fanout = {name: plan.fanout(name) for name in ["input"] + [s.name for s in plan.stages if not s.is_output]}
     codes, scores = {}, []
     for start in range(0, len(x), int(batch_size)):
         c, u = _forward_batch(plan, x[start:start + int(batch_size)], mats)

@@ -31,7 +31,12 @@ Neurons (dimensionless, code units):
   is the largest code of the pooling window (a bit-serial comparator); at the
   clock ``r = v``, ``v = 0``, ``acc = 0``;
 * output: integrates like a linear stage; at the clock ``v_last = v + b``
-  (the scores, monitored), ``v = 0``.
+  (the scores, monitored), ``v = 0``;
+* a stage with several sources (a residual addition, a layer reading a
+  ``torch.cat``) has one projection per source; the synapses from a source
+  ``m`` stages shallower than the deepest delay its spikes by ``m`` whole
+  windows (``m k`` steps), so every pattern of a sample arrives in the same
+  window, at the step (and with the bit weight ``theta_pre``) it was sent.
 
 Every emitting population sits in its own ``order`` (its depth), so within a
 step its threshold, reset and spike propagation run in depth order; this does
@@ -106,7 +111,7 @@ def tpc_network_spec(plan: TPCPlan, *, windows: int, name: str = "tpc",
     Returns
     -------
     NetworkSpec
-        Populations ``input, L1, ..., LD`` (depth order) and ``meter``; the
+        Populations ``input, L1, L2, ...`` (topological order) and ``meter``; the
         meter's ``spk_last``/``ops_last`` and the output's ``v_last`` are
         monitored at every clock tick.
     """
@@ -126,8 +131,7 @@ def tpc_network_spec(plan: TPCPlan, *, windows: int, name: str = "tpc",
         initial={"fanout": ArrayValue(plan.fanout("input").astype(np.float64))})]
     projections = []
     for stage in plan.stages:
-        pname, src = pop_of[stage.name], pop_of[stage.source]
-        connect = m.Explicit(ArrayValue(np.asarray(stage.conns.i)), ArrayValue(np.asarray(stage.conns.j)))
+        pname = pop_of[stage.name]
         bias = ArrayValue(np.asarray(stage.bias, dtype=np.float64))
         if stage.is_output:
             populations.append(m.Population(pname, stage.size, "tpc_readout", shape=shape_of[stage.name],
@@ -139,16 +143,21 @@ def tpc_network_spec(plan: TPCPlan, *, windows: int, name: str = "tpc",
                 initial={"b": bias, "fanout": ArrayValue(plan.fanout(stage.name).astype(np.float64))},
                 operations=[m.Operation(f"theta = {top}\nr = v + b\nv = 0", dt=window),
                             m.Operation(halve, when="groups", order=10 * stage.depth)]))
-        if stage.op == "maxpool2d":
-            projections.append(m.Projection(f"{src}_{pname}", src, pname, "tpc_max", connect,
-                                            operations=[m.Operation("acc = 0", dt=window)],
-                                            order=stage.depth - 1))
-        else:
-            connect, weights = weighted_connect(graph[stage.name], stage.conns, stage.conns.weights,
-                                                shaped=shape_of[stage.name] is not None
-                                                and shape_of[stage.source] is not None)
-            projections.append(m.Projection(f"{src}_{pname}", src, pname, "tpc_pattern", connect,
-                                            weights=weights, order=stage.depth - 1))
+        for si in stage.inputs:
+            src = pop_of[si.source]
+            # whole windows of delay keep the step within the window, so theta_pre at delivery is the bit weight
+            delay = f"{si.delay * k * DT_MS!r}*ms" if si.delay else None
+            if stage.op == "maxpool2d":
+                connect = m.Explicit(ArrayValue(np.asarray(si.conns.i)), ArrayValue(np.asarray(si.conns.j)))
+                projections.append(m.Projection(f"{src}_{pname}", src, pname, "tpc_max", connect,
+                                                operations=[m.Operation("acc = 0", dt=window)],
+                                                order=stage.depth - 1))
+            else:
+                connect, weights = weighted_connect(graph[si.layer], si.conns, si.conns.weights,
+                                                    shaped=shape_of[stage.name] is not None
+                                                    and shape_of[si.source] is not None)
+                projections.append(m.Projection(f"{src}_{pname}{si.tag}", src, pname, "tpc_pattern", connect,
+                                                weights=weights, delay=delay, order=stage.depth - 1))
 
     emitting = [p for p in populations if p.model != "tpc_readout"]
     populations.append(m.Population("meter", len(emitting), "tpc_meter", operations=[
