@@ -125,6 +125,18 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: 
     if spec.seed is not None:
         b2.seed(spec.seed)
     objs = Brian2Objects(network=None, clock=clock)
+    subgroups = {}
+
+    def node(ref: str):
+        """The group a reference names; a subgroup ``exc[0:800]`` as a Brian2 ``Subgroup`` with a fixed name."""
+        r = m.NodeRef.parse(ref, None)
+        group = objs.groups[r.name]
+        if r.whole:
+            return group
+        start, stop = r.bounds(len(group), None)
+        if (r.name, start, stop) not in subgroups:
+            subgroups[r.name, start, stop] = b2.Subgroup(group, start, stop, name=f"{r.name}_{start}_{stop}")
+        return subgroups[r.name, start, stop]
     functions = {}
     for ta in spec.timed_arrays:
         functions[ta.name] = b2.TimedArray(ta.values.quantity(), dt=parse_quantity(ta.dt) * 1.0,
@@ -186,23 +198,28 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: 
         ns = _namespace(spec, [(f"synapse_models.{mname}.parameters", smodel.parameters),
                                (f"projections.{proj.name}.parameters", proj.parameters)], functions)
         kwargs = _given(smodel, "on_pre", "on_post", "method")
-        statements = static_statements(spec, proj) if static else None
+        plain = not isinstance(proj.connect, m.Condition) and "[" not in proj.source + proj.target
+        statements = static_statements(spec, proj) if static and plain else None
         if statements is not None and not isinstance(proj.weights, str):
             kernel = proj.weights is None and isinstance(proj.connect, m.Conv2D)
             # a shared convolution kernel needs only the geometry: no synapse lists
             conn = None if kernel else expand_projection(spec, proj)
             net_objects.append(_static_projection(objs, spec, proj, conn, statements, clock))
             continue
-        conn = expand_projection(spec, proj)
+        condition = proj.connect if isinstance(proj.connect, m.Condition) else None
+        conn = None if condition else expand_projection(spec, proj)
         with brian2_errors(f"create projection '{proj.name}'"):
-            syn = b2.Synapses(objs.groups[proj.source], objs.groups[proj.target], model=smodel.equations,
+            syn = b2.Synapses(node(proj.source), node(proj.target), model=smodel.equations,
                               namespace=ns, clock=clock, name=proj.name, **kwargs)
-            if len(conn.i):
+            if condition is not None:  # Brian2 draws them: the synapses of a Brian2 script with the same seed
+                syn.connect(condition=condition.condition, p=condition.p if condition.p is not None else 1.0,
+                            namespace=ns)
+            elif len(conn.i):
                 syn.connect(i=np.asarray(conn.i, dtype=np.int32), j=np.asarray(conn.j, dtype=np.int32))
             else:  # Brian2's connect(i=[], j=[]) fails; a projection may well draw no synapse (p = 0)
                 syn.connect(False)
-        objs.n_synapses[proj.name] = len(conn.i)
-        if conn.weights is not None and proj.weights is None:
+        objs.n_synapses[proj.name] = None if condition else len(conn.i)
+        if conn is not None and conn.weights is not None and proj.weights is None:
             if isinstance(proj.connect, m.Conv2D):
                 unit = unit_of(proj.connect.kernel.unit)
                 value = ArrayValue(np.asarray(conn.weights) * float(np.asarray(unit)), _unit_name(unit))

@@ -120,13 +120,30 @@ def synapse_count(spec, proj, *, exact: bool = False) -> int | None:
         return n_post * int(np.prod(k[1:], dtype=np.int64))
     if isinstance(c, m.Pool2D):
         return n_post * c.kernel_size[0] * c.kernel_size[1]
+    if isinstance(c, m.Condition):
+        from biosnn.spec.expand import condition_estimate
+        try:
+            return condition_estimate(spec, proj, n_pre, n_post)
+        except SpecError:  # an invalid expression: validation names it
+            return None
     return n_pre * n_post  # any other rule: at most every pair
 
 
 def spec_node_size(spec, name: str) -> int:
+    """Neurons of a population, input or subgroup (``"exc[0:800]"``); ``KeyError`` if it does not exist."""
+    from biosnn.spec.model import NodeRef
+    try:
+        ref = NodeRef.parse(name, None)
+    except SpecError:
+        raise KeyError(name) from None
     for node in tuple(spec.populations) + tuple(spec.inputs):
-        if node.name == name:
-            return int(getattr(node, "size", 0) or 0)
+        if node.name == ref.name:
+            size = int(getattr(node, "size", 0) or 0)
+            try:
+                start, stop = ref.bounds(size, None)
+            except SpecError:
+                raise KeyError(name) from None
+            return stop - start
     raise KeyError(name)
 
 

@@ -412,9 +412,10 @@ def _input_variables(inp, base):
 def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
     from brian2 import second
     from brian2.units.fundamentalunits import DIMENSIONLESS
-    from biosnn.spec.model import Conv2D, Pool2D, Population
+    from biosnn.spec.model import Condition, Conv2D, NodeRef, Pool2D, Population
     field_ = f"projections.{proj.name}"
-    src, tgt = nodes.get(proj.source), nodes.get(proj.target)
+    sref, tref = NodeRef.parse(proj.source, f"{field_}.source"), NodeRef.parse(proj.target, f"{field_}.target")
+    src, tgt = nodes.get(sref.name), nodes.get(tref.name)
     if src is None:
         raise SpecError(f"unknown source '{proj.source}'", field=f"{field_}.source",
                         fix=f"use a population or input: {sorted(nodes)}")
@@ -422,6 +423,11 @@ def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
         pops = sorted(n for n, x in nodes.items() if isinstance(x, Population))
         raise SpecError(f"unknown target population '{proj.target}'", field=f"{field_}.target",
                         fix=f"use one of the populations {pops}")
+    sref.bounds(src.size, f"{field_}.source")
+    tref.bounds(tgt.size, f"{field_}.target")
+    if isinstance(proj.connect, (Conv2D, Pool2D)) and not (sref.whole and tref.whole):
+        raise SpecError("convolution and pooling connect whole layers, not subgroups", field=f"{field_}.source",
+                        fix="connect the whole populations (their shapes define the geometry)")
     model = resolve_synapse_model(spec, proj)
     name = proj.model if isinstance(proj.model, str) else None
     mfield = f"synapse_models.{name}" if name in spec.synapse_models else f"{field_}.model"
@@ -432,7 +438,7 @@ def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
                                                     (f"{field_}.parameters", proj.parameters)])
     variables = dict(base)
     variables.update(_constants(consts))
-    pre_vars, post_vars = node_vars[proj.source], node_vars[proj.target]
+    pre_vars, post_vars = node_vars[sref.name], node_vars[tref.name]
     skip = set(base) | {"t", "dt", "N"}
     for k, v in post_vars.items():
         if k in skip or k in consts:
@@ -467,6 +473,8 @@ def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
     if not model.on_pre and not model.on_post and not any("summed" in eq.flags for eq in eqs.values()):
         raise SpecError("the synapse model has no on_pre, on_post or summed variable, so it does nothing",
                         field=f"{mfield}", fix="add e.g. on_pre: 'v_post += w'")
+    if isinstance(proj.connect, Condition):
+        _check_condition(proj, base, consts, field_)
     syn_size = _n_synapses(spec, proj, src, tgt) if _needs_count(proj) else None
     if proj.weights is not None or isinstance(proj.connect, Conv2D):
         if proj.weight_var not in eqs.names:
@@ -497,6 +505,50 @@ def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
             _check_expr(proj.delay, second.dim, variables, f"{field_}.delay", "delay")
     _check_values(proj.initial, variables, eqs.names, syn_size, f"{field_}.initial", "one per synapse")
     _check_operations(proj.operations, variables, f"{field_}.operations")
+
+
+def condition_variables(base: dict, consts: dict) -> dict:
+    """What a connection condition or probability may use: ``i``, ``j``, ``N_pre``, ``N_post``, constants."""
+    from brian2.units.fundamentalunits import DIMENSIONLESS
+    variables = dict(base)
+    variables.update(_constants(consts))
+    variables.update({k: _var(k, DIMENSIONLESS, np.int32) for k in ("i", "j", "N_pre", "N_post")})
+    return variables
+
+
+def _check_condition(proj, base: dict, consts: dict, field_: str) -> None:
+    """A :class:`~biosnn.spec.model.Condition`: a boolean of ``i, j``, a dimensionless ``p``, no per-synapse arrays."""
+    from brian2.parsing.expressions import is_boolean_expression
+    from brian2.units.fundamentalunits import DIMENSIONLESS
+    c, f = proj.connect, f"{field_}.connect"
+    variables = condition_variables(base, consts)
+    for key in ("condition", "p"):
+        text = getattr(c, key)
+        if text is None:
+            continue
+        names = set(_identifiers(text)) - _KEYWORDS
+        bad = sorted(n for n in names if n not in variables)
+        if bad:
+            raise SpecError(f"connection {key} '{text}' uses {bad}: a condition may only use i, j, N_pre, N_post "
+                            "and constants", field=f"{f}.{key}",
+                            fix="write it with the source index i, the target index j and constants, "
+                                "e.g. 'i != j' or '0.1*exp(-abs(i - j)/10)'")
+        _check_expr(text, DIMENSIONLESS if key == "p" else None, variables, f"{f}.{key}", f"connection {key}")
+        if key == "condition" and not is_boolean_expression(text, variables):
+            raise SpecError(f"connection condition '{text}' is not a condition", field=f"{f}.condition",
+                            fix="write a comparison such as 'i != j' or 'abs(i - j) < 3'")
+    arrays = [k for k, v in [("weights", proj.weights), ("delay", proj.delay), *proj.initial.items()]
+              if isinstance(v, ArrayValue)]
+    if arrays:
+        raise SpecError(f"'{arrays[0]}' is an array, but a condition connectivity has no fixed number of synapses",
+                        field=f"{field_}.{arrays[0]}" if arrays[0] in ("weights", "delay")
+                        else f"{field_}.initial.{arrays[0]}",
+                        fix="give an expression (e.g. '0.5*mV', 'rand()*w_max'), or explicit i/j connectivity")
+
+
+def _identifiers(text: str) -> set:
+    from brian2.utils.stringtools import get_identifiers
+    return get_identifiers(text)
 
 
 def _needs_count(proj) -> bool:

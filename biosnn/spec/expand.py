@@ -13,10 +13,15 @@ import numpy as np
 
 from biosnn import connectivity as cx
 from biosnn.errors import SpecError
-from biosnn.spec.model import AllToAll, Conv2D, Explicit, OneToOne, Pool2D, RandomP
+from biosnn.spec.model import AllToAll, Condition, Conv2D, Explicit, OneToOne, Pool2D, RandomP
 from biosnn.spec.values import parse_quantity
 
-__all__ = ["convolution_of", "expand_projection", "projection_rng", "projection_size"]
+__all__ = ["convolution_of", "expand_projection", "expand_condition", "condition_estimate", "projection_rng",
+           "projection_size"]
+
+CONDITION_BLOCK = 1 << 18
+"""Pairs evaluated at once by :func:`expand_condition` (rows of the ``i x j`` grid per block; part of the
+expansion's definition: the random numbers are drawn block by block)."""
 
 
 def projection_rng(spec, proj) -> np.random.Generator:
@@ -100,11 +105,11 @@ def expand_projection(spec, proj) -> cx.Connections:
         convolution and pooling (in the unit of the synapse's weight variable)
         or ``None``, and ``kernel_index`` for convolutions.
     """
-    src = spec.node(proj.source)
-    tgt = spec.node(proj.target)
-    n_pre, n_post = src.size, tgt.size
-    c = proj.connect
     f = f"projections.{proj.name}.connect"
+    src, a, b = spec.node_bounds(proj.source, f"projections.{proj.name}.source")
+    tgt, c_, d = spec.node_bounds(proj.target, f"projections.{proj.name}.target")
+    n_pre, n_post = b - a, d - c_
+    c = proj.connect
     try:
         if isinstance(c, AllToAll):
             conn = cx.all_to_all(n_pre, n_post)
@@ -119,6 +124,9 @@ def expand_projection(spec, proj) -> cx.Connections:
         elif isinstance(c, RandomP):
             conn = cx.random_p(n_pre, n_post, c.p, projection_rng(spec, proj),
                                allow_autapses=c.allow_autapses or proj.source != proj.target)
+        elif isinstance(c, Condition):
+            i, j = expand_condition(spec, proj, n_pre, n_post)
+            conn = cx.explicit(i, j, n_pre, n_post)
         elif isinstance(c, Explicit):
             conn = cx.explicit(np.asarray(c.i.data), np.asarray(c.j.data), n_pre, n_post)
         elif isinstance(c, Conv2D):
@@ -143,3 +151,101 @@ def expand_projection(spec, proj) -> cx.Connections:
             raise
         raise exc.located(prefix=f) from None
     return conn
+
+
+def _condition_names(spec, proj, n_pre: int, n_post: int) -> dict:
+    """Constants a condition may use (namespace, model and projection parameters; SI floats) and the sizes."""
+    from biosnn.spec.check import evaluate_namespace
+    smodel = spec.synapse_model(proj)
+    consts = evaluate_namespace([("namespace", spec.namespace), ("synapse_model.parameters", smodel.parameters),
+                                 (f"projections.{proj.name}.parameters", proj.parameters)])
+    from brian2.core.functions import DEFAULT_CONSTANTS
+    names = {k: float(v.value) for k, v in DEFAULT_CONSTANTS.items()}
+    names.update({k: float(np.asarray(v)) for k, v in consts.items()})
+    names.update(N_pre=n_pre, N_post=n_post)
+    return names
+
+
+def _condition_block(c: Condition, names: dict, i, j, rng, f: str) -> np.ndarray:
+    """The kept pairs of one block: condition true, then a uniform draw below ``p``."""
+    from biosnn.spec.index_expressions import evaluate_index_expression
+    shape = (len(i), len(j))
+    scope = dict(names, i=i[:, None], j=j[None, :])
+    keep = np.ones(shape, dtype=bool)
+    if c.condition is not None:
+        keep &= np.broadcast_to(np.asarray(evaluate_index_expression(c.condition, scope, shape, rng,
+                                                                     f"{f}.condition"), dtype=bool), shape)
+    if c.p is not None:
+        p = np.broadcast_to(np.asarray(evaluate_index_expression(c.p, scope, shape, rng, f"{f}.p"),
+                                       dtype=np.float64), shape)
+        keep &= rng.random(shape) < p
+    return keep
+
+
+def expand_condition(spec, proj, n_pre: int, n_post: int) -> tuple[np.ndarray, np.ndarray]:
+    """The synapses ``(i, j)`` of a :class:`~biosnn.spec.Condition` projection, deterministic from the seed.
+
+    The ``n_pre x n_post`` pairs are evaluated in blocks of whole rows of at
+    most :data:`CONDITION_BLOCK` pairs; in each block the condition is
+    evaluated first (``rand()`` in it draws one number per pair), then ``p``,
+    then one uniform number per pair, all from :func:`projection_rng`.  The
+    expected number of synapses (:func:`condition_estimate`) is checked
+    against the memory budget (:mod:`biosnn.spec.budget`) before anything is
+    allocated, and the synapses found so far after every block.
+
+    Returns
+    -------
+    i, j : numpy.ndarray of int64
+        Sorted by ``(i, j)``.
+    """
+    from biosnn.spec.budget import BYTES_PER_SYNAPSE, check_bytes
+    c, f = proj.connect, f"projections.{proj.name}.connect"
+    estimate = condition_estimate(spec, proj, n_pre, n_post)
+    check_bytes(estimate * BYTES_PER_SYNAPSE, f"projection '{proj.name}' (about {estimate} synapses)", f)
+    names = _condition_names(spec, proj, n_pre, n_post)
+    rng = projection_rng(spec, proj)
+    rows = max(1, CONDITION_BLOCK // max(n_post, 1))
+    j_all = np.arange(n_post, dtype=np.int64)
+    out_i, out_j, found = [], [], 0
+    for start in range(0, n_pre, rows):
+        i = np.arange(start, min(n_pre, start + rows), dtype=np.int64)
+        ii, jj = np.nonzero(_condition_block(c, names, i, j_all, rng, f))
+        out_i.append(i[ii])
+        out_j.append(jj.astype(np.int64))
+        found += len(ii)
+        check_bytes(found * BYTES_PER_SYNAPSE, f"projection '{proj.name}' ({found} synapses so far)", f)
+    if not out_i:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(out_i), np.concatenate(out_j)
+
+
+def condition_estimate(spec, proj, n_pre: int, n_post: int, samples: int = 4096) -> int:
+    """An estimate of a condition projection's synapse count without expanding it.
+
+    The condition and ``p`` are evaluated on ``samples`` pairs drawn with a
+    fixed seed (all pairs when there are fewer); the estimate is the expected
+    count plus six standard deviations.
+    """
+    import math
+    pairs = n_pre * n_post
+    if pairs == 0:
+        return 0
+    c, f = proj.connect, f"projections.{proj.name}.connect"
+    names = _condition_names(spec, proj, n_pre, n_post)
+    rng = np.random.default_rng(0)
+    if pairs <= samples:
+        i, j = np.divmod(np.arange(pairs, dtype=np.int64), n_post)
+    else:
+        flat = rng.integers(0, pairs, samples, dtype=np.int64)
+        i, j = np.divmod(flat, n_post)
+    from biosnn.spec.index_expressions import evaluate_index_expression
+    scope = dict(names, i=i, j=j)
+    prob = np.ones(len(i))
+    if c.condition is not None:
+        prob *= np.broadcast_to(np.asarray(evaluate_index_expression(c.condition, scope, (len(i),), rng,
+                                                                     f"{f}.condition"), dtype=bool), (len(i),))
+    if c.p is not None:
+        prob *= np.clip(np.broadcast_to(np.asarray(evaluate_index_expression(c.p, scope, (len(i),), rng, f"{f}.p"),
+                                                   dtype=np.float64), (len(i),)), 0, 1)
+    mean = float(np.mean(prob)) * pairs
+    return int(min(pairs, math.ceil(mean + 6 * math.sqrt(max(mean, 1.0)) + 1)))

@@ -27,7 +27,7 @@ from biosnn.spec.values import (ArrayValue, Value, as_expression, as_value,
 __all__ = ["NeuronModel", "SynapseModel", "Population", "PoissonInput", "SpikeTimesInput",
            "CurrentInput", "TimedArraySpec", "AllToAll", "OneToOne", "RandomP", "Explicit",
            "Conv2D", "Pool2D", "Projection", "Operation", "SpikeMonitor", "StateMonitor", "NetworkSpec",
-           "Connectivity", "Input", "Monitor"]
+           "Connectivity", "Input", "Monitor", "Condition", "NodeRef"]
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -590,7 +590,98 @@ class Pool2D:
         object.__setattr__(self, "weight", _opt_expr(self.weight, "connect.weight"))
 
 
-Connectivity = Union[AllToAll, OneToOne, RandomP, Explicit, Conv2D, Pool2D]
+@dataclass(frozen=True)
+class Condition:
+    """Brian2's ``Synapses.connect(condition=..., p=...)``: pairs chosen by expressions of ``i`` and ``j``.
+
+    Every pair ``(i, j)`` (source index ``i``, target index ``j``, both
+    relative to the source and target, subgroups included) for which
+    ``condition`` is true is connected with probability ``p``.  The Brian2
+    backends pass both to Brian2's ``connect`` (the same synapses as a Brian2
+    script with the same seed, on the runtime); other backends use the
+    deterministic expansion :func:`biosnn.spec.expand.expand_projection`
+    (drawn in numpy from the spec's seed and the projection's name).
+
+    Parameters
+    ----------
+    condition : str, optional
+        A boolean expression of ``i``, ``j``, ``N_pre``, ``N_post`` and
+        dimensionless constants, e.g. ``"i != j"`` or ``"abs(i - j) <= 2"``.
+    p : str or float, optional
+        Connection probability (dimensionless expression of the same names,
+        e.g. ``"0.1*exp(-abs(i - j)/10)"``), default 1.
+    """
+
+    condition: str | None = None
+    p: str | None = None
+
+    def __post_init__(self):
+        if self.condition is None and self.p is None:
+            raise SpecError("a condition connectivity needs a 'condition', a 'p' or both", field="connect",
+                            fix="write e.g. {type: condition, condition: 'i != j', p: 0.1}")
+        object.__setattr__(self, "condition", _opt_expr(self.condition, "connect.condition"))
+        object.__setattr__(self, "p", _opt_expr(self.p, "connect.p"))
+
+
+Connectivity = Union[AllToAll, OneToOne, RandomP, Explicit, Conv2D, Pool2D, Condition]
+
+
+_SLICE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)\[\s*(\d*)\s*:\s*(\d*)\s*\]$")
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    """A reference to a population or input, or to a contiguous part of it (Brian2's subgroup ``G[a:b]``).
+
+    Parameters
+    ----------
+    name : str
+        The population or input.
+    start, stop : int or None
+        The slice ``[start:stop]`` (``None``: the whole node).
+    """
+
+    name: str
+    start: int | None = None
+    stop: int | None = None
+
+    @classmethod
+    def parse(cls, text, field_: str) -> "NodeRef":
+        """Parse ``"exc"`` or ``"exc[10:20]"`` / ``"exc[:800]"`` / ``"exc[800:]"`` (no step, no negatives)."""
+        if not isinstance(text, str):
+            raise SpecError(f"expected a population name, got {text!r}", field=field_,
+                            fix="name a population, or a part of it such as 'exc[0:800]'")
+        if "[" not in text:
+            _check_name(text, "population", field_)
+            return cls(text)
+        match = _SLICE.match(text.strip())
+        if match is None:
+            raise SpecError(f"'{text[:60]}' is not a population name or a contiguous slice of one", field=field_,
+                            fix="write 'name[start:stop]' with non-negative whole numbers, e.g. 'exc[0:800]' "
+                                "(no step, no negative indices)")
+        name, a, b = match.groups()
+        _check_name(name, "population", field_)
+        return cls(name, int(a) if a else 0, int(b) if b else None)
+
+    @property
+    def whole(self) -> bool:
+        return self.start is None
+
+    def bounds(self, size: int, field_: str) -> tuple[int, int]:
+        """``(start, stop)`` within a node of ``size`` neurons; a slice out of range is a :class:`SpecError`."""
+        if self.whole:
+            return 0, size
+        stop = size if self.stop is None else self.stop
+        if not 0 <= self.start < stop <= size:
+            raise SpecError(f"subgroup [{self.start}:{'' if self.stop is None else self.stop}] of '{self.name}' "
+                            f"is empty or outside its {size} neurons", field=field_,
+                            fix=f"give 0 <= start < stop <= {size}")
+        return self.start, stop
+
+
+def node_ref(text, field_: str) -> NodeRef:
+    """Shorthand for :meth:`NodeRef.parse`."""
+    return NodeRef.parse(text, field_)
 
 
 @dataclass(frozen=True)
@@ -650,12 +741,13 @@ class Projection:
             if not isinstance(getattr(self, f), str):
                 raise SpecError(f"{f} must be a population or input name", field=f,
                                 fix="name a population defined in the spec")
+            NodeRef.parse(getattr(self, f), f)
         if not isinstance(self.model, (str, SynapseModel)):
             raise SpecError("model must be a synapse model name or a SynapseModel", field="model",
                             fix="name a model from synapse_models or the library")
-        if not isinstance(self.connect, (AllToAll, OneToOne, RandomP, Explicit, Conv2D, Pool2D)):
+        if not isinstance(self.connect, (AllToAll, OneToOne, RandomP, Explicit, Conv2D, Pool2D, Condition)):
             raise SpecError(f"unknown connectivity {self.connect!r}", field="connect",
-                            fix="use all_to_all, one_to_one, p, explicit i/j, conv2d or pool2d")
+                            fix="use all_to_all, one_to_one, p, explicit i/j, conv2d, pool2d or condition")
         if self.weights is not None:
             object.__setattr__(self, "weights", as_value(self.weights, field="weights"))
         if isinstance(self.connect, Conv2D) and self.weights is not None:
@@ -883,6 +975,18 @@ class NetworkSpec:
             if p.name == name:
                 return p
         raise SpecError(f"no projection named '{name}'", fix=f"use one of {[p.name for p in self.projections]}")
+
+    def node_bounds(self, ref: str, field_: str | None = None) -> tuple[Union[Population, Input], int, int]:
+        """The node a reference names (``"exc"`` or the subgroup ``"exc[0:800]"``) and its ``(start, stop)``."""
+        r = NodeRef.parse(ref, field_)
+        node = self.node(r.name)
+        start, stop = r.bounds(node.size, field_)
+        return node, start, stop
+
+    def node_size(self, ref: str) -> int:
+        """The number of neurons of a population, an input or a subgroup such as ``"exc[0:800]"``."""
+        _, start, stop = self.node_bounds(ref)
+        return stop - start
 
     @property
     def population_names(self) -> list[str]:

@@ -31,7 +31,8 @@ __all__ = ["load_spec", "save_spec", "spec_to_dict", "spec_from_dict"]
 
 _INPUT_TYPES = {"poisson": m.PoissonInput, "spike_times": m.SpikeTimesInput, "current": m.CurrentInput}
 _CONNECT_TYPES = {"all_to_all": m.AllToAll, "one_to_one": m.OneToOne, "random": m.RandomP,
-                  "explicit": m.Explicit, "conv2d": m.Conv2D, "pool2d": m.Pool2D}
+                  "explicit": m.Explicit, "conv2d": m.Conv2D, "pool2d": m.Pool2D,
+                  "condition": m.Condition}
 _DTYPES = {f"{k}{b}" for k, bits in (("int", (8, 16, 32, 64)), ("uint", (8, 16, 32, 64)),
                                       ("float", (16, 32, 64))) for b in bits} | {"bool"}
 _MONITOR_TYPES = {"spikes": m.SpikeMonitor, "state": m.StateMonitor}
