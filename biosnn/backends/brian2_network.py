@@ -16,14 +16,14 @@ import numpy as np
 
 from biosnn.backends.base import apply_overrides
 from biosnn.errors import BackendError, SpecError
-from biosnn.recording import FinalState, Recording, SpikeTrains, StateTrace
+from biosnn.recording import FinalState, Recording, SpikeTrains, SpikeValues, StateTrace
 from biosnn.spec import model as m
 from biosnn.spec.check import evaluate_namespace
 from biosnn.backends.brian2_static import static_statements
 from biosnn.spec.expand import expand_projection
 from biosnn.spec.values import ArrayValue, parse_quantity, unit_of
 
-__all__ = ["Brian2Objects", "build_objects", "collect_recording", "brian2_errors", "brian2_cause"]
+__all__ = ["Brian2Objects", "build_objects", "collect_recording", "brian2_errors", "brian2_cause", "run_network"]
 
 
 @dataclass
@@ -34,8 +34,9 @@ class Brian2Objects:
     clock: object
     groups: dict = field(default_factory=dict)        # population/input name -> group
     synapses: dict = field(default_factory=dict)      # projection name -> Synapses
-    spike_monitors: dict = field(default_factory=dict)  # population name -> SpikeMonitor
+    spike_monitors: dict = field(default_factory=dict)  # population name (or subgroup) -> SpikeMonitor
     state_monitors: list = field(default_factory=list)  # (StateMonitor spec, brian2 StateMonitor)
+    rate_monitors: dict = field(default_factory=dict)   # population name (or subgroup) -> PopulationRateMonitor
     timed_arrays: dict = field(default_factory=dict)  # name -> TimedArray
     n_synapses: dict = field(default_factory=dict)    # projection name -> count
 
@@ -192,13 +193,15 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: 
         objs.groups[inp.name] = group
         net_objects.append(group)
 
+    monitored = {mon.population for mon in spec.monitors if isinstance(mon, m.StateMonitor)}
     for proj in spec.projections:
         smodel = spec.synapse_model(proj)
         mname = proj.model if isinstance(proj.model, str) else proj.name
         ns = _namespace(spec, [(f"synapse_models.{mname}.parameters", smodel.parameters),
                                (f"projections.{proj.name}.parameters", proj.parameters)], functions)
         kwargs = _given(smodel, "on_pre", "on_post", "method")
-        plain = not isinstance(proj.connect, m.Condition) and "[" not in proj.source + proj.target
+        plain = not isinstance(proj.connect, m.Condition) and "[" not in proj.source + proj.target \
+            and proj.name not in monitored
         statements = static_statements(spec, proj) if static and plain else None
         if statements is not None and not isinstance(proj.weights, str):
             kernel = proj.weights is None and isinstance(proj.connect, m.Conv2D)
@@ -241,19 +244,27 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: 
         net_objects.append(syn)
 
     for mon in spec.monitors:
-        group = objs.groups[mon.population]
+        source = objs.synapses[mon.population] if mon.population in objs.synapses and \
+            mon.population not in objs.groups else node(mon.population)
+        tag = mon.population.replace("[", "_").replace(":", "_").replace("]", "")
         with brian2_errors(f"create a monitor of '{mon.population}'"):
             if isinstance(mon, m.SpikeMonitor):
                 if mon.population in objs.spike_monitors:
                     continue
-                sm = b2.SpikeMonitor(group, name=f"spikes_{mon.population}")
+                sm = b2.SpikeMonitor(source, variables=list(mon.variables) or None, name=f"spikes_{tag}")
                 objs.spike_monitors[mon.population] = sm
                 net_objects.append(sm)
+            elif isinstance(mon, m.RateMonitor):
+                if mon.population in objs.rate_monitors:
+                    continue
+                rm = b2.PopulationRateMonitor(source, name=f"rate_{tag}")
+                objs.rate_monitors[mon.population] = rm
+                net_objects.append(rm)
             else:
                 record = True if mon.indices is None else list(mon.indices)
-                st = b2.StateMonitor(group, list(mon.variables), record=record, when=mon.when,
+                st = b2.StateMonitor(source, list(mon.variables), record=record, when=mon.when,
                                      order=mon.order, clock=clock_for(mon.dt) if mon.dt else clock,
-                                     name=f"states_{mon.population}_{len(objs.state_monitors)}")
+                                     name=f"states_{tag}_{len(objs.state_monitors)}")
                 objs.state_monitors.append((mon, st))
                 net_objects.append(st)
     objs.network = b2.Network(*net_objects, name="biosnn_network")
@@ -328,6 +339,28 @@ def _unit_name(unit) -> str:
     return "1"
 
 
+def run_network(objs: Brian2Objects, spec: m.NetworkSpec, duration_s: float, **kwargs) -> None:
+    """Run the network for ``duration_s`` seconds: in one go, or segment by segment when the spec has a protocol.
+
+    Before each segment its ``set`` assignments are made (Brian2's ``G.var = value``
+    between two ``Network.run`` calls; on a standalone device they become
+    code between the runs of one binary).  Keyword arguments go to every
+    ``Network.run``.
+    """
+    from brian2 import second
+    if not spec.protocol:
+        objs.network.run(duration_s * second, namespace={}, **kwargs)
+        return
+    if abs(duration_s - spec.duration_seconds()) > 1e-12:
+        raise BackendError(f"'{spec.name}' has a protocol of {spec.duration_seconds()} s; it cannot run for "
+                           f"{duration_s} s (change the segments to change the duration)")
+    for seg in spec.protocol:
+        for key, value in seg.set.items():
+            part, _, var = key.partition(".")
+            _set(objs.groups.get(part, objs.synapses.get(part)), var, value, f"protocol value {key}")
+        objs.network.run(parse_quantity(seg.duration) * 1.0, namespace={}, **kwargs)
+
+
 def positive_duration(duration_s: float) -> float:
     """``duration_s`` as a float, or a :class:`BackendError` if it is not positive."""
     duration_s = float(duration_s)
@@ -387,17 +420,31 @@ def collect_recording(objs: Brian2Objects, spec: m.NetworkSpec, duration_s: floa
                       meta: dict, final_state=()) -> Recording:
     """Read the monitors (and the ``final_state`` variables) into a :class:`Recording` (numpy, SI)."""
     from brian2 import get_unit
-    spikes = {}
+    spikes, spike_values = {}, {}
     for name, sm in objs.spike_monitors.items():
         t = np.asarray(sm.t_[:], dtype=np.float64)
         i = np.asarray(sm.i[:], dtype=np.int64)
-        order = np.argsort(t, kind="stable")
-        spikes[name] = SpikeTrains(times=t[order], indices=i[order], size=len(objs.groups[name]))
+        order = np.lexsort((i, t))  # SpikeTrains' order: by time, then index
+        spikes[name] = SpikeTrains(times=t[order], indices=i[order], size=len(sm.source))
+        values = {}
+        for var in sm.record_variables:
+            if var in ("t", "i"):
+                continue
+            dim = sm.variables[var].dim
+            values[var] = SpikeValues(values=np.asarray(getattr(sm, var + "_")[:], dtype=np.float64)[order],
+                                      unit="1" if dim.is_dimensionless else repr(get_unit(dim)))
+        if values:
+            spike_values[name] = values
+    rates = {}
+    for name, rm in objs.rate_monitors.items():
+        rate = np.asarray(rm.rate_[:], dtype=np.float64)
+        rates[name] = StateTrace(times=np.asarray(rm.t_[:], dtype=np.float64), values=rate.reshape(-1, 1),
+                                 indices=np.zeros(1, dtype=np.int64), unit="hertz")
     states: dict = {}
     for mon, st in objs.state_monitors:
         times = np.asarray(st.t_[:], dtype=np.float64)
         idx = np.asarray(st.record, dtype=np.int64) if not isinstance(st.record, bool) else \
-            np.arange(len(objs.groups[mon.population]), dtype=np.int64)
+            np.arange(len(st.source), dtype=np.int64)
         per = states.setdefault(mon.population, {})
         for var in mon.variables:
             values = np.asarray(getattr(st, var + "_")[:], dtype=np.float64).T
@@ -405,6 +452,6 @@ def collect_recording(objs: Brian2Objects, spec: m.NetworkSpec, duration_s: floa
             unit = "1" if dim.is_dimensionless else repr(get_unit(dim))
             per[var] = StateTrace(times=times, values=values.reshape(len(times), len(idx)),
                                   indices=idx, unit=unit)
-    return Recording(spikes=spikes, states=states, duration=duration_s,
+    return Recording(spikes=spikes, states=states, spike_values=spike_values, rates=rates, duration=duration_s,
                      dt=spec.dt_seconds(), meta={k: str(v) for k, v in meta.items()},
                      final=read_final_state(objs, final_state))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
-from biosnn.backends.brian2_network import brian2_errors, build_objects, collect_recording, run_request
+from biosnn.backends.brian2_network import (brian2_errors, build_objects, collect_recording, run_network,
+                                            run_request)
 from biosnn.backends.progress import ProgressBar
 from biosnn.errors import BackendError
 from biosnn.spec import model as m
@@ -95,8 +96,7 @@ class RuntimeSimulation:
             t1 = time.perf_counter()
             try:
                 with brian2_errors(f"run '{spec.name}'"):
-                    objs.network.run(duration_s * second, namespace={}, report=bar.brian2_report,
-                                     report_period=0.5 * second)
+                    run_network(objs, spec, duration_s, report=bar.brian2_report, report_period=0.5 * second)
             finally:
                 bar.close()
             t2 = time.perf_counter()

@@ -33,7 +33,7 @@ import numpy as np
 from biosnn.backends.base import apply_overrides, split_key
 from biosnn.backends.binary_hashes import binary_is_trusted, check_binary, record_binary, untrust_build
 from biosnn.backends.brian2_network import (brian2_errors, build_objects, check_final_state, collect_recording,
-                                            positive_duration)
+                                            positive_duration, run_network)
 from biosnn.backends.brian2_runtime import brian2_prefs
 from biosnn.backends.brian2_static import write_static_files
 from biosnn.backends.brian2_templates import SAME_TIME_FIXES, templater_scope
@@ -222,9 +222,8 @@ class StandaloneSimulation:
                     gc.collect()  # objects of an earlier build would make Brian2 rename ours (lif_1): recompiles
                     objs = build_objects(self.spec, static=self.backend.static_projections)
                     with brian2_errors(f"generate code for '{self.spec.name}'"):
-                        objs.network.run(self.duration_s * second, namespace={},
-                                         report=STANDALONE_REPORT_CODE, report_period=1 * second,
-                                         profile=self.backend.profile)
+                        run_network(objs, self.spec, self.duration_s, report=STANDALONE_REPORT_CODE,
+                                    report_period=1 * second, profile=self.backend.profile)
                     with _dir_lock(self.directory):
                         if not binary_is_trusted(self.directory):
                             untrust_build(self.directory)  # a binary biosnn did not build: compile afresh

@@ -9,6 +9,6 @@
 (``Recording.save``/``load`` call into ``formats`` when used).
 """
 
-from biosnn.recording.data import FinalState, Recording, RecordingError, SpikeTrains, StateTrace
+from biosnn.recording.data import FinalState, Recording, RecordingError, SpikeTrains, SpikeValues, StateTrace
 
-__all__ = ["FinalState", "Recording", "RecordingError", "SpikeTrains", "StateTrace"]
+__all__ = ["FinalState", "Recording", "RecordingError", "SpikeTrains", "SpikeValues", "StateTrace"]

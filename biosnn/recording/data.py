@@ -31,7 +31,7 @@ import numpy as np
 
 from biosnn.errors import BiosnnError
 
-__all__ = ["RecordingError", "SpikeTrains", "StateTrace", "FinalState", "Recording"]
+__all__ = ["RecordingError", "SpikeTrains", "StateTrace", "FinalState", "SpikeValues", "Recording"]
 
 
 class RecordingError(BiosnnError):
@@ -389,6 +389,57 @@ class FinalState:
         return f"FinalState(n={self.values.shape[0]}, unit={self.unit!r})"
 
 
+class SpikeValues(FinalState):
+    """A variable recorded at each spike of a population (Brian2's ``SpikeMonitor(G, variables=...)``).
+
+    Parameters
+    ----------
+    values : array_like of float, shape (n_spikes,)
+        One value per spike, in the order of the population's
+        :class:`SpikeTrains` (by time, then neuron index), in coherent SI units.
+    unit : str
+        Brian2 unit string of ``values``.
+    """
+
+    def __repr__(self) -> str:
+        return f"SpikeValues(n={self.values.shape[0]}, unit={self.unit!r})"
+
+
+def _freeze_spike_values(spike_values: Any, spikes: Mapping) -> types.MappingProxyType:
+    if not isinstance(spike_values, Mapping):
+        raise RecordingError("spike_values must be a mapping population -> variable -> SpikeValues")
+    out = {}
+    for pop, variables in spike_values.items():
+        if pop not in spikes:
+            raise RecordingError(f"spike_values[{pop!r}]: the population's spikes are not recorded")
+        if not isinstance(variables, Mapping):
+            raise RecordingError(f"spike_values[{pop!r}] must be a mapping variable -> SpikeValues")
+        inner = {}
+        for var, sv in variables.items():
+            _check_name(var, "variable")
+            if not isinstance(sv, SpikeValues):
+                raise RecordingError(f"spike_values[{pop!r}][{var!r}] must be a SpikeValues, got "
+                                     f"{type(sv).__name__}")
+            if sv.values.shape[0] != len(spikes[pop]):
+                raise RecordingError(f"spike_values[{pop!r}][{var!r}] has {sv.values.shape[0]} values for "
+                                     f"{len(spikes[pop])} spikes")
+            inner[var] = sv
+        out[pop] = types.MappingProxyType(inner)
+    return types.MappingProxyType(out)
+
+
+def _freeze_rates(rates: Any) -> types.MappingProxyType:
+    if not isinstance(rates, Mapping):
+        raise RecordingError("rates must be a mapping population -> StateTrace")
+    out = {}
+    for pop, trace in rates.items():
+        _check_name(pop, "population")
+        if not isinstance(trace, StateTrace) or trace.indices.tolist() != [0] or trace.unit != "hertz":
+            raise RecordingError(f"rates[{pop!r}] must be a StateTrace of one column (index 0) in hertz")
+        out[pop] = trace
+    return types.MappingProxyType(out)
+
+
 def _freeze_final(final: Any) -> types.MappingProxyType:
     if not isinstance(final, Mapping):
         raise RecordingError(f"final must be a mapping '<part>.<variable>' -> FinalState, "
@@ -595,6 +646,16 @@ class Recording:
         Values at the end of the run of the variables a run was asked for
         (``Simulation.run(final_state=[...])``), keyed ``"<part>.<variable>"``
         like run overrides (e.g. ``"input_exc.w"``, ``"exc.theta"``).
+    spike_values : Mapping[str, Mapping[str, SpikeValues]], optional
+        Population name -> variable -> its value at each spike (spike
+        monitors with ``variables``), aligned with ``spikes[population]``.
+    rates : Mapping[str, StateTrace], optional
+        Population name -> population rate (rate monitors): one column
+        (index 0) in ``"hertz"``, one sample per time step.
+
+    States may also be keyed by a projection name (synaptic variables; the
+    indices are synapse numbers) and any key may name a subgroup
+    (``"exc[0:10]"``, indices relative to it).
 
     Notes
     -----
@@ -611,10 +672,14 @@ class Recording:
     dt: float
     meta: Mapping[str, str] = field(default_factory=dict)
     final: Mapping[str, FinalState] = field(default_factory=dict)
+    spike_values: Mapping[str, Mapping[str, SpikeValues]] = field(default_factory=dict)
+    rates: Mapping[str, StateTrace] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "final", _freeze_final(self.final))
         spikes = _freeze_spikes(self.spikes)
+        object.__setattr__(self, "spike_values", _freeze_spike_values(self.spike_values, spikes))
+        object.__setattr__(self, "rates", _freeze_rates(self.rates))
         states = _freeze_states(self.states)
         meta = _freeze_meta(self.meta)
         duration = _positive_float(self.duration, "duration")
@@ -650,6 +715,9 @@ class Recording:
                 and dict(self.meta) == dict(other.meta)
                 and dict(self.final) == dict(other.final)
                 and dict(self.spikes) == dict(other.spikes)
+                and dict(self.rates) == dict(other.rates)
+                and {k: dict(v) for k, v in self.spike_values.items()}
+                == {k: dict(v) for k, v in other.spike_values.items()}
                 and {k: dict(v) for k, v in self.states.items()}
                 == {k: dict(v) for k, v in other.states.items()})
 
@@ -664,7 +732,8 @@ class Recording:
         # MappingProxyType cannot be pickled: rebuild from plain dicts.
         return (_rebuild_recording, (dict(
             spikes=dict(self.spikes), states={k: dict(v) for k, v in self.states.items()},
-            duration=self.duration, dt=self.dt, meta=dict(self.meta), final=dict(self.final)),))
+            duration=self.duration, dt=self.dt, meta=dict(self.meta), final=dict(self.final),
+            spike_values={k: dict(v) for k, v in self.spike_values.items()}, rates=dict(self.rates)),))
 
     # -- analysis ---------------------------------------------------------
 

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from biosnn.recording.data import (
-    FinalState, Recording, RecordingError, SpikeTrains, StateTrace, _eval_unit, _unit_from_dims,
+    FinalState, Recording, RecordingError, SpikeTrains, SpikeValues, StateTrace, _eval_unit, _unit_from_dims,
 )
 
 __all__ = [
@@ -87,8 +87,9 @@ def save_npz(rec: Recording, path: str | Path) -> Path:
     variables, units, ``duration`` and ``dt`` (seconds) and ``meta``; arrays
     are stored as ``spikes_<k>_times`` (s), ``spikes_<k>_indices``,
     ``states_<k>_times`` (s), ``states_<k>_values`` (SI) and
-    ``states_<k>_indices``, and ``final_<k>`` (SI) for the end-of-run values
-    of :attr:`Recording.final`.  Loading needs no pickle.
+    ``states_<k>_indices``, ``final_<k>`` (SI) for the end-of-run values
+    of :attr:`Recording.final`, ``spike_values_<k>`` (SI) and
+    ``rates_<k>_{times,values}`` (s, Hz).  Loading needs no pickle.
     """
     path = _path(path)
     arrays: dict[str, np.ndarray] = {}
@@ -112,6 +113,19 @@ def save_npz(rec: Recording, path: str | Path) -> Path:
     for k, (key, fs) in enumerate(rec.final.items()):
         header["final"].append({"name": key, "unit": fs.unit, "key": f"final_{k}"})
         arrays[f"final_{k}"] = fs.values
+    header["spike_values"] = []
+    k = 0
+    for pop, variables in rec.spike_values.items():
+        for var, sv in variables.items():
+            header["spike_values"].append({"population": pop, "variable": var, "unit": sv.unit,
+                                           "key": f"spike_values_{k}"})
+            arrays[f"spike_values_{k}"] = sv.values
+            k += 1
+    header["rates"] = []
+    for k, (pop, trace) in enumerate(rec.rates.items()):
+        header["rates"].append({"population": pop, "key": f"rates_{k}"})
+        arrays[f"rates_{k}_times"] = trace.times
+        arrays[f"rates_{k}_values"] = trace.values[:, 0]
     arrays[_NPZ_HEADER] = np.array(json.dumps(header))
     with open(path, "wb") as fh:
         np.savez_compressed(fh, **arrays)
@@ -160,6 +174,12 @@ def load_npz(path: str | Path) -> Recording:
                     indices=data[f"{key}_indices"], unit=entry["unit"])
             final = {entry["name"]: FinalState(values=data[entry["key"]], unit=entry["unit"])
                      for entry in header.get("final", [])}
+            spike_values: dict[str, dict[str, SpikeValues]] = {}
+            for entry in header.get("spike_values", []):
+                spike_values.setdefault(entry["population"], {})[entry["variable"]] = SpikeValues(
+                    values=data[entry["key"]], unit=entry["unit"])
+            rates = {entry["population"]: _rate_trace(data[f"{entry['key']}_times"], data[f"{entry['key']}_values"])
+                     for entry in header.get("rates", [])}
     except RecordingError as exc:
         if str(path) in str(exc):
             raise
@@ -168,7 +188,14 @@ def load_npz(path: str | Path) -> Recording:
         raise RecordingError(f"file '{path}' is not a readable biosnn .npz recording: "
                              f"{type(exc).__name__}: {exc}") from None
     return _rebuild(path, spikes=spikes, states=states, duration=float(header["duration_s"]),
-                    dt=float(header["dt_s"]), meta=header["meta"], final=final)
+                    dt=float(header["dt_s"]), meta=header["meta"], final=final, spike_values=spike_values,
+                    rates=rates)
+
+
+def _rate_trace(times, rate) -> StateTrace:
+    """A population rate as a :class:`StateTrace` (one column, index 0, hertz)."""
+    return StateTrace(times=times, values=np.asarray(rate, dtype=np.float64).reshape(-1, 1),
+                      indices=np.zeros(1, dtype=np.int64), unit="hertz")
 
 
 # ---------------------------------------------------------------------------
@@ -218,7 +245,8 @@ def save_sonata(rec: Recording, path: str | Path) -> Path:
     ``states/<population>/<variable>/{times_s, values, node_ids}`` with
     ``values`` attribute ``units`` (a Brian2 unit string, SI values);
     ``final/<part>.<variable>`` (SI values, attribute ``units``) for
-    :attr:`Recording.final`.
+    :attr:`Recording.final`; ``spike_values/<population>/<variable>`` (SI
+    values, attribute ``units``) and ``rates/<population>/{times_s, rate_hz}``.
     """
     import h5py
 
@@ -266,6 +294,16 @@ def save_sonata(rec: Recording, path: str | Path) -> Path:
         final = extra.create_group("final", track_order=True)
         for key, fs in rec.final.items():
             final.create_dataset(key, data=fs.values, dtype=np.float64).attrs["units"] = fs.unit
+        spike_values = extra.create_group("spike_values", track_order=True)
+        for pop, variables in rec.spike_values.items():
+            pgrp = spike_values.create_group(pop, track_order=True)
+            for var, sv in variables.items():
+                pgrp.create_dataset(var, data=sv.values, dtype=np.float64).attrs["units"] = sv.unit
+        rates = extra.create_group("rates", track_order=True)
+        for pop, trace in rec.rates.items():
+            rgrp = rates.create_group(pop)
+            rgrp.create_dataset("times_s", data=trace.times, dtype=np.float64)
+            rgrp.create_dataset("rate_hz", data=trace.values[:, 0], dtype=np.float64)
     return path
 
 
@@ -329,6 +367,8 @@ def load_sonata(path: str | Path, *, dt: float | None = None, duration: float | 
         fixes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         states: dict[str, dict[str, StateTrace]] = {}
         final: dict[str, FinalState] = {}
+        spike_values: dict[str, dict[str, SpikeValues]] = {}
+        rates: dict[str, StateTrace] = {}
         file_dt = file_duration = None
         try:
             if extra is not None:
@@ -347,6 +387,12 @@ def load_sonata(path: str | Path, *, dt: float | None = None, duration: float | 
                             unit=_attr_str(vgrp["values"].attrs["units"]))
                 for key, ds in extra.get("final", {}).items():
                     final[key] = FinalState(values=ds[()], unit=_attr_str(ds.attrs["units"]))
+                for pop, pgrp in extra.get("spike_values", {}).items():
+                    for var, ds in pgrp.items():
+                        spike_values.setdefault(pop, {})[var] = SpikeValues(values=ds[()],
+                                                                            unit=_attr_str(ds.attrs["units"]))
+                for pop, rgrp in extra.get("rates", {}).items():
+                    rates[pop] = _rate_trace(rgrp["times_s"][()], rgrp["rate_hz"][()])
             spikes = {}
             last_spike = 0.0
             for name, grp in f["spikes"].items():
@@ -392,7 +438,7 @@ def load_sonata(path: str | Path, *, dt: float | None = None, duration: float | 
     if extra is None:
         meta = {"source": f"SONATA file {path.name}"}
     return _rebuild(path, spikes=spikes, states=states, duration=duration, dt=dt, meta=meta,
-                    final=final)
+                    final=final, spike_values=spike_values, rates=rates)
 
 
 # ---------------------------------------------------------------------------

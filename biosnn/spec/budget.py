@@ -179,8 +179,11 @@ def check_spec_size(spec, duration_s: float | None = None) -> dict:
         if isinstance(mon, m.StateMonitor):
             try:
                 size = spec_node_size(spec, mon.population)
-            except KeyError:
-                continue
+            except KeyError:  # a projection's synapses, or an unknown name (validation names it)
+                proj = next((p for p in spec.projections if p.name == mon.population), None)
+                if proj is None:
+                    continue
+                size = synapse_count(spec, proj) or 0
             n = size if mon.indices is None else len(mon.indices)
             try:
                 from biosnn.spec.values import parse_quantity

@@ -505,6 +505,7 @@ def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
             _check_expr(proj.delay, second.dim, variables, f"{field_}.delay", "delay")
     _check_values(proj.initial, variables, eqs.names, syn_size, f"{field_}.initial", "one per synapse")
     _check_operations(proj.operations, variables, f"{field_}.operations")
+    return set(eqs.names), variables
 
 
 def condition_variables(base: dict, consts: dict) -> dict:
@@ -662,7 +663,7 @@ def _check_unused_models(spec, base) -> None:
 
 def check_network(spec) -> None:
     """Validate a whole network; raise :class:`SpecError` naming the field and the fix."""
-    from biosnn.spec.model import CurrentInput, Population, SpikeMonitor, StateMonitor
+    from biosnn.spec.model import CurrentInput, Population
     from biosnn.errors import quiet_brian2_banner
     for k in ("dt", "duration"):
         check_time(getattr(spec, k), k, "dt" if k == "dt" else "duration")
@@ -691,7 +692,7 @@ def check_network(spec) -> None:
     evaluate_namespace(ns_layers)  # every constant is checked, used or not
     nodes = {p.name: p for p in spec.populations}
     nodes.update({i.name: i for i in spec.inputs if not isinstance(i, CurrentInput)})
-    node_vars = {}
+    node_vars, proj_vars, proj_variables = {}, {}, {}
     for pop in spec.populations:
         node_vars[pop.name] = _check_population(spec, pop, base, ns_layers)
     for inp in spec.inputs:
@@ -730,25 +731,81 @@ def check_network(spec) -> None:
                     raise SpecError(f"rates unit '{inp.rates.unit}' is not a rate", field=f"inputs.{inp.name}.rates",
                                     fix="give rates in Hz")
     for proj in spec.projections:
-        _check_projection(spec, proj, node_vars, base, ns_layers, nodes)
+        proj_vars[proj.name], proj_variables[proj.name] = _check_projection(spec, proj, node_vars, base, ns_layers,
+                                                                            nodes)
     _check_unused_models(spec, base)
+    consts = evaluate_namespace(ns_layers)
     for k, mon in enumerate(spec.monitors):
-        f = f"monitors[{k}]"
-        if mon.population not in nodes:
-            raise SpecError(f"monitor refers to unknown population '{mon.population}'", field=f"{f}.population",
-                            fix=f"use one of {sorted(nodes)}")
-        if isinstance(mon, StateMonitor):
-            if mon.population not in spec.population_names:
-                raise SpecError("state monitors record populations, not inputs", field=f"{f}.population",
-                                fix=f"use one of {spec.population_names}")
-            missing = [v for v in mon.variables if v not in node_vars[mon.population]
-                       or v in evaluate_namespace(ns_layers)]
-            if missing:
-                raise SpecError(f"population '{mon.population}' has no variable(s) {missing}",
-                                field=f"{f}.variables", fix="record model variables, e.g. v")
-            size = nodes[mon.population].size
-            if mon.indices is not None and any(i >= size for i in mon.indices):
-                raise SpecError(f"indices must be < {size}", field=f"{f}.indices",
-                                fix="record neurons that exist")
-        elif not isinstance(mon, SpikeMonitor):
-            raise SpecError(f"unknown monitor {mon!r}", field=f, fix="use a spike or state monitor")
+        _check_monitor(spec, mon, f"monitors[{k}]", nodes, node_vars, proj_vars, consts)
+    _check_protocol(spec, node_vars, proj_variables)
+
+
+_READ_ONLY = frozenset({"t", "dt", "i", "j", "N", "N_pre", "N_post", "N_incoming", "N_outgoing", "t_in_timesteps",
+                        "lastupdate", "not_refractory"})
+
+
+def _check_protocol(spec, node_vars: dict, proj_variables: dict) -> None:
+    """Segments: positive durations adding up to the spec's duration; assignments to existing variables, in unit."""
+    from brian2.core.variables import Constant, Variable
+    if not spec.protocol:
+        return
+    total = sum(check_time(seg.duration, f"protocol[{k}].duration", "segment duration")
+                for k, seg in enumerate(spec.protocol))
+    duration = check_time(spec.duration, "duration", "duration")
+    if abs(total - duration) > 1e-9 * max(1.0, duration):
+        raise SpecError(f"the protocol's segments last {total:g} s but duration is {duration:g} s", field="duration",
+                        fix=f"set duration to the sum of the segments ('{total:g}*second') or change the segments")
+    for k, seg in enumerate(spec.protocol):
+        for key, value in seg.set.items():
+            f = f"protocol[{k}].set.{key}"
+            part, _, var = key.partition(".")
+            variables = node_vars.get(part) if part in spec.population_names else proj_variables.get(part)
+            if variables is None:
+                raise SpecError(f"'{part}' is not a population or projection", field=f,
+                                fix=f"use one of {spec.population_names + sorted(proj_variables)}")
+            v = variables.get(var)
+            if not isinstance(v, Variable) or isinstance(v, Constant) or var in _READ_ONLY:
+                settable = sorted(n for n, x in variables.items() if isinstance(x, Variable)
+                                  and not isinstance(x, Constant) and n not in _READ_ONLY
+                                  and not n.endswith(("_pre", "_post")))
+                raise SpecError(f"'{var}' is not a variable of '{part}' that a protocol can set", field=f,
+                                fix=f"set one of {settable} (constants are fixed: declare e.g. 'I : amp' "
+                                    "in the equations to change it between segments)")
+            _check_expr(value, v.dim, variables, f, "protocol value")
+
+
+def _check_monitor(spec, mon, f: str, nodes: dict, node_vars: dict, proj_vars: dict, consts: dict) -> None:
+    """A monitor names an existing population, subgroup, input or (state monitors) projection and its variables."""
+    from biosnn.spec.model import NodeRef, Population, RateMonitor, SpikeMonitor, StateMonitor
+    if not isinstance(mon, (SpikeMonitor, StateMonitor, RateMonitor)):
+        raise SpecError(f"unknown monitor {mon!r}", field=f, fix="use a spikes, state or rate monitor")
+    ref = NodeRef.parse(mon.population, f"{f}.population")
+    if isinstance(mon, StateMonitor) and ref.whole and ref.name in proj_vars and ref.name not in nodes:
+        missing = [v for v in mon.variables if v not in proj_vars[ref.name]]
+        if missing:
+            raise SpecError(f"projection '{ref.name}' has no synaptic variable(s) {missing}", field=f"{f}.variables",
+                            fix=f"record variables of its synapse model: {sorted(proj_vars[ref.name])}")
+        from biosnn.spec.budget import synapse_count
+        n = synapse_count(spec, spec.projection(ref.name), exact=True)
+        if n is not None and mon.indices is not None and any(i >= n for i in mon.indices):
+            raise SpecError(f"synapse indices must be < {n} (the projection's synapses)", field=f"{f}.indices",
+                            fix="record synapses that exist")
+        return
+    if ref.name not in nodes:
+        raise SpecError(f"monitor refers to unknown population '{mon.population}'", field=f"{f}.population",
+                        fix=f"use one of {sorted(nodes)}" + (f" or, for a state monitor, a projection "
+                                                             f"{sorted(proj_vars)}" if proj_vars else ""))
+    start, stop = ref.bounds(nodes[ref.name].size, f"{f}.population")
+    variables = getattr(mon, "variables", ())
+    if variables:
+        if not isinstance(nodes[ref.name], Population):
+            what = "state monitors record populations (or projections)" if isinstance(mon, StateMonitor) else \
+                "spike monitors record variables of populations"
+            raise SpecError(f"{what}, not inputs", field=f"{f}.population",
+                            fix=f"use one of {spec.population_names}")
+        missing = [v for v in variables if v not in node_vars[ref.name] or v in consts]
+        if missing:
+            raise SpecError(f"population '{ref.name}' has no variable(s) {missing}",
+                            field=f"{f}.variables", fix="record model variables, e.g. v")
+    if isinstance(mon, StateMonitor) and mon.indices is not None and any(i >= stop - start for i in mon.indices):
+        raise SpecError(f"indices must be < {stop - start}", field=f"{f}.indices", fix="record neurons that exist")

@@ -27,7 +27,7 @@ from biosnn.spec.values import (ArrayValue, Value, as_expression, as_value,
 __all__ = ["NeuronModel", "SynapseModel", "Population", "PoissonInput", "SpikeTimesInput",
            "CurrentInput", "TimedArraySpec", "AllToAll", "OneToOne", "RandomP", "Explicit",
            "Conv2D", "Pool2D", "Projection", "Operation", "SpikeMonitor", "StateMonitor", "NetworkSpec",
-           "Connectivity", "Input", "Monitor", "Condition", "NodeRef"]
+           "Connectivity", "Input", "Monitor", "Condition", "NodeRef", "RateMonitor", "Segment"]
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -795,31 +795,71 @@ def _sort_explicit_synapses(proj: "Projection") -> None:
 # Monitors
 
 
+def _variables(value, field_: str, *, allow_empty: bool) -> tuple[str, ...]:
+    variables = (value,) if isinstance(value, str) else tuple(value or ())
+    if not variables and not allow_empty:
+        raise SpecError("a state monitor needs at least one variable", field=field_,
+                        fix="list variables to record, e.g. [v]")
+    for v in variables:
+        _check_name(v, "variable", field_)
+    if len(set(variables)) < len(variables):
+        raise SpecError(f"a variable is listed twice in {list(variables)}", field=field_,
+                        fix="list each variable once")
+    return variables
+
+
 @dataclass(frozen=True)
 class SpikeMonitor:
-    """Record the spikes of a population or input.
+    """Record the spikes of a population, a subgroup (``"exc[0:10]"``) or an input.
 
     Parameters
     ----------
     population : str
-        Name of the population or input.
+        Name of the population or input, or a subgroup (indices relative to it, as in Brian2).
+    variables : tuple of str
+        Variables of the population to record at each spike (Brian2's
+        ``SpikeMonitor(G, variables=...)``: the value when the threshold is
+        crossed, before the reset); in the recording's ``spike_values``.
+    """
+
+    population: str
+    variables: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        NodeRef.parse(self.population, "population")
+        object.__setattr__(self, "variables", _variables(self.variables, "variables", allow_empty=True))
+
+
+@dataclass(frozen=True)
+class RateMonitor:
+    """Record the population rate (Brian2's ``PopulationRateMonitor``): spikes per neuron per step / ``dt``.
+
+    Parameters
+    ----------
+    population : str
+        A population, a subgroup (``"exc[0:10]"``) or an input; in the recording's ``rates``.
     """
 
     population: str
 
+    def __post_init__(self):
+        NodeRef.parse(self.population, "population")
+
 
 @dataclass(frozen=True)
 class StateMonitor:
-    """Record state variables of some neurons of a population.
+    """Record state variables of some neurons of a population, or of some synapses of a projection.
 
     Parameters
     ----------
     population : str
-        The population.
+        The population, a subgroup (``"exc[0:10]"``, indices relative to it)
+        or a projection (its synaptic variables, e.g. ``w``; indices are
+        synapse numbers in the order the backend created them).
     variables : tuple of str
         Variable names, e.g. ``("v",)``.
     indices : tuple of int or None
-        Neurons to record (``None``: all).
+        Neurons (or synapses) to record (``None``: all).
     dt : str, optional
         Sampling interval (default: the simulation ``dt``).
     when : str
@@ -841,13 +881,8 @@ class StateMonitor:
     def __post_init__(self):
         object.__setattr__(self, "when", _when(self.when, "when"))
         object.__setattr__(self, "order", _opt_int(self.order, "order"))
-        variables = (self.variables,) if isinstance(self.variables, str) else tuple(self.variables or ())
-        if not variables:
-            raise SpecError("a state monitor needs at least one variable", field="variables",
-                            fix="list variables to record, e.g. [v]")
-        for v in variables:
-            _check_name(v, "variable", "variables")
-        object.__setattr__(self, "variables", variables)
+        NodeRef.parse(self.population, "population")
+        object.__setattr__(self, "variables", _variables(self.variables, "variables", allow_empty=False))
         if self.indices is not None:
             raw = np.atleast_1d(np.asarray(self.indices, dtype=object))
             if raw.ndim != 1 or any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) for i in raw):
@@ -861,7 +896,57 @@ class StateMonitor:
         object.__setattr__(self, "dt", _opt_expr(self.dt, "dt"))
 
 
-Monitor = Union[SpikeMonitor, StateMonitor]
+Monitor = Union[SpikeMonitor, StateMonitor, RateMonitor]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One part of a protocol: set some variables, then run for a while (Brian2: ``G.I = ...; net.run(...)``).
+
+    Parameters
+    ----------
+    duration : str
+        How long this segment runs (``"200*ms"``).
+    set : mapping of str to str
+        Values assigned when the segment starts, keyed ``"<population or
+        projection>.<variable>"`` (e.g. ``{"exc.I": "2*nA"}``): Brian2
+        expressions, evaluated per neuron or synapse (``"i*0.1*nA"``).
+    """
+
+    duration: str
+    set: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "duration", as_expression(self.duration, field="duration"))
+        if not isinstance(self.set, Mapping):
+            raise SpecError("set must be a mapping '<part>.<variable>' -> value", field="set",
+                            fix="write e.g. set: {exc.I: 2*nA}")
+        for key in self.set:
+            part, _, var = str(key).partition(".")
+            if not var:
+                raise SpecError(f"'{key}' is not '<population or projection>.<variable>'", field=f"set.{key}",
+                                fix="write e.g. exc.I")
+            _check_name(part, "population or projection", f"set.{key}")
+            _check_name(var, "variable", f"set.{key}")
+        object.__setattr__(self, "set", frozen_mapping(self.set, lambda v, k: as_expression(v, field=f"set.{k}")))
+
+
+def _segments(items) -> tuple:
+    out = []
+    for k, seg in enumerate(items or ()):
+        if isinstance(seg, dict):
+            try:
+                seg = Segment(**seg)
+            except TypeError as exc:
+                raise SpecError(f"bad protocol segment: {exc}", field=f"protocol[{k}]",
+                                fix="give duration and optionally set") from None
+            except SpecError as exc:
+                raise exc.located(prefix=f"protocol[{k}]") from None
+        if not isinstance(seg, Segment):
+            raise SpecError(f"expected a Segment, got {seg!r}", field=f"protocol[{k}]",
+                            fix="write {duration: 100*ms, set: {exc.I: 2*nA}}")
+        out.append(seg)
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------
@@ -909,6 +994,10 @@ class NetworkSpec:
         Global constants visible to every equation (quantity strings).
     description : str
         Free text.
+    protocol : tuple of Segment
+        Optional segments run one after the other within one simulation,
+        each setting variables before it runs; their durations add up to
+        ``duration``.
 
     Notes
     -----
@@ -929,9 +1018,11 @@ class NetworkSpec:
     timed_arrays: tuple[TimedArraySpec, ...] = ()
     namespace: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    protocol: tuple[Segment, ...] = ()
 
     def __post_init__(self):
         _check_name(self.name, "network", "name")
+        object.__setattr__(self, "protocol", _segments(self.protocol))
         if not isinstance(self.description, str):
             raise SpecError("description must be text", field="description", fix="write it as a string")
         object.__setattr__(self, "populations", _by_name(self.populations, "population", "populations"))

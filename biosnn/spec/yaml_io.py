@@ -35,7 +35,7 @@ _CONNECT_TYPES = {"all_to_all": m.AllToAll, "one_to_one": m.OneToOne, "random": 
                   "condition": m.Condition}
 _DTYPES = {f"{k}{b}" for k, bits in (("int", (8, 16, 32, 64)), ("uint", (8, 16, 32, 64)),
                                       ("float", (16, 32, 64))) for b in bits} | {"bool"}
-_MONITOR_TYPES = {"spikes": m.SpikeMonitor, "state": m.StateMonitor}
+_MONITOR_TYPES = {"spikes": m.SpikeMonitor, "state": m.StateMonitor, "rate": m.RateMonitor}
 
 
 # ---------------------------------------------------------------------------
@@ -208,7 +208,7 @@ class _Reader:
 
     def monitor(self, data, field_):
         if not isinstance(data, dict) or not isinstance(data.get("type"), str) or data["type"] not in _MONITOR_TYPES:
-            raise self.err("a monitor needs 'type: spikes' or 'type: state'", f"{field_}.type",
+            raise self.err("a monitor needs 'type: spikes' or 'type: state' or 'type: rate'", f"{field_}.type",
                            "write e.g. {type: spikes, population: exc}")
         cls = _MONITOR_TYPES[data["type"]]
         self.mapping(data, field_, ["type"] + [f.name for f in fields(cls)], required=("population",))
@@ -247,7 +247,27 @@ class _Reader:
         if not isinstance(mons, list):
             raise self.err("monitors must be a list", "monitors", "write '- {type: spikes, population: x}'")
         kw["monitors"] = [self.monitor(d, f"monitors[{k}]") for k, d in enumerate(mons)]
+        if data.get("protocol") is not None:
+            kw["protocol"] = self.protocol(data["protocol"])
+            if "duration" not in data and kw["protocol"]:  # the segments' total
+                kw["duration"] = " + ".join(f"({seg.duration})" for seg in kw["protocol"])
         return self.build(m.NetworkSpec, kw, "")
+
+    def protocol(self, data):
+        if not isinstance(data, list):
+            raise self.err("protocol must be a list of segments", "protocol",
+                           "write '- {duration: 100*ms}' then '- {duration: 200*ms, set: {exc.I: 2*nA}}'")
+        out = []
+        for k, d in enumerate(data):
+            f = f"protocol[{k}]"
+            self.mapping(d, f, ["duration", "set"], required=("duration",))
+            values = d.get("set") or {}
+            if not isinstance(values, dict):
+                raise self.err("set must be a mapping '<part>.<variable>: value'", f"{f}.set", "write {exc.I: 2*nA}")
+            out.append(self.build(m.Segment, {"duration": d["duration"],
+                                              "set": {k2: self.value(v, f"{f}.set.{k2}") for k2, v in values.items()}},
+                                  f))
+        return out
 
 
 def spec_from_dict(data: dict, path: str | Path | None = None, *, allow_outside: bool = False,
@@ -428,7 +448,10 @@ class _Writer:
             mons = []
             for mon in spec.monitors:
                 if isinstance(mon, m.SpikeMonitor):
-                    mons.append({"type": "spikes", "population": mon.population})
+                    mons.append({"type": "spikes", "population": mon.population,
+                                 **({"variables": list(mon.variables)} if mon.variables else {})})
+                elif isinstance(mon, m.RateMonitor):
+                    mons.append({"type": "rate", "population": mon.population})
                 else:
                     e = {"type": "state", "population": mon.population, "variables": list(mon.variables)}
                     if mon.indices is not None:
@@ -439,6 +462,9 @@ class _Writer:
                         e["when"], e["order"] = mon.when, mon.order
                     mons.append(e)
             d["monitors"] = mons
+        if spec.protocol:
+            d["protocol"] = [{"duration": seg.duration, **({"set": dict(seg.set)} if seg.set else {})}
+                             for seg in spec.protocol]
         return d
 
 
