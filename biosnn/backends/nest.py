@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from biosnn.backends.brian2_network import run_request
+from biosnn.backends.nest_constructs import lower_for_nest
 from biosnn.backends.nest_models import NeuronPlan, evaluate, name_paired_synapses, plan_neuron, plan_synapse
 from biosnn.backends.nest_mpi import (communicator, gather_connections, gather_events, gather_node_values,
                                       merge_samples, merge_spikes, per_node, sample_matrix)
@@ -144,7 +145,8 @@ class NestSimulation:
 
     def __init__(self, backend: NestBackend, spec: m.NetworkSpec):
         self.backend = backend
-        self.spec = spec
+        self.spec, self._finish = lower_for_nest(spec)  # conditions, subgroups, rate monitors; refusals
+        spec = self.spec
         self.dt_s = spec.dt_seconds()
         t0 = time.perf_counter()
         self.plans = self._plan(spec)
@@ -243,12 +245,12 @@ class NestSimulation:
         finally:
             bar.close()
         t2 = time.perf_counter()
-        return self._recording(spec, built, duration_s, final, {
+        return self._finish(self._recording(spec, built, duration_s, final, {
             "backend": "nest", "spec": spec.name, "threads": self.backend.local_num_threads,
             "build_time_s": f"{t1 - t0:.3f}", "wall_time_s": f"{t2 - t_prep:.3f}",
             "prepare_time_s": f"{t_prep - t1:.3f}",
             "nestml_compile_time_s": f"{self.build_time_s:.3f}",
-            "nest_models": ",".join(sorted({p.nest_model for p in self.plans.values()}))})
+            "nest_models": ",".join(sorted({p.nest_model for p in self.plans.values()}))}))
 
     @property
     def dt_ms(self) -> float:

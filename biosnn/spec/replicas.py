@@ -70,6 +70,22 @@ __all__ = ["replicate"]
 _INDEX = re.compile(r"\b[ij]\b|\brand[n]?\s*\(")
 
 
+def _check_constructs(spec) -> None:
+    """Refuse what :func:`replicate` does not copy: protocols, subgroups, conditions, the newer monitors."""
+    from biosnn.spec import model as m
+    parts = [("protocol", "a protocol")] if spec.protocol else []
+    parts += [(f"projections.{p.name}.connect", "condition connectivity") for p in spec.projections
+              if isinstance(p.connect, m.Condition)]
+    parts += [(f"projections.{p.name}.source", "a subgroup") for p in spec.projections if "[" in p.source + p.target]
+    parts += [(f"monitors[{k}]", "a subgroup, rate, spike-variable or projection monitor")
+              for k, mon in enumerate(spec.monitors) if "[" in mon.population or isinstance(mon, m.RateMonitor)
+              or getattr(mon, "variables", ()) and isinstance(mon, m.SpikeMonitor)
+              or mon.population not in {n.name for n in (*spec.populations, *spec.inputs)}]
+    if parts:
+        raise SpecError(f"replicas cannot copy {parts[0][1]}", field=parts[0][0],
+                        fix="run such a network without replicas (replicas=1)")
+
+
 def replicate(spec: m.NetworkSpec, replicas: int) -> m.NetworkSpec:
     """``replicas`` independent copies of ``spec`` in one network (see the module docstring).
 
@@ -97,6 +113,7 @@ def replicate(spec: m.NetworkSpec, replicas: int) -> m.NetworkSpec:
     R = int(replicas)
     if R == 1:
         return spec
+    _check_constructs(spec)
     sizes = {n.name: n.size for n in (*spec.populations, *spec.inputs) if hasattr(n, "size")}
     tables = _check_code(spec)
     populations = tuple(dataclasses.replace(

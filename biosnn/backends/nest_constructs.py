@@ -1,0 +1,160 @@
+"""Brian2 constructs of the spec format that NEST has no counterpart of, lowered to what the NEST backend runs.
+
+:func:`lower_for_nest` rewrites a spec before the NEST backend plans it, and
+returns the function that turns the NEST recording back into the recording the
+original spec asks for:
+
+- :class:`~biosnn.spec.Condition` connectivity becomes explicit synapse lists
+  (:func:`biosnn.spec.expand.expand_condition`: deterministic from the spec
+  seed; the same statistics as Brian2's ``connect``, not the same draws);
+- projections between subgroups (``exc[0:800]``) become explicit lists on the
+  whole populations (indices shifted);
+- spike, rate and state monitors of subgroups record the whole population and
+  are cut back to the subgroup (indices relative to it, as in Brian2);
+- rate monitors are computed from the recorded spikes (spikes per neuron in
+  each time step / ``dt``, as Brian2's ``PopulationRateMonitor``).
+
+Refused up front, with the alternative: protocols (segments), spike monitors
+with variables and state monitors of projections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from biosnn.errors import BackendError
+from biosnn.recording import Recording, SpikeTrains, StateTrace
+from biosnn.spec import model as m
+from biosnn.spec.values import ArrayValue
+
+__all__ = ["lower_for_nest", "population_rate"]
+
+
+def _refuse(spec: m.NetworkSpec) -> None:
+    if spec.protocol:
+        raise BackendError(f"'{spec.name}' has a protocol (segments that set variables between runs), which the "
+                           "NEST backend does not run; use a Brian2 backend, or run each segment as its own run "
+                           "(Simulation.run with overrides, continuing from Recording.final_overrides())")
+    projections = {p.name for p in spec.projections}
+    for k, mon in enumerate(spec.monitors):
+        if isinstance(mon, m.SpikeMonitor) and mon.variables:
+            raise BackendError(f"monitors[{k}] records {list(mon.variables)} at each spike of '{mon.population}'; "
+                               "NEST's spike recorders record no variables: use a Brian2 backend, or a state "
+                               "monitor of the variables")
+        if isinstance(mon, m.StateMonitor) and mon.population in projections \
+                and mon.population not in spec.population_names:
+            raise BackendError(f"monitors[{k}] records synaptic variables of projection '{mon.population}' over "
+                               "time, which the NEST backend does not: use a Brian2 backend, or read the values "
+                               "at the end of the run (run(final_state=['<projection>.<variable>']))")
+
+
+def _uses_indices(value) -> bool:
+    from brian2.utils.stringtools import get_identifiers
+    return isinstance(value, str) and bool(get_identifiers(value) & {"i", "j", "N_pre", "N_post"})
+
+
+def _explicit(spec: m.NetworkSpec, proj: m.Projection) -> m.Projection:
+    """``proj`` as explicit synapse lists between whole populations."""
+    from biosnn.spec.expand import expand_projection
+    f = f"projections.{proj.name}"
+    _, a, _ = spec.node_bounds(proj.source, f"{f}.source")
+    _, c, _ = spec.node_bounds(proj.target, f"{f}.target")
+    values = [proj.weights, proj.delay, *proj.initial.values()]
+    if (a or c) and any(_uses_indices(v) for v in values):
+        raise BackendError(f"projection '{proj.name}' connects subgroups and computes values from i or j; on "
+                           "NEST it connects the whole populations, where i and j would mean other neurons: "
+                           "use a Brian2 backend, or give the values without i and j")
+    conn = expand_projection(spec, proj)
+    src, tgt = m.NodeRef.parse(proj.source, f"{f}.source"), m.NodeRef.parse(proj.target, f"{f}.target")
+    explicit = m.Explicit(ArrayValue(np.asarray(conn.i, dtype=np.int64) + a, "1"),
+                          ArrayValue(np.asarray(conn.j, dtype=np.int64) + c, "1"))
+    return replace(proj, source=src.name, target=tgt.name, connect=explicit)
+
+
+def _monitors(spec: m.NetworkSpec) -> list:
+    """The monitors NEST records: whole populations (subgroups widened), rate monitors as spike monitors."""
+    out = []
+    for mon in spec.monitors:
+        ref = m.NodeRef.parse(mon.population, "population")
+        if isinstance(mon, m.StateMonitor):
+            if ref.whole:
+                new = mon
+            else:
+                _, a, b = spec.node_bounds(mon.population)
+                idx = tuple(range(a, b)) if mon.indices is None else tuple(a + i for i in mon.indices)
+                new = replace(mon, population=ref.name, indices=idx)
+        else:
+            new = m.SpikeMonitor(ref.name)
+        if new not in out:
+            out.append(new)
+    return out
+
+
+def population_rate(spikes: SpikeTrains, duration_s: float, dt: float) -> StateTrace:
+    """Brian2's ``PopulationRateMonitor`` from spike trains: spikes per neuron in each step / ``dt`` (Hz)."""
+    n_steps = int(round(duration_s / dt))
+    steps = np.clip(np.round(spikes.times / dt).astype(np.int64), 0, n_steps - 1)
+    counts = np.bincount(steps, minlength=n_steps)[:n_steps].astype(np.float64)
+    rate = counts / (max(spikes.size, 1) * dt)
+    return StateTrace(times=np.arange(n_steps) * dt, values=rate.reshape(-1, 1),
+                      indices=np.zeros(1, dtype=np.int64), unit="hertz")
+
+
+def _cut(st: SpikeTrains, a: int, b: int) -> SpikeTrains:
+    keep = (st.indices >= a) & (st.indices < b)
+    return SpikeTrains(times=st.times[keep], indices=st.indices[keep] - a, size=b - a)
+
+
+def lower_for_nest(spec: m.NetworkSpec):
+    """The spec NEST runs and the function that turns its recording into the original spec's.
+
+    Returns
+    -------
+    lowered : NetworkSpec
+        ``spec`` itself when it uses no construct to lower.
+    finish : callable
+        ``Recording -> Recording``.
+
+    Raises
+    ------
+    BackendError
+        For constructs the NEST backend does not run (naming the alternative).
+    """
+    _refuse(spec)
+    projections = tuple(_explicit(spec, p) if isinstance(p.connect, m.Condition)
+                        or "[" in p.source + p.target else p for p in spec.projections)
+    subgroups = any("[" in mon.population for mon in spec.monitors)
+    rates = any(isinstance(mon, m.RateMonitor) for mon in spec.monitors)
+    if projections == spec.projections and not subgroups and not rates:
+        return spec, lambda rec: rec
+    lowered = replace(spec, projections=projections, monitors=tuple(_monitors(spec)))
+    wanted = list(spec.monitors)
+
+    def finish(rec: Recording) -> Recording:
+        spikes, states, rates_out = {}, {}, {}
+        for mon in wanted:
+            ref = m.NodeRef.parse(mon.population, "population")
+            a, b = (0, None) if ref.whole else spec.node_bounds(mon.population)[1:]
+            if isinstance(mon, m.StateMonitor):
+                per = states.setdefault(mon.population, {})
+                for var in mon.variables:
+                    trace = rec.states[ref.name][var]
+                    if ref.whole:
+                        per[var] = trace
+                        continue
+                    cols = np.flatnonzero((trace.indices >= a) & (trace.indices < b))
+                    if mon.indices is not None:
+                        cols = np.array([np.flatnonzero(trace.indices == a + i)[0] for i in mon.indices])
+                    per[var] = StateTrace(times=trace.times, values=trace.values[:, cols],
+                                          indices=trace.indices[cols] - a, unit=trace.unit)
+                continue
+            st = rec.spikes[ref.name] if ref.whole else _cut(rec.spikes[ref.name], a, b)
+            if isinstance(mon, m.RateMonitor):
+                rates_out[mon.population] = population_rate(st, rec.duration, rec.dt)
+            else:
+                spikes[mon.population] = st
+        return replace(rec, spikes=spikes, states=states, rates=rates_out)
+
+    return lowered, finish
