@@ -33,9 +33,14 @@ PLACES = {
     "Explicit": "a projection's ``connect: {type: explicit, i: ..., j: ...}``",
     "Conv2D": "a projection's ``connect: {type: conv2d, ...}``",
     "Pool2D": "a projection's ``connect: {type: pool2d, ...}``",
+    "Condition": "a projection's ``connect: {type: condition, condition: ..., p: ...}``",
+    "NodeRef": "the text ``name`` or ``name[start:stop]`` of a projection's ``source``/``target`` or a "
+               "monitor's ``population``",
     "Operation": "an entry of a population's or projection's ``operations``",
     "SpikeMonitor": "an entry of ``monitors`` with ``type: spikes``",
     "StateMonitor": "an entry of ``monitors`` with ``type: state``",
+    "RateMonitor": "an entry of ``monitors`` with ``type: rate``",
+    "Segment": "an entry of the top-level ``protocol`` list",
 }
 
 #: Fields that the YAML file gives as the key of a mapping rather than as a field.
