@@ -3,7 +3,7 @@
 One small scenario (``_scenario``) uses them all: ``connect`` conditions and ``p`` expressions of
 ``i, j`` (:class:`Condition`), subgroups (``a[5:10]``) as projection ends and monitor sources, spike
 monitors with variables, population-rate monitors, a state monitor of a projection's synaptic
-variable, and a protocol of two segments that changes a population variable and a synaptic
+variable, a synapse model with two pathways of their own delays, and a protocol of two segments that changes a population variable and a synaptic
 variable between them.  ``_original`` is the same network as a plain Brian2 script (explicit
 ``Network``, same seed, same order of random draws).
 
@@ -41,6 +41,7 @@ LIF = m.NeuronModel("dv/dt = (I - v)/(10*ms) : volt (unless refractory)\nI : vol
 DELTA = m.SynapseModel("w : volt", on_pre="v_post += w")
 TRACE = m.SynapseModel("w : volt\ndx/dt = -x/(5*ms) : 1 (clock-driven)", on_pre="v_post += w\nx += 1")
 PAIRS = m.SynapseModel("w : volt\npair : 1", on_pre="v_post += w")
+PATHS = m.SynapseModel("w : volt", on_pre={"up": "v_post += w", "down": "v_post -= 0.5*w"})
 P_RND = "0.4*exp(-abs(i - j)/4.0)"
 SEED = 7
 
@@ -57,7 +58,9 @@ def _scenario(**changes) -> m.NetworkSpec:
             m.Projection("ring", "a", "a", TRACE, m.Condition("i != j and abs(i - j) <= 2"), weights="0.5*mV",
                          delay="1*ms"),
             m.Projection("rnd", "a[0:10]", "b", PAIRS, m.Condition(p=P_RND), weights="3*mV",
-                         initial={"pair": "i*100 + j"})),
+                         initial={"pair": "i*100 + j"}),
+            m.Projection("paths", "s", "a[10:15]", PATHS, m.Condition("i == j"), weights="6*mV",
+                         delay={"up": "1*ms", "down": "3*ms"})),
         monitors=(m.SpikeMonitor("a", ("v", "I")), m.SpikeMonitor("b"), m.SpikeMonitor("a[10:20]"),
                   m.RateMonitor("a"), m.RateMonitor("a[0:10]"), m.StateMonitor("a[0:3]", ("v",)),
                   m.StateMonitor("ring", ("x",), indices=(0, 1, 5))),
@@ -92,12 +95,16 @@ def _original() -> dict:
     rnd.connect(p=P_RND)
     rnd.w = 3 * b2.mV
     rnd.pair = "i*100 + j"
+    paths = b2.Synapses(s, a[10:15], "w : volt", on_pre={"up": "v_post += w", "down": "v_post -= 0.5*w"},
+                        delay={"up": 1 * b2.ms, "down": 3 * b2.ms}, namespace=ns, name="paths")
+    paths.connect(condition="i == j")
+    paths.w = 6 * b2.mV
     sa = b2.SpikeMonitor(a, variables=["v", "I"])
     sb, sa2 = b2.SpikeMonitor(b), b2.SpikeMonitor(a[10:20])
     ra, ra2 = b2.PopulationRateMonitor(a), b2.PopulationRateMonitor(a[0:10])
     va = b2.StateMonitor(a[0:3], "v", record=True)
     xr = b2.StateMonitor(ring, "x", record=[0, 1, 5])
-    net = b2.Network(a, b, s, inp, ring, rnd, sa, sb, sa2, ra, ra2, va, xr)
+    net = b2.Network(a, b, s, inp, ring, rnd, paths, sa, sb, sa2, ra, ra2, va, xr)
     b2.defaultclock.dt = 0.1 * b2.ms
     net.run(20 * b2.ms, namespace={})
     a.I = 12 * b2.mV
@@ -180,6 +187,7 @@ def test_the_scenario_round_trips_through_yaml(tmp_path):
     assert load_spec(path) == spec
     text = path.read_text()
     assert "type: condition" in text and "a[5:10]" in text and "type: rate" in text and "protocol:" in text
+    assert "down: v_post -= 0.5*w" in text and "up: 1*ms" in text
 
 
 def test_yaml_protocol_without_duration_lasts_its_segments(tmp_path):
@@ -238,6 +246,14 @@ def test_validation_names_the_field_and_the_fix():
     _err(r"unit mismatch", "protocol[1].set.a.I", protocol=(m.Segment("10*ms"), m.Segment("40*ms", {"a.I": "1*ms"})))
     _err(r"'zz' is not a population or projection", "protocol[0].set.zz.I",
          protocol=(m.Segment("50*ms", {"zz.I": "1*mV"}),))
+    _err(r"delay names pathway\(s\) \['sideways'\], which the synapse model does not have", "projections.paths.delay.sideways",
+         projections=_proj(3, delay={"up": "1*ms", "sideways": "2*ms"}), protocol=())
+    _err(r"unit mismatch", "projections.paths.delay.up", projections=_proj(3, delay={"up": "1*mV"}), protocol=())
+    _err(r"undefined name\(s\) \['vv_post'\]", "projections.paths.model.on_pre.down",
+         projections=_proj(3, model=m.SynapseModel("w : volt", on_pre={"up": "v_post += w", "down": "vv_post += w"})),
+         protocol=())
+    with pytest.raises(SpecError, match=r"pathway\(s\) \['up'\] are in on_pre and on_post"):
+        m.SynapseModel("w : 1", on_pre={"up": "w += 1"}, on_post={"up": "w -= 1"})
 
 
 def test_yaml_errors_name_the_file_and_field(tmp_path):
@@ -323,6 +339,8 @@ def _nest():
      r"records \['v'\] at each spike of 'a'; NEST's spike recorders record no variables"),
     ({"protocol": (), "monitors": (m.StateMonitor("ring", ("x",)),)},
      r"synaptic variables of projection 'ring' over time.*final_state"),
+    ({"protocol": (), "monitors": ()}, r"projection 'paths' has several pathways \(\['down', 'up'\]\).*one projection "
+                                      r"per pathway"),
 ])
 def test_nest_refuses_what_it_cannot_run(changes, match):
     with pytest.raises(BackendError, match=match):
@@ -335,6 +353,7 @@ def test_nest_lowering_of_conditions_subgroups_and_rates():
     from biosnn.recording import SpikeTrains
     spec = _scenario(protocol=(), monitors=(m.SpikeMonitor("a[10:20]"), m.RateMonitor("a[0:10]"),
                                             m.StateMonitor("a[2:5]", ("v",), indices=(1, 2))))
+    spec = spec.replace(projections=spec.projections[:3])
     lowered, finish = lower_for_nest(spec)
     inp = lowered.projection("inp")
     assert (inp.source, inp.target) == ("s", "a")
@@ -354,7 +373,7 @@ def test_nest_lowering_of_conditions_subgroups_and_rates():
 @pytest.mark.nestml
 def test_nest_runs_conditions_subgroups_and_rates_like_the_runtime():
     """Deterministic conditions and subgroups: NEST's spikes are the runtime's (rates from those spikes)."""
-    spec = _scenario(protocol=(), projections=_proj(0) + [], monitors=(
+    spec = _scenario(protocol=(), monitors=(
         m.SpikeMonitor("a"), m.SpikeMonitor("a[10:20]"), m.RateMonitor("a[0:10]")))
     spec = spec.replace(projections=tuple(p for p in spec.projections if p.name == "inp"),
                         populations=(spec.population("a"),))

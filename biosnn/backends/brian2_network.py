@@ -11,6 +11,7 @@ looked up in the caller's frame.  It also turns the monitors back into a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
@@ -232,7 +233,10 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: 
             _set(syn, proj.weight_var, value, f"weights of {proj.name}")
         elif proj.weights is not None:
             _set(syn, proj.weight_var, proj.weights, f"weights of {proj.name}")
-        if proj.delay is not None:
+        if isinstance(proj.delay, Mapping):  # per pathway (Brian2: S.<pathway>.delay)
+            for pathway, value in proj.delay.items():
+                _set(getattr(syn, pathway), "delay", value, f"delay of {proj.name}.{pathway}")
+        elif proj.delay is not None:
             _set(syn, "delay", proj.delay, f"delay of {proj.name}")
         for var, value in proj.initial.items():
             _set(syn, var, value, f"initial value of {proj.name}.{var}")
@@ -308,8 +312,8 @@ def _static_projection(objs: Brian2Objects, spec: m.NetworkSpec, proj: m.Project
 
 
 def _given(model, *names) -> dict:
-    """The model's fields among ``names`` that are set, as keyword arguments for Brian2."""
-    return {n: getattr(model, n) for n in names if getattr(model, n)}
+    """The model's fields among ``names`` that are set, as keyword arguments for Brian2 (pathways as dicts)."""
+    return {n: dict(v) if isinstance(v, Mapping) else v for n in names if (v := getattr(model, n))}
 
 
 def _schedule_group(group, order: int):

@@ -15,12 +15,13 @@ original spec asks for:
   each time step / ``dt``, as Brian2's ``PopulationRateMonitor``).
 
 Refused up front, with the alternative: protocols (segments), spike monitors
-with variables and state monitors of projections.
+with variables, state monitors of projections and synapse models with several pathways.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Mapping
 
 import numpy as np
 
@@ -48,6 +49,13 @@ def _refuse(spec: m.NetworkSpec) -> None:
             raise BackendError(f"monitors[{k}] records synaptic variables of projection '{mon.population}' over "
                                "time, which the NEST backend does not: use a Brian2 backend, or read the values "
                                "at the end of the run (run(final_state=['<projection>.<variable>']))")
+    for proj in spec.projections:
+        model = spec.synapse_model(proj)
+        if isinstance(proj.delay, Mapping) or not all(isinstance(c, (str, type(None)))
+                                                      for c in (model.on_pre, model.on_post)):
+            raise BackendError(f"projection '{proj.name}' has several pathways ({sorted(model.pathways())}), which "
+                               "the NEST backend does not translate: use a Brian2 backend, or one projection per "
+                               "pathway (same source and target, each with its statements and delay)")
 
 
 def _uses_indices(value) -> bool:

@@ -168,6 +168,8 @@ def is_diehl_cook_rule(model: m.SynapseModel) -> bool:
     """
     from biosnn.models.plasticity import stdp_diehl_cook
     ref = stdp_diehl_cook(target_var=None)
+    if not all(isinstance(code, (str, type(None))) for code in (model.on_pre, model.on_post)):
+        return False  # pathways
     pre = _lines(model.on_pre)
     delivery = [line for line in pre if re.fullmatch(r"\w+_post \+= w", line)]
     return (len(delivery) <= 1 and pre[len(delivery):] == _lines(ref.on_pre)

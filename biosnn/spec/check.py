@@ -467,9 +467,8 @@ def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
             _check_expr(str(eq.expr), eqs.dimensions[name_], variables, f"{mfield}.equations",
                         f"subexpression '{target_name}'")
     for which in ("on_pre", "on_post"):
-        code = getattr(model, which)
-        if code:
-            _check_statements(code, variables, f"{mfield}.{which}", which)
+        for f, code in _codes(getattr(model, which), f"{mfield}.{which}"):
+            _check_statements(code, variables, f, which)
     if not model.on_pre and not model.on_post and not any("summed" in eq.flags for eq in eqs.values()):
         raise SpecError("the synapse model has no on_pre, on_post or summed variable, so it does nothing",
                         field=f"{mfield}", fix="add e.g. on_pre: 'v_post += w'")
@@ -492,20 +491,44 @@ def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
         except SpecError as exc:  # name the spec field 'weights', not the model variable
             raise SpecError(exc.message.replace("initial value", "weights"), field=f"{field_}.weights",
                             fix=exc.fix) from None
-    if proj.delay is not None:
-        if isinstance(proj.delay, ArrayValue):
-            if syn_size is not None and proj.delay.shape != (syn_size,):
-                raise SpecError(f"delay array has shape {proj.delay.shape}, expected ({syn_size},)",
-                                field=f"{field_}.delay", fix="give one delay per synapse")
+    delays = _pathway_delays(proj, model, field_)
+    for f, delay in delays:
+        if isinstance(delay, ArrayValue):
+            if syn_size is not None and delay.shape != (syn_size,):
+                raise SpecError(f"delay array has shape {delay.shape}, expected ({syn_size},)",
+                                field=f, fix="give one delay per synapse")
             from brian2.units.fundamentalunits import have_same_dimensions
-            if not have_same_dimensions(unit_of(proj.delay.unit), second):
-                raise SpecError(f"delay unit '{proj.delay.unit}' is not a time", field=f"{field_}.delay",
+            if not have_same_dimensions(unit_of(delay.unit), second):
+                raise SpecError(f"delay unit '{delay.unit}' is not a time", field=f,
                                 fix="give delays in ms or second")
         else:
-            _check_expr(proj.delay, second.dim, variables, f"{field_}.delay", "delay")
+            _check_expr(delay, second.dim, variables, f, "delay")
     _check_values(proj.initial, variables, eqs.names, syn_size, f"{field_}.initial", "one per synapse")
     _check_operations(proj.operations, variables, f"{field_}.operations")
     return set(eqs.names), variables
+
+
+def _codes(code, field_: str) -> list:
+    """``[(field, statements)]`` of an ``on_pre``/``on_post``: one entry, or one per pathway."""
+    if code is None:
+        return []
+    if isinstance(code, Mapping):
+        return [(f"{field_}.{k}", v) for k, v in code.items()]
+    return [(field_, code)]
+
+
+def _pathway_delays(proj, model, field_: str) -> list:
+    """``[(field, delay)]`` of a projection; a per-pathway mapping must name pathways of the model."""
+    if proj.delay is None:
+        return []
+    if not isinstance(proj.delay, Mapping):
+        return [(f"{field_}.delay", proj.delay)]
+    pathways = model.pathways()
+    unknown = sorted(set(proj.delay) - set(pathways))
+    if unknown:
+        raise SpecError(f"delay names pathway(s) {unknown}, which the synapse model does not have",
+                        field=f"{field_}.delay.{unknown[0]}", fix=f"name pathways of the model: {sorted(pathways)}")
+    return [(f"{field_}.delay.{k}", v) for k, v in proj.delay.items()]
 
 
 def condition_variables(base: dict, consts: dict) -> dict:
@@ -652,13 +675,11 @@ def _check_unused_models(spec, base) -> None:
             _check_flags(parse_equations(model.equations, f"{f}.equations", functions), kind, f"{f}.equations")
             _check_method(model, f)
             for attr in texts:
-                code = getattr(model, attr)
-                if code is None:
-                    continue
-                if attr == "threshold":
-                    grammar.check_expression(code, field=f"{f}.{attr}", what=attr, functions=functions)
-                else:
-                    grammar.check_statements(code, field=f"{f}.{attr}", what=attr, functions=functions)
+                for field_, code in _codes(getattr(model, attr), f"{f}.{attr}"):
+                    if attr == "threshold":
+                        grammar.check_expression(code, field=field_, what=attr, functions=functions)
+                    else:
+                        grammar.check_statements(code, field=field_, what=attr, functions=functions)
 
 
 def check_network(spec) -> None:

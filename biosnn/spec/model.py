@@ -132,10 +132,13 @@ class SynapseModel:
     ----------
     equations : str
         Brian2 synaptic equations, e.g. ``"w : volt"``; may be empty.
-    on_pre : str, optional
-        Statements run on a presynaptic spike, e.g. ``"v_post += w"``.
-    on_post : str, optional
-        Statements run on a postsynaptic spike (plasticity).
+    on_pre : str or mapping of str to str, optional
+        Statements run on a presynaptic spike, e.g. ``"v_post += w"``; or
+        several pathways, each with its own statements (and delay, see
+        :attr:`Projection.delay`), e.g. ``{"up": "v_post += w", "down":
+        "v_post -= w/2"}`` (Brian2's ``on_pre={...}``).
+    on_post : str or mapping of str to str, optional
+        Statements run on a postsynaptic spike (plasticity); or pathways, as ``on_pre``.
     parameters : mapping of str to str
         Default constants (Brian2 quantity strings).
     method : str, optional
@@ -145,8 +148,8 @@ class SynapseModel:
     """
 
     equations: str = ""
-    on_pre: str | None = None
-    on_post: str | None = None
+    on_pre: str | Mapping[str, str] | None = None
+    on_post: str | Mapping[str, str] | None = None
     parameters: Mapping[str, str] = field(default_factory=dict)
     method: str | None = None
     description: str = ""
@@ -155,9 +158,32 @@ class SynapseModel:
         if not isinstance(self.equations, str):
             raise SpecError("equations must be a string in Brian2 syntax", field="equations",
                             fix="write e.g. 'w : 1'")
-        object.__setattr__(self, "on_pre", _opt_expr(self.on_pre, "on_pre"))
-        object.__setattr__(self, "on_post", _opt_expr(self.on_post, "on_post"))
+        object.__setattr__(self, "on_pre", _pathways(self.on_pre, "on_pre"))
+        object.__setattr__(self, "on_post", _pathways(self.on_post, "on_post"))
+        if isinstance(self.on_pre, Mapping) and isinstance(self.on_post, Mapping) \
+                and set(self.on_pre) & set(self.on_post):
+            raise SpecError(f"pathway(s) {sorted(set(self.on_pre) & set(self.on_post))} are in on_pre and on_post",
+                            field="on_post", fix="give every pathway its own name")
         object.__setattr__(self, "parameters", _params(self.parameters, "parameters"))
+
+    def pathways(self) -> dict[str, str]:
+        """Pathway name -> statements (``pre``/``post`` for plain ``on_pre``/``on_post``)."""
+        out = {}
+        for which, code in (("pre", self.on_pre), ("post", self.on_post)):
+            if isinstance(code, Mapping):
+                out.update(code)
+            elif code is not None:
+                out[which] = code
+        return out
+
+
+def _pathways(value, field_: str):
+    """``None``, a statements string, or a non-empty mapping of pathway names to statements."""
+    if not isinstance(value, Mapping):
+        return _opt_expr(value, field_)
+    if not value:
+        raise SpecError("no pathways given", field=field_, fix="give statements, or pathway names with statements")
+    return frozen_mapping(value, lambda v, k: as_expression(v, field=f"{field_}.{k}"), names=field_)
 
 
 # ---------------------------------------------------------------------------
@@ -703,8 +729,10 @@ class Projection:
         ``"rand()*w_max"``) or an array with one entry per synapse.
     weight_var : str
         The synaptic variable the weights go into (default ``w``).
-    delay : str or ArrayValue, optional
-        Transmission delay (``"1*ms"``) or one per synapse.
+    delay : str, ArrayValue or mapping, optional
+        Transmission delay (``"1*ms"``) or one per synapse; for a synapse
+        model with pathways, a mapping of pathway names to delays
+        (``{"up": "1*ms", "down": "3*ms"}``; pathways not named have none).
     initial : mapping
         Initial values of other synaptic variables.
     parameters : mapping
@@ -756,7 +784,9 @@ class Projection:
         _check_name(self.weight_var, "weight variable", "weight_var")
         if self.target_var is not None:
             _check_name(self.target_var, "target variable", "target_var")
-        if self.delay is not None:
+        if isinstance(self.delay, Mapping):
+            object.__setattr__(self, "delay", _values(self.delay, "delay"))
+        elif self.delay is not None:
             object.__setattr__(self, "delay", as_value(self.delay, field="delay"))
         object.__setattr__(self, "initial", _values(self.initial, "initial"))
         object.__setattr__(self, "parameters", _params(self.parameters, "parameters"))

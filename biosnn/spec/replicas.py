@@ -55,6 +55,7 @@ Rules (everything else is kept as it is):
 from __future__ import annotations
 
 import dataclasses
+from typing import Mapping
 import re
 
 import numpy as np
@@ -77,6 +78,9 @@ def _check_constructs(spec) -> None:
     parts += [(f"projections.{p.name}.connect", "condition connectivity") for p in spec.projections
               if isinstance(p.connect, m.Condition)]
     parts += [(f"projections.{p.name}.source", "a subgroup") for p in spec.projections if "[" in p.source + p.target]
+    parts += [(f"projections.{p.name}.model", "several pathways") for p in spec.projections
+              if isinstance(p.delay, Mapping) or any(isinstance(c, Mapping) for c in (
+                  spec.synapse_model(p).on_pre, spec.synapse_model(p).on_post))]
     parts += [(f"monitors[{k}]", "a subgroup, rate, spike-variable or projection monitor")
               for k, mon in enumerate(spec.monitors) if "[" in mon.population or isinstance(mon, m.RateMonitor)
               or getattr(mon, "variables", ()) and isinstance(mon, m.SpikeMonitor)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import yaml
@@ -201,7 +201,9 @@ class _Reader:
             kw["model"] = self.synapse_model(kw["model"], f"{field_}.model")
         kw["connect"] = self.connect(data.get("connect"), f"{field_}.connect")
         for key in ("weights", "delay"):
-            if data.get(key) is not None:
+            if key == "delay" and isinstance(data.get(key), dict) and not set(data[key]) & {"file", "key", "values"}:
+                kw[key] = self.values(data[key], f"{field_}.{key}")  # per pathway
+            elif data.get(key) is not None:
                 kw[key] = self.value(data[key], f"{field_}.{key}")
         kw["initial"] = self.values(data.get("initial"), f"{field_}.initial")
         return self.build(m.Projection, kw, field_)
@@ -345,7 +347,8 @@ class _Writer:
     def model(model, optional: tuple[str, ...]) -> dict:
         """A neuron or synapse model as YAML data: equations, the optional fields that are set."""
         d = {"equations": model.equations}
-        d.update({k: getattr(model, k) for k in optional if getattr(model, k) is not None})
+        d.update({k: dict(v) if isinstance(v, Mapping) else v for k in optional
+                  if (v := getattr(model, k)) is not None})
         if model.parameters:
             d["parameters"] = dict(model.parameters)
         if model.description:
@@ -435,7 +438,9 @@ class _Writer:
                     e["weight_var"] = pr.weight_var
                 if pr.target_var is not None:
                     e["target_var"] = pr.target_var
-                if pr.delay is not None:
+                if isinstance(pr.delay, Mapping):
+                    e["delay"] = self.values(pr.delay, f"{key}.delay")
+                elif pr.delay is not None:
                     e["delay"] = self.value(pr.delay, f"{key}.delay")
                 if pr.initial:
                     e["initial"] = self.values(pr.initial, f"{key}.initial")
