@@ -3,7 +3,8 @@
 One small scenario (``_scenario``) uses them all: ``connect`` conditions and ``p`` expressions of
 ``i, j`` (:class:`Condition`), subgroups (``a[5:10]``) as projection ends and monitor sources, spike
 monitors with variables, population-rate monitors, a state monitor of a projection's synaptic
-variable, a synapse model with two pathways of their own delays, and a protocol of two segments that changes a population variable and a synaptic
+variable, a synapse model with two pathways of their own delays, synapses onto the synapses of
+another projection, and a protocol of two segments that changes a population variable and a synaptic
 variable between them.  ``_original`` is the same network as a plain Brian2 script (explicit
 ``Network``, same seed, same order of random draws).
 
@@ -42,6 +43,7 @@ DELTA = m.SynapseModel("w : volt", on_pre="v_post += w")
 TRACE = m.SynapseModel("w : volt\ndx/dt = -x/(5*ms) : 1 (clock-driven)", on_pre="v_post += w\nx += 1")
 PAIRS = m.SynapseModel("w : volt\npair : 1", on_pre="v_post += w")
 PATHS = m.SynapseModel("w : volt", on_pre={"up": "v_post += w", "down": "v_post -= 0.5*w"})
+MOD = m.SynapseModel("", on_pre="w_post += 0.2*mV")  # onto the synapses of 'ring'
 P_RND = "0.4*exp(-abs(i - j)/4.0)"
 SEED = 7
 
@@ -60,10 +62,11 @@ def _scenario(**changes) -> m.NetworkSpec:
             m.Projection("rnd", "a[0:10]", "b", PAIRS, m.Condition(p=P_RND), weights="3*mV",
                          initial={"pair": "i*100 + j"}),
             m.Projection("paths", "s", "a[10:15]", PATHS, m.Condition("i == j"), weights="6*mV",
-                         delay={"up": "1*ms", "down": "3*ms"})),
+                         delay={"up": "1*ms", "down": "3*ms"}),
+            m.Projection("mod", "s", "ring", MOD, m.Condition("i == 0 and j < 4"))),
         monitors=(m.SpikeMonitor("a", ("v", "I")), m.SpikeMonitor("b"), m.SpikeMonitor("a[10:20]"),
                   m.RateMonitor("a"), m.RateMonitor("a[0:10]"), m.StateMonitor("a[0:3]", ("v",)),
-                  m.StateMonitor("ring", ("x",), indices=(0, 1, 5))),
+                  m.StateMonitor("ring", ("x", "w"), indices=(0, 1, 5))),
         protocol=(m.Segment("20*ms"), m.Segment("30*ms", {"a.I": "12*mV", "ring.w": "0.8*mV"})))
     return spec.replace(**changes) if changes else spec
 
@@ -99,12 +102,14 @@ def _original() -> dict:
                         delay={"up": 1 * b2.ms, "down": 3 * b2.ms}, namespace=ns, name="paths")
     paths.connect(condition="i == j")
     paths.w = 6 * b2.mV
+    mod = b2.Synapses(s, ring, on_pre="w_post += 0.2*mV", namespace=ns, name="mod")
+    mod.connect(condition="i == 0 and j < 4")
     sa = b2.SpikeMonitor(a, variables=["v", "I"])
     sb, sa2 = b2.SpikeMonitor(b), b2.SpikeMonitor(a[10:20])
     ra, ra2 = b2.PopulationRateMonitor(a), b2.PopulationRateMonitor(a[0:10])
     va = b2.StateMonitor(a[0:3], "v", record=True)
-    xr = b2.StateMonitor(ring, "x", record=[0, 1, 5])
-    net = b2.Network(a, b, s, inp, ring, rnd, paths, sa, sb, sa2, ra, ra2, va, xr)
+    xr = b2.StateMonitor(ring, ["x", "w"], record=[0, 1, 5])
+    net = b2.Network(a, b, s, inp, ring, rnd, paths, mod, sa, sb, sa2, ra, ra2, va, xr)
     b2.defaultclock.dt = 0.1 * b2.ms
     net.run(20 * b2.ms, namespace={})
     a.I = 12 * b2.mV
@@ -114,7 +119,7 @@ def _original() -> dict:
             "b": (sb.t_[:].copy(), np.asarray(sb.i[:]).copy()),
             "a[10:20]": (sa2.t_[:].copy(), np.asarray(sa2.i[:]).copy()),
             "rate a": ra.rate_[:].copy(), "rate a[0:10]": ra2.rate_[:].copy(),
-            "v": va.v_[:].T.copy(), "x": xr.x_[:].T.copy(), "pairs": np.sort(rnd.pair[:].copy())}
+            "v": va.v_[:].T.copy(), "x": xr.x_[:].T.copy(), "w": xr.w_[:].T.copy(), "pairs": np.sort(rnd.pair[:].copy())}
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +147,9 @@ def _check_deterministic(rec: Recording, o: dict, exact: bool):
     close(rec.rates["a[0:10]"].values[:, 0], o["rate a[0:10]"])
     close(rec.states["a[0:3]"]["v"].values, o["v"])
     close(rec.states["ring"]["x"].values, o["x"])
+    close(rec.states["ring"]["w"].values, o["w"])
+    w = rec.states["ring"]["w"].values  # 'mod' (onto ring's synapses 0-3) raised w by 0.2 mV at s's first spike
+    assert w[25, 0] == pytest.approx(0.0007) and w[25, 2] == pytest.approx(0.0005)
     assert rec.states["ring"]["x"].indices.tolist() == [0, 1, 5]
     # the protocol's second segment: a.I = 12 mV is what the spikes after 20 ms record
     late = rec.spikes["a"].times >= 0.021
@@ -252,6 +260,10 @@ def test_validation_names_the_field_and_the_fix():
     _err(r"undefined name\(s\) \['vv_post'\]", "projections.paths.model.on_pre.down",
          projections=_proj(3, model=m.SynapseModel("w : volt", on_pre={"up": "v_post += w", "down": "vv_post += w"})),
          protocol=())
+    _err(r"connects with a condition or all_to_all", "projections.mod.connect",
+         projections=_proj(4, connect=m.OneToOne()), protocol=())
+    _err(r"unknown target population 'paths' \(a projection defined after this one\)", "projections.ring.target",
+         projections=_proj(1, target="paths"), protocol=(), monitors=())
     with pytest.raises(SpecError, match=r"pathway\(s\) \['up'\] are in on_pre and on_post"):
         m.SynapseModel("w : 1", on_pre={"up": "w += 1"}, on_post={"up": "w -= 1"})
 
@@ -339,10 +351,16 @@ def _nest():
      r"records \['v'\] at each spike of 'a'; NEST's spike recorders record no variables"),
     ({"protocol": (), "monitors": (m.StateMonitor("ring", ("x",)),)},
      r"synaptic variables of projection 'ring' over time.*final_state"),
-    ({"protocol": (), "monitors": ()}, r"projection 'paths' has several pathways \(\['down', 'up'\]\).*one projection "
+    ({"protocol": (), "monitors": (), "projections": "all but mod"},
+     r"projection 'paths' has several pathways \(\['down', 'up'\]\).*one projection "
                                       r"per pathway"),
+    ({"protocol": (), "monitors": (), "projections": "all but paths"},
+     r"'mod' targets the synapses of projection 'ring' \(synapses onto synapses\)"),
 ])
 def test_nest_refuses_what_it_cannot_run(changes, match):
+    if isinstance(changes.get("projections"), str):  # "all but <name>"
+        drop = changes["projections"].split()[-1]
+        changes = dict(changes, projections=tuple(p for p in _scenario().projections if p.name != drop))
     with pytest.raises(BackendError, match=match):
         _nest().build(_scenario(**changes))
 
@@ -353,7 +371,7 @@ def test_nest_lowering_of_conditions_subgroups_and_rates():
     from biosnn.recording import SpikeTrains
     spec = _scenario(protocol=(), monitors=(m.SpikeMonitor("a[10:20]"), m.RateMonitor("a[0:10]"),
                                             m.StateMonitor("a[2:5]", ("v",), indices=(1, 2))))
-    spec = spec.replace(projections=spec.projections[:3])
+    spec = spec.replace(projections=spec.projections[:3])  # no pathways, no synapses onto synapses
     lowered, finish = lower_for_nest(spec)
     inp = lowered.projection("inp")
     assert (inp.source, inp.target) == ("s", "a")

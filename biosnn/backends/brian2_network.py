@@ -194,15 +194,18 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: 
         objs.groups[inp.name] = group
         net_objects.append(group)
 
-    monitored = {mon.population for mon in spec.monitors if isinstance(mon, m.StateMonitor)}
+    # Synapses objects needed as such: recorded by a state monitor, or the target of synapses onto synapses
+    monitored = {mon.population for mon in spec.monitors if isinstance(mon, m.StateMonitor)} | \
+        {p.target for p in spec.projections if p.target not in objs.groups}
     for proj in spec.projections:
         smodel = spec.synapse_model(proj)
         mname = proj.model if isinstance(proj.model, str) else proj.name
         ns = _namespace(spec, [(f"synapse_models.{mname}.parameters", smodel.parameters),
                                (f"projections.{proj.name}.parameters", proj.parameters)], functions)
         kwargs = _given(smodel, "on_pre", "on_post", "method")
+        onto = proj.target in objs.synapses and proj.target not in objs.groups  # synapses onto synapses
         plain = not isinstance(proj.connect, m.Condition) and "[" not in proj.source + proj.target \
-            and proj.name not in monitored
+            and proj.name not in monitored and not onto
         statements = static_statements(spec, proj) if static and plain else None
         if statements is not None and not isinstance(proj.weights, str):
             kernel = proj.weights is None and isinstance(proj.connect, m.Conv2D)
@@ -210,10 +213,12 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: 
             conn = None if kernel else expand_projection(spec, proj)
             net_objects.append(_static_projection(objs, spec, proj, conn, statements, clock))
             continue
-        condition = proj.connect if isinstance(proj.connect, m.Condition) else None
+        condition = proj.connect if isinstance(proj.connect, m.Condition) else \
+            m.Condition("True") if onto else None  # onto synapses: all_to_all, drawn by Brian2
         conn = None if condition else expand_projection(spec, proj)
         with brian2_errors(f"create projection '{proj.name}'"):
-            syn = b2.Synapses(node(proj.source), node(proj.target), model=smodel.equations,
+            target = objs.synapses[proj.target] if onto else node(proj.target)
+            syn = b2.Synapses(node(proj.source), target, model=smodel.equations,
                               namespace=ns, clock=clock, name=proj.name, **kwargs)
             if condition is not None:  # Brian2 draws them: the synapses of a Brian2 script with the same seed
                 syn.connect(condition=condition.condition, p=condition.p if condition.p is not None else 1.0,

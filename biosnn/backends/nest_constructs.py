@@ -15,7 +15,8 @@ original spec asks for:
   each time step / ``dt``, as Brian2's ``PopulationRateMonitor``).
 
 Refused up front, with the alternative: protocols (segments), spike monitors
-with variables, state monitors of projections and synapse models with several pathways.
+with variables, state monitors of projections, synapse models with several
+pathways and synapses onto synapses.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def _refuse(spec: m.NetworkSpec) -> None:
                                "time, which the NEST backend does not: use a Brian2 backend, or read the values "
                                "at the end of the run (run(final_state=['<projection>.<variable>']))")
     for proj in spec.projections:
+        if proj.target in projections and proj.target not in spec.population_names:
+            raise BackendError(f"projection '{proj.name}' targets the synapses of projection '{proj.target}' "
+                               "(synapses onto synapses), which NEST has no counterpart of: use a Brian2 backend")
         model = spec.synapse_model(proj)
         if isinstance(proj.delay, Mapping) or not all(isinstance(c, (str, type(None)))
                                                       for c in (model.on_pre, model.on_post)):

@@ -89,7 +89,7 @@ def check_bytes(nbytes: float, what: str, field: str | None = None, file: str | 
                                        "inf switches the check off)")
 
 
-def synapse_count(spec, proj, *, exact: bool = False) -> int | None:
+def synapse_count(spec, proj, *, exact: bool = False, _seen: tuple = ()) -> int | None:
     """The number of synapses of ``proj`` from its rule, without expanding it.
 
     Exact for all-to-all, one-to-one and explicit lists; for random
@@ -100,7 +100,15 @@ def synapse_count(spec, proj, *, exact: bool = False) -> int | None:
     from biosnn.spec import model as m
     c = proj.connect
     try:
-        n_pre, n_post = spec_node_size(spec, proj.source), spec_node_size(spec, proj.target)
+        n_pre = spec_node_size(spec, proj.source)
+        target = next((p for p in spec.projections if p.name == proj.target), None)
+        if target is not None and not any(n.name == proj.target for n in spec.populations):
+            if target.name in _seen + (proj.name,):
+                return None  # a cycle: validation refuses it
+            # synapses onto synapses: at most every (source, synapse) pair
+            n_target = synapse_count(spec, target, _seen=_seen + (proj.name,))
+            return None if exact or n_target is None else n_pre * n_target
+        n_post = spec_node_size(spec, proj.target)
     except KeyError:
         return None
     same = proj.source == proj.target

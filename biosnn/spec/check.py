@@ -409,22 +409,33 @@ def _input_variables(inp, base):
     return v
 
 
-def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
+def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes, proj_variables=None):
     from brian2 import second
     from brian2.units.fundamentalunits import DIMENSIONLESS
-    from biosnn.spec.model import Condition, Conv2D, NodeRef, Pool2D, Population
+    from biosnn.spec.model import AllToAll, Condition, Conv2D, NodeRef, Pool2D, Population
     field_ = f"projections.{proj.name}"
     sref, tref = NodeRef.parse(proj.source, f"{field_}.source"), NodeRef.parse(proj.target, f"{field_}.target")
     src, tgt = nodes.get(sref.name), nodes.get(tref.name)
     if src is None:
         raise SpecError(f"unknown source '{proj.source}'", field=f"{field_}.source",
                         fix=f"use a population or input: {sorted(nodes)}")
-    if tgt is None or not isinstance(tgt, Population):
+    onto_synapses = tgt is None and tref.whole and tref.name in (proj_variables or {})
+    if onto_synapses:  # Synapses(source, other_synapses): the target's synapses are the postsynaptic side
+        if not isinstance(proj.connect, (AllToAll, Condition)):
+            raise SpecError("a projection onto the synapses of another projection connects with a condition or "
+                            "all_to_all (the number of target synapses is Brian2's to draw)",
+                            field=f"{field_}.connect", fix="write e.g. {type: condition, condition: 'j < 4'}")
+    elif tgt is None or not isinstance(tgt, Population):
         pops = sorted(n for n, x in nodes.items() if isinstance(x, Population))
-        raise SpecError(f"unknown target population '{proj.target}'", field=f"{field_}.target",
-                        fix=f"use one of the populations {pops}")
+        later = [p.name for p in spec.projections].index(tref.name) if tref.name in \
+            [p.name for p in spec.projections] else None
+        raise SpecError(f"unknown target population '{proj.target}'"
+                        + (" (a projection defined after this one)" if later is not None else ""),
+                        field=f"{field_}.target",
+                        fix=f"use one of the populations {pops}, or a projection defined before this one")
     sref.bounds(src.size, f"{field_}.source")
-    tref.bounds(tgt.size, f"{field_}.target")
+    if not onto_synapses:
+        tref.bounds(tgt.size, f"{field_}.target")
     if isinstance(proj.connect, (Conv2D, Pool2D)) and not (sref.whole and tref.whole):
         raise SpecError("convolution and pooling connect whole layers, not subgroups", field=f"{field_}.source",
                         fix="connect the whole populations (their shapes define the geometry)")
@@ -438,7 +449,8 @@ def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
                                                     (f"{field_}.parameters", proj.parameters)])
     variables = dict(base)
     variables.update(_constants(consts))
-    pre_vars, post_vars = node_vars[sref.name], node_vars[tref.name]
+    pre_vars = node_vars[sref.name]
+    post_vars = proj_variables[tref.name] if onto_synapses else node_vars[tref.name]
     skip = set(base) | {"t", "dt", "N"}
     for k, v in post_vars.items():
         if k in skip or k in consts:
@@ -474,7 +486,13 @@ def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes):
                         field=f"{mfield}", fix="add e.g. on_pre: 'v_post += w'")
     if isinstance(proj.connect, Condition):
         _check_condition(proj, base, consts, field_)
-    syn_size = _n_synapses(spec, proj, src, tgt) if _needs_count(proj) else None
+    if onto_synapses:
+        arrays = [k for k, v in [("weights", proj.weights), ("delay", proj.delay), *proj.initial.items()]
+                  if isinstance(v, ArrayValue)]
+        if arrays:
+            raise SpecError(f"'{arrays[0]}' is an array, but a projection onto synapses has no fixed number of "
+                            "synapses", field=f"{field_}.{arrays[0]}", fix="give an expression such as '0.1*mV'")
+    syn_size = _n_synapses(spec, proj, src, tgt) if _needs_count(proj) and not onto_synapses else None
     if proj.weights is not None or isinstance(proj.connect, Conv2D):
         if proj.weight_var not in eqs.names:
             raise SpecError(f"the synapse model has no variable '{proj.weight_var}' to hold the weights",
@@ -753,7 +771,7 @@ def check_network(spec) -> None:
                                     fix="give rates in Hz")
     for proj in spec.projections:
         proj_vars[proj.name], proj_variables[proj.name] = _check_projection(spec, proj, node_vars, base, ns_layers,
-                                                                            nodes)
+                                                                            nodes, proj_variables)
     _check_unused_models(spec, base)
     consts = evaluate_namespace(ns_layers)
     for k, mon in enumerate(spec.monitors):
