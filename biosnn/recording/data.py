@@ -406,26 +406,13 @@ class SpikeValues(FinalState):
 
 
 def _freeze_spike_values(spike_values: Any, spikes: Mapping) -> types.MappingProxyType:
-    if not isinstance(spike_values, Mapping):
-        raise RecordingError("spike_values must be a mapping population -> variable -> SpikeValues")
-    out = {}
-    for pop, variables in spike_values.items():
+    def check(pop, var, sv):
         if pop not in spikes:
             raise RecordingError(f"spike_values[{pop!r}]: the population's spikes are not recorded")
-        if not isinstance(variables, Mapping):
-            raise RecordingError(f"spike_values[{pop!r}] must be a mapping variable -> SpikeValues")
-        inner = {}
-        for var, sv in variables.items():
-            _check_name(var, "variable")
-            if not isinstance(sv, SpikeValues):
-                raise RecordingError(f"spike_values[{pop!r}][{var!r}] must be a SpikeValues, got "
-                                     f"{type(sv).__name__}")
-            if sv.values.shape[0] != len(spikes[pop]):
-                raise RecordingError(f"spike_values[{pop!r}][{var!r}] has {sv.values.shape[0]} values for "
-                                     f"{len(spikes[pop])} spikes")
-            inner[var] = sv
-        out[pop] = types.MappingProxyType(inner)
-    return types.MappingProxyType(out)
+        if sv.values.shape[0] != len(spikes[pop]):
+            raise RecordingError(f"spike_values[{pop!r}][{var!r}] has {sv.values.shape[0]} values for "
+                                 f"{len(spikes[pop])} spikes")
+    return _freeze_nested(spike_values, "spike_values", SpikeValues, check)
 
 
 def _freeze_rates(rates: Any) -> types.MappingProxyType:
@@ -585,25 +572,32 @@ def _freeze_spikes(spikes: Any) -> types.MappingProxyType:
     return types.MappingProxyType(out)
 
 
-def _freeze_states(states: Any) -> types.MappingProxyType:
-    if not isinstance(states, Mapping):
-        raise RecordingError(f"states must be a mapping population -> variable -> StateTrace, "
-                             f"got {type(states).__name__}")
+def _freeze_nested(data: Any, what: str, cls: type, check=None) -> types.MappingProxyType:
+    """A read-only ``population -> variable -> cls`` mapping; ``check(pop, var, item)`` may refuse an item."""
+    if not isinstance(data, Mapping):
+        raise RecordingError(f"{what} must be a mapping population -> variable -> {cls.__name__}, "
+                             f"got {type(data).__name__}")
     out = {}
-    for pop, variables in states.items():
+    for pop, variables in data.items():
         _check_name(pop, "population")
         if not isinstance(variables, Mapping):
-            raise RecordingError(f"states[{pop!r}] must be a mapping variable -> StateTrace, "
+            raise RecordingError(f"{what}[{pop!r}] must be a mapping variable -> {cls.__name__}, "
                                  f"got {type(variables).__name__}")
         inner = {}
-        for var, trace in variables.items():
+        for var, item in variables.items():
             _check_name(var, "variable")
-            if not isinstance(trace, StateTrace):
-                raise RecordingError(f"states[{pop!r}][{var!r}] must be a StateTrace, got "
-                                     f"{type(trace).__name__}")
-            inner[var] = trace
+            if not isinstance(item, cls):
+                raise RecordingError(f"{what}[{pop!r}][{var!r}] must be a {cls.__name__}, got "
+                                     f"{type(item).__name__}")
+            if check is not None:
+                check(pop, var, item)
+            inner[var] = item
         out[pop] = types.MappingProxyType(inner)
     return types.MappingProxyType(out)
+
+
+def _freeze_states(states: Any) -> types.MappingProxyType:
+    return _freeze_nested(states, "states", StateTrace)
 
 
 def _freeze_meta(meta: Any) -> types.MappingProxyType:

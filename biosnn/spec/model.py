@@ -719,7 +719,11 @@ class Projection:
     name : str
         Unique name.
     source, target : str
-        Names of a population or input (source) and a population (target).
+        Names of a population or input (source) and a population (target);
+        either may be a subgroup (``"exc[0:800]"``, Brian2's ``G[0:800]``),
+        and the target may be a projection defined before this one
+        (synapses onto synapses: ``j`` numbers its synapses, ``<var>_post``
+        are their variables).
     model : str or SynapseModel
         A name from the spec's ``synapse_models``, a library synapse name, or inline.
     connect : Connectivity
