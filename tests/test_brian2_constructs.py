@@ -14,8 +14,9 @@ variable between them.  ``_original`` is the same network as a plain Brian2 scri
   (the ``p`` projection's random draws come from the C++ generator: its synapse count is within six
   standard deviations of the expectation, every pair lies in range);
 * NEST: conditions and subgroups run through the deterministic expansion (``biosnn.spec.expand``),
-  rate monitors from recorded spikes; protocols, spike monitors with variables and synaptic state
-  monitors are refused with the construct and the alternative named.
+  rate monitors from recorded spikes, protocols setting neuron variables between ``nest.Run`` calls;
+  protocols setting synaptic variables, spike monitors with variables, synaptic state monitors, pathways
+  and synapses onto synapses are refused with the construct and the alternative named.
 """
 
 from __future__ import annotations
@@ -346,7 +347,7 @@ def _nest():
 
 
 @pytest.mark.parametrize("changes, match", [
-    ({}, r"has a protocol .* use a Brian2 backend, or run each segment as its own run"),
+    ({}, r"protocol\[1\] sets 'ring.w', a synaptic variable, which the NEST backend does not change"),
     ({"protocol": (), "monitors": (m.SpikeMonitor("a", ("v",)),)},
      r"records \['v'\] at each spike of 'a'; NEST's spike recorders record no variables"),
     ({"protocol": (), "monitors": (m.StateMonitor("ring", ("x",)),)},
@@ -390,14 +391,16 @@ def test_nest_lowering_of_conditions_subgroups_and_rates():
 
 @pytest.mark.nestml
 def test_nest_runs_conditions_subgroups_and_rates_like_the_runtime():
-    """Deterministic conditions and subgroups: NEST's spikes are the runtime's (rates from those spikes)."""
-    spec = _scenario(protocol=(), monitors=(
+    """Deterministic conditions, subgroups and a protocol: NEST's spikes are the runtime's (rates from them)."""
+    spec = _scenario(protocol=(m.Segment("20*ms"), m.Segment("30*ms", {"a.I": "12*mV - i*0.1*mV"})), monitors=(
         m.SpikeMonitor("a"), m.SpikeMonitor("a[10:20]"), m.RateMonitor("a[0:10]")))
     spec = spec.replace(projections=tuple(p for p in spec.projections if p.name == "inp"),
                         populations=(spec.population("a"),))
     nest_rec = _nest().build(spec).run(progress=False)
     rt = get_backend("runtime").build(spec).run(progress=False)
     assert len(rt.spikes["a"]) > 20
+    late = rt.spikes["a"].times > 0.02  # the second segment changed I: neuron 0 (9 mV before) fires after 20 ms
+    assert 0 in rt.spikes["a"].indices[late] and 0 not in rt.spikes["a"].indices[~late]
     for key in ("a", "a[10:20]"):
         np.testing.assert_array_equal(nest_rec.spikes[key].indices, rt.spikes[key].indices)
         np.testing.assert_allclose(nest_rec.spikes[key].times, rt.spikes[key].times, atol=1e-9)

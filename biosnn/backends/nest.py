@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from biosnn.backends.brian2_network import run_request
-from biosnn.backends.nest_constructs import lower_for_nest
+from biosnn.backends.nest_constructs import lower_for_nest, protocol_schedule
 from biosnn.backends.nest_models import NeuronPlan, evaluate, name_paired_synapses, plan_neuron, plan_synapse
 from biosnn.backends.nest_mpi import (communicator, gather_connections, gather_events, gather_node_values,
                                       merge_samples, merge_spikes, per_node, sample_matrix)
@@ -227,6 +227,8 @@ class NestSimulation:
         built = self._build_network(nest, spec, duration_s, rng)
         n_steps = int(round(duration_s / self.dt_s))
         changes = self._current_schedule(spec, built, n_steps)
+        for step, items in protocol_schedule(spec, self.plans, built.nodes, self.dt_s, n_steps, rng).items():
+            changes.setdefault(step, []).extend(items)
         chunks = max(1, min(20, n_steps // 100)) if progress else 1
         bounds = sorted(set(np.linspace(0, n_steps, chunks + 1).round().astype(int).tolist()) | set(changes))
         t1 = time.perf_counter()

@@ -14,9 +14,11 @@ original spec asks for:
 - rate monitors are computed from the recorded spikes (spikes per neuron in
   each time step / ``dt``, as Brian2's ``PopulationRateMonitor``).
 
-Refused up front, with the alternative: protocols (segments), spike monitors
-with variables, state monitors of projections, synapse models with several
-pathways and synapses onto synapses.
+A protocol's assignments to neuron variables are made between ``nest.Run``
+calls (:func:`protocol_schedule`).  Refused up front, with the alternative:
+protocol assignments to synaptic variables, spike monitors with variables,
+state monitors of projections, synapse models with several pathways and
+synapses onto synapses.
 """
 
 from __future__ import annotations
@@ -29,16 +31,18 @@ import numpy as np
 from biosnn.errors import BackendError
 from biosnn.recording import Recording, SpikeTrains, StateTrace
 from biosnn.spec import model as m
-from biosnn.spec.values import ArrayValue
+from biosnn.spec.values import ArrayValue, parse_quantity
 
-__all__ = ["lower_for_nest", "population_rate"]
+__all__ = ["lower_for_nest", "population_rate", "protocol_schedule"]
 
 
 def _refuse(spec: m.NetworkSpec) -> None:
-    if spec.protocol:
-        raise BackendError(f"'{spec.name}' has a protocol (segments that set variables between runs), which the "
-                           "NEST backend does not run; use a Brian2 backend, or run each segment as its own run "
-                           "(Simulation.run with overrides, continuing from Recording.final_overrides())")
+    for k, seg in enumerate(spec.protocol):
+        for key in seg.set:
+            if key.partition(".")[0] not in spec.population_names:
+                raise BackendError(f"protocol[{k}] sets '{key}', a synaptic variable, which the NEST backend does "
+                                   "not change between segments (it sets neuron variables only): use a Brian2 "
+                                   "backend, or run each segment as its own run with overrides")
     projections = {p.name for p in spec.projections}
     for k, mon in enumerate(spec.monitors):
         if isinstance(mon, m.SpikeMonitor) and mon.variables:
@@ -170,3 +174,31 @@ def lower_for_nest(spec: m.NetworkSpec):
         return replace(rec, spikes=spikes, states=states, rates=rates_out)
 
     return lowered, finish
+
+
+def protocol_schedule(spec: m.NetworkSpec, plans: dict, nodes: dict, dt_s: float, n_steps: int, rng) -> dict:
+    """Step -> ``[(nodes, NEST name, values)]``: the protocol's assignments, set before each segment's first step.
+
+    The NEST backend sets them between two ``nest.Run`` calls (as Brian2 assigns
+    them between two ``Network.run`` calls); expressions are evaluated per
+    neuron with the population's constants (``rand()`` from ``rng``).
+    """
+    from biosnn.backends.nest_models import evaluate, namespace_layers
+    changes: dict = {}
+    step = 0
+    for k, seg in enumerate(spec.protocol):
+        for key, value in seg.set.items():
+            part, _, var = key.partition(".")
+            pop, plan = spec.population(part), plans[part]
+            if var not in plan.names:
+                raise BackendError(f"protocol[{k}] sets '{key}', but the NEST model {plan.nest_model} has no "
+                                   f"counterpart of '{var}' (it maps {sorted(plan.names)}): use a Brian2 backend")
+            names = dict(namespace_layers(spec, pop, spec.neuron_model(pop), "neuron"), i=np.arange(pop.size))
+            si = evaluate(value, pop.size, names, rng, f"protocol[{k}].set.{key}")
+            values = np.broadcast_to(np.asarray(si, dtype=np.float64) / plan.scales[var], (pop.size,))
+            changes.setdefault(step, []).append((nodes[part], plan.names[var], list(map(float, values))))
+        step += int(round(float(parse_quantity(seg.duration)) / dt_s))
+    if spec.protocol and step != n_steps:
+        raise BackendError(f"'{spec.name}' has a protocol of {step} steps; it cannot run for {n_steps} steps "
+                           "(change the segments to change the duration)")
+    return changes
