@@ -167,6 +167,10 @@ def test_runtime_equals_the_brian2_script(original, tmp_path):
     np.testing.assert_array_equal(np.sort(rec.final["rnd.pair"].values), original["pairs"])
     for suffix in (".npz", ".h5"):
         assert Recording.load(rec.save(tmp_path / f"rec{suffix}")) == rec
+    from biosnn.recording.formats import to_neo
+    from biosnn.recording.data import RecordingError
+    with pytest.raises(RecordingError, match=r"spike values or population rates, which the Neo export does not"):
+        to_neo(rec)
 
 
 def _expected_rnd() -> tuple[float, float]:

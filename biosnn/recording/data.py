@@ -825,6 +825,10 @@ class Recording:
             for var, trace in variables.items():
                 lines.append(f"state {pop}.{var}: {trace.indices.size} neurons x "
                              f"{trace.times.size} samples [{trace.unit}]")
+        for pop, variables in self.spike_values.items():
+            lines.append(f"at spikes of {pop}: {', '.join(variables)}")
+        for pop, trace in self.rates.items():
+            lines.append(f"rate {pop}: {trace.times.size} samples, mean {float(trace.values.mean()):.3f} Hz")
         return "\n".join(lines)
 
     # -- files ------------------------------------------------------------

@@ -525,6 +525,10 @@ def to_neo(rec: Recording):
         annotations keep ``duration``/``dt`` (s), population sizes and
         ``meta``, so :func:`from_neo` restores the recording exactly.
     """
+    if rec.spike_values or rec.rates:  # not silently dropped
+        raise RecordingError("this recording has spike values or population rates, which the Neo export does not "
+                             "carry: save it as .npz or .h5 (Recording.save), or drop them with "
+                             "dataclasses.replace(rec, spike_values={}, rates={})")
     import neo
     import quantities as pq
 
