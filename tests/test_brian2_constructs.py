@@ -13,7 +13,7 @@ variable between them.  ``_original`` is the same network as a plain Brian2 scri
 * cpp_standalone (one build): everything that does not depend on random numbers equals the original
   (the ``p`` projection's random draws come from the C++ generator: its synapse count is within six
   standard deviations of the expectation, every pair lies in range);
-* NEST: conditions and subgroups run through the deterministic expansion (``biosnn.spec.expand``),
+* NEST: conditions and subgroups (but current inputs onto them) run through the deterministic expansion (``biosnn.spec.expand``),
   rate monitors from recorded spikes, protocols setting neuron variables between ``nest.Run`` calls;
   protocols setting synaptic variables, spike monitors with variables, synaptic state monitors, pathways
   and synapses onto synapses are refused with the construct and the alternative named.
@@ -46,6 +46,7 @@ PAIRS = m.SynapseModel("w : volt\npair : 1", on_pre="v_post += w")
 PATHS = m.SynapseModel("w : volt", on_pre={"up": "v_post += w", "down": "v_post -= 0.5*w"})
 MOD = m.SynapseModel("", on_pre="w_post += 0.2*mV")  # onto the synapses of 'ring'
 P_RND = "0.4*exp(-abs(i - j)/4.0)"
+CUR = 10.5 + np.arange(25.0).reshape(5, 5) % 7 * 0.5  # mV: 5 steps of 10 ms x the 5 neurons of a[15:20]
 SEED = 7
 
 
@@ -55,7 +56,8 @@ def _scenario(**changes) -> m.NetworkSpec:
         populations=(m.Population("a", 20, LIF, initial={"I": "9*mV + i*0.3*mV"}),
                      m.Population("b", 10, LIF, initial={"I": "9*mV"})),
         inputs=(m.SpikeTimesInput("s", 5, ArrayValue(np.arange(5), "1"),
-                                  ArrayValue(np.array([2.0, 4, 6, 8, 10]), "ms")),),
+                                  ArrayValue(np.array([2.0, 4, 6, 8, 10]), "ms")),
+                m.CurrentInput("cur", "a[15:20]", "I", ArrayValue(CUR, "mV"), "10*ms")),
         projections=(
             m.Projection("inp", "s", "a[5:10]", DELTA, m.Condition("i == j"), weights="8*mV"),
             m.Projection("ring", "a", "a", TRACE, m.Condition("i != j and abs(i - j) <= 2"), weights="0.5*mV",
@@ -79,7 +81,7 @@ def _original() -> dict:
     set_device("runtime")
     b2.prefs.codegen.target = "numpy"  # biosnn's runtime backend (Cython rounds differently in the last bit)
     b2.seed(SEED)
-    ns = {}
+    ns = {"cur": b2.TimedArray(CUR * b2.mV, dt=10 * b2.ms, name="cur")}
     eqs = LIF.equations
     a = b2.NeuronGroup(20, eqs, threshold="v > 10*mV", reset="v = 0*mV", refractory=2 * b2.ms, method="exact",
                        namespace=ns, name="a")
@@ -103,6 +105,7 @@ def _original() -> dict:
                         delay={"up": 1 * b2.ms, "down": 3 * b2.ms}, namespace=ns, name="paths")
     paths.connect(condition="i == j")
     paths.w = 6 * b2.mV
+    cur_op = a[15:20].run_regularly("I = cur(t, i)", dt=10 * b2.ms, when="start")  # i counts from 15
     mod = b2.Synapses(s, ring, on_pre="w_post += 0.2*mV", namespace=ns, name="mod")
     mod.connect(condition="i == 0 and j < 4")
     sa = b2.SpikeMonitor(a, variables=["v", "I"])
@@ -110,7 +113,7 @@ def _original() -> dict:
     ra, ra2 = b2.PopulationRateMonitor(a), b2.PopulationRateMonitor(a[0:10])
     va = b2.StateMonitor(a[0:3], "v", record=True)
     xr = b2.StateMonitor(ring, ["x", "w"], record=[0, 1, 5])
-    net = b2.Network(a, b, s, inp, ring, rnd, paths, mod, sa, sb, sa2, ra, ra2, va, xr)
+    net = b2.Network(a, b, s, inp, ring, rnd, paths, mod, cur_op, sa, sb, sa2, ra, ra2, va, xr)
     b2.defaultclock.dt = 0.1 * b2.ms
     net.run(20 * b2.ms, namespace={})
     a.I = 12 * b2.mV
@@ -152,9 +155,14 @@ def _check_deterministic(rec: Recording, o: dict, exact: bool):
     w = rec.states["ring"]["w"].values  # 'mod' (onto ring's synapses 0-3) raised w by 0.2 mV at s's first spike
     assert w[25, 0] == pytest.approx(0.0007) and w[25, 2] == pytest.approx(0.0005)
     assert rec.states["ring"]["x"].indices.tolist() == [0, 1, 5]
-    # the protocol's second segment: a.I = 12 mV is what the spikes after 20 ms record
-    late = rec.spikes["a"].times >= 0.021
+    # the protocol's second segment: a.I = 12 mV is what the spikes after 20 ms record (but in a[15:20],
+    # where the current input 'cur' sets I every 10 ms)
+    late = (rec.spikes["a"].times >= 0.021) & (rec.spikes["a"].indices < 15)
     assert np.all(rec.spike_values["a"]["I"].values[late] == pytest.approx(0.012))
+    cur = rec.spikes["a"].indices >= 15
+    rows = (rec.spikes["a"].times[cur] / 0.01 + 1e-9).astype(int)
+    np.testing.assert_allclose(rec.spike_values["a"]["I"].values[cur],
+                               CUR[rows, rec.spikes["a"].indices[cur] - 15] * 1e-3, rtol=1e-12)
 
 
 def test_runtime_equals_the_brian2_script(original, tmp_path):
@@ -361,11 +369,13 @@ def _nest():
                                       r"per pathway"),
     ({"protocol": (), "monitors": (), "projections": "all but paths"},
      r"'mod' targets the synapses of projection 'ring' \(synapses onto synapses\)"),
+    ({"protocol": (), "monitors": (), "projections": "all but paths mod"},
+     r"current input 'cur' sets a subgroup \('a\[15:20\]'\), which the NEST backend does not"),
 ])
 def test_nest_refuses_what_it_cannot_run(changes, match):
     if isinstance(changes.get("projections"), str):  # "all but <name>"
-        drop = changes["projections"].split()[-1]
-        changes = dict(changes, projections=tuple(p for p in _scenario().projections if p.name != drop))
+        drop = changes["projections"].split()[2:]
+        changes = dict(changes, projections=tuple(p for p in _scenario().projections if p.name not in drop))
     with pytest.raises(BackendError, match=match):
         _nest().build(_scenario(**changes))
 
@@ -376,7 +386,8 @@ def test_nest_lowering_of_conditions_subgroups_and_rates():
     from biosnn.recording import SpikeTrains
     spec = _scenario(protocol=(), monitors=(m.SpikeMonitor("a[10:20]"), m.RateMonitor("a[0:10]"),
                                             m.StateMonitor("a[2:5]", ("v",), indices=(1, 2))))
-    spec = spec.replace(projections=spec.projections[:3])  # no pathways, no synapses onto synapses
+    # no pathways, no synapses onto synapses, no current input onto a subgroup
+    spec = spec.replace(projections=spec.projections[:3], inputs=spec.inputs[:1])
     lowered, finish = lower_for_nest(spec)
     inp = lowered.projection("inp")
     assert (inp.source, inp.target) == ("s", "a")
@@ -399,7 +410,7 @@ def test_nest_runs_conditions_subgroups_and_rates_like_the_runtime():
     spec = _scenario(protocol=(m.Segment("20*ms"), m.Segment("30*ms", {"a.I": "12*mV - i*0.1*mV"})), monitors=(
         m.SpikeMonitor("a"), m.SpikeMonitor("a[10:20]"), m.RateMonitor("a[0:10]")))
     spec = spec.replace(projections=tuple(p for p in spec.projections if p.name == "inp"),
-                        populations=(spec.population("a"),))
+                        populations=(spec.population("a"),), inputs=spec.inputs[:1])
     nest_rec = _nest().build(spec).run(progress=False)
     rt = get_backend("runtime").build(spec).run(progress=False)
     assert len(rt.spikes["a"]) > 20

@@ -182,13 +182,13 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: 
                 group = b2.SpikeGeneratorGroup(inp.size, np.asarray(inp.indices.data, dtype=np.int64),
                                                inp.times.quantity(), clock=clock, name=inp.name,
                                                **kw)
-        else:  # CurrentInput
-            target = objs.groups[inp.target]
+        else:  # CurrentInput (onto a population or a subgroup, whose i counts from its start)
+            target = node(inp.target)
             code = f"{inp.variable} = {inp.name}(t, i)" if inp.values.data.ndim == 2 else \
                 f"{inp.variable} = {inp.name}(t)"
             with brian2_errors(f"create current input '{inp.name}'"):
                 op = target.run_regularly(code, clock=clock_for(inp.dt), when="start",
-                                          name=f"{inp.target}_{inp.name}_update")
+                                          name=f"{_tag(inp.target)}_{inp.name}_update")
             net_objects.append(op)
             continue
         objs.groups[inp.name] = group
@@ -255,7 +255,7 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: 
     for mon in spec.monitors:
         source = objs.synapses[mon.population] if mon.population in objs.synapses and \
             mon.population not in objs.groups else node(mon.population)
-        tag = mon.population.replace("[", "_").replace(":", "_").replace("]", "")
+        tag = _tag(mon.population)
         with brian2_errors(f"create a monitor of '{mon.population}'"):
             if isinstance(mon, m.SpikeMonitor):
                 if mon.population in objs.spike_monitors:
@@ -314,6 +314,11 @@ def _static_projection(objs: Brian2Objects, spec: m.NetworkSpec, proj: m.Project
     objs.n_synapses[proj.name] = conv.n_synapses() if kernel else len(conn.i)
     objs.synapses[proj.name] = obj
     return obj
+
+
+def _tag(ref: str) -> str:
+    """A Brian2 object name part for a reference: ``exc[0:10]`` -> ``exc_0_10``."""
+    return ref.replace("[", "_").replace(":", "_").replace("]", "")
 
 
 def _given(model, *names) -> dict:

@@ -16,7 +16,7 @@ original spec asks for:
 
 A protocol's assignments to neuron variables are made between ``nest.Run``
 calls (:func:`protocol_schedule`).  Refused up front, with the alternative:
-protocol assignments to synaptic variables, spike monitors with variables,
+protocol assignments to synaptic variables, current inputs onto subgroups, spike monitors with variables,
 state monitors of projections, synapse models with several pathways and
 synapses onto synapses.
 """
@@ -64,6 +64,10 @@ def _refuse(spec: m.NetworkSpec) -> None:
             raise BackendError(f"projection '{proj.name}' has several pathways ({sorted(model.pathways())}), which "
                                "the NEST backend does not translate: use a Brian2 backend, or one projection per "
                                "pathway (same source and target, each with its statements and delay)")
+    for inp in spec.inputs:
+        if isinstance(inp, m.CurrentInput) and "[" in inp.target:
+            raise BackendError(f"current input '{inp.name}' sets a subgroup ('{inp.target}'), which the NEST "
+                               "backend does not: use a Brian2 backend, or give the whole population's columns")
 
 
 def _uses_indices(value) -> bool:

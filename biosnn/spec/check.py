@@ -702,7 +702,7 @@ def _check_unused_models(spec, base) -> None:
 
 def check_network(spec) -> None:
     """Validate a whole network; raise :class:`SpecError` naming the field and the fix."""
-    from biosnn.spec.model import CurrentInput, Population
+    from biosnn.spec.model import CurrentInput, NodeRef, Population
     from biosnn.errors import quiet_brian2_banner
     for k in ("dt", "duration"):
         check_time(getattr(spec, k), k, "dt" if k == "dt" else "duration")
@@ -737,11 +737,13 @@ def check_network(spec) -> None:
     for inp in spec.inputs:
         if isinstance(inp, CurrentInput):
             f = f"inputs.{inp.name}"
-            tgt = nodes.get(inp.target)
+            tref = NodeRef.parse(inp.target, f"{f}.target")
+            tgt = nodes.get(tref.name)
             if not isinstance(tgt, Population):
                 raise SpecError(f"unknown target population '{inp.target}'", field=f"{f}.target",
                                 fix=f"use one of {spec.population_names}")
-            tv = node_vars[inp.target]
+            start, stop = tref.bounds(tgt.size, f"{f}.target")
+            tv = node_vars[tref.name]
             model = resolve_neuron_model(spec, tgt)
             eqs = parse_equations(model.equations, f"populations.{tgt.name}.model.equations")
             if inp.variable not in eqs or eqs[inp.variable].type != "parameter":
@@ -753,8 +755,8 @@ def check_network(spec) -> None:
                 raise SpecError(f"values unit '{inp.values.unit}' does not match '{inp.variable}' "
                                 f"({_unit_from_dim(tv[inp.variable].dim)!r})", field=f"{f}.values",
                                 fix="give the values in the variable's unit")
-            if inp.values.data.ndim == 2 and inp.values.shape[1] != tgt.size:
-                raise SpecError(f"values have {inp.values.shape[1]} columns, target has {tgt.size} neurons",
+            if inp.values.data.ndim == 2 and inp.values.shape[1] != stop - start:
+                raise SpecError(f"values have {inp.values.shape[1]} columns, target has {stop - start} neurons",
                                 field=f"{f}.values", fix="give one column per target neuron")
         else:
             node_vars[inp.name] = _input_variables(inp, base)

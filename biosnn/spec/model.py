@@ -438,7 +438,8 @@ class CurrentInput:
     name : str
         Unique name (also the timed array's name).
     target : str
-        Population whose ``variable`` is set.
+        Population whose ``variable`` is set, or a subgroup of it
+        (``"exc[0:10]"``; ``i`` and the columns of ``values`` count from its start).
     variable : str
         A parameter of the target's model (e.g. ``I_ext : amp``).
     values : ArrayValue

@@ -78,6 +78,7 @@ def _check_constructs(spec) -> None:
     parts += [(f"projections.{p.name}.connect", "condition connectivity") for p in spec.projections
               if isinstance(p.connect, m.Condition)]
     parts += [(f"projections.{p.name}.source", "a subgroup") for p in spec.projections if "[" in p.source + p.target]
+    parts += [(f"inputs.{i.name}.target", "a subgroup") for i in spec.inputs if "[" in getattr(i, "target", "")]
     nodes = {n.name for n in (*spec.populations, *spec.inputs)}
     parts += [(f"projections.{p.name}.target", "synapses onto synapses") for p in spec.projections
               if p.target not in nodes and "[" not in p.target]
