@@ -1,7 +1,7 @@
 """Brian2 constructs of the spec format, against the same network written directly in Brian2.
 
 One small scenario (``_scenario``) uses them all: ``connect`` conditions and ``p`` expressions of
-``i, j`` (:class:`Condition`), subgroups (``a[5:10]``) as projection ends and monitor sources, spike
+``i, j`` and the generator ``j='N_post - 1 - i'`` (:class:`Condition`), subgroups (``a[5:10]``) as projection ends and monitor sources, spike
 monitors with variables, population-rate monitors, a state monitor of a projection's synaptic
 variable, a synapse model with two pathways of their own delays, synapses onto the synapses of
 another projection, and a protocol of two segments that changes a population variable and a synaptic
@@ -66,7 +66,8 @@ def _scenario(**changes) -> m.NetworkSpec:
                          initial={"pair": "i*100 + j"}),
             m.Projection("paths", "s", "a[10:15]", PATHS, m.Condition("i == j"), weights="6*mV",
                          delay={"up": "1*ms", "down": "3*ms"}),
-            m.Projection("mod", "s", "ring", MOD, m.Condition("i == 0 and j < 4"))),
+            m.Projection("mod", "s", "ring", MOD, m.Condition("i == 0 and j < 4")),
+            m.Projection("rev", "s", "a[0:5]", DELTA, m.Condition(j="N_post - 1 - i"), weights="4*mV")),
         monitors=(m.SpikeMonitor("a", ("v", "I")), m.SpikeMonitor("b"), m.SpikeMonitor("a[10:20]"),
                   m.RateMonitor("a"), m.RateMonitor("a[0:10]"), m.StateMonitor("a[0:3]", ("v",)),
                   m.StateMonitor("ring", ("x", "w"), indices=(0, 1, 5))),
@@ -105,6 +106,9 @@ def _original() -> dict:
                         delay={"up": 1 * b2.ms, "down": 3 * b2.ms}, namespace=ns, name="paths")
     paths.connect(condition="i == j")
     paths.w = 6 * b2.mV
+    rev = b2.Synapses(s, a[0:5], "w : volt", on_pre="v_post += w", namespace=ns, name="rev")
+    rev.connect(j="N_post - 1 - i")
+    rev.w = 4 * b2.mV
     cur_op = a[15:20].run_regularly("I = cur(t, i)", dt=10 * b2.ms, when="start")  # i counts from 15
     mod = b2.Synapses(s, ring, on_pre="w_post += 0.2*mV", namespace=ns, name="mod")
     mod.connect(condition="i == 0 and j < 4")
@@ -113,7 +117,7 @@ def _original() -> dict:
     ra, ra2 = b2.PopulationRateMonitor(a), b2.PopulationRateMonitor(a[0:10])
     va = b2.StateMonitor(a[0:3], "v", record=True)
     xr = b2.StateMonitor(ring, ["x", "w"], record=[0, 1, 5])
-    net = b2.Network(a, b, s, inp, ring, rnd, paths, mod, cur_op, sa, sb, sa2, ra, ra2, va, xr)
+    net = b2.Network(a, b, s, inp, ring, rnd, paths, mod, rev, cur_op, sa, sb, sa2, ra, ra2, va, xr)
     b2.defaultclock.dt = 0.1 * b2.ms
     net.run(20 * b2.ms, namespace={})
     a.I = 12 * b2.mV
@@ -273,6 +277,12 @@ def test_validation_names_the_field_and_the_fix():
     _err(r"undefined name\(s\) \['vv_post'\]", "projections.paths.model.on_pre.down",
          projections=_proj(3, model=m.SynapseModel("w : volt", on_pre={"up": "v_post += w", "down": "vv_post += w"})),
          protocol=())
+    _err(r"j = 'i \+ 1' gives 5 for i = 4, not a target index in \[0, 5\)", "projections.rev.connect.j",
+         projections=_proj(5, connect=m.Condition(j="i + 1")), protocol=())
+    _err(r"connection target j = 'j' uses \['j'\]", "projections.rev.connect.j",
+         projections=_proj(5, connect=m.Condition(j="j")), protocol=())
+    with pytest.raises(SpecError, match=r"'j' \(one target per source\) cannot be combined with 'condition' or 'p'"):
+        m.Condition("i > 0", j="i")
     _err(r"connects with a condition or all_to_all", "projections.mod.connect",
          projections=_proj(4, connect=m.OneToOne()), protocol=())
     _err(r"unknown target population 'paths' \(a projection defined after this one\)", "projections.ring.target",
@@ -303,6 +313,8 @@ def test_yaml_errors_name_the_file_and_field(tmp_path):
 
 def test_condition_expansion_is_the_brute_force_result_and_deterministic():
     spec = _scenario()
+    rev = expand_projection(spec, spec.projection("rev"))
+    assert rev.i.tolist() == list(range(5)) and rev.j.tolist() == [4, 3, 2, 1, 0]
     ring = expand_projection(spec, spec.projection("ring"))
     want = [(i, j) for i in range(20) for j in range(20) if i != j and abs(i - j) <= 2]
     assert list(zip(ring.i.tolist(), ring.j.tolist())) == want

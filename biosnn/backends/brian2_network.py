@@ -220,7 +220,9 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: 
             target = objs.synapses[proj.target] if onto else node(proj.target)
             syn = b2.Synapses(node(proj.source), target, model=smodel.equations,
                               namespace=ns, clock=clock, name=proj.name, **kwargs)
-            if condition is not None:  # Brian2 draws them: the synapses of a Brian2 script with the same seed
+            if condition is not None and condition.j is not None:  # Brian2's generator syntax
+                syn.connect(j=condition.j, namespace=ns)
+            elif condition is not None:  # Brian2 draws them: the synapses of a Brian2 script with the same seed
                 syn.connect(condition=condition.condition, p=condition.p if condition.p is not None else 1.0,
                             namespace=ns)
             elif len(conn.i):

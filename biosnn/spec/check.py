@@ -486,6 +486,9 @@ def _check_projection(spec, proj, node_vars, base, namespace_layers, nodes, proj
                         field=f"{mfield}", fix="add e.g. on_pre: 'v_post += w'")
     if isinstance(proj.connect, Condition):
         _check_condition(proj, base, consts, field_)
+        if proj.connect.j is not None and not onto_synapses:  # every target exists
+            from biosnn.spec.expand import generator_targets
+            generator_targets(spec, proj, spec.node_size(proj.source), spec.node_size(proj.target))
     if onto_synapses:
         arrays = [k for k, v in [("weights", proj.weights), ("delay", proj.delay), *proj.initial.items()]
                   if isinstance(v, ArrayValue)]
@@ -564,18 +567,22 @@ def _check_condition(proj, base: dict, consts: dict, field_: str) -> None:
     from brian2.units.fundamentalunits import DIMENSIONLESS
     c, f = proj.connect, f"{field_}.connect"
     variables = condition_variables(base, consts)
-    for key in ("condition", "p"):
+    for key in ("condition", "p", "j"):
         text = getattr(c, key)
         if text is None:
             continue
         names = set(_identifiers(text)) - _KEYWORDS
-        bad = sorted(n for n in names if n not in variables)
+        bad = sorted(n for n in names if n not in variables or (key == "j" and n in ("j", "rand", "randn")))
+        if key == "j" and bad:
+            raise SpecError(f"connection target j = '{text}' uses {bad}: it may only use i, N_pre, N_post and "
+                            "constants", field=f"{f}.j", fix="write the target index as a function of i, e.g. 'i'")
         if bad:
             raise SpecError(f"connection {key} '{text}' uses {bad}: a condition may only use i, j, N_pre, N_post "
                             "and constants", field=f"{f}.{key}",
                             fix="write it with the source index i, the target index j and constants, "
                                 "e.g. 'i != j' or '0.1*exp(-abs(i - j)/10)'")
-        _check_expr(text, DIMENSIONLESS if key == "p" else None, variables, f"{f}.{key}", f"connection {key}")
+        _check_expr(text, None if key == "condition" else DIMENSIONLESS, variables, f"{f}.{key}",
+                    f"connection {key}")
         if key == "condition" and not is_boolean_expression(text, variables):
             raise SpecError(f"connection condition '{text}' is not a condition", field=f"{f}.condition",
                             fix="write a comparison such as 'i != j' or 'abs(i - j) < 3'")

@@ -16,8 +16,8 @@ from biosnn.errors import SpecError
 from biosnn.spec.model import AllToAll, Condition, Conv2D, Explicit, OneToOne, Pool2D, RandomP
 from biosnn.spec.values import parse_quantity
 
-__all__ = ["convolution_of", "expand_projection", "expand_condition", "condition_estimate", "projection_rng",
-           "projection_size"]
+__all__ = ["convolution_of", "expand_projection", "expand_condition", "condition_estimate", "generator_targets",
+           "projection_rng", "projection_size"]
 
 CONDITION_BLOCK = 1 << 18
 """Pairs evaluated at once by :func:`expand_condition` (rows of the ``i x j`` grid per block; part of the
@@ -200,6 +200,8 @@ def expand_condition(spec, proj, n_pre: int, n_post: int) -> tuple[np.ndarray, n
     """
     from biosnn.spec.budget import BYTES_PER_SYNAPSE, check_bytes
     c, f = proj.connect, f"projections.{proj.name}.connect"
+    if c.j is not None:
+        return np.arange(n_pre, dtype=np.int64), generator_targets(spec, proj, n_pre, n_post)
     estimate = condition_estimate(spec, proj, n_pre, n_post)
     check_bytes(estimate * BYTES_PER_SYNAPSE, f"projection '{proj.name}' (about {estimate} synapses)", f)
     names = _condition_names(spec, proj, n_pre, n_post)
@@ -219,6 +221,29 @@ def expand_condition(spec, proj, n_pre: int, n_post: int) -> tuple[np.ndarray, n
     return np.concatenate(out_i), np.concatenate(out_j)
 
 
+def generator_targets(spec, proj, n_pre: int, n_post: int) -> np.ndarray:
+    """The target ``j`` of every source ``i`` of a :class:`~biosnn.spec.Condition` with ``j`` (Brian2's ``j='i'``).
+
+    Raises
+    ------
+    SpecError
+        When a target is not a whole number or not in ``[0, n_post)`` (naming the first such source).
+    """
+    from biosnn.spec.index_expressions import evaluate_index_expression
+    f = f"projections.{proj.name}.connect.j"
+    i = np.arange(n_pre, dtype=np.int64)
+    names = dict(_condition_names(spec, proj, n_pre, n_post), i=i)
+    j = np.broadcast_to(np.asarray(evaluate_index_expression(proj.connect.j, names, (n_pre,), None, f),
+                                   dtype=np.float64), (n_pre,))
+    bad = np.flatnonzero(~np.isfinite(j) | (j != np.round(j)) | (j < 0) | (j >= n_post))
+    if bad.size:
+        k = int(bad[0])
+        raise SpecError(f"j = '{proj.connect.j}' gives {j[k]:g} for i = {k}, not a target index in [0, {n_post})",
+                        field=f, fix="give a whole-number expression of i within the target, e.g. 'i' or "
+                                     "'int(i/2)'")
+    return j.astype(np.int64)
+
+
 def condition_estimate(spec, proj, n_pre: int, n_post: int, samples: int = 4096) -> int:
     """An estimate of a condition projection's synapse count without expanding it.
 
@@ -231,6 +256,8 @@ def condition_estimate(spec, proj, n_pre: int, n_post: int, samples: int = 4096)
     if pairs == 0:
         return 0
     c, f = proj.connect, f"projections.{proj.name}.connect"
+    if c.j is not None:
+        return n_pre
     names = _condition_names(spec, proj, n_pre, n_post)
     rng = np.random.default_rng(0)
     if pairs <= samples:

@@ -637,17 +637,27 @@ class Condition:
     p : str or float, optional
         Connection probability (dimensionless expression of the same names,
         e.g. ``"0.1*exp(-abs(i - j)/10)"``), default 1.
+    j : str, optional
+        Instead of ``condition`` and ``p``: the target of each source neuron
+        ``i``, a whole-number expression of ``i`` (Brian2's generator
+        ``connect(j='i')``, e.g. ``"i"`` or ``"N_post - 1 - i"``); every
+        source gets exactly one synapse, and the target must exist.
     """
 
     condition: str | None = None
     p: str | None = None
+    j: str | None = None
 
     def __post_init__(self):
-        if self.condition is None and self.p is None:
-            raise SpecError("a condition connectivity needs a 'condition', a 'p' or both", field="connect",
+        if self.condition is None and self.p is None and self.j is None:
+            raise SpecError("a condition connectivity needs a 'condition', a 'p' or both (or a 'j')", field="connect",
                             fix="write e.g. {type: condition, condition: 'i != j', p: 0.1}")
+        if self.j is not None and (self.condition is not None or self.p is not None):
+            raise SpecError("'j' (one target per source) cannot be combined with 'condition' or 'p'",
+                            field="connect.j", fix="give either j, or condition and/or p")
         object.__setattr__(self, "condition", _opt_expr(self.condition, "connect.condition"))
         object.__setattr__(self, "p", _opt_expr(self.p, "connect.p"))
+        object.__setattr__(self, "j", _opt_expr(self.j, "connect.j"))
 
 
 Connectivity = Union[AllToAll, OneToOne, RandomP, Explicit, Conv2D, Pool2D, Condition]

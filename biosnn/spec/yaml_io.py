@@ -183,7 +183,7 @@ class _Reader:
         self.mapping(data, field_, ["type"] + [f.name for f in fields(cls)])
         kw = {k: v for k, v in data.items() if k != "type"}
         for key in ("i", "j", "kernel"):
-            if key in kw:
+            if key in kw and cls is not m.Condition:  # a condition's j is an expression
                 kw[key] = self.array(kw[key], f"{field_}.{key}")
         try:
             return cls(**kw)
