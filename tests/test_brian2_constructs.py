@@ -1,7 +1,8 @@
 """Brian2 constructs of the spec format, against the same network written directly in Brian2.
 
 One small scenario (``_scenario``) uses them all: ``connect`` conditions and ``p`` expressions of
-``i, j`` and the generator ``j='N_post - 1 - i'`` (:class:`Condition`), subgroups (``a[5:10]``) as projection ends and monitor sources, spike
+``i, j`` and the generator ``j='N_post - 1 - i'`` (:class:`Condition`), subgroups (``a[5:10]``) as
+projection ends, current-input targets and monitor sources, spike
 monitors with variables, population-rate monitors, a state monitor of a projection's synaptic
 variable, a synapse model with two pathways of their own delays, synapses onto the synapses of
 another projection, and a protocol of two segments that changes a population variable and a synaptic
@@ -11,10 +12,10 @@ variable between them.  ``_original`` is the same network as a plain Brian2 scri
 * runtime: every recorded figure equals the original's (spikes, values at spikes, rates, traces, and
   the synapses drawn by the ``p`` expression: Brian2 draws them, from the same seed);
 * cpp_standalone (one build): everything that does not depend on random numbers equals the original
-  (the ``p`` projection's random draws come from the C++ generator: its synapse count is within six
+  run on Brian2's runtime (spike indices exactly, times and values within 1e-9 relative; the ``p`` projection's random draws come from the C++ generator: its synapse count is within six
   standard deviations of the expectation, every pair lies in range);
-* NEST: conditions and subgroups (but current inputs onto them) run through the deterministic expansion (``biosnn.spec.expand``),
-  rate monitors from recorded spikes, protocols setting neuron variables between ``nest.Run`` calls;
+* NEST: conditions and subgroups (but current inputs onto them) run through the deterministic
+  expansion (``biosnn.spec.expand``), rate monitors from recorded spikes, protocols setting neuron variables between ``nest.Run`` calls;
   protocols setting synaptic variables, spike monitors with variables, synaptic state monitors, pathways
   and synapses onto synapses are refused with the construct and the alternative named.
 """
@@ -127,7 +128,8 @@ def _original() -> dict:
             "b": (sb.t_[:].copy(), np.asarray(sb.i[:]).copy()),
             "a[10:20]": (sa2.t_[:].copy(), np.asarray(sa2.i[:]).copy()),
             "rate a": ra.rate_[:].copy(), "rate a[0:10]": ra2.rate_[:].copy(),
-            "v": va.v_[:].T.copy(), "x": xr.x_[:].T.copy(), "w": xr.w_[:].T.copy(), "pairs": np.sort(rnd.pair[:].copy())}
+            "v": va.v_[:].T.copy(), "x": xr.x_[:].T.copy(), "w": xr.w_[:].T.copy(),
+            "pairs": np.sort(rnd.pair[:].copy())}
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +273,8 @@ def test_validation_names_the_field_and_the_fix():
     _err(r"unit mismatch", "protocol[1].set.a.I", protocol=(m.Segment("10*ms"), m.Segment("40*ms", {"a.I": "1*ms"})))
     _err(r"'zz' is not a population or projection", "protocol[0].set.zz.I",
          protocol=(m.Segment("50*ms", {"zz.I": "1*mV"}),))
-    _err(r"delay names pathway\(s\) \['sideways'\], which the synapse model does not have", "projections.paths.delay.sideways",
+    _err(r"delay names pathway\(s\) \['sideways'\], which the synapse model does not have",
+         "projections.paths.delay.sideways",
          projections=_proj(3, delay={"up": "1*ms", "sideways": "2*ms"}), protocol=())
     _err(r"unit mismatch", "projections.paths.delay.up", projections=_proj(3, delay={"up": "1*mV"}), protocol=())
     _err(r"undefined name\(s\) \['vv_post'\]", "projections.paths.model.on_pre.down",

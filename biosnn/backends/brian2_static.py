@@ -107,7 +107,8 @@ def static_statements(spec: m.NetworkSpec, proj: m.Projection) -> tuple[StaticSt
     ``X_post += w * c`` or ``X_post += c`` (``c`` a number).
     """
     smodel = spec.synapse_model(proj)
-    if proj.delay is not None or proj.initial or proj.operations or smodel.on_post or not isinstance(smodel.on_pre, str):
+    if proj.delay is not None or proj.initial or proj.operations or smodel.on_post \
+            or not isinstance(smodel.on_pre, str):
         return None
     decl = [ln.strip() for ln in (smodel.equations or "").splitlines() if ln.strip()]
     if len(decl) > 1 or any(not re.fullmatch(rf"{re.escape(proj.weight_var)}\s*:\s*[^()]+", d) for d in decl):

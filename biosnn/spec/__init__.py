@@ -1,7 +1,8 @@
 """The network spec (biosnn's intermediate representation) and its YAML files."""
 
 from biosnn.spec.model import (AllToAll, Condition, Conv2D, CurrentInput, Explicit, NetworkSpec, NeuronModel,
-                               OneToOne, Operation, PoissonInput, Pool2D, Population, Projection, RandomP, RateMonitor, Segment,
+                               OneToOne, Operation, PoissonInput, Pool2D, Population, Projection, RandomP,
+                               RateMonitor, Segment,
                                SpikeMonitor, SpikeTimesInput, StateMonitor, SynapseModel,
                                TimedArraySpec)
 from biosnn.spec.values import ArrayValue, format_quantity, parse_quantity
