@@ -12,8 +12,9 @@ variable between them.  ``_original`` is the same network as a plain Brian2 scri
 * runtime: every recorded figure equals the original's (spikes, values at spikes, rates, traces, and
   the synapses drawn by the ``p`` expression: Brian2 draws them, from the same seed);
 * cpp_standalone (one build): everything that does not depend on random numbers equals the original
-  run on Brian2's runtime (spike indices exactly, times and values within 1e-9 relative; the ``p`` projection's random draws come from the C++ generator: its synapse count is within six
-  standard deviations of the expectation, every pair lies in range);
+  run on Brian2's runtime (spike indices exactly, times and values within 1e-9 relative); the ``p``
+  projection's random draws come from the C++ generator: its synapse count is within six standard
+  deviations of the expectation, every pair lies in range;
 * NEST: conditions and subgroups (but current inputs onto them) run through the deterministic
   expansion (``biosnn.spec.expand``), rate monitors from recorded spikes, protocols setting neuron variables between ``nest.Run`` calls;
   protocols setting synaptic variables, spike monitors with variables, synaptic state monitors, pathways
