@@ -266,6 +266,8 @@ def test_validation_names_the_field_and_the_fix():
          monitors=(m.StateMonitor("ring", ("x",), indices=(2,)),))
     _err(r"spike monitors record variables of populations, not inputs", "monitors[0].population",
          monitors=(m.SpikeMonitor("s", ("v",)),))
+    _err(r"monitors\[0\] and monitors\[1\] record the spikes of 'a' with other variables", "monitors[1].variables",
+         monitors=(m.SpikeMonitor("a"), m.SpikeMonitor("a", ("v",))))
     _err(r"indices must be < 3", "monitors[0].indices", monitors=(m.StateMonitor("a[0:3]", ("v",), indices=(3,)),))
     _err(r"the protocol's segments last 0.03 s but duration is 0.05 s", "duration",
          protocol=(m.Segment("10*ms"), m.Segment("20*ms")))

@@ -709,7 +709,7 @@ def _check_unused_models(spec, base) -> None:
 
 def check_network(spec) -> None:
     """Validate a whole network; raise :class:`SpecError` naming the field and the fix."""
-    from biosnn.spec.model import CurrentInput, NodeRef, Population
+    from biosnn.spec.model import CurrentInput, NodeRef, Population, SpikeMonitor
     from biosnn.errors import quiet_brian2_banner
     for k in ("dt", "duration"):
         check_time(getattr(spec, k), k, "dt" if k == "dt" else "duration")
@@ -783,8 +783,15 @@ def check_network(spec) -> None:
                                                                             nodes, proj_variables)
     _check_unused_models(spec, base)
     consts = evaluate_namespace(ns_layers)
+    spike_vars: dict = {}
     for k, mon in enumerate(spec.monitors):
         _check_monitor(spec, mon, f"monitors[{k}]", nodes, node_vars, proj_vars, consts)
+        if isinstance(mon, SpikeMonitor):
+            first = spike_vars.setdefault(mon.population, (k, mon.variables))
+            if first[1] != mon.variables:
+                raise SpecError(f"monitors[{first[0]}] and monitors[{k}] record the spikes of '{mon.population}' "
+                                f"with other variables ({list(first[1])} and {list(mon.variables)})",
+                                field=f"monitors[{k}].variables", fix="use one spike monitor with all the variables")
     _check_protocol(spec, node_vars, proj_variables)
 
 
