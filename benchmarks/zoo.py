@@ -8,8 +8,13 @@ converted with every coding that allows its layers.  On ``--test`` test images t
 reference (numpy/torch; equal to the Brian2 run, see tests/test_zoo.py) gives: agreement with the
 prepared ANN's predictions, accuracy, spikes and synaptic operations per image.
 
-Rate coding also runs on the QCFS model (``biosnn.prepare(model, "rate", levels=L)``, Bu et al. 2022)
-fine-tuned for ``--qcfs-epochs``, at ``--qcfs-T`` steps.
+Rate coding runs on the model as it is (``prepare(model, "rate")``) and on the QCFS model
+(``biosnn.prepare(model, "rate", levels=L)``, Bu et al. 2022, average pools folded into their readers)
+fine-tuned for ``--qcfs-epochs``, each at every ``--T``: one reference run of ``max(T)`` steps gives
+the scores after each shorter window too (the dynamics do not depend on ``T``).
+
+``--models`` runs a part of the zoo: the recorded table keeps the rows of the other models from
+earlier runs with the same settings (stated in the table), so the zoo can be measured in parts.
 
 Run (records ``benchmarks/results/model_zoo.json`` and re-renders BENCHMARKS.md, :mod:`report`):
 
@@ -39,7 +44,7 @@ from biosnn.testing.zoo import INPUT_SIZE, ZOO, build, codings_for, evaluate
 TITLE = "## Model zoo x codings (benchmarks/zoo.py)"
 #: CPU widths (channels of the first stage)
 WIDTH = {"lenet5": 6, "mnist_example": 8, "vgg11": 8, "vgg16": 8, "resnet20": 8, "resnet18": 8,
-         "densenet": 4, "mobilenet": 4}
+         "densenet": 4, "mobilenet": 8}
 
 
 def _pad(x: np.ndarray, size: int) -> np.ndarray:
@@ -50,17 +55,17 @@ def _pad(x: np.ndarray, size: int) -> np.ndarray:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(ZOO), choices=list(ZOO))
-    p.add_argument("--train", type=int, default=6000, help="training images (default 6000)")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--test", type=int, default=300, help="test images compared (default 300)")
+    p.add_argument("--train", type=int, default=10000, help="training images (default 10000)")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--test", type=int, default=200, help="test images compared (default 200)")
     p.add_argument("--calib", type=int, default=256, help="calibration images (default 256)")
     p.add_argument("--levels", type=int, default=8, help="QCFS quantisation levels L (default 8)")
-    p.add_argument("--qcfs-T", type=int, nargs="+", default=[16, 32, 64], help="rate T for the QCFS models")
+    p.add_argument("--T", type=int, nargs="+", default=[8, 16, 32, 64], help="rate T (plain and QCFS)")
     p.add_argument("--qcfs-epochs", type=int, default=1, help="QCFS fine-tuning epochs (default 1)")
     p.add_argument("--qcfs-lr", type=float, default=3e-4, help="QCFS fine-tuning learning rate")
     p.add_argument("--no-record", action="store_true")
     args = p.parse_args(argv)
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(1)
     load0 = os.getloadavg()[0]
     warnings.simplefilter("ignore")
     x_train, y_train = load_mnist("train")
@@ -78,12 +83,20 @@ def main(argv=None):
         model.eval()
         acc = accuracy(model, xte, y_test)
         print(f"{name}: trained in {time.time() - t0:.0f} s, ANN accuracy {acc:.3f}", flush=True)
-        runs = [(c, {}, None) for c in codings_for(name)]
         q = biosnn.prepare(model, "rate", levels=args.levels)
         init_thresholds(q, xtr[:args.calib])
         q = train_classifier(q.train(), xtr, y_train, epochs=args.qcfs_epochs, lr=args.qcfs_lr, batch_size=64).eval()
-        runs[1:1] = [(f"rate QCFS L={args.levels} T={T}", dict(T=T, levels=args.levels), q) for T in args.qcfs_T]
-        for coding, params, prepared in runs:
+        for label, prepared in (("rate", biosnn.prepare(model, "rate")), (f"rate QCFS L={args.levels}", q)):
+            t1 = time.time()
+            for T, r in _rate_runs(prepared, xtr[:args.calib], xte, (1, s, s), args.T).items():
+                snn_acc = float(np.mean(r["snn"] == y_test))
+                ann_acc = float(np.mean(r["ann"] == y_test))
+                rows.append((name, f"{label} T={T}", (acc, ann_acc, r["agreement"], snn_acc, r["spikes"], None),
+                             None))
+                print(f"  {label} T={T}: agreement {r['agreement']:.3f}, prepared ANN {ann_acc:.3f}, "
+                      f"SNN {snn_acc:.3f}, spikes {r['spikes']:.0f}", flush=True)
+            print(f"  ({time.time() - t1:.0f} s)", flush=True)
+        for coding, params, prepared in [(c, {}, None) for c in codings_for(name) if c != "rate"]:
             t1 = time.time()
             try:
                 r = evaluate(model, coding.split()[0], xtr[:args.calib], xte, (1, s, s), prepared=prepared, **params)
@@ -101,15 +114,63 @@ def main(argv=None):
             _record(args, rows, t_all, load0, done=args.models.index(name) + 1)
 
 
+def _rate_runs(prepared, x_calib, x_eval, input_shape, Ts) -> dict:
+    """Rate coding of ``prepared`` at every ``T`` of ``Ts`` from one reference run of ``max(Ts)`` steps."""
+    from biosnn.codings.rate.reference import simulate_rate
+
+    xe = torch.as_tensor(np.asarray(x_eval), dtype=torch.float32)
+    with torch.no_grad():
+        ann = prepared(xe).reshape(len(xe), -1).argmax(1).numpy()
+    T_max = max(Ts)
+    snn = biosnn.convert(prepared, "rate", calibration=torch.as_tensor(np.asarray(x_calib)), input_shape=input_shape,
+                         T=T_max)
+    ref = simulate_rate(snn.graph, xe.numpy(), T_max, thresholds=snn.thresholds, input_mode=snn.input_mode,
+                        seed=snn.seed, readout=snn.readout, v_init=snn.v_init, score_steps=Ts)
+    out = {}
+    for T in sorted(Ts):
+        pred = np.argmax(ref.step_scores[T], axis=1)
+        out[T] = dict(agreement=float(np.mean(pred == ann)), ann=ann, snn=pred, spikes=float(np.mean(ref.step_spikes[T])))
+    return out
+
+
+def _settings(args) -> dict:
+    return {k: getattr(args, k) for k in ("train", "epochs", "test", "calib", "levels", "T", "qcfs_epochs", "qcfs_lr")}
+
+
+def _earlier_rows(args) -> list:
+    """Rows of models not in this run from the recorded table, when it was measured with the same settings."""
+    import json
+
+    path = Path(__file__).resolve().parent / "results" / "model_zoo.json"
+    try:
+        data = json.loads(path.read_text())["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    if data.get("settings") != _settings(args):
+        return []
+    return [(r["model"], r["coding"], None if r["error"] else tuple(r[k] for k in _KEYS), r["error"])
+            for r in data["rows"] if r["model"] not in args.models]
+
+
+_KEYS = ("ann_acc", "prepared_acc", "agreement", "snn_acc", "spikes", "synops")
+
+
 def _record(args, rows, t_all, load0, done):
+    rows = _earlier_rows(args) + rows
+    order = {n: i for i, n in enumerate(ZOO)}
+    rows.sort(key=lambda r: order[r[0]])    # stable: each model's rows keep their order
     lines = [TITLE, "",
-             f"{time.time() - t_all:.0f} s. Random-init models trained briefly (Adam, batch 64, {args.train} MNIST "
-             f"images, {args.epochs} epoch(s)), widths " + ", ".join(f"{n} {WIDTH[n]}" for n in args.models)
-             + "; default coding parameters (rate T=64 analog, TSC T=32, TPC 6 bits, TDSNN L=5, STC T=8 with "
-             "weights rescaled from the calibration data); rate QCFS: `prepare(model, 'rate', levels=L)` "
-             f"fine-tuned {args.qcfs_epochs} epoch(s) at lr {args.qcfs_lr:g}, converted with v(0) = theta/2; "
-             f"{args.test} test images, {args.calib} calibration images; agreement = the coding's exact reference "
-             "predicts the prepared ANN's class (for QCFS: the QCFS model's); spikes and synops per image.", "",
+             f"Last part {time.time() - t_all:.0f} s ({', '.join(args.models)}). Random-init models trained briefly "
+             f"(Adam, batch 64, {args.train} MNIST images, {args.epochs} epoch(s); 32x32 models on images padded "
+             "to 32x32), reduced widths (channels of the first stage) " + ", ".join(f"{n} {WIDTH[n]}" for n in ZOO)
+             + "; default coding parameters (rate analog, percentile 99.9 normalisation, potential readout; "
+             "TSC T=32, TPC 6 bits, TDSNN L=5, STC T=8 with weights rescaled from the calibration data); "
+             "rate: the model as it is; rate QCFS: `prepare(model, 'rate', levels=L)` "
+             f"fine-tuned {args.qcfs_epochs} epoch(s) at lr {args.qcfs_lr:g}, converted with v(0) = theta/2 and "
+             "average pools folded into their readers; the rate rows at each T come from one reference run of "
+             f"max(T) steps (scores after T steps); {args.test} test images, {args.calib} calibration images; "
+             "agreement = the coding's exact reference predicts the prepared ANN's class (for QCFS: the QCFS "
+             "model's); spikes and synops per image. Settings: " + repr(_settings(args)) + ".", "",
              "| model | coding | ANN acc | prepared ANN acc | agreement | SNN acc | spikes | synops |",
              "|---|---|---|---|---|---|---|---|"]
     for name, coding, vals, err in rows:
@@ -120,16 +181,15 @@ def _record(args, rows, t_all, load0, done):
             syn = "" if synops is None else f"{synops:.3g}"
             lines.append(f"| {name} | {coding} | {acc:.3f} | {ann_acc:.3f} | {agree:.3f} | {snn_acc:.3f} | "
                          f"{spikes:.3g} | {syn} |")
-    if done < len(args.models):
-        lines.append(f"\nInterrupted or running: {done} of {len(args.models)} models ({', '.join(args.models[done:])} "
-                     "not measured).")
+    missing = [n for n in ZOO if n not in {r[0] for r in rows}]
+    if missing:
+        lines.append(f"\nNot measured yet: {', '.join(missing)}.")
     text = "\n".join(lines) + "\n"
     print(text)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import report
-    data = {"rows": [{"model": n, "coding": c, "error": e,
-                      **({} if v is None else dict(zip(("ann_acc", "prepared_acc", "agreement", "snn_acc",
-                                                        "spikes", "synops"), v)))}
+    data = {"settings": _settings(args),
+            "rows": [{"model": n, "coding": c, "error": e, **({} if v is None else dict(zip(_KEYS, v)))}
                      for n, c, v, e in rows]}
     out = report.record("model_zoo", text, command=report.command_line(), script="benchmarks/zoo.py",
                         data=data, load=(load0, os.getloadavg()[0]))

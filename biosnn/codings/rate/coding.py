@@ -16,7 +16,7 @@ from biosnn.errors import ConversionError
 
 __all__ = ["PARAMS", "prepare", "convert"]
 
-PARAMS = ("T", "normalization", "percentile", "input_mode", "readout", "seed", "name", "levels")
+PARAMS = ("T", "normalization", "percentile", "input_mode", "readout", "seed", "name", "levels", "fold_pooling")
 
 
 def prepare(model, levels: int | None = None, **params):
@@ -51,7 +51,8 @@ def calibration_array(calibration) -> np.ndarray:
 
 def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = "percentile",
             percentile: float = 99.9, input_mode: str = "analog", readout: str = "potential",
-            seed: int | None = 0, name: str = "converted", levels: int | None = None):
+            seed: int | None = 0, name: str = "converted", levels: int | None = None,
+            fold_pooling: bool | None = None):
     """Rate-coded conversion (``biosnn.convert(ann, "rate", ...)``).
 
     Parameters
@@ -82,6 +83,10 @@ def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = 
         Only checked: a model from ``prepare(..., levels=L)`` converts with its QCFS
         thresholds as the layers' scales and every IF neuron starting at half its
         threshold (thresholds not set yet are set from ``calibration``).
+    fold_pooling : bool, optional
+        Fold average pools into the layers that read them
+        (:func:`biosnn.codings.rate.fold.fold_avgpool`: no IF neurons for the pool, no second
+        quantisation of its mean).  Default: on for QCFS-prepared models, off otherwise.
 
     Returns
     -------
@@ -100,6 +105,13 @@ def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = 
     if qcfs:
         init_thresholds(ann, calibration_array(calibration))
     graph = trace(ann, input_shape)
+    if fold_pooling is None:
+        fold_pooling = bool(qcfs)
+    if fold_pooling not in (True, False):
+        raise ConversionError(f"fold_pooling must be True, False or None, got {fold_pooling!r}")
+    if fold_pooling:
+        from biosnn.codings.rate.fold import fold_avgpool
+        graph = fold_avgpool(graph)
     if input_mode == "poisson":
         check_nonnegative(calibration_array(calibration), "Rate coding", POISSON_WHY, "the calibration data")
     ops = ann_ops(graph)

@@ -87,6 +87,11 @@ class RateResult:
         With ``record_trains=True``: bool spike trains ``(N, T, layer.size)``
         per layer (keys as in ``counts``); ``trains[L][n, t - 1, j]`` is
         ``s_j(t)`` of sample ``n``.
+    step_scores : dict of int to numpy.ndarray or None
+        With ``score_steps``: the scores after ``t`` steps for each requested ``t``
+        (those of a run with ``T = t``: the dynamics do not depend on ``T``).
+    step_spikes : dict of int to numpy.ndarray or None
+        With ``score_steps``: spikes per sample (all counted layers) in the first ``t`` steps.
     """
 
     counts: dict[str, np.ndarray]
@@ -95,6 +100,8 @@ class RateResult:
     T: int
     readout: str
     trains: dict[str, np.ndarray] | None = None
+    step_scores: dict[int, np.ndarray] | None = None
+    step_spikes: dict[int, np.ndarray] | None = None
 
     @property
     def rates(self) -> dict[str, np.ndarray]:
@@ -184,13 +191,15 @@ class _Net:
 
 
 def _run(net: _Net, inp, T: int, readout: str, record: bool, layers=None, probe: str | None = None,
-         v_init: float = 0.0):
+         v_init: float = 0.0, score_steps=()):
     """Simulate one batch.  ``inp(t)`` gives the (N, input_size) input of step t (0-based).
 
     ``layers``: names to simulate (default all); ``probe``: a layer whose
     maximal synaptic input over steps and samples is returned instead of
     being integrated (used by spike-norm); ``v_init``: initial potential of the spiking IF
-    layers as a fraction of their threshold.
+    layers as a fraction of their threshold; ``score_steps``: steps after which the output
+    scores and the spikes per sample so far are kept (returned in ``counts`` under ``("scores", t)``
+    and ``("spikes", t)``).
     """
     torch = net.torch
     graph = net.graph
@@ -235,6 +244,11 @@ def _run(net: _Net, inp, T: int, readout: str, record: bool, layers=None, probe:
             counts[name] += out
             if record:
                 trains[name].append(out.to(torch.bool))
+        if t + 1 in score_steps:
+            out_name = graph.output
+            kept = v[out_name] if potential_out and net.roles[out_name] == "if" else counts[out_name]
+            counts[("scores", t + 1)] = kept / (t + 1)
+            counts[("spikes", t + 1)] = sum(c.sum(1) for k, c in counts.items() if isinstance(k, str))
     return v, counts, trains, probe_max
 
 
@@ -271,7 +285,8 @@ def _check_args(graph, T, input_mode, readout):
 
 def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] | None = None,
                   input_mode: str = "analog", seed: int | None = None, readout: str = "spikes",
-                  batch_size: int = 256, record_trains: bool = False, v_init: float = 0.0) -> RateResult:
+                  batch_size: int = 256, record_trains: bool = False, v_init: float = 0.0,
+                  score_steps=()) -> RateResult:
     """Simulate the rate-coded IF network defined by ``graph`` (see the module docstring).
 
     Parameters
@@ -302,6 +317,9 @@ def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] 
     v_init : float
         Initial membrane potential of every spiking IF layer as a fraction of
         its threshold (0; QCFS conversion uses 0.5, Bu et al. 2022).
+    score_steps : sequence of int
+        Also keep the scores after these steps (``<= T``): ``RateResult.step_scores``,
+        equal to the scores of runs with ``T = t`` (one run gives several window lengths).
 
     Returns
     -------
@@ -316,6 +334,9 @@ def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] 
     _check_args(graph, T, input_mode, readout)
     T = int(T)
     net = _Net(graph, thresholds)
+    score_steps = tuple(sorted({int(t) for t in score_steps}))
+    if any(t < 1 or t > T for t in score_steps):
+        raise ConversionError(f"score_steps must lie in 1..T={T}, got {list(score_steps)}")
     if not hasattr(x, "detach"):
         x = np.asarray(x)
     n_total = len(x)
@@ -324,11 +345,16 @@ def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] 
     counts: dict[str, list] = {}
     trains: dict[str, list] = {}
     scores = []
+    step_scores: dict[int, list] = {t: [] for t in score_steps}
+    step_spikes: dict[int, list] = {t: [] for t in score_steps}
     out_layer = graph.output
     for start in range(0, n_total, int(batch_size)):
         xb = x[start:start + int(batch_size)]
         inp, in_train = _input_source(graph, xb, T, input_mode, seed, start)
-        v, c, tr, _ = _run(net, inp, T, readout, record_trains, v_init=float(v_init))
+        v, c, tr, _ = _run(net, inp, T, readout, record_trains, v_init=float(v_init), score_steps=score_steps)
+        for t in score_steps:
+            step_scores[t].append(c.pop(("scores", t)).numpy())
+            step_spikes[t].append(c.pop(("spikes", t)).numpy())
         if in_train is not None:
             c = {"input": in_train.sum(dim=1), **c}
             if record_trains:
@@ -351,4 +377,6 @@ def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] 
         T=T,
         readout=readout,
         trains={k: np.concatenate(v_) for k, v_ in trains.items()} if record_trains else None,
+        step_scores={t: np.concatenate(v_) for t, v_ in step_scores.items()} if score_steps else None,
+        step_spikes={t: np.concatenate(v_) for t, v_ in step_spikes.items()} if score_steps else None,
     )
