@@ -263,8 +263,8 @@ def test_cat_model_reference_converges_to_its_graph_and_brian2_equals_it(dense_s
     (the traced graph, the T -> infinity limit of the IF rates) on only ~55 % of the images: the
     thresholds (99.9th percentile) are 25-75 x the mean activations, so the 1/L steps zero most
     units.  The reference at T = L agrees with the QCFS ANN on ~12 %: the first layer is exact, but
-    deeper IF layers (incl. the average pools, which re-quantise to 1/T) are not (uneven spike
-    trains); with growing T it converges to the clipped-ReLU graph (T = 512: 94-99 %).
+    deeper IF layers are not (uneven spike trains; the average pools, folded into their readers
+    since, re-quantised to 1/T as well); with growing T it converges to the clipped-ReLU graph (T = 512: 94-99 %).
     """
     q, x, snn = dense_snns[False]
     L = 4
