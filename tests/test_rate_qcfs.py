@@ -214,17 +214,24 @@ class _DenseSplit(nn.Module):
         return self.fc_t(F.adaptive_avg_pool2d(t, 1).flatten(1)) + self.fc_d(F.adaptive_avg_pool2d(d, 1).flatten(1))
 
 
-def _dense_qcfs(split: bool, L: int = 4):
+def _fit_digits(model, n: int, first: int, batch: int, epochs: int):
+    """Train ``model`` a few epochs on digits ``first..n`` (an ANN whose classes depend on the image);
+    returns the first ``n`` digit images."""
     from biosnn.datasets import load_digits
+    xs, ys = (torch.from_numpy(a[:n]) for a in load_digits("train"))
+    opt = torch.optim.Adam(model.parameters(), 3e-2)
+    for _ in range(epochs):
+        for i in range(first, n, batch):
+            opt.zero_grad()
+            F.cross_entropy(model(xs[i:i + batch]), ys[i:i + batch]).backward()
+            opt.step()
+    return xs
+
+
+def _dense_qcfs(split: bool, L: int = 4):
     torch.manual_seed(7)
     cat = _DenseCat()
-    xs, ys = (torch.from_numpy(a[:480]) for a in load_digits("train"))
-    opt = torch.optim.Adam(cat.parameters(), 3e-2)
-    for _ in range(6):                      # a few epochs: an ANN whose classes depend on the image
-        for i in range(80, 480, 40):
-            opt.zero_grad()
-            F.cross_entropy(cat(xs[i:i + 40]), ys[i:i + 40]).backward()
-            opt.step()
+    xs = _fit_digits(cat, 480, 80, 40, 6)
     model = (_DenseSplit(cat) if split else cat).eval()
     x = xs[:80]
     q = biosnn.prepare(model, "rate", levels=L)
@@ -290,20 +297,12 @@ def test_cat_model_reference_converges_to_its_graph_and_brian2_equals_it(dense_s
 def _pooled_qcfs(L, deep=True):
     """conv -> QCFS -> 2x2 average pool -> conv -> QCFS -> global average pool -> linear (``deep``;
     else conv -> QCFS -> 2x2 average pool -> linear), trained briefly on digits."""
-    from biosnn.datasets import load_digits
     from biosnn.codings.rate.qcfs import init_thresholds
     torch.manual_seed(11)
     head = ([nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)]
             if deep else [nn.Flatten(), nn.Linear(96, 10)])
     model = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), *head)
-    xs, ys = (torch.from_numpy(a[:600]) for a in load_digits("train"))
-    opt = torch.optim.Adam(model.parameters(), 3e-2)
-    for _ in range(8):                      # a few epochs: an ANN whose classes depend on the image
-        for i in range(300, 600, 30):
-            opt.zero_grad()
-            F.cross_entropy(model(xs[i:i + 30]), ys[i:i + 30]).backward()
-            opt.step()
-    x = xs[:300]
+    x = _fit_digits(model, 600, 300, 30, 8)[:300]
     q = biosnn.prepare(model.eval(), "rate", levels=L)
     init_thresholds(q, x[:100].numpy())
     return q, x
