@@ -20,6 +20,11 @@ Run (records ``benchmarks/results/model_zoo.json`` and re-renders BENCHMARKS.md,
 
     BIOSNN_MNIST=/work/shared/data/mnist.npz nice -n 10 .venv/bin/python benchmarks/zoo.py
 
+or in parts (one model per run; the table keeps the other models' rows):
+
+    for m in lenet5 mnist_example mobilenet resnet20 vgg11 densenet resnet18 vgg16; do
+        BIOSNN_MNIST=/work/shared/data/mnist.npz nice -n 10 .venv/bin/python benchmarks/zoo.py --models $m; done
+
 ``--no-record`` prints only.
 """
 
