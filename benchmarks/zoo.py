@@ -49,7 +49,7 @@ from biosnn.testing.zoo import INPUT_SIZE, ZOO, build, codings_for, evaluate
 TITLE = "## Model zoo x codings (benchmarks/zoo.py)"
 #: CPU widths (channels of the first stage)
 WIDTH = {"lenet5": 6, "mnist_example": 8, "vgg11": 8, "vgg16": 8, "resnet20": 8, "resnet18": 8,
-         "densenet": 4, "mobilenet": 8}
+         "densenet": 8, "mobilenet": 8}
 
 
 def _pad(x: np.ndarray, size: int) -> np.ndarray:
