@@ -150,10 +150,10 @@ def test_diehl_cook_rule_translates_statement_by_statement():
 
 def test_stochastic_rule_translates_temporaries_conditions_and_random_numbers():
     text = _translated(stochastic_binary_stdp(target="v", **RULE)).text
-    assert "lag_pre_post ms = ((clock__ - 2 * dt__) - t_post_last)" in text  # a Brian2 temporary, in ms
+    assert "lag_pre_post ms = ((clock__ - dt__) - t_post_last)" in text  # a Brian2 temporary, in ms
     assert "u_switch real = random_uniform(0.0, 1.0)" in text
     assert "(((t_post_last < t_pre_last) or (post_seen < 0.5)) ? 1.0 : 0.0)" in text  # int(condition)
-    assert "t_post_last = (clock__ - 2 * dt__)" in text and "clock__' = 1" in text
+    assert "t_post_last = (clock__ - dt__)" in text and "clock__' = 1" in text
 
 
 def test_plastic_projection_pairs_a_builtin_target_with_nestml():

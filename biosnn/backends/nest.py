@@ -8,7 +8,8 @@ What it builds
 * populations: the library ``lif`` maps onto ``iaf_psc_delta``; any other
   equation model is translated to NESTML, compiled once and cached by a hash
   of its text (:mod:`biosnn.backends.nestml_build`);
-* inputs: spike times -> ``spike_generator``, Poisson -> ``poisson_generator``
+* inputs: spike times -> ``spike_generator`` (``spike_train_injector``, a
+  node, where a plastic projection starts), Poisson -> ``poisson_generator``
   + ``parrot_neuron`` (so every target of a source sees the same train), or
   the generators alone where every source has at most one static synapse
   and no monitor (:func:`_private_slots`: no relay neurons, no extra spikes
@@ -23,8 +24,8 @@ What it builds
   same lists), connected with ``static_synapse``, and for plastic
   equation models (pair STDP included) a NESTML synapse co-generated with the target's NESTML
   neuron (see :func:`biosnn.backends.nest_models.plan_synapse` and
-  :mod:`biosnn.backends.nestml_synapses`); plastic synapses take their
-  presynaptic spikes from ``parrot_neuron`` relays that carry the delay;
+  :mod:`biosnn.backends.nestml_synapses`); plastic connections have the
+  minimal delay, ``parrot_neuron`` relays carry the spec's delays;
 * monitors: ``spike_recorder`` and ``multimeter``.
 
 Timing conventions (so that spike trains equal the Brian2 runtime's)
@@ -136,8 +137,7 @@ class _Built:
     spike_recorders: dict = field(default_factory=dict)
     multimeters: list = field(default_factory=list)  # (StateMonitor, multimeter, indices, initial values or None)
     synapses: dict = field(default_factory=dict)     # projection name -> (plan, n)
-    parrots: dict = field(default_factory=dict)      # STDP projection -> relay parrot neurons
-    relay_source: dict = field(default_factory=dict)  # STDP projection -> source index of each relay parrot
+    plastic_pre: dict = field(default_factory=dict)  # plastic projection -> (presynaptic node ids, source index)
 
 
 class NestSimulation:
@@ -334,7 +334,9 @@ class NestSimulation:
             idx = np.tile(idx, reps)
         steps = np.round(times / self.dt_s).astype(np.int64)
         keep = steps * self.dt_s < duration_s
-        gens = nest.Create("spike_generator", inp.size)
+        # a device cannot drive plastic connections: spike_train_injector is a node that emits the same spikes
+        plastic = any(p.source == inp.name and self.synapses[p.name].plastic for p in spec.projections)
+        gens = nest.Create("spike_train_injector" if plastic else "spike_generator", inp.size)
         per = [[] for _ in range(inp.size)]
         for k, s in zip(idx[keep], steps[keep]):
             per[k].append(s)
@@ -407,7 +409,7 @@ class NestSimulation:
             params = syn.nestml_values(names, n)
             w = params.pop("weight")
         if syn.plastic:
-            pre = self._relay(nest, proj, built, conn.i, delay_ms)
+            pre = self._plastic_sources(nest, proj, built, conn.i, delay_ms)
             delay_ms = np.full(n, self.dt_ms)
         else:
             pre = np.asarray(source.tolist(), dtype=np.int64)[conn.i]
@@ -420,31 +422,37 @@ class NestSimulation:
             raise BackendError(f"NEST could not connect projection '{proj.name}': {exc}") from None
         built.synapses[proj.name] = (syn, n)
 
-    def _relay(self, nest, proj, built, source_index: np.ndarray, delay_ms: np.ndarray) -> np.ndarray:
-        """Parrot neurons that carry a plastic projection's delays as *axonal* delays.
+    def _plastic_sources(self, nest, proj, built, source_index: np.ndarray, delay_ms: np.ndarray) -> np.ndarray:
+        """Presynaptic nodes of a plastic projection whose connections all have the minimal delay (one step).
 
-        Brian2 pairs the presynaptic spike's arrival (emission + delay) with the
-        postsynaptic spike; NEST's plastic synapses treat their delay as
-        dendritic.  Relaying each source through one parrot per distinct delay
-        (delay on the way in, NEST's minimal delay after them) gives Brian2's
-        pairing; the spike reaches the target one step later than over a
-        static synapse.  Parrots also let spike generators (devices) drive
-        plastic synapses.
+        Brian2 pairs the presynaptic spike's *arrival* (emission + delay) with
+        the postsynaptic spikes; NEST's plastic connections pair at the
+        spike's stamp.  Synapses without delay connect their source directly
+        (one step, as a static synapse); the others take their spikes from one
+        ``parrot_neuron`` per (source, delay), reached after the spec's delay,
+        which adds the step back: every spike arrives when it does over a
+        static synapse, and the synapse sees it then (the NESTML synapses
+        pair with no dendritic delay, :mod:`biosnn.backends.nestml_synapses`).
 
         Returns
         -------
         numpy.ndarray
             The presynaptic node id of every synapse.
         """
-        steps = np.round(delay_ms / self.dt_ms).astype(np.int64)
-        pairs, inverse = np.unique(np.stack([source_index, steps]), axis=1, return_inverse=True)
-        parrots = nest.Create("parrot_neuron", pairs.shape[1])
-        ids = np.asarray(parrots.tolist(), dtype=np.int64)
+        steps = np.round(delay_ms / self.dt_ms).astype(np.int64) - 1  # the spec's delay in steps
         sources = np.asarray(built.nodes[proj.source].tolist(), dtype=np.int64)
-        nest.Connect(sources[pairs[0]], ids, "one_to_one", syn_spec={"delay": pairs[1] * self.dt_ms})
-        built.parrots[proj.name] = parrots
-        built.relay_source[proj.name] = pairs[0]
-        return ids[inverse.reshape(-1)]
+        pre = sources[source_index]
+        late = steps > 0
+        gids, index = [sources], [np.arange(len(sources))]
+        if late.any():
+            pairs, inverse = np.unique(np.stack([source_index[late], steps[late]]), axis=1, return_inverse=True)
+            ids = np.asarray(nest.Create("parrot_neuron", pairs.shape[1]).tolist(), dtype=np.int64)
+            nest.Connect(sources[pairs[0]], ids, "one_to_one", syn_spec={"delay": pairs[1] * self.dt_ms})
+            pre[late] = ids[inverse.reshape(-1)]
+            gids.append(ids)
+            index.append(pairs[0])
+        built.plastic_pre[proj.name] = (np.concatenate(gids), np.concatenate(index))
+        return pre
 
     def _monitor(self, nest, mon, built):
         nodes = built.nodes[mon.population]
@@ -508,18 +516,25 @@ class NestSimulation:
     def _read_weights(self, nest, spec, proj, built) -> FinalState:
         syn = self.synapses[proj.name]
         plan = self.plans[proj.target]
-        src, tgt = built.parrots.get(proj.name, built.nodes[proj.source]), built.nodes[proj.target]
-        shared = isinstance(src, np.ndarray)  # Poisson sources on shared generators (_private_slots)
+        src, tgt = built.nodes[proj.source], built.nodes[proj.target]
+        relayed = built.plastic_pre.get(proj.name)
+        if relayed is not None:  # sources and relay parrots
+            src = relayed[0]
+        shared = isinstance(src, np.ndarray)  # Poisson sources on shared generators (_private_slots), or relays
         source = nest.NodeCollection(sorted(set(src.tolist()))) if shared else src
         conns = nest.GetConnections(source=source, target=tgt, synapse_model=syn.nest_model)
         status = gather_connections(communicator(nest), conns)  # every rank's connections
         if len(status["source"]) == 0:
             return FinalState(values=np.zeros(0), unit="1")
-        if shared:  # (generator, target) names one synapse: find its source index
+        if relayed is not None:  # node id -> source index
+            index_of = np.full(int(relayed[0].max()) + 1, -1, dtype=np.int64)
+            index_of[relayed[0]] = relayed[1]
+            i = index_of[status["source"]]
+        elif shared:  # (generator, target) names one synapse: find its source index
             status = _synapses_of_generators(spec, proj, src, tgt[0].global_id, status)
-        i = status["source"] - (0 if shared else src[0].global_id)
-        if proj.name in built.relay_source:  # relay parrot -> its source
-            i = built.relay_source[proj.name][i]
+            i = status["source"]
+        else:
+            i = status["source"] - src[0].global_id
         j = status["target"] - tgt[0].global_id
         order = np.lexsort((j, i))
         w = status["weight"][order]

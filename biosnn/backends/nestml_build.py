@@ -144,14 +144,34 @@ def module_key(texts: dict[str, str], options: dict) -> str:
     return h.hexdigest()[:12]
 
 
+#: NESTML's synapse template treats the connection delay as *dendritic*: a presynaptic spike stamped t is
+#: paired with the postsynaptic spikes stamped up to t - delay, each handled at its stamp + delay.  biosnn's
+#: plastic connections have the minimal delay (one step) and pair at the spike's arrival, with no dendritic
+#: part (postsynaptic spikes up to t, each handled at its stamp): the generated C++ takes the step off
+#: before the build.  A template without exactly this line fails the build with a message.
+DENDRITIC_DELAY_LINE = "const double __dendritic_delay = get_delay();"
+DENDRITIC_DELAY_PATCH = "const double __dendritic_delay = get_delay() - nest::Time::get_resolution().get_ms();"
+
 _GENERATE = """
 import json, sys
+from pathlib import Path
+from pynestml.codegeneration.nest_builder import NESTBuilder
 from pynestml.frontend.pynestml_frontend import generate_nest_target
+_build = NESTBuilder.build
+def build(self):
+    for header in Path(sys.argv[2]).glob("*.h"):
+        text = header.read_text()
+        if "__dendritic_delay" in text:
+            if text.count(LINE) != 1:
+                sys.exit("biosnn: NESTML's synapse template changed: not one " + repr(LINE) + " in " + header.name)
+            header.write_text(text.replace(LINE, PATCH))
+    _build(self)
+NESTBuilder.build = build
 generate_nest_target(input_path=sys.argv[1], target_path=sys.argv[2], install_path=sys.argv[3],
                      module_name=sys.argv[4], logging_level="WARNING",
                      codegen_opts={"nest_path": sys.argv[5], "numeric_solver": sys.argv[6],
                                    **json.loads(sys.argv[7])})
-"""
+""".replace("LINE", repr(DENDRITIC_DELAY_LINE)).replace("PATCH", repr(DENDRITIC_DELAY_PATCH))
 
 
 def compile_module(texts: dict[str, str], *, numeric_solver: str = "forward-Euler",
@@ -186,7 +206,7 @@ def compile_module(texts: dict[str, str], *, numeric_solver: str = "forward-Eule
     """
     root = cache_root or nestml_cache_root()
     extra = json.dumps(codegen_opts or {}, sort_keys=True)
-    key = module_key(texts, {"numeric_solver": numeric_solver, **({"codegen": extra} if codegen_opts else {})})
+    key = module_key(texts, {"numeric_solver": numeric_solver, **({"codegen": extra, "patch": DENDRITIC_DELAY_PATCH} if codegen_opts else {})})
     module = f"biosnn{key}module"
     install = root / "modules" / key
     if (install / f"{module}.so").exists():

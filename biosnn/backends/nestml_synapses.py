@@ -22,13 +22,15 @@ The translation keeps Brian2's semantics (biosnn's reference):
   (the value is sent in the NESTML unit of the target variable ``x``);
 * a pre and a post spike in the same step: the presynaptic handler runs first,
   as with Brian2's default order of the pathways (``priority``);
-* Brian2's ``t`` becomes ``(clock__ - 2 dt)``, a synaptic clock
-  (``clock__' = 1``) integrated to the time at which NEST handles the event;
-  the backend relays the presynaptic spikes through ``parrot_neuron`` with the
-  projection's delay plus one step and gives the connection the minimal delay
-  (one step), which makes every pairing the one Brian2 sees at the spike's
-  arrival (see :mod:`biosnn.backends.nest`); the transmitted weight reaches
-  the target one step later than in Brian2.
+* Brian2's ``t`` becomes ``(clock__ - dt)``, a synaptic clock
+  (``clock__' = 1``) integrated to the time at which NEST handles the event
+  (NEST stamps a spike at the end of its step); the connection has the
+  minimal delay (one step) and the projection's delay is carried by
+  ``parrot_neuron`` relays (:mod:`biosnn.backends.nest`), so the presynaptic
+  handler runs at the spike's arrival, and the generated C++ pairs it with
+  the postsynaptic spikes up to that step (no dendritic delay:
+  :data:`biosnn.backends.nestml_build.DENDRITIC_DELAY_PATCH`): every pairing
+  and every delivery is the one Brian2 makes.
 
 What NEST does not offer raises :class:`~biosnn.errors.BackendError` naming the
 model and the statement: summed variables, clock-driven synaptic ODEs, reading
@@ -266,7 +268,7 @@ def translate_synapse(model, model_name: str, nestml_name: str, constants: dict,
         if name == "lastupdate" or name.startswith("lastspike"):
             _fail(model_name, name, f"Brian2's '{name}' has no NESTML counterpart")
 
-    replace = {"t": "(clock__ - 2 * dt__)", "dt": "dt__"}
+    replace = {"t": "(clock__ - dt__)", "dt": "dt__"}
     expr = _Expr(model_name, set(out.dims), replace, float_literals=True, fail=_fail)
     pending = {eq.varname: eq for eq in subexpr}
     while pending:  # subexpressions are substituted where they are used, in dependency order
