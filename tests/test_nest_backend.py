@@ -338,3 +338,28 @@ def test_poisson_rates_with_t_outside_timed_arrays_are_refused():
                         populations=[m.Population("P", 2, m.NeuronModel("v = drive(t) : volt"))])
     with pytest.raises(BackendError, match=r"does not evaluate timed arrays in equations \(\['drive'\]\)"):
         get_backend("nest").build(bad).run(progress=False)
+
+
+def test_unsuffixed_names_in_synapse_code_resolve_as_in_brian2():
+    """Unsuffixed names of the target's variables are the target's (``ge += w`` is ``ge_post += w``), no compile.
+
+    Run against Brian2 in tests/test_brian2_examples.py: ``ge += w`` (stdp_song_2000), ``v += 3*mV``
+    (adaptive_threshold, a fixed increment without weight variable), ``V += -J`` (brunel_hakim_1999).
+    """
+    from biosnn.backends.nest_models import plan_synapse
+    neuron = m.NeuronModel("dv/dt = (ge - v)/(10*ms) : volt\ndge/dt = -ge/(5*ms) : volt", threshold="v > 1*mV",
+                           reset="v = 0*mV")
+
+    def plan(synapse):
+        weights = "2*mV" if synapse.equations else None
+        spec = m.NetworkSpec(name="suffixes", neuron_models={"n": neuron}, synapse_models={"s": synapse},
+                             populations=[m.Population("a", 2, "n"), m.Population("b", 2, "n")],
+                             projections=[m.Projection("ab", "a", "b", "s", weights=weights)])
+        return plan_synapse(spec, spec.projections[0])
+
+    syn = plan(m.SynapseModel("w : volt", on_pre="ge += w"))
+    assert (syn.target_var, syn.rhs, syn.sign, syn.nestml) == ("ge", "w", 1.0, None)
+    syn = plan(m.SynapseModel(on_pre="v -= 0.5*mV + ge*0"))
+    assert (syn.target_var, syn.rhs, syn.sign) == ("v", "0.5*mV + ge_post*0", -1.0)
+    with pytest.raises(BackendError, match=r"on_pre must send a value with 'x_post \+= expr'"):
+        plan(m.SynapseModel("w : volt\nge : volt", on_pre="ge += w"))  # a synaptic ge (Brian2 refuses it) stays

@@ -36,7 +36,10 @@ crossed, Brian2 at its start; recorded times are therefore shifted back by one
 applied *before* that step's integration in translated models (after it in
 ``iaf_psc_delta``, compensated by a factor ``exp(-dt/tau_m)`` on the weight), so
 NEST delays are the spec's delay plus ``dt``.  Spike-generator times move one
-``dt`` later to match.  State traces differ from Brian2's only in the step in
+``dt`` later to match.  Plastic (NESTML) connections arrive in the same step:
+they have the minimal delay, relays carry the spec's delay, and their synapses
+pair with the postsynaptic spikes up to the arrival (no dendritic delay), so
+pairings, weights and spikes equal Brian2's (:meth:`NestSimulation._plastic_sources`).  State traces differ from Brian2's only in the step in
 which a synaptic input arrives (Brian2 records the jump one step earlier).
 
 Processes
@@ -162,6 +165,11 @@ class NestSimulation:
                                    "nest.Run segments would keep the synaptic input that Brian2's operation "
                                    "overwrites (NEST adds it during the next step). Use a Brian2 backend, give "
                                    "changing values as current inputs, or reset by starting a new run")
+        for mon in spec.monitors:
+            if isinstance(mon, m.StateMonitor) and mon.when not in _EARLY_SLOTS | _LATE_SLOTS:
+                raise BackendError(f"state monitor of '{mon.population}' samples in the '{mon.when}' slot: NEST "
+                                   "records the state before a step (when: start) or after the whole step, resets "
+                                   "included (when: end), not between integration and reset; use 'start' or 'end'")
         in_models = _timed_arrays_in_models(spec)
         if in_models:
             raise BackendError(f"the NEST backend does not evaluate timed arrays in equations "
@@ -287,12 +295,18 @@ class NestSimulation:
         consts = _constants(spec, pop)
         names = dict(consts)
         names["i"] = np.arange(pop.size)
-        for var, value in pop.initial.items():
+        done = set()
+        for var, value in pop.initial.items():  # in order, as Brian2 sets them: later values may use earlier ones
             if var not in plan.names:
                 raise BackendError(f"initial value of {pop.name}.{var}: the NEST model {plan.nest_model} "
                                    f"has no counterpart of '{var}' (it maps {sorted(plan.names)})")
+            used = _names(value) if isinstance(value, str) else set()
+            for other in used & set(plan.names) - done - {"i"}:  # not set yet: the model's value
+                names[other] = self._variable(nest, nodes, plan, other, status.get(plan.names[other]))
+            done.add(var)
             si = evaluate(value, pop.size, names, rng, f"initial value of {pop.name}.{var}")
             status[plan.names[var]] = si / plan.scales[var]
+            names[var] = self._variable(nest, nodes, plan, var, status[plan.names[var]])
         for key, value in status.items():
             if np.ndim(value) == 0:
                 status[key] = float(value)
@@ -309,6 +323,15 @@ class NestSimulation:
             for var, port in plan.nestml.ports.items():
                 plan.receptors[var] = int(types.get(port.upper(), types.get(port, 0)))
         return nodes
+
+    @staticmethod
+    def _variable(nest, nodes, plan: NeuronPlan, var: str, nest_value=None):
+        """A neuron variable as a Brian2 quantity (its NEST value, or ``nest_value`` in NEST units) for expressions."""
+        from brian2 import Quantity
+        if nest_value is None:
+            nest_value = gather_node_values(communicator(nest), nest, nodes, plan.names[var])
+        values = np.broadcast_to(np.asarray(nest_value, dtype=np.float64), (len(nodes),)) * plan.scales[var]
+        return Quantity(values, dim=plan.dims[var])
 
     def _create_input(self, nest, spec, inp, duration_s: float, rng):
         if isinstance(inp, m.PoissonInput):
@@ -465,10 +488,6 @@ class NestSimulation:
         plan = self.plans.get(mon.population)
         if plan is None:
             raise BackendError(f"state monitor of '{mon.population}': inputs have no state variables on NEST")
-        if mon.when not in _EARLY_SLOTS | _LATE_SLOTS:
-            raise BackendError(f"state monitor of '{mon.population}' samples in the '{mon.when}' slot: NEST records "
-                               "the state before a step (when: start) or after the whole step, resets included "
-                               "(when: end), not between integration and reset; use 'start' or 'end'")
         missing = [v for v in mon.variables if v not in plan.names]
         if missing:
             raise BackendError(f"state monitor of '{mon.population}': the NEST model {plan.nest_model} "

@@ -330,7 +330,7 @@ def plan_synapse(spec, proj: m.Projection) -> StaticSynapse:
         For plastic models that cannot be translated to NESTML, naming the
         statement and what NEST offers instead.
     """
-    smodel = spec.synapse_model(proj)
+    smodel = _with_post_suffixes(spec.synapse_model(proj), _variables(spec, proj.target))
     mname = proj.model if isinstance(proj.model, str) else proj.name
     stmts = [s for s in re.split(r"[;\n]", smodel.on_pre or "") if s.strip()]
     # plastic models, the library's pair STDP included, go to NESTML (module docstring: not stdp_synapse)
@@ -341,6 +341,27 @@ def plan_synapse(spec, proj: m.Projection) -> StaticSynapse:
     var, op, rhs = _ON_PRE.match(stmts[0]).groups()
     return StaticSynapse(target_var=var, rhs=rhs, sign=1.0 if op == "+" else -1.0,
                          consts=namespace_layers(spec, proj, smodel, "synapse"))
+
+
+def _with_post_suffixes(smodel: m.SynapseModel, post_variables) -> m.SynapseModel:
+    """``smodel`` with Brian2's name resolution made explicit in ``on_pre`` and ``on_post``.
+
+    In Brian2 synapse code an unsuffixed name of a postsynaptic variable is that variable (``ge += w`` is
+    ``ge_post += w``), before any constant of the same name; Brian2 refuses synaptic variables named
+    like a postsynaptic one, which are left alone here (the spec check or the translation reports them).
+    """
+    from dataclasses import replace
+
+    from biosnn.spec.check import parse_equations
+    own = set(parse_equations(smodel.equations, "synapse equations").names) if smodel.equations else set()
+    post = [v for v in post_variables if v not in own]
+    if not post:
+        return smodel
+    pattern = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, post)) + r")(?![\w(])")
+
+    def suffixed(code):
+        return code if code is None else pattern.sub(r"\1_post", code)
+    return replace(smodel, on_pre=suffixed(smodel.on_pre), on_post=suffixed(smodel.on_post))
 
 
 def _variables(spec, name: str) -> list:

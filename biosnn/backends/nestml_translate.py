@@ -13,8 +13,11 @@ semantics), so a translated model reproduces the Brian2 runtime's spike trains:
   substituted where they are used, Brian2 parameters (``I : amp``) NESTML parameters
   (state variables when the reset assigns them or synapses add to them), spec
   constants parameters;
-* every value is declared in a NEST-style unit (mV, pA, ms, pF, nS, MOhm, Hz
-  or SI) and converted at the interface (:class:`NestmlModel.scale`);
+* every value is declared in a NEST-style unit (mV, pA, ms, pF, nS, MOhm, kHz
+  or SI) and converted at the interface (:class:`NestmlModel.scale`); rates are
+  in kHz, not NEST's usual Hz, because NESTML multiplies magnitudes inside
+  functions without converting units (``sin(2*pi*freq*t)`` with ``freq`` in Hz
+  and ``t`` in ms would be off by 1000), and kHz times ms is exactly 1;
 * synaptic input to a variable ``x`` (``x_post += ...`` in a synapse model)
   arrives on a spike port ``x__in`` whose weights are added to ``x`` *before*
   the ODEs are integrated, as Brian2 applies ``on_pre`` at the end of the
@@ -52,7 +55,7 @@ __all__ = ["NestmlModel", "translate_neuron", "nest_unit", "NestmlTranslationErr
 # dimension name (Brian2's get_unit repr) -> (NESTML unit, SI value of one such unit)
 _CONVENTIONAL = {"volt": ("mV", 1e-3), "amp": ("pA", 1e-12), "second": ("ms", 1e-3),
                  "farad": ("pF", 1e-12), "siemens": ("nS", 1e-9), "ohm": ("MOhm", 1e6),
-                 "hertz": ("Hz", 1.0), "coulomb": ("pC", 1e-12)}
+                 "hertz": ("kHz", 1e3), "coulomb": ("pC", 1e-12)}
 _SI_BASE = ("m", "kg", "s", "A", "K", "mol", "cd")
 _FUNCTIONS = {"exp": "exp", "log": "ln", "log10": "log10", "abs": "abs",
               "sin": "sin", "cos": "cos", "tan": "tan", "sinh": "sinh", "cosh": "cosh", "tanh": "tanh",
@@ -278,11 +281,12 @@ def _dimension_of(expr: str, dims: dict, constants: dict):
         Brian2's unit errors.
     """
     from brian2 import Quantity, second
-    from brian2.core.functions import DEFAULT_FUNCTIONS
+    from brian2.core.functions import DEFAULT_CONSTANTS, DEFAULT_FUNCTIONS
     from brian2.parsing.expressions import parse_expression_dimensions
     from biosnn.spec.values import unit_namespace
     variables = dict(unit_namespace())
     variables.update(DEFAULT_FUNCTIONS)
+    variables.update(DEFAULT_CONSTANTS)  # pi, e, inf
     variables.update(constants)
     variables.update({k: Quantity(1.0, dim=d) for k, d in dims.items()})
     variables.update({"t": Quantity(1.0, dim=second.dim), "dt": Quantity(1.0, dim=second.dim)})
