@@ -554,7 +554,8 @@ def _construct_spec(construct: str) -> m.NetworkSpec:
         name=construct, neuron_models={"n": neuron}, synapse_models={"s": synapse},
         timed_arrays=[m.TimedArraySpec("drive", ArrayValue(np.array([1.0, 2.0]), "mV"), "5*ms")],
         populations=[m.Population("a", 2, "n", operations=ops, initial=initial), m.Population("b", 2, "n")],
-        projections=[m.Projection("ab", "a", "b", "s", weights="1e-4*mV" if construct == "plastic_synapse" else "1e-4")],
+        projections=[m.Projection("ab", "a", "b", "s",
+                                  weights="1e-4*mV" if construct == "plastic_synapse" else "1e-4")],
         monitors=[m.StateMonitor("b", ["v"], when=when)])
 
 

@@ -39,8 +39,9 @@ NEST delays are the spec's delay plus ``dt``.  Spike-generator times move one
 ``dt`` later to match.  Plastic (NESTML) connections arrive in the same step:
 they have the minimal delay, relays carry the spec's delay, and their synapses
 pair with the postsynaptic spikes up to the arrival (no dendritic delay), so
-pairings, weights and spikes equal Brian2's (:meth:`NestSimulation._plastic_sources`).  State traces differ from Brian2's only in the step in
-which a synaptic input arrives (Brian2 records the jump one step earlier).
+pairings, weights and spikes equal Brian2's (``NestSimulation._plastic_sources``).
+State traces differ from Brian2's only in the step in which a synaptic input
+arrives (Brian2 records the jump one step earlier).
 
 Processes
 ---------

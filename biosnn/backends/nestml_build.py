@@ -206,7 +206,8 @@ def compile_module(texts: dict[str, str], *, numeric_solver: str = "forward-Eule
     """
     root = cache_root or nestml_cache_root()
     extra = json.dumps(codegen_opts or {}, sort_keys=True)
-    key = module_key(texts, {"numeric_solver": numeric_solver, **({"codegen": extra, "patch": DENDRITIC_DELAY_PATCH} if codegen_opts else {})})
+    paired = {"codegen": extra, "patch": DENDRITIC_DELAY_PATCH} if codegen_opts else {}
+    key = module_key(texts, {"numeric_solver": numeric_solver, **paired})
     module = f"biosnn{key}module"
     install = root / "modules" / key
     if (install / f"{module}.so").exists():
