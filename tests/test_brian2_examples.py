@@ -336,6 +336,31 @@ def original_phase_locking(duration_s: float, seed: int = 1) -> np.ndarray:
     return np.asarray(S.count)
 
 
+def original_brette_gerstner(duration_s: float = 0.14) -> tuple[np.ndarray, np.ndarray]:
+    """examples/frompapers/Brette_Gerstner_2005.py (three runs): spike times (s) and vm over time (V)."""
+    b2 = _b2_start()
+    from brian2 import mV, ms, nA, nS, pF
+    ns = dict(C=281 * pF, gL=30 * nS, EL=-70.6 * mV, VT=-50.4 * mV, DeltaT=2 * mV, tauw=144 * ms, a=4 * nS,
+              b=0.0805 * nA, Vr=-70.6 * mV)
+    ns["Vcut"] = ns["VT"] + 5 * ns["DeltaT"]
+    eqs = '''
+    dvm/dt = (gL*(EL - vm) + gL*DeltaT*exp((vm - VT)/DeltaT) + I - w)/C : volt
+    dw/dt = (a*(vm - EL) - w)/tauw : amp
+    I : amp
+    '''
+    neuron = b2.NeuronGroup(1, model=eqs, threshold="vm>Vcut", reset="vm=Vr; w+=b", method="euler", namespace=ns)
+    neuron.vm = ns["EL"]
+    trace = b2.StateMonitor(neuron, "vm", record=0)
+    spikes = b2.SpikeMonitor(neuron)
+    net = b2.Network(neuron, trace, spikes)
+    net.run(20 * ms)
+    neuron.I = 1 * nA
+    net.run(100 * ms)
+    neuron.I = 0 * nA
+    net.run(20 * ms)
+    return np.asarray(spikes.t), np.asarray(trace.vm[0])
+
+
 @pytest.fixture(scope="module")
 def originals():
     """Figures of the original scripts, computed once per module (Brian2 runtime)."""
@@ -411,6 +436,16 @@ def test_phase_locking_spike_counts_match_the_original(backend, build_cache, ori
     expected = originals("phase_locking", 1.0)
     assert expected.sum() > 2000 and expected.min() < expected.max()  # the modulation changes the rate
     assert np.abs(counts - expected).max() <= 1 and abs(counts.sum() - expected.sum()) <= 0.01 * expected.sum()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_brette_gerstner_adex_gives_the_originals_spikes_and_trace(backend, build_cache, originals):
+    """AdEx, forward Euler, a current step (the original's three runs; a current input here)."""
+    rec = _run("brette_gerstner_2005", backend, build_cache)
+    times, vm = originals("brette_gerstner")
+    assert len(times) >= 4 and times.min() > 0.02 and times.max() < 0.12  # fires during the step only
+    np.testing.assert_allclose(rec.spikes["neuron"].times, times, atol=1e-9)
+    np.testing.assert_allclose(rec.states["neuron"]["vm"].values[:, 0], vm, rtol=0, atol=1e-9)
 
 
 # ---------------------------------------------------------------------------
