@@ -5,8 +5,10 @@ Each original script is written out below with an explicit ``brian2.Network`` an
 a shorter duration); each spec runs on ``runtime``, ``cpp_standalone`` and ``nest``, like PyNN's
 one-scenario-on-every-simulator tests.  What is compared:
 
-* deterministic examples (``if_curve_lif``, ``if_curve_hodgkin_huxley``, ``nonlinear``): the same
-  spikes (or traces) as the original on every backend that runs them;
+* deterministic examples (``if_curve_lif``, ``if_curve_hodgkin_huxley``, ``nonlinear``,
+  ``wang_buzsaki_1996``, ``hindmarsh_rose_1984``, ``brette_gerstner_2005``, ``morris_lecar_1981``): the
+  same spikes (or traces) as the original on every backend that runs them;
+* ``phase_locking`` (random initial potentials): per-neuron spike counts within one of the original's;
 * ``stdp_song_2000``: the biosnn runtime equals the original script spike for spike and weight for
   weight (same seed, same random numbers); with inputs drawn once in numpy (spike times)
   cpp_standalone and NEST (the NESTML translation of the rule) equal the runtime exactly (83
@@ -361,6 +363,29 @@ def original_brette_gerstner(duration_s: float = 0.14) -> tuple[np.ndarray, np.n
     return np.asarray(spikes.t), np.asarray(trace.vm[0])
 
 
+def original_morris_lecar(duration_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """examples/frompapers/Morris_Lecar_1981.py (runtime here): V and n of the 17 neurons (steps x neurons)."""
+    b2 = _b2_start(dt_ms=0.01)
+    from brian2 import mS, ms, mV, second, uA, uF
+    ns = dict(g_L=2 * mS, g_Ca=4 * mS, g_K=8 * mS, V_L=-50 * mV, V_Ca=100 * mV, V_K=-70 * mV,
+              lambda_n__max=1.0 / (15 * ms), V_1=10 * mV, V_2=15 * mV, V_3=-1 * mV, V_4=14.5 * mV, C=20 * uF)
+    eqs = '''
+    dV/dt = (-g_L*(V - V_L) - g_Ca*m_inf*(V - V_Ca) - g_K*n*(V - V_K) + I)/C : volt
+    dn/dt = lambda_n*(n_inf - n) : 1
+    m_inf = 0.5*(1 + tanh((V - V_1)/V_2)) : 1
+    n_inf = 0.5*(1 + tanh((V - V_3)/V_4)) : 1
+    lambda_n = lambda_n__max*cosh((V - V_3)/(2*V_4)) : Hz
+    I : amp
+    '''
+    neuron = b2.NeuronGroup(17, eqs, method="exponential_euler", namespace=ns)
+    neuron.I = (np.arange(17) * 25 + 100) * uA
+    neuron.V = ns["V_L"]
+    neuron.n = "n_inf"
+    mon = b2.StateMonitor(neuron, ["V", "n"], record=True)
+    b2.Network(neuron, mon).run(duration_s * second)
+    return np.asarray(mon.V).T, np.asarray(mon.n).T
+
+
 @pytest.fixture(scope="module")
 def originals():
     """Figures of the original scripts, computed once per module (Brian2 runtime)."""
@@ -446,6 +471,18 @@ def test_brette_gerstner_adex_gives_the_originals_spikes_and_trace(backend, buil
     assert len(times) >= 4 and times.min() > 0.02 and times.max() < 0.12  # fires during the step only
     np.testing.assert_allclose(rec.spikes["neuron"].times, times, atol=1e-9)
     np.testing.assert_allclose(rec.states["neuron"]["vm"].values[:, 0], vm, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_morris_lecar_gives_the_originals_traces(backend, build_cache, originals):
+    """Exponential Euler at dt = 0.01 ms; n starts at the subexpression n_inf (evaluated by biosnn on NEST)."""
+    rec = _run("morris_lecar_1981", backend, build_cache)
+    V, n = originals("morris_lecar", 0.22)
+    ptp = np.ptp(V[-5000:], axis=0)  # rest at low and high currents, oscillations (about 20 mV) between
+    assert V.shape == (22000, 17) and ptp[[0, -1]].max() < 1e-4 and ptp[8:13].min() > 0.015
+    np.testing.assert_allclose(rec.states["neuron"]["n"].values[0], n[0], rtol=0, atol=1e-12)  # n_inf(V_L)
+    np.testing.assert_allclose(rec.states["neuron"]["V"].values, V, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(rec.states["neuron"]["n"].values, n, rtol=0, atol=1e-9)
 
 
 # ---------------------------------------------------------------------------

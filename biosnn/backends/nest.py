@@ -296,14 +296,24 @@ class NestSimulation:
         consts = _constants(spec, pop)
         names = dict(consts)
         names["i"] = np.arange(pop.size)
-        done = set()
+        from brian2 import Quantity
+        done, subexpressions = set(), _subexpressions(spec.neuron_model(pop))
+
+        def bind(used: set):  # model variables not set yet: NEST's values; subexpressions: from the current values
+            for name in used - {"i"}:
+                if name in subexpressions:
+                    code, dim = subexpressions[name]
+                    bind(_names(code))
+                    names[name] = Quantity(evaluate(code, pop.size, names, rng, f"subexpression '{name}' of "
+                                                    f"{pop.name}"), dim=dim)
+                elif name in plan.names and name not in done:
+                    names[name] = self._variable(nest, nodes, plan, name, status.get(plan.names[name]))
+
         for var, value in pop.initial.items():  # in order, as Brian2 sets them: later values may use earlier ones
             if var not in plan.names:
                 raise BackendError(f"initial value of {pop.name}.{var}: the NEST model {plan.nest_model} "
                                    f"has no counterpart of '{var}' (it maps {sorted(plan.names)})")
-            used = _names(value) if isinstance(value, str) else set()
-            for other in used & set(plan.names) - done - {"i"}:  # not set yet: the model's value
-                names[other] = self._variable(nest, nodes, plan, other, status.get(plan.names[other]))
+            bind(_names(value) if isinstance(value, str) else set())
             done.add(var)
             si = evaluate(value, pop.size, names, rng, f"initial value of {pop.name}.{var}")
             status[plan.names[var]] = si / plan.scales[var]
@@ -747,6 +757,15 @@ def _poisson_generators(nest, rates: np.ndarray, slots: np.ndarray) -> np.ndarra
     gens = nest.Create("poisson_generator", len(unique), params={"rate": 0.0})
     gens.set(per_node("rate", unique.f0))
     return np.asarray(gens.tolist(), dtype=np.int64)[inverse.reshape(-1)]
+
+
+def _subexpressions(model: m.NeuronModel) -> dict:
+    """Subexpressions of a neuron model: name -> (expression, Brian2 dimension)."""
+    from biosnn.spec.check import parse_equations
+    if not model.equations:
+        return {}
+    eqs = parse_equations(model.equations, "neuron equations")
+    return {eq.varname: (str(eq.expr.code), eq.dim) for eq in eqs.values() if eq.type == "subexpression"}
 
 
 def _names(text: str) -> set:

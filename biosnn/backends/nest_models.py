@@ -45,7 +45,8 @@ __all__ = ["NeuronPlan", "plan_neuron", "StaticSynapse", "plan_synapse", "name_p
            "namespace_layers"]
 
 _NUMPY_FUNCS = {"exp": np.exp, "log": np.log, "log10": np.log10, "sqrt": np.sqrt, "abs": np.abs,
-                "sin": np.sin, "cos": np.cos, "tan": np.tan, "tanh": np.tanh, "clip": np.clip,
+                "sin": np.sin, "cos": np.cos, "tan": np.tan, "tanh": np.tanh, "sinh": np.sinh, "cosh": np.cosh,
+                "clip": np.clip,
                 "floor": np.floor, "ceil": np.ceil, "int": lambda x: np.asarray(x).astype(np.int64)}
 _SAFE = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Load, ast.Call,
          ast.Mult, ast.Div, ast.Add, ast.Sub, ast.Pow, ast.USub, ast.UAdd, ast.Mod,
