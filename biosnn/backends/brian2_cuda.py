@@ -26,7 +26,7 @@ packages:
   built from a set, so the generated code differed between processes and
   the cache recompiled it every other build; the fixed template sorts it.
   Likewise a network's clocks are iterated in the order of their names
-  (:func:`_sorted_clocks`), not in the order of a set of objects: a binary
+  (:func:`~biosnn.backends.brian2_templates.sorted_clocks`), not in the order of a set of objects: a binary
   compiled in one process (or on another machine) matches the code that
   another process generates.
 * **No GPU at build time.**  Without a visible GPU, GPU detection is switched
@@ -58,7 +58,7 @@ import numpy as np
 from biosnn.backends.brian2_cuda_build import (DEFAULT_UNITY_UNITS, compile_project, portable_host_flags,
                                                write_unity_sources)
 from biosnn.backends.brian2_runtime import brian2_prefs
-from biosnn.backends.brian2_templates import SAME_TIME_FIXES, templater_scope
+from biosnn.backends.brian2_templates import SAME_TIME_FIXES, sorted_clocks, templater_scope
 from biosnn.backends.brian2_templates import patched_templater as shared_patched_templater
 from biosnn.backends.brian2_standalone import CppStandaloneBackend, StandaloneSimulation, cache_root
 from biosnn.errors import BackendError
@@ -362,36 +362,6 @@ def _quiet_brian2cuda():
         handler.removeFilter(_Brian2cudaInfoFilter)
 
 
-def _clocks_get(net):
-    return net.__dict__["_clocks"]
-
-
-def _clocks_set(net, clocks):
-    net.__dict__["_clocks"] = tuple(sorted(clocks, key=lambda clock: clock.name))
-
-
-@contextmanager
-def _sorted_clocks():
-    """Let a network's clocks be iterated in the order of their names for a block.
-
-    Brian2 and brian2cuda keep a network's clocks in a set (``net._clocks``) and
-    write one line per clock into ``main.cu`` in the set's order, which follows
-    the clocks' memory addresses: with several clocks, the generated code (and
-    so the binary's fingerprint) changed from process to process.  In this
-    block ``Network._clocks`` stores a tuple sorted by name (the same objects).
-    """
-    from brian2.core.network import Network
-    previous = Network.__dict__.get("_clocks")
-    Network._clocks = property(_clocks_get, _clocks_set)
-    try:
-        yield
-    finally:
-        if previous is None:
-            del Network._clocks
-        else:
-            Network._clocks = previous
-
-
 @contextmanager
 def _gpu_selection_scope(detect: bool):
     """Without GPU detection, let brian2cuda choose its GPU anew and restore its cache afterwards.
@@ -469,7 +439,8 @@ class CudaStandaloneBackend(CppStandaloneBackend):
         if not _brian2cuda_available():
             raise BackendError("the cuda_standalone backend needs brian2cuda: "
                                "pip install 'biosnn[cuda]' (and CUDA's nvcc on the PATH)")
-        super().__init__(threads=0, float32=float32, cache_dir=cache_dir, static_projections=static_projections)
+        super().__init__(threads=0, float32=float32, cache_dir=cache_dir, static_projections=static_projections,
+                         unity_units=unity_units)
         if compute_capability is None and os.environ.get(CC_ENV):
             try:
                 compute_capability = float(os.environ[CC_ENV])
@@ -484,10 +455,7 @@ class CudaStandaloneBackend(CppStandaloneBackend):
             if compute_capability < MIN_COMPUTE_CAPABILITY:
                 raise BackendError(f"compute_capability {compute_capability} is below the minimum "
                                    f"{MIN_COMPUTE_CAPABILITY} that brian2cuda supports")
-        if isinstance(unity_units, bool) or not isinstance(unity_units, int) or unity_units < 0:
-            raise BackendError(f"unity_units must be a non-negative integer, got {unity_units!r}")
         self.compute_capability = compute_capability
-        self.unity_units = unity_units
         self.last_compile: dict = {}
         self._gpu: bool | None = None
 
@@ -585,7 +553,7 @@ class CudaStandaloneBackend(CppStandaloneBackend):
             stack.enter_context(brian2_prefs(**values))
             stack.enter_context(_gpu_selection_scope(detect))
             stack.enter_context(_templater_scope())
-            stack.enter_context(_sorted_clocks())
+            stack.enter_context(sorted_clocks())
             stack.enter_context(_quiet_brian2cuda())
             yield
 

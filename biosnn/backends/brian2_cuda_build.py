@@ -14,7 +14,9 @@ module owns what biosnn changes about the compilation:
   global forwarders.  Code objects whose header declares anything else, or
   that open ``namespace brian``, stay separate files.  The grouping depends
   on the list of code objects only (not on the machine), so a project built
-  here has the same sources everywhere.
+  here has the same sources everywhere.  Brian2's ``cpp_standalone`` code
+  objects have the same form and are grouped the same way (``ext=".cpp"``,
+  :meth:`biosnn.backends.brian2_standalone.CppStandaloneBackend.build_project`).
 * **Every core** (:func:`make_jobs`): ``make -j<cores this process may use>``
   (``$BIOSNN_MAKE_JOBS`` overrides).
 * **Fingerprints** (:func:`build_fingerprint`): a hash of the compiled sources,
@@ -197,11 +199,11 @@ def _write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-def write_unity_sources(directory, units: int = DEFAULT_UNITY_UNITS) -> list[str]:
+def write_unity_sources(directory, units: int = DEFAULT_UNITY_UNITS, ext: str = ".cu") -> list[str]:
     """Group a generated project's code objects into ``units`` translation units and point the makefile at them.
 
     Files are written only when their text changes (make then keeps the
-    objects compiled earlier).  ``units=0`` leaves the project as brian2cuda
+    objects compiled earlier).  ``units=0`` leaves the project as the device
     wrote it.
 
     Parameters
@@ -210,6 +212,9 @@ def write_unity_sources(directory, units: int = DEFAULT_UNITY_UNITS) -> list[str
         The project directory (after ``device.build(compile=False)``).
     units : int
         Number of unity translation units.
+    ext : str
+        The code objects' file extension: ``".cu"`` (brian2cuda) or ``".cpp"``
+        (Brian2's ``cpp_standalone``, whose code objects have the same form).
 
     Returns
     -------
@@ -218,7 +223,7 @@ def write_unity_sources(directory, units: int = DEFAULT_UNITY_UNITS) -> list[str
     """
     directory = Path(directory)
     sources = makefile_sources(directory)
-    objects = [s for s in sources if s.startswith("code_objects/") and s.endswith(".cu")]
+    objects = [s for s in sources if s.startswith("code_objects/") and s.endswith(ext)]
     if units <= 0 or not objects:
         return sources
     header_macros = set()
@@ -242,7 +247,7 @@ def write_unity_sources(directory, units: int = DEFAULT_UNITY_UNITS) -> list[str
             parts.append(f"// ---- {src}\n{text}")
         if not parts:
             continue
-        name = f"{UNITY_PREFIX}{k}.cu"
+        name = f"{UNITY_PREFIX}{k}{ext}"
         _write_if_changed(directory / name, "// biosnn unity translation unit (generated)\n"
                           + "\n".join(includes) + "\n\n" + "\n".join(parts))
         new_sources.append(name)
@@ -251,7 +256,7 @@ def write_unity_sources(directory, units: int = DEFAULT_UNITY_UNITS) -> list[str
     lines = makefile.read_text().splitlines(keepends=True)
     text = "".join(f"SRCS = {' '.join(new_sources)}\n" if line.startswith("SRCS =") else line for line in lines)
     _write_if_changed(makefile, text)
-    for stale in directory.glob(f"{UNITY_PREFIX}*.cu"):  # units of an earlier, larger grouping
+    for stale in directory.glob(f"{UNITY_PREFIX}*{ext}"):  # units of an earlier, larger grouping
         if stale.name not in new_sources:
             stale.unlink()
     return new_sources

@@ -18,6 +18,10 @@ belongs to.  Runtime mode compares relative to the earliest clock's ``dt``
 rounding error of ``t`` (``t * 2**-52``) is below ``1e-4 dt``: for ``dt = 1``
 ms, for runs up to about 14 years of simulated time.  The fixed templates use
 the same rule.
+
+:func:`sorted_clocks` makes the generated code independent of where the clock
+objects happen to lie in memory, so that a network of the same structure
+regenerates the same sources (and compiles nothing).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 
-__all__ = ["SAME_TIME_FIXES", "patched_templater", "templater_scope"]
+__all__ = ["SAME_TIME_FIXES", "patched_templater", "templater_scope", "sorted_clocks"]
 
 _SAME_TIME = (r"if\(s==t \|\| fabs\(s-t\)<=Clock_epsilon\)",
               "if(s==t || (dynamic_cast<Clock*>(minclock) ? "
@@ -83,3 +87,33 @@ def templater_scope(codeobject_class, fixes):
         yield
     finally:
         codeobject_class.templater = original
+
+
+def _clocks_get(net):
+    return net.__dict__["_clocks"]
+
+
+def _clocks_set(net, clocks):
+    net.__dict__["_clocks"] = tuple(sorted(clocks, key=lambda clock: clock.name))
+
+
+@contextmanager
+def sorted_clocks():
+    """Let a network's clocks be iterated in the order of their names for a block.
+
+    Brian2 and brian2cuda keep a network's clocks in a set (``net._clocks``) and
+    write one line per clock into ``main.cpp`` (``main.cu``) in the set's order, which follows
+    the clocks' memory addresses: with several clocks, the generated code (and
+    so the binary's fingerprint) changed from process to process.  In this
+    block ``Network._clocks`` stores a tuple sorted by name (the same objects).
+    """
+    from brian2.core.network import Network
+    previous = Network.__dict__.get("_clocks")
+    Network._clocks = property(_clocks_get, _clocks_set)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del Network._clocks
+        else:
+            Network._clocks = previous
