@@ -14,8 +14,8 @@ from biosnn.conversion.snn import batch_plan
 from biosnn.errors import BackendError, ConversionError
 
 
-def _cnn():
-    torch.manual_seed(3)
+def _cnn(seed=3):
+    torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 8, 3), nn.ReLU(),
                          nn.Flatten(), nn.Linear(8 * 2 * 2, 10)).eval()
 
@@ -48,6 +48,27 @@ def test_workers_give_the_results_of_one_worker(digits, build_cache):
     assert not list(sim.directory.glob("results_*"))
     # the runtime backend (one process) agrees
     _same(one, snn.run(xt[:26], backend="runtime", batch_size=13, progress=False))
+
+
+@pytest.mark.standalone
+def test_same_shape_network_compiles_nothing(digits, build_cache):
+    """Other weights, same architecture: the binary is reused (no file compiled again), results still exact."""
+    from biosnn.backends import get_backend
+    from biosnn.backends.brian2_cuda_build import makefile_sources
+    x, _, xt, _ = digits
+    kw = dict(calibration=x[:100], input_shape=(1, 8, 8), T=10)
+    first = get_backend("cpp_standalone", cache_dir=build_cache).build(biosnn.convert(_cnn(), "rate", **kw).spec_for(4))
+    srcs = makefile_sources(first.directory)  # code objects compiled in unity units, not one file each
+    assert "biosnn_unity_0.cpp" in srcs and not [s for s in srcs if s.startswith("code_objects/")]
+    built = {p: p.stat().st_mtime_ns for p in [first.directory / "main", first.directory / "makefile",
+                                               *first.directory.rglob("*.o")]}
+    snn = biosnn.convert(_cnn(seed=4), "rate", **kw)
+    sim = get_backend("cpp_standalone", cache_dir=build_cache).build(snn.spec_for(4))
+    assert sim.directory == first.directory and sim.compiled is False
+    assert {p: p.stat().st_mtime_ns for p in built} == built
+    run = dict(batch_size=4, progress=False, workers=1)
+    _same(snn.run(xt[:8], backend="cpp_standalone", cache_dir=build_cache, **run),
+          snn.run(xt[:8], backend="runtime", **run))
 
 
 @pytest.mark.standalone
