@@ -303,16 +303,16 @@ def _static_projection(objs: Brian2Objects, spec: m.NetworkSpec, proj: m.Project
                                      name=proj.name, clock=clock, when=when, order=order,
                                      kernel_size=proj.connect.kernel.data.size if kernel else None, conv=conv)
     if "w" in obj.variables:
+        # the spec's own arrays (no copy): a VGG's kernels are tens of MB
         if kernel:
-            value = ArrayValue(np.asarray(proj.connect.kernel.data, dtype=np.float64).ravel(),
-                               proj.connect.kernel.unit)
+            value = proj.connect.kernel
         elif proj.weights is not None:
             value = proj.weights
         else:  # Pool2D: per-synapse weights in SI units
             unit = parse_quantity(proj.connect.weight) if proj.connect.weight else 1.0
             value = ArrayValue(np.asarray(conn.weights), _unit_name(unit))
         with brian2_errors(f"set weights of {proj.name}"):
-            obj.set_weights(value.quantity())
+            obj.set_weights(value.data, value.unit)
     objs.n_synapses[proj.name] = conv.n_synapses() if kernel else len(conn.i)
     objs.synapses[proj.name] = obj
     return obj

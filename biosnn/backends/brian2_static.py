@@ -407,12 +407,21 @@ def _classes():
             get_device().insert_code("main", _READ_FILE.format(
                 copy=_TO_DEVICE.format(**fmt) if self._cuda else "", **fmt))
 
-        def set_weights(self, values):
-            """Set ``w`` (per synapse, or the shared kernel) from a Brian2 quantity, without a static copy."""
+        def set_weights(self, values, unit: str = "1"):
+            """Set ``w`` (per synapse, or the shared kernel, flattened) from numbers in ``unit``, without a copy.
+
+            Float64 numbers in a unit of scale 1 (``"1"``, ``"volt"``) are
+            kept as they are (a view) until :func:`write_static_files`
+            writes them; other units are scaled to SI once.
+            """
             from brian2.units.fundamentalunits import fail_for_dimension_mismatch
+            from biosnn.spec.values import unit_of
             var = self.variables["w"]
-            fail_for_dimension_mismatch(values, var.dim, f"weights of {self.name}")
-            self._load_from_file("w", np.asarray(values, dtype=np.float64).ravel())
+            q = unit_of(unit)
+            fail_for_dimension_mismatch(q, var.dim, f"weights of {self.name}")
+            values = np.asarray(values, dtype=np.float64).reshape(-1)
+            scale = float(np.asarray(q))
+            self._load_from_file("w", values if scale == 1.0 else values * scale)
 
     return StaticCodeObject, StaticProjection
 

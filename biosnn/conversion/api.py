@@ -13,6 +13,8 @@ and hand over to that module.
 
 from __future__ import annotations
 
+import gc
+
 import importlib
 import inspect
 
@@ -106,4 +108,8 @@ def convert(ann, coding: str = "rate", calibration=None, input_shape=None, **par
                               "for threshold balancing: pass calibration=x_train[:500]")
     if input_shape is None:
         raise ConversionError("convert needs input_shape, e.g. input_shape=(1, 28, 28)")
-    return module.convert(ann, calibration, tuple(input_shape), **params)
+    snn = module.convert(ann, calibration, tuple(input_shape), **params)
+    # tracing and calibration leave reference cycles (torch.fx modules, frames of caught exceptions) that
+    # hold copies of the weights: free them before the network is built (tens of MB for a VGG)
+    gc.collect()
+    return snn

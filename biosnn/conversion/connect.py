@@ -116,8 +116,11 @@ def scaled_connect(layer, conns, scale: float, shaped: bool) -> tuple[object, Ar
     p = getattr(layer, "params", {})
     if (shaped and isinstance(conns, cx.ConvConnections) and layer.op == "conv2d"
             and p.get("dilation", 1) in (1, (1, 1)) and not isinstance(p.get("padding"), str)):
-        kernel = np.asarray(conns.kernel, dtype=np.float64) * scale
-        kernel = np.where(conns.used_taps()[None, None], kernel, 0.0)
+        kernel = np.asarray(conns.kernel, dtype=np.float64)
+        kernel = kernel if scale == 1.0 else kernel * scale  # scale 1: the layer's read-only weight, shared
+        used = conns.used_taps()
+        if not used.all():
+            kernel = np.where(used[None, None], kernel, 0.0)
         return m.Conv2D(ArrayValue(kernel), stride=p["stride"], padding=p["padding"], groups=p["groups"]), None
     weights = np.ones(len(conns.i)) if conns.weights is None else np.asarray(conns.weights, dtype=np.float64) * scale
     return weighted_connect(layer, conns, weights, shaped)

@@ -67,7 +67,11 @@ class ArrayValue:
     unit: str = "1"
 
     def __post_init__(self):
-        arr = np.array(self.data, copy=True)
+        a = self.data
+        # an array that owns its data and is read-only cannot change: kept, not copied (a VGG's kernels
+        # are shared by the converted graph and every spec made from it)
+        own = isinstance(a, np.ndarray) and a.base is None and not a.flags.writeable
+        arr = a if own else np.array(a, copy=True)
         if arr.dtype == object:
             raise SpecError("array values must be numeric", fix="pass a numeric numpy array")
         if arr.dtype.kind == "b":
