@@ -249,7 +249,7 @@ def synapse_bytes(spec, float_bytes=8):
     """Bytes the static-projection template allocates for a spec's static projections, and the synapses."""
     from biosnn.backends.brian2_static import is_dense, static_memory_bytes, static_statements
     from biosnn.spec.expand import expand_projection, projection_size
-    from biosnn.spec.model import Conv2D
+    from biosnn.spec.model import AllToAll, Conv2D
     total = n_syn = 0
     for proj in spec.projections:
         if static_statements(spec, proj) is None:
@@ -258,6 +258,8 @@ def synapse_bytes(spec, float_bytes=8):
         n_pre, n_post = spec.node(proj.source).size, spec.node(proj.target).size
         if isinstance(proj.connect, Conv2D):
             total += static_memory_bytes(n, n_pre, float_bytes, proj.connect.kernel.data.size)
+        elif isinstance(proj.connect, AllToAll) and n == n_pre * n_post:
+            total += static_memory_bytes(n, n_pre, float_bytes, None, dense=True)
         else:
             conn = expand_projection(spec, proj)
             total += static_memory_bytes(n, n_pre, float_bytes, None, dense=is_dense(conn, n_pre, n_post))

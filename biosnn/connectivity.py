@@ -42,6 +42,7 @@ __all__ = [
     "dense",
     "conv2d",
     "ConvConnections",
+    "DenseConnections",
     "out_degree",
     "avgpool2d",
     "maxpool2d_groups",
@@ -557,7 +558,7 @@ def explicit(i: Any, j: Any, n_pre: int, n_post: int, weights: Any = None) -> Co
     return Connections(i, j, w, None, n_pre, n_post)
 
 
-def dense(weight_matrix: Any, drop_zeros: bool = False) -> Connections:
+def dense(weight_matrix: Any, drop_zeros: bool = False, lazy: bool = False) -> "Connections | DenseConnections":
     """Synapses of a fully connected (``torch.nn.Linear``) layer.
 
     Parameters
@@ -567,10 +568,13 @@ def dense(weight_matrix: Any, drop_zeros: bool = False) -> Connections:
     drop_zeros : bool, default False
         If True, entries equal to zero produce no synapse (e.g. for pruned
         layers).
+    lazy : bool, default False
+        Return a :class:`DenseConnections` (the matrix only; the synapse lists
+        are made if read).  Not with ``drop_zeros``.
 
     Returns
     -------
-    Connections
+    Connections or DenseConnections
         Presynaptic index = input feature, postsynaptic index = output
         feature, ``weights = W[j, i]`` and ``kernel_index = j * in + i`` (the
         flat index into ``W``).
@@ -586,6 +590,8 @@ def dense(weight_matrix: Any, drop_zeros: bool = False) -> Connections:
                         f"got shape {w.shape}.", field="weight_matrix",
                         fix="Pass a torch.nn.Linear weight, e.g. layer.weight.")
     n_post, n_pre = w.shape
+    if lazy and not drop_zeros:
+        return DenseConnections(w)
     # Pre-major order: synapse (i, j) for i in range(n_pre), j in range(n_post).
     i = np.repeat(np.arange(n_pre, dtype=np.int64), n_post)
     j = np.tile(np.arange(n_post, dtype=np.int64), n_pre)
@@ -857,9 +863,68 @@ class ConvConnections:
                 f"pre_shape={self.pre_shape}, post_shape={self.post_shape})")
 
 
+class DenseConnections:
+    """All-to-all synapses of a fully connected layer as its weight matrix (:func:`dense` with ``lazy=True``).
+
+    Memory grows with the matrix, not with index lists: ``i``, ``j``,
+    ``weights`` and ``kernel_index`` are those of :func:`dense`, made when
+    first read and kept.
+
+    Examples
+    --------
+    >>> d = dense(np.arange(6.0).reshape(2, 3), lazy=True)
+    >>> len(d), d.fanout().tolist(), d.pre_major_weights(2.0).tolist() == (2.0 * d.weights).tolist()
+    (6, [2, 2, 2], True)
+    """
+
+    def __init__(self, weight_matrix: np.ndarray):
+        self.weight_matrix = weight_matrix
+        self.n_post, self.n_pre = weight_matrix.shape
+        self.pre_shape, self.post_shape, self.window_shape = None, None, None
+        self._expanded = None
+
+    @property
+    def n_synapses(self) -> int:
+        """int: ``n_pre * n_post``."""
+        return self.n_pre * self.n_post
+
+    def __len__(self) -> int:
+        return self.n_synapses
+
+    def fanout(self) -> np.ndarray:
+        """Synapses leaving each input neuron (``n_post`` each), int64 ``(n_pre,)``."""
+        return np.full(self.n_pre, self.n_post, dtype=np.int64)
+
+    def pre_major_weights(self, scale: float = 1.0) -> np.ndarray:
+        """``weights * scale`` in the synapse order of :func:`dense` (pre-major), one read-only copy."""
+        flat = self.weight_matrix.T.flatten()
+        if scale != 1.0:
+            flat *= scale
+        flat.setflags(write=False)
+        return flat
+
+    def expanded(self) -> Connections:
+        """The explicit :class:`Connections` (made once, then kept)."""
+        if self._expanded is None:
+            self._expanded = dense(self.weight_matrix)
+        return self._expanded
+
+    i = property(lambda self: self.expanded().i, doc="Presynaptic indices (expands).")
+    j = property(lambda self: self.expanded().j, doc="Postsynaptic indices (expands).")
+    weights = property(lambda self: self.expanded().weights, doc="Per-synapse weights (expands).")
+    kernel_index = property(lambda self: self.expanded().kernel_index, doc="Matrix entry per synapse (expands).")
+
+    def pre_indptr(self) -> np.ndarray:
+        """CSR offsets of each presynaptic neuron's targets (see :meth:`Connections.pre_indptr`)."""
+        return np.arange(self.n_pre + 1, dtype=np.int64) * self.n_post
+
+    def __repr__(self) -> str:
+        return f"DenseConnections(n_pre={self.n_pre}, n_post={self.n_post})"
+
+
 def out_degree(conn) -> np.ndarray:
-    """Synapses leaving each presynaptic neuron, int64 ``(n_pre,)``; a :class:`ConvConnections` stays unexpanded."""
-    if isinstance(conn, ConvConnections):
+    """Synapses leaving each presynaptic neuron, int64 ``(n_pre,)``; lazy connections stay unexpanded."""
+    if isinstance(conn, (ConvConnections, DenseConnections)):
         return conn.fanout()
     return np.bincount(np.asarray(conn.i), minlength=conn.n_pre)[:conn.n_pre].astype(np.int64)
 
@@ -1034,6 +1099,8 @@ def to_dense_matrix(conn: Connections) -> np.ndarray:
     SpecError
         If ``conn`` is not a :class:`Connections`.
     """
+    if isinstance(conn, (ConvConnections, DenseConnections)):
+        conn = conn.expanded()
     if not isinstance(conn, Connections):
         raise SpecError(f"to_dense_matrix needs a Connections, got {type(conn).__name__}.",
                         fix="Pass the result of one of the biosnn.connectivity builders.")

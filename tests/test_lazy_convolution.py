@@ -58,6 +58,45 @@ def test_scaled_connect_keeps_the_kernel_without_lists():
     np.testing.assert_array_equal(values.data, 0.5 * full.weights)
 
 
+def test_dense_layer_is_all_to_all_weights_without_lists():
+    """A Linear layer: the matrix only (no i/j lists), an AllToAll spec in the synapse order of the lists."""
+    w = np.random.default_rng(2).normal(size=(3, 5))
+    lazy, full = cx.dense(w, lazy=True), cx.dense(w)
+    assert len(lazy) == len(full.i) == 15 and lazy.n_pre == 5 and lazy.n_post == 3
+    np.testing.assert_array_equal(cx.out_degree(lazy), cx.out_degree(full))
+    np.testing.assert_array_equal(lazy.pre_indptr(), full.pre_indptr())
+    layer = SimpleNamespace(op="linear", weight=w, params={})
+    connect, values = scaled_connect(layer, lazy, -0.5, shaped=False)
+    assert isinstance(connect, m.AllToAll) and lazy._expanded is None
+    np.testing.assert_array_equal(values.data, -0.5 * full.weights)
+    spec = m.NetworkSpec("fc", populations=[m.Population("a", 5, m.NeuronModel("v : 1")),
+                                            m.Population("b", 3, m.NeuronModel("v : 1"))],
+                         projections=[m.Projection("ab", "a", "b", m.SynapseModel("w : 1", on_pre="v_post += w"),
+                                                   connect, weights=values)], duration="1*ms")
+    got = expand_projection(spec, spec.projections[0])  # the order the weights are given in
+    np.testing.assert_array_equal(got.i, full.i)
+    np.testing.assert_array_equal(got.j, full.j)
+    for name in ("i", "j", "weights", "kernel_index"):  # read: the lists are made
+        np.testing.assert_array_equal(getattr(lazy, name), getattr(full, name), err_msg=name)
+    np.testing.assert_array_equal(cx.to_dense_matrix(lazy), w)
+
+
+def test_read_only_weights_are_shared_not_copied():
+    """A layer's read-only weight is the spec's kernel at scale 1 (one copy of a VGG's weights, not three)."""
+    kernel = np.random.default_rng(3).normal(size=(2, 1, 3, 3))
+    kernel.setflags(write=False)
+    layer = SimpleNamespace(op="conv2d", weight=kernel, params={"stride": (1, 1), "padding": (1, 1),
+                                                                "dilation": (1, 1), "groups": 1})
+    lazy = cx.conv2d(kernel, (1, 4, 4), padding=1, lazy=True)
+    assert scaled_connect(layer, lazy, 1.0, shaped=True)[0].kernel.data is kernel
+    scaled = scaled_connect(layer, lazy, 2.0, shaped=True)[0].kernel.data
+    assert not np.shares_memory(scaled, kernel) and np.array_equal(scaled, 2.0 * kernel)
+    writable = np.ones(3)
+    value = ArrayValue(writable)
+    writable[0] = 5.0  # a writable array is copied: the value does not change
+    assert value.data.tolist() == [1.0, 1.0, 1.0] and not value.data.flags.writeable
+
+
 def _conv_spec(target_size):
     neuron = m.NeuronModel("v : 1")
     kernel = ArrayValue(np.ones((4, 1, 3, 3)))

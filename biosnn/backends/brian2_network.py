@@ -209,9 +209,11 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: 
         statements = static_statements(spec, proj) if static and plain else None
         if statements is not None and not isinstance(proj.weights, str):
             kernel = proj.weights is None and isinstance(proj.connect, m.Conv2D)
-            # a shared convolution kernel needs only the geometry: no synapse lists
-            conn = None if kernel else expand_projection(spec, proj)
-            net_objects.append(_static_projection(objs, spec, proj, conn, statements, clock))
+            dense = isinstance(proj.connect, m.AllToAll) and isinstance(proj.weights, ArrayValue) and (
+                proj.source != proj.target or proj.connect.allow_autapses)
+            # a shared convolution kernel needs only the geometry, all-to-all only the sizes: no synapse lists
+            conn = None if kernel or dense else expand_projection(spec, proj)
+            net_objects.append(_static_projection(objs, spec, proj, conn, statements, clock, dense))
             continue
         condition = proj.connect if isinstance(proj.connect, m.Condition) else \
             m.Condition("True") if onto else None  # onto synapses: all_to_all, drawn by Brian2
@@ -282,8 +284,10 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: 
     return objs
 
 
-def _static_projection(objs: Brian2Objects, spec: m.NetworkSpec, proj: m.Projection, conn, statements, clock):
-    """A static projection on biosnn's template (weights per synapse, or the shared conv kernel: ``conn`` None)."""
+def _static_projection(objs: Brian2Objects, spec: m.NetworkSpec, proj: m.Projection, conn, statements, clock,
+                       dense: bool = False):
+    """A static projection on biosnn's template (weights per synapse, or the shared conv kernel: ``conn`` None;
+    all-to-all with per-synapse weights: ``dense``, ``conn`` None)."""
     from biosnn.backends.brian2_static import ConvGeometry, make_static_projection
     from biosnn.spec.expand import convolution_of
     kernel = conn is None
@@ -301,7 +305,8 @@ def _static_projection(objs: Brian2Objects, spec: m.NetworkSpec, proj: m.Project
     with brian2_errors(f"create projection '{proj.name}'"):
         obj = make_static_projection(objs.groups[proj.source], objs.groups[proj.target], conn, statements,
                                      name=proj.name, clock=clock, when=when, order=order,
-                                     kernel_size=proj.connect.kernel.data.size if kernel else None, conv=conv)
+                                     kernel_size=proj.connect.kernel.data.size if kernel else None, conv=conv,
+                                     dense=dense)
     if "w" in obj.variables:
         # the spec's own arrays (no copy): a VGG's kernels are tens of MB
         if kernel:
@@ -313,7 +318,7 @@ def _static_projection(objs: Brian2Objects, spec: m.NetworkSpec, proj: m.Project
             value = ArrayValue(np.asarray(conn.weights), _unit_name(unit))
         with brian2_errors(f"set weights of {proj.name}"):
             obj.set_weights(value.data, value.unit)
-    objs.n_synapses[proj.name] = conv.n_synapses() if kernel else len(conn.i)
+    objs.n_synapses[proj.name] = conv.n_synapses() if kernel else len(obj) if dense else len(conn.i)
     objs.synapses[proj.name] = obj
     return obj
 

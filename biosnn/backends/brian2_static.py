@@ -263,7 +263,7 @@ class ConvGeometry:
 
 
 def make_static_projection(source, target, conn, statements, *, name: str, clock, when: str, order: int,
-                           kernel_size: int | None = None, conv: ConvGeometry | None = None):
+                           kernel_size: int | None = None, conv: ConvGeometry | None = None, dense: bool = False):
     """A Brian2 object propagating a static projection (see the module docstring).
 
     Parameters
@@ -272,7 +272,7 @@ def make_static_projection(source, target, conn, statements, *, name: str, clock
         Pre- and post-synaptic groups (the source needs a spike space).
     conn : biosnn.connectivity.Connections or None
         Synapses, sorted by ``(i, j)``; ``None`` with ``conv`` (the geometry
-        gives everything).
+        gives everything) or ``dense``.
     statements : sequence of StaticStatement
     name : str
         Brian2 name (the projection's name: overrides and final values use it).
@@ -285,6 +285,9 @@ def make_static_projection(source, target, conn, statements, *, name: str, clock
         With ``kernel_size``: the convolution whose synapses the propagation
         loop computes (``templates/biosnn_static_conv.cpp``) instead of
         storing a target per synapse.
+    dense : bool
+        All-to-all (every source to every target, weights in row-major
+        ``(i, j)`` order): no synapse lists needed.
 
     Returns
     -------
@@ -293,7 +296,7 @@ def make_static_projection(source, target, conn, statements, *, name: str, clock
     """
     if (conv is None) != (kernel_size is None):
         raise ValueError("a shared kernel (kernel_size) goes with a convolution's geometry (conv)")
-    return _classes()[1](source, target, conn, statements, name, clock, when, order, kernel_size, conv)
+    return _classes()[1](source, target, conn, statements, name, clock, when, order, kernel_size, conv, dense)
 
 
 def is_dense(conn, n_pre: int, n_post: int) -> bool:
@@ -322,16 +325,16 @@ def _classes():
     class StaticProjection(Group):
         add_to_magic_network = False
 
-        def __init__(self, source, target, conn, statements, name, clock, when, order, kernel_size, conv):
+        def __init__(self, source, target, conn, statements, name, clock, when, order, kernel_size, conv, dense):
             Group.__init__(self, clock=clock, when=when, order=order, name=name)
             self._cuda = _on_cuda()
-            n_syn = conv.n_synapses() if conv is not None else len(conn.i)
+            n_syn = conv.n_synapses() if conv is not None else len(source) * len(target) if dense else len(conn.i)
             self.variables = Variables(self)
             self.variables.add_constant("N", n_syn)
             self.files = {}
             self.variables.add_reference("_source_spikespace", source, "_spikespace")
             needed = ["_source_spikespace", "N"]
-            dense = conv is None and is_dense(conn, len(source), len(target))
+            dense = dense or (conv is None and is_dense(conn, len(source), len(target)))
             if conv is None and not dense:
                 i = np.asarray(conn.i, dtype=np.int64)
                 rowptr = np.zeros(len(source) + 1, dtype=np.int32)

@@ -102,7 +102,10 @@ def scaled_connect(layer, conns, scale: float, shaped: bool) -> tuple[object, Ar
     (dilation 1, numeric padding, shaped populations) becomes a
     :class:`~biosnn.spec.Conv2D` of the kernel times ``scale`` -- taps that
     make no synapse set to 0, as :func:`shared_kernel` leaves them -- without
-    making the per-synapse lists.
+    making the per-synapse lists; a fully connected layer given as
+    :class:`~biosnn.connectivity.DenseConnections` becomes an
+    :class:`~biosnn.spec.AllToAll` with its weights (``W.T`` flattened: the
+    synapse order of :func:`~biosnn.connectivity.dense`) times ``scale``.
 
     >>> kern = np.arange(4.0).reshape(1, 1, 2, 2)
     >>> from types import SimpleNamespace
@@ -122,5 +125,8 @@ def scaled_connect(layer, conns, scale: float, shaped: bool) -> tuple[object, Ar
         if not used.all():
             kernel = np.where(used[None, None], kernel, 0.0)
         return m.Conv2D(ArrayValue(kernel), stride=p["stride"], padding=p["padding"], groups=p["groups"]), None
+    if isinstance(conns, cx.DenseConnections):
+        # all-to-all: the weights in synapse order, no index lists (a VGG-16's first FC layer has 103 M synapses)
+        return m.AllToAll(), ArrayValue(conns.pre_major_weights(scale))
     weights = np.ones(len(conns.i)) if conns.weights is None else np.asarray(conns.weights, dtype=np.float64) * scale
     return weighted_connect(layer, conns, weights, shaped)

@@ -52,10 +52,11 @@ def layer_connections(layer) -> cx.Connections:
     """Synapses of one synaptic layer (linear, conv2d, avgpool2d, maxpool2d) with its weights.
 
     A convolution's are a :class:`~biosnn.connectivity.ConvConnections` (kernel
-    and geometry; the synapse lists are made only if read)."""
+    and geometry), a linear layer's a :class:`~biosnn.connectivity.DenseConnections`
+    (its matrix); their synapse lists are made only if read."""
     p = layer.params
     if layer.op == "linear":
-        return cx.dense(layer.weight)
+        return cx.dense(layer.weight, lazy=True)
     if layer.op == "conv2d":
         return cx.conv2d(layer.weight, layer.in_shape, stride=p["stride"], padding=p["padding"],
                          dilation=p["dilation"], groups=p["groups"], lazy=True)
