@@ -290,7 +290,7 @@ def _static_projection(objs: Brian2Objects, spec: m.NetworkSpec, proj: m.Project
     all-to-all with per-synapse weights: ``dense``, ``conn`` None)."""
     from biosnn.backends.brian2_static import ConvGeometry, make_static_projection
     from biosnn.spec.expand import convolution_of
-    kernel = conn is None
+    kernel = conn is None and not dense
     when, order = ("groups", 10 * proj.order + 5) if proj.order is not None else ("synapses", 0)
     conv = None
     if kernel:
