@@ -784,7 +784,17 @@ def _taps(n_in: int, n_out: int, k: int, stride: int, pad: int, dilation: int) -
     return out
 
 
-class ConvConnections:
+class _LazyLists:
+    """``i``, ``j``, ``weights`` and ``kernel_index`` of :meth:`expanded` (made when first read)."""
+
+    i = property(lambda self: self.expanded().i, doc="Presynaptic indices (expands).")
+    j = property(lambda self: self.expanded().j, doc="Postsynaptic indices (expands).")
+    weights = property(lambda self: self.expanded().weights, doc="Per-synapse weights (expands).")
+    kernel_index = property(lambda self: self.expanded().kernel_index,
+                            doc="Kernel (matrix) entry per synapse (expands).")
+
+
+class ConvConnections(_LazyLists):
     """The synapses of a 2-D convolution as its kernel and geometry (:func:`conv2d` with ``lazy=True``).
 
     Sizes, shapes, the number of synapses and the fan-out of every input
@@ -847,11 +857,6 @@ class ConvConnections:
                                          pre_shape=self.pre_shape, post_shape=self.post_shape)
         return self._expanded
 
-    i = property(lambda self: self.expanded().i, doc="Presynaptic indices (expands).")
-    j = property(lambda self: self.expanded().j, doc="Postsynaptic indices (expands).")
-    weights = property(lambda self: self.expanded().weights, doc="Per-synapse weights (expands).")
-    kernel_index = property(lambda self: self.expanded().kernel_index, doc="Kernel entry per synapse (expands).")
-
     def pre_indptr(self) -> np.ndarray:
         """CSR offsets of each presynaptic neuron's targets (see :meth:`Connections.pre_indptr`)."""
         indptr = np.zeros(self.n_pre + 1, dtype=np.int64)
@@ -863,7 +868,7 @@ class ConvConnections:
                 f"pre_shape={self.pre_shape}, post_shape={self.post_shape})")
 
 
-class DenseConnections:
+class DenseConnections(_LazyLists):
     """All-to-all synapses of a fully connected layer as its weight matrix (:func:`dense` with ``lazy=True``).
 
     Memory grows with the matrix, not with index lists: ``i``, ``j``,
@@ -908,11 +913,6 @@ class DenseConnections:
         if self._expanded is None:
             self._expanded = dense(self.weight_matrix)
         return self._expanded
-
-    i = property(lambda self: self.expanded().i, doc="Presynaptic indices (expands).")
-    j = property(lambda self: self.expanded().j, doc="Postsynaptic indices (expands).")
-    weights = property(lambda self: self.expanded().weights, doc="Per-synapse weights (expands).")
-    kernel_index = property(lambda self: self.expanded().kernel_index, doc="Matrix entry per synapse (expands).")
 
     def pre_indptr(self) -> np.ndarray:
         """CSR offsets of each presynaptic neuron's targets (see :meth:`Connections.pre_indptr`)."""
