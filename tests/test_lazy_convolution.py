@@ -112,3 +112,15 @@ def test_projection_size_counts_a_convolution_from_its_geometry():
     assert projection_size(spec, proj) == len(expand_projection(spec, proj).i) == 4 * 16 * 9
     with pytest.raises(SpecError, match="the convolution gives .* neurons but target 'b' has 50"):
         _conv_spec(50)
+
+
+def test_memory_budget_counts_a_kernel_and_checks_the_lists_when_made():
+    """A convolution's spec costs its kernel; a backend that makes the synapse lists is refused above the limit."""
+    from biosnn.spec.budget import check_spec_size, memory_limit
+    spec = _conv_spec(4 * 4 * 4)
+    proj = spec.projections[0]
+    with memory_limit(15000):  # bytes: the neurons (12 kB) and the 36-entry kernel fit, 576 synapses (18 kB) not
+        assert check_spec_size(spec)["synapses"] >= 576
+        with pytest.raises(SpecError, match=r"the synapse lists of convolution 'ab' \(576 synapses\) needs about"):
+            expand_projection(spec, proj)
+        assert projection_size(spec, proj) == 576  # counted without the lists

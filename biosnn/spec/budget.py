@@ -175,7 +175,12 @@ def check_spec_size(spec, duration_s: float | None = None) -> dict:
         n = synapse_count(spec, proj) or 0
         synapses += n
         n_vars = 2 + len(proj.initial) + _n_lines(spec, proj.model, spec.synapse_models)
-        total += n * (BYTES_PER_SYNAPSE + 8 * n_vars)
+        if isinstance(proj.connect, m.Conv2D) and proj.weights is None and not proj.initial and proj.delay is None:
+            # a shared kernel: static-projection backends store the kernel only; backends that make the
+            # synapse lists check their size when they make them (biosnn.spec.expand.expand_projection)
+            total += proj.connect.kernel.data.size * 8
+        else:
+            total += n * (BYTES_PER_SYNAPSE + 8 * n_vars)
         check_bytes(total, f"the network up to projection '{proj.name}' (about {n} synapses in it)",
                     f"projections.{proj.name}.connect")
     if duration_s is None:

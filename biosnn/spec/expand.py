@@ -81,10 +81,16 @@ def convolution_of(spec, proj) -> tuple[int, cx.ConvConnections]:
 
 
 def projection_size(spec, proj) -> int:
-    """The number of synapses of a projection; a convolution's from its geometry (no synapse lists)."""
+    """The number of synapses of a projection; a convolution's from its geometry, an all-to-all one
+    from the sizes (no synapse lists)."""
     if isinstance(proj.connect, Conv2D):
         replicas, one = convolution_of(spec, proj)
         return replicas * len(one)
+    if isinstance(proj.connect, AllToAll):  # counted, not expanded
+        from biosnn.spec.budget import synapse_count
+        n = synapse_count(spec, proj, exact=True)
+        if n is not None:
+            return n
     return len(expand_projection(spec, proj).i)
 
 
@@ -131,6 +137,9 @@ def expand_projection(spec, proj) -> cx.Connections:
             conn = cx.explicit(np.asarray(c.i.data), np.asarray(c.j.data), n_pre, n_post)
         elif isinstance(c, Conv2D):
             replicas, one = _convolution(src, tgt, c, f)
+            from biosnn.spec.budget import BYTES_PER_SYNAPSE, check_bytes
+            check_bytes(replicas * len(one) * BYTES_PER_SYNAPSE,
+                        f"the synapse lists of convolution '{proj.name}' ({replicas * len(one)} synapses)", f)
             conn = cx.replicated(one.expanded(), replicas)
         elif isinstance(c, Pool2D):
             replicas, in_shape = _replicas_and_shape(src, f"{f}.kernel_size", "source")
