@@ -363,3 +363,24 @@ def test_unsuffixed_names_in_synapse_code_resolve_as_in_brian2():
     assert (syn.target_var, syn.rhs, syn.sign) == ("v", "0.5*mV + ge_post*0", -1.0)
     with pytest.raises(BackendError, match=r"on_pre must send a value with 'x_post \+= expr'"):
         plan(m.SynapseModel("w : volt\nge : volt", on_pre="ge += w"))  # a synaptic ge (Brian2 refuses it) stays
+
+
+def test_weights_of_two_projections_nest_cannot_tell_apart_are_refused_not_mixed():
+    """Two projections with one NEST synapse model between the same populations: NEST's connections
+    carry no projection name (the weights came back mixed: 'a.w' read [20, 7, 30] mV for [20, 30] mV)."""
+    spec = m.NetworkSpec(
+        name="twins", dt="0.1*ms", duration="20*ms",
+        populations=[m.Population("exc", 2, "lif", initial={"v": "-65*mV"})],
+        inputs=[m.SpikeTimesInput("stim", 2, indices=A(np.array([0, 1])), times=A([5.0, 6.0], "ms"))],
+        projections=[m.Projection("a", "stim", "exc", "delta_voltage", connect=_explicit([0, 1], [0, 1]),
+                                  weights=A([20.0, 30.0], "mV")),
+                     m.Projection("b", "stim", "exc", "delta_voltage", connect=_explicit([0], [1]),
+                                  weights=A([7.0], "mV"))],
+        monitors=[m.SpikeMonitor("exc")])
+    ref = get_backend("runtime").build(spec).run(progress=False, final_state=["a.w"])
+    np.testing.assert_allclose(ref.final["a.w"].values, [20e-3, 30e-3])
+    sim = get_backend("nest").build(spec)
+    with pytest.raises(BackendError, match=r"cannot tell projection 'a' from \['b'\].*merge them"):
+        sim.run(progress=False, final_state=["a.w"])
+    rec = sim.run(progress=False)  # spikes are not affected
+    _assert_same_spikes(ref, rec, "exc")

@@ -545,6 +545,15 @@ class NestSimulation:
 
     def _read_weights(self, nest, spec, proj, built) -> FinalState:
         syn = self.synapses[proj.name]
+        twins = [q.name for q in spec.projections if q.name != proj.name and q.source == proj.source
+                 and q.target == proj.target and q.name in self.synapses
+                 and self.synapses[q.name].nest_model == syn.nest_model]
+        if twins:  # NEST's connections carry no projection name: the weights would come back mixed
+            raise BackendError(
+                f"final_state entry '{proj.name}.{proj.weight_var}': NEST cannot tell projection "
+                f"'{proj.name}' from {twins} (same synapse model {syn.nest_model} between the same "
+                "populations, or subgroups of them), so their weights cannot be read back apart; "
+                "merge them into one projection, or read them on a Brian2 backend")
         plan = self.plans[proj.target]
         src, tgt = built.nodes[proj.source], built.nodes[proj.target]
         relayed = built.plastic_pre.get(proj.name)
