@@ -341,6 +341,17 @@ def _sort_order(i: np.ndarray, j: np.ndarray, n_post: int) -> np.ndarray | None:
     return order
 
 
+def synapse_order(i: np.ndarray, j: np.ndarray) -> np.ndarray | None:
+    """The stable permutation that sorts synapse lists by ``(i, j)``, as :class:`Connections` stores them.
+
+    Returns None if the lists are already sorted (or hold negative indices, which validation refuses).
+    """
+    i, j = np.asarray(i), np.asarray(j)
+    if j.size == 0 or min(i.min(), j.min()) < 0:
+        return None
+    return _sort_order(i, j, int(j.max()) + 1)
+
+
 def _empty(n_pre: int, n_post: int, *, weights: bool, **extra: Any) -> Connections:
     z = np.zeros(0, dtype=np.int64)
     return Connections(z, z, np.zeros(0) if weights else None, extra.pop("kernel_index", None),

@@ -20,6 +20,7 @@ from typing import Mapping, Union
 
 import numpy as np
 
+from biosnn.connectivity import synapse_order
 from biosnn.errors import SpecError
 from biosnn.spec.values import (ArrayValue, Value, as_expression, as_value,
                                 frozen_mapping, parse_quantity)
@@ -819,8 +820,8 @@ def _sort_explicit_synapses(proj: "Projection") -> None:
     if not isinstance(c, Explicit) or c.i.data.size < 2:
         return
     i, j = np.asarray(c.i.data), np.asarray(c.j.data)
-    order = np.lexsort((j, i))
-    if np.all(order[1:] > order[:-1]):
+    order = synapse_order(i, j)  # the order every backend numbers the synapses in
+    if order is None:
         return
     n = i.size
 
