@@ -66,6 +66,11 @@ def _rebuild(path: Path, **kwargs: Any) -> Recording:
 # npz
 
 
+def _numbered(nested):
+    """``(k, population, variable, item)`` over a population -> variable -> item mapping, ``k`` from 0."""
+    return enumerate((pop, var, item) for pop, variables in nested.items() for var, item in variables.items())
+
+
 def save_npz(rec: Recording, path: str | Path) -> Path:
     """Write a recording as a compressed numpy archive (lossless).
 
@@ -100,27 +105,21 @@ def save_npz(rec: Recording, path: str | Path) -> Path:
         header["spikes"].append({"population": name, "size": st.size, "key": f"spikes_{k}"})
         arrays[f"spikes_{k}_times"] = st.times
         arrays[f"spikes_{k}_indices"] = st.indices
-    k = 0
-    for pop, variables in rec.states.items():
-        for var, trace in variables.items():
-            header["states"].append({"population": pop, "variable": var, "unit": trace.unit,
-                                     "key": f"states_{k}"})
-            arrays[f"states_{k}_times"] = trace.times
-            arrays[f"states_{k}_values"] = trace.values
-            arrays[f"states_{k}_indices"] = trace.indices
-            k += 1
+    for k, (pop, var, trace) in _numbered(rec.states):
+        header["states"].append({"population": pop, "variable": var, "unit": trace.unit,
+                                 "key": f"states_{k}"})
+        arrays[f"states_{k}_times"] = trace.times
+        arrays[f"states_{k}_values"] = trace.values
+        arrays[f"states_{k}_indices"] = trace.indices
     header["final"] = []
     for k, (key, fs) in enumerate(rec.final.items()):
         header["final"].append({"name": key, "unit": fs.unit, "key": f"final_{k}"})
         arrays[f"final_{k}"] = fs.values
     header["spike_values"] = []
-    k = 0
-    for pop, variables in rec.spike_values.items():
-        for var, sv in variables.items():
-            header["spike_values"].append({"population": pop, "variable": var, "unit": sv.unit,
-                                           "key": f"spike_values_{k}"})
-            arrays[f"spike_values_{k}"] = sv.values
-            k += 1
+    for k, (pop, var, sv) in _numbered(rec.spike_values):
+        header["spike_values"].append({"population": pop, "variable": var, "unit": sv.unit,
+                                       "key": f"spike_values_{k}"})
+        arrays[f"spike_values_{k}"] = sv.values
     header["rates"] = []
     for k, (pop, trace) in enumerate(rec.rates.items()):
         header["rates"].append({"population": pop, "key": f"rates_{k}"})
