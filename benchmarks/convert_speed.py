@@ -9,16 +9,23 @@ What it does, in one process, per network of ``--networks``:
 
 1. The ANN, trained briefly on MNIST (``--train-samples`` images, ``--epochs``; cached in
    ``benchmarks/.cache``).  The 32x32 networks see MNIST padded by 2 pixels (1 channel).
-2. For every coding of ``--codings`` (rate at T = 32; tsc at T = 32): ``biosnn.convert``
-   (calibration ``--calib`` training images), then a warm-up ``snn.run`` of one batch on
-   ``cpp_standalone`` into a fresh build directory (its build time = code generation + compile),
-   then the timed ``snn.run`` of the network's test images with ``workers`` = every core
-   (batches of ``ceil(images / cores)`` windows, at most 256, one process of the compiled binary
-   per batch), then a second network of the same shape (other weights) built: its build time
-   (code generation, no compilation when the cache keys on structure).
+2. For every coding of ``--codings`` (:data:`CODINGS`: rate at T = 32, tsc at T = 32, tpc with 6
+   bits, tdsnn with L = 5; tpc and tdsnn through ``biosnn.prepare`` without fine-tuning, tpc's
+   quantisers calibrated on the calibration images): ``biosnn.convert`` (calibration ``--calib``
+   training images), then a warm-up ``snn.run`` of one batch on ``cpp_standalone`` into a fresh
+   build directory (its build time = code generation + compile), then the timed ``snn.run`` of the
+   network's test images with ``workers`` = every core (batches of ``ceil(images / cores)``
+   windows, at most 256, one process of the compiled binary per batch; the run reuses the
+   warm-up's build, as a second ``snn.run`` with the same batch layout does), then a second network
+   of the same shape (other weights) built: its build time (code generation, no compilation when
+   the cache keys on structure).  A coding that refuses a network (TDSNN: residual networks) gives
+   a row saying why.
 3. SpikingJelly ann2snn (rate, 99.9 % percentile) on the same ANN and images, torch threads =
    the same cores, for every T of ``--sj-T`` (batch 100).  The ratio is to SpikingJelly's fastest
    T whose accuracy reaches biosnn's (within 0.1 percentage points), "below" when none does.
+   The summary "best coding at SpikingJelly's best accuracy" (:func:`best_codings`) takes, per
+   network, SpikingJelly's fastest T at its highest accuracy and biosnn's fastest coding reaching
+   that accuracy (within 0.1 points), from the rows of the table.
 4. Peak memory: the resident memory of this process plus its children (the binaries),
    sampled every 0.1 s during conversion, build and run (a baseline of the imports included).
 """
@@ -49,11 +56,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import biosnn  # noqa: E402
 from biosnn.backends.parallel import available_cores  # noqa: E402
 from biosnn.datasets import load_mnist, train_classifier  # noqa: E402
+from biosnn.errors import ConversionError  # noqa: E402
 from convert_mnist_rate import CACHE, ann_predictions, spikingjelly_throughput  # noqa: E402
 import report  # noqa: E402  (benchmarks/report.py)
 
 #: coding -> conversion parameters
-CODINGS = {"rate": {"T": 32, "normalization": "percentile"}, "tsc": {"T": 32}}
+CODINGS = {"rate": {"T": 32, "normalization": "percentile"}, "tsc": {"T": 32}, "tpc": {"bits": 6},
+           "tdsnn": {"L": 5.0}}
+#: coding -> the parameters that go to ``biosnn.prepare`` (the rest go to ``biosnn.convert``)
+PREPARE = {"tpc": ("bits",), "tdsnn": ("L",)}
 
 def command() -> str:
     """This run's command line (environment variables that matter included)."""
@@ -81,6 +92,55 @@ def sj_at_accuracy(sj_rows, acc, tolerance=0.001):
     reach = [r for r in ok if r["acc"] >= acc - tolerance]
     return max(reach, key=lambda r: r["ips"]) if reach else max(ok, key=lambda r: (r["acc"], r["ips"]))
 
+
+
+def best_codings(rows, sj_rows, tolerance=0.001):
+    """Per network: biosnn's fastest coding reaching SpikingJelly's best accuracy, against that SpikingJelly run.
+
+    SpikingJelly's reference is its fastest T among those with its highest accuracy; a coding
+    reaches it when its accuracy is at least that minus ``tolerance``.  Networks without a
+    SpikingJelly result are left out; when no coding reaches it, ``coding`` is ``None`` and
+    ``closest`` is the most accurate coding.
+
+    >>> rows = [{"network": "a", "coding": "rate", "acc": 0.90, "ips": 100.0},
+    ...         {"network": "a", "coding": "tsc", "acc": 0.95, "ips": 50.0},
+    ...         {"network": "a", "coding": "tdsnn", "error": "refused"}]
+    >>> sj = {"a": [{"T": 16, "acc": 0.95, "ips": 20.0}, {"T": 32, "acc": 0.95, "ips": 10.0},
+    ...             {"T": 8, "acc": 0.80, "ips": 40.0}]}
+    >>> best = best_codings(rows, sj)["a"]
+    >>> best["coding"], best["sj"]["T"], best["ratio"]
+    ('tsc', 16, 2.5)
+    >>> best_codings(rows, {"a": [{"T": 32, "acc": 0.99, "ips": 10.0}]})["a"]["closest"]["coding"]
+    'tsc'
+    """
+    out = {}
+    for name, srows in sj_rows.items():
+        ok = [s for s in srows if "ips" in s]
+        mine = [r for r in rows if r["network"] == name and "error" not in r]
+        if not ok or not mine:
+            continue
+        top = max(s["acc"] for s in ok)
+        sj = max((s for s in ok if s["acc"] == top), key=lambda s: s["ips"])
+        reach = [r for r in mine if r["acc"] >= top - tolerance]
+        if reach:
+            best = max(reach, key=lambda r: r["ips"])
+            out[name] = {"coding": best["coding"], "row": best, "sj": sj, "ratio": best["ips"] / sj["ips"]}
+        else:
+            out[name] = {"coding": None, "closest": max(mine, key=lambda r: (r["acc"], r["ips"])), "sj": sj,
+                         "ratio": None}
+    return out
+
+
+def convert_coding(model, coding, calibration, input_shape):
+    """``biosnn.convert`` with :data:`CODINGS`' parameters (TPC and TDSNN through ``biosnn.prepare`` first)."""
+    params = dict(CODINGS[coding])
+    prep = {k: params.pop(k) for k in PREPARE.get(coding, ())}
+    if prep:
+        model = biosnn.prepare(model, coding, **prep).eval()
+        if coding == "tpc":
+            from biosnn.codings import tpc
+            tpc.calibrate(model, torch.as_tensor(calibration))
+    return biosnn.convert(model, coding, calibration=calibration, input_shape=input_shape, **params)
 
 
 # --------------------------------------------------------------------------- networks
@@ -277,13 +337,11 @@ def run_biosnn(name, coding, model, data, args, cores):
     kw = dict(backend="cpp_standalone", batch_size=batch, cache_dir=cache_dir, progress=False)
     with PeakMemory() as mem:
         t0 = time.perf_counter()
-        snn = biosnn.convert(model, coding, calibration=images(x_train[:args.calib], side),
-                             input_shape=(1, side, side), **CODINGS[coding])
+        snn = convert_coding(model, coding, images(x_train[:args.calib], side), (1, side, side))
         convert_s = time.perf_counter() - t0
         warm = snn.run(xt[:batch], workers=1, **kw)
         res = snn.run(xt, workers=cores, **kw)
-    snn2 = biosnn.convert(other_weights(model), coding, calibration=images(x_train[:args.calib], side),
-                          input_shape=(1, side, side), **CODINGS[coding])
+    snn2 = convert_coding(other_weights(model), coding, images(x_train[:args.calib], side), (1, side, side))
     again = snn2.run(xt[:batch], workers=1, **kw)
     from biosnn.backends import get_backend
     recompiled = get_backend("cpp_standalone", cache_dir=cache_dir).build(snn2.spec_for(batch)).compiled
@@ -350,9 +408,13 @@ def main(argv=None):
             try:
                 rows.append(run_biosnn(name, coding, model, data, args, cores))
                 log(json.dumps(rows[-1]))
+            except ConversionError as exc:  # the coding does not convert this network: a result of the table
+                rows.append({"network": name, "coding": coding, "error": f"refused: {exc}"[:300]})
+                log(f"  {rows[-1]['error']}")
             except Exception as exc:  # noqa: BLE001  (a failure is reported, not hidden)
-                rows.append({"network": name, "coding": coding, "error": f"{type(exc).__name__}: {exc}"[:300]})
-                log(f"  failed: {rows[-1]['error']}")
+                rows.append({"network": name, "coding": coding,
+                             "error": f"failed: {type(exc).__name__}: {exc}"[:300]})
+                log(f"  {rows[-1]['error']}")
         _, side, n, _ = NETWORKS[name]
         n = min(n, args.max_images) if args.max_images else n
         ann_pred = ann_predictions(model, images(x_test[:n], side))
@@ -382,7 +444,8 @@ def main(argv=None):
     ladder = []
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['network']} | {r['coding']} | | | | | | | | | | | | | | | | failed: {r['error'][:160]} |")
+            lines.append(f"| {NETWORKS[r['network']][3]} | {r['coding']} | {r['error'][:200]} | | | | | | | | | | | | "
+                         "| | | |")
             continue
         best = sj_at_accuracy(sj_rows.get(r["network"], []), r["acc"])
         sj32 = next((s for s in sj_rows.get(r["network"], []) if s.get("T") == 32 and "ips" in s), None)
@@ -398,6 +461,19 @@ def main(argv=None):
             f"{r['peak_mb']:.0f} ({r['peak_children_mb']:.0f}) |")
         ladder.append({"network": r["network"], "synapses": r["synapses"], "coding": r["coding"],
                        "images_per_s": r["ips"], "sj_images_per_s": best["ips"] if best else None})
+    lines += ["", "Best coding at SpikingJelly's best accuracy (per network: SpikingJelly's fastest T at its "
+              "highest accuracy; biosnn's fastest coding reaching that accuracy within 0.1 points):", "",
+              "| network | SJ best: T, acc, images/s | biosnn best coding: acc, images/s | ratio |", "|---|---|---|---|"]
+    best = best_codings(rows, sj_rows)
+    for name, b in best.items():
+        sj = b["sj"]
+        if b["coding"] is None:
+            c = b["closest"]
+            mine = f"none reaches it (closest: {c['coding']}, {c['acc'] * 100:.1f} %, {c['ips']:.1f})"
+        else:
+            mine = f"{b['coding']}, {b['row']['acc'] * 100:.1f} %, {b['row']['ips']:.1f}"
+        lines.append(f"| {NETWORKS[name][3]} | T={sj['T']}, {sj['acc'] * 100:.1f} %, {sj['ips']:.1f} | {mine} | "
+                     + (f"{b['ratio']:.2f}x |" if b["ratio"] is not None else "n/a |"))
     lines += ["", "SpikingJelly per T (accuracy %, images/s, peak MB):", "",
               "| network | " + " | ".join(f"T={T}" for T in args.sj_T) + " |", "|---|" + "---|" * len(args.sj_T)]
     for name, srows in sj_rows.items():
@@ -409,6 +485,8 @@ def main(argv=None):
     if not args.no_record:
         report.record("convert_speed", text, command=report.command_line(), script="benchmarks/convert_speed.py",
                       data={"ladder": ladder, "rows": [report.scalars(r) for r in rows],
+                            "best_coding": {k: {"coding": b["coding"], "ratio": b["ratio"], "sj_T": b["sj"]["T"]}
+                                            for k, b in best.items()},
                             "spikingjelly": {k: [report.scalars(s) for s in v] for k, v in sj_rows.items()}},
                       load=(load_before[0], load_after[0]))
 

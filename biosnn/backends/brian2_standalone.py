@@ -61,6 +61,26 @@ __all__ = ["CppStandaloneBackend", "StandaloneSimulation", "cache_root", "struct
 GLUE_FLAGS = ("# biosnn: generated glue (array set-up, file input/output, the run's sequence) at -O1\n"
               "objects.o main.o: CXXFLAGS += -O1\n")
 
+#: Fix of Brian2's ``threshold.cpp`` (see :func:`~biosnn.backends.brian2_templates.patched_templater`): without
+#: refractoriness the neuron loop appends every index and advances the count by the condition, with no
+#: branch per neuron (a rate-coded layer's spikes are irregular, so the branch was mispredicted at
+#: every spike); the spike space holds the same events in the same order.
+BRANCHLESS_THRESHOLD = (
+    "threshold.cpp",
+    r"if\(_cond\) \{\s*\{\{_eventspace\}\}\[_count\+\+\] = _idx;\s*\{% if _uses_refractory %\}\s*"
+    r"\{\{not_refractory\}\}\[_idx\] = false;\s*\{\{lastspike\}\}\[_idx\] = \{\{t\}\};\s*\{% endif %\}\s*\}",
+    "{% if _uses_refractory %}\n"
+    "        if(_cond) {\n"
+    "            {{_eventspace}}[_count++] = _idx;\n"
+    "            {{not_refractory}}[_idx] = false;\n"
+    "            {{lastspike}}[_idx] = {{t}};\n"
+    "        }\n"
+    "        {% else %}\n"
+    "        {{_eventspace}}[_count] = _idx;\n"
+    "        _count += _cond ? 1 : 0;\n"
+    "        {% endif %}",
+    "a branch per neuron, mispredicted at irregular spikes: append every index, advance the count by the condition")
+
 _LOCK = threading.RLock()
 _ACTIVE: dict[str, "StandaloneSimulation | None"] = {}
 
@@ -200,7 +220,7 @@ class CppStandaloneBackend:
         from brian2.devices.cpp_standalone.codeobject import CPPStandaloneCodeObject
         with brian2_prefs(devices__cpp_standalone__openmp_threads=self.threads,
                           core__default_float_dtype=np.float32 if self.float32 else np.float64), \
-                templater_scope(CPPStandaloneCodeObject, SAME_TIME_FIXES), sorted_clocks():
+                templater_scope(CPPStandaloneCodeObject, SAME_TIME_FIXES + (BRANCHLESS_THRESHOLD,)), sorted_clocks():
             yield
 
     def activate_device(self):
