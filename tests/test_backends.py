@@ -116,6 +116,14 @@ def test_standalone_compiles_once_and_reruns_with_new_values(build_cache):
     # the first simulation, whose device was taken by the second build, reloads itself
     again = sim.run(progress=False)
     np.testing.assert_array_equal(again.spikes["lif"].indices, first.spikes["lif"].indices)
+    # a table of the compiled shape and unit skips re-checking the spec; in another unit it is re-checked
+    # (same currents: same spikes); a new shape is refused either way
+    zero_na = sim.run(progress=False, overrides={"ramp": np.zeros((300, 3))})
+    zero_pa = sim.run(progress=False, overrides={"ramp": ArrayValue(np.zeros((300, 3)), "pA")})
+    np.testing.assert_array_equal(zero_na.spikes["ifs"].times, zero_pa.spikes["ifs"].times)
+    assert len(zero_na.spikes["ifs"]) != len(first.spikes["ifs"])
+    with pytest.raises(BackendError, match="expects \\(300, 3\\)"):
+        sim.run(overrides={"ramp": np.zeros((10, 3))}, progress=False)
 
 
 @pytest.mark.standalone

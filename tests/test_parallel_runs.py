@@ -51,6 +51,25 @@ def test_workers_give_the_results_of_one_worker(digits, build_cache):
 
 
 @pytest.mark.standalone
+def test_a_second_run_reuses_the_build(digits, build_cache, monkeypatch):
+    """snn.run again with the same batch layout: no new build, identical results; after another network took
+    Brian2's device, the kept build reloads itself and still agrees."""
+    from biosnn.backends.brian2_standalone import StandaloneSimulation
+    x, _, xt, _ = digits
+    snn = biosnn.convert(_cnn(), "rate", calibration=x[:100], input_shape=(1, 8, 8), T=10)
+    kw = dict(backend="cpp_standalone", batch_size=4, progress=False, cache_dir=build_cache, workers=2)
+    first = snn.run(xt[:8], **kw)
+    loads, load = [], StandaloneSimulation._load
+    monkeypatch.setattr(StandaloneSimulation, "_load", lambda self: (loads.append(self), load(self))[1])
+    _same(first, snn.run(xt[:8], **kw))
+    assert loads == []
+    biosnn.convert(_cnn(seed=4), "rate", calibration=x[:100], input_shape=(1, 8, 8), T=10).run(xt[:4], **kw)
+    assert len(loads) == 1
+    _same(first, snn.run(xt[:8], **kw))
+    assert len(loads) == 2 and loads[1] is next(iter(snn._sim_cache.values()))
+
+
+@pytest.mark.standalone
 def test_same_shape_network_compiles_nothing(digits, build_cache):
     """Other weights, same architecture: the binary is reused (no file compiled again), results still exact."""
     from biosnn.backends import get_backend

@@ -65,7 +65,8 @@ class SNNResult:
     input_macs: np.ndarray = field(default=None)
     ann_macs: int = 0
     build_time_s: float = 0.0
-    """Wall time of building the network (code generation, plus compilation unless cached)."""
+    """Wall time of building the network (code generation, plus compilation unless cached; about 0 when
+    the run reused the standalone build of an earlier run, see :meth:`SNN.run`)."""
     run_time_s: float = 0.0
     """Time the simulations themselves took (for standalone backends: the compiled binary's runs)."""
     runs: int = 0
@@ -305,7 +306,9 @@ class SNN:
             is cut into such batches and the compiled binary is re-run with new
             inputs (no recompilation); a whole data set fits in one run when
             ``batch_size`` covers it.  Larger batches amortise the per-run
-            start-up; memory grows with ``batch_size * inputs``.
+            start-up; memory grows with ``batch_size * inputs``.  On the
+            standalone backends a later run with the same batch layout and
+            backend options reuses this run's build (no code generation).
         progress : bool
             A progress bar over batches.
         replicas : int, optional
