@@ -382,7 +382,7 @@ def run_sj(name, model, data, args, cores, ann_pred):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
-    ap.add_argument("--codings", nargs="+", default=["rate"], choices=list(CODINGS))
+    ap.add_argument("--codings", nargs="+", default=list(CODINGS), choices=list(CODINGS))
     ap.add_argument("--max-images", type=int, default=None, help="cap the test images of every network")
     ap.add_argument("--calib", type=int, default=200)
     ap.add_argument("--epochs", type=int, default=1)
@@ -444,8 +444,8 @@ def main(argv=None):
     ladder = []
     for r in rows:
         if "error" in r:
-            lines.append(f"| {NETWORKS[r['network']][3]} | {r['coding']} | {r['error'][:200]} | | | | | | | | | | | | "
-                         "| | | |")
+            why = r["error"].split(";")[0] if r["error"].startswith("refused") else r["error"]  # the reason, not the fix
+            lines.append(f"| {NETWORKS[r['network']][3]} | {r['coding']} | {why[:200]} | | | | | | | | | | | | | | | |")
             continue
         best = sj_at_accuracy(sj_rows.get(r["network"], []), r["acc"])
         sj32 = next((s for s in sj_rows.get(r["network"], []) if s.get("T") == 32 and "ips" in s), None)
@@ -465,6 +465,8 @@ def main(argv=None):
               "highest accuracy; biosnn's fastest coding reaching that accuracy within 0.1 points):", "",
               "| network | SJ best: T, acc, images/s | biosnn best coding: acc, images/s | ratio |", "|---|---|---|---|"]
     best = best_codings(rows, sj_rows)
+    if not best:
+        lines.append("| (no network with both a SpikingJelly result and a biosnn row) | | | |")
     for name, b in best.items():
         sj = b["sj"]
         if b["coding"] is None:
