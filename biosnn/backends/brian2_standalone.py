@@ -320,10 +320,11 @@ class StandaloneSimulation:
     def _same_table(self, key: str, value) -> ArrayValue | None:
         """The values of a timed-array override with the compiled table's shape and unit, else ``None``.
 
-        Such values cannot change whether the spec is valid (the network's
-        checks read a table's shape and unit only), so they are checked as a
-        table (:class:`~biosnn.spec.model.TimedArraySpec`) without re-checking
-        the whole spec: that took 0.15 s per batch for a converted LeNet-5.
+        Such values (numeric: :class:`~biosnn.spec.values.ArrayValue` checks
+        them) cannot change whether the spec is valid, since the network's
+        checks read a table's shape and unit only; so the whole spec is not
+        checked again (:func:`~biosnn.backends.base.apply_overrides` does,
+        0.15 s per batch for a converted LeNet-5).
         """
         old = next((t.values for t in self.spec.timed_arrays if t.name == key), None)
         if old is None:
@@ -331,9 +332,7 @@ class StandaloneSimulation:
         if old is None:
             return None
         values = _as_array_value(value, old, key)
-        if values.shape != old.shape or values.unit != old.unit:
-            return None
-        return m.TimedArraySpec(key, values, "1*ms").values
+        return values if values.shape == old.shape and values.unit == old.unit else None
 
     def _run_args(self, overrides) -> dict:
         if not overrides:
