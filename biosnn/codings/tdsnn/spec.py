@@ -125,7 +125,7 @@ def _neuron_models(W: int) -> dict[str, m.NeuronModel]:
             f"tin : 1\nfired : 1\nfanout : 1 (constant)\n{phase}",
             threshold="fired < 0.5 and phase >= tin - 0.5", reset="fired = 1",
             description="TDSNN input: fires once, at step tin of the window (tin = ceil(L ln(1 + x)))"),
-        # the step range first: Brian2 tests it once per step, so the neuron loop is skipped outside [S1, S2)
+        # the step range first: Brian2 tests it once per step, so outside [S1, S2) the per-neuron tests are skipped
         "tdsnn_lif": m.NeuronModel(
             f"v : 1\nfired : 1\nb_in : 1 (constant)\ndecay : 1 (constant)\nfanout : 1 (constant)\n{phase}",
             threshold="phase >= S1 and phase < S2 and fired < 0.5 and (v >= 0 or phase == S2 - 1)",

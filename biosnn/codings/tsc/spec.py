@@ -23,8 +23,8 @@ and the steps of its period (constants ``n_on``, ``n_int0``, ``n_int1``):
 Since ``0 <= k <= q_max``, the thresholds start with the window-local step
 range in which a population can fire at all (``n <= q_max``, ``n_on <= n <=
 n_on + q_max``): Brian2 computes that test once per step (it does not depend
-on the neuron), so the neuron loop is skipped in the other steps of the window
-(most of them: a window has a period per layer).
+on the neuron), so in the other steps of the window (most of them: a window
+has a period per layer) the per-neuron tests on ``k`` are skipped.
 
 A spike carries its kind in the presynaptic variable ``sgn`` (+1 on, -1
 off; set by the reset, which Brian2 runs before the spike is propagated):
@@ -67,7 +67,8 @@ def _models() -> tuple[dict, dict]:
             description="TSC input: value x sent as an on spike at step 0 and an off spike k = q(x T) steps later"),
         "tsc_neuron": m.NeuronModel(
             "v : 1\nI : 1\nk : 1\nsgn : 1\nvb : 1 (constant)\nfanout : 1 (constant)",
-            threshold=f"{step} >= n_on and {step} <= n_on + q_max and k > 0.5 and ({step} == n_on or {step} == n_on + k)",
+            threshold=f"{step} >= n_on and {step} <= n_on + q_max and k > 0.5 "
+                      f"and ({step} == n_on or {step} == n_on + k)",
             reset=f"sgn = 1 - 2 * int({step} > n_on)",
             description="TSC neuron: integrates its switched current, then sends k = q(v) as an on/off pair"),
         "tsc_readout": m.NeuronModel(
