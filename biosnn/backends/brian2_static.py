@@ -63,7 +63,8 @@ import numpy as np
 from biosnn.spec import model as m
 
 __all__ = ["ConvGeometry", "StaticStatement", "is_dense", "static_statements", "make_static_projection",
-           "static_memory_bytes", "write_static_files", "cuda_launch", "CUDA_MAX_THREADS"]
+           "static_memory_bytes", "write_static_files", "cuda_launch", "CUDA_MAX_THREADS", "CHANNELS_LAST_MIN_COUT",
+           "channels_last"]
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -299,6 +300,37 @@ def make_static_projection(source, target, conn, statements, *, name: str, clock
     return _classes()[1](source, target, conn, statements, name, clock, when, order, kernel_size, conv, dense)
 
 
+#: convolutions with at least this many output channels per group propagate with the channels
+#: last (``templates/biosnn_static_conv_hwc.cpp``, see :func:`channels_last`).
+CHANNELS_LAST_MIN_COUT = 8
+
+
+def channels_last(conv: ConvGeometry, statements, rendered, recurrent: bool, cuda: bool) -> bool:
+    """Whether a convolution propagates with the output channels innermost (vectorised).
+
+    ``templates/biosnn_static_conv_hwc.cpp`` handles one statement
+    ``X_post += w [* factor]`` onto a per-neuron variable ``X``, between two
+    distinct groups (``recurrent`` False: a presynaptic factor cannot be the
+    variable being written), with at least :data:`CHANNELS_LAST_MIN_COUT`
+    output channels per group, on the CPU; everything else keeps
+    ``templates/biosnn_static_conv.cpp``.
+
+    Parameters
+    ----------
+    conv : ConvGeometry
+    statements : sequence of StaticStatement
+    rendered : list of dict
+        The statements as the templates get them (``target_index``: ``"_j"``
+        per neuron, ``"0"`` for a shared variable).
+    recurrent : bool
+        Source and target are the same group.
+    cuda : bool
+        On brian2cuda (its ``.cu`` templates have one convolution layout).
+    """
+    return (not cuda and not recurrent and len(statements) == 1 and statements[0].weight
+            and rendered[0]["target_index"] == "_j" and conv.cout_g >= CHANNELS_LAST_MIN_COUT)
+
+
 def is_dense(conn, n_pre: int, n_post: int) -> bool:
     """Whether ``conn`` is every pair ``(i, j)`` once, in row-major order (all-to-all)."""
     if len(conn.i) != n_pre * n_post or n_pre * n_post == 0:
@@ -382,8 +414,13 @@ def _classes():
             # OpenMP, CSR: threads own blocks of targets (at least 256, at most 16 blocks) when rows are long
             kw["target_block"] = max(256, -(-len(target) // 16))
             kw["long_rows"] = n_syn >= 32 * max(len(source), 1)  # read by the CSR template only
-            template = ("biosnn_static_conv" if conv is not None else "biosnn_static_dense" if dense
-                        else "biosnn_static_propagate")
+            if conv is not None and channels_last(conv, statements, kw["statements"], source is target, self._cuda):
+                self.variables.add_array("_wT_made", size=1, dtype=np.int32)  # 0: transpose w at the next step
+                needed.append("_wT_made")
+                template = "biosnn_static_conv_hwc"
+            else:
+                template = ("biosnn_static_conv" if conv is not None else "biosnn_static_dense" if dense
+                            else "biosnn_static_propagate")
             self.runner = CodeRunner(self, template, code="", clock=clock, when=when,
                                      order=order, name=f"{name}_propagate", needed_variables=needed,
                                      template_kwds=kw, codeobj_class=codeobj_class(self._cuda))

@@ -1,0 +1,191 @@
+"""Convolution propagation alone on cpp_standalone: the channel-major template vs the channels-last one.
+
+Every case is a static convolution ``v_post += w`` from a Poisson source of shape ``(R, C, H, W)``
+(``--rate`` Hz per neuron, dt = 1 ms) onto non-spiking integrators of shape ``(R, O, Ho, Wo)``
+(``R`` = ``--replicas`` replicas, one kernel).  All cases are projections of one network, built
+twice per float type and thread count: with ``templates/biosnn_static_conv.cpp`` (channel-major:
+per spike, output channel, then kernel taps with a range test each) and with
+``templates/biosnn_static_conv_hwc.cpp`` (output channels innermost in a channels-last scratch
+copy, one vectorised loop per tap; :data:`biosnn.backends.brian2_static.CHANNELS_LAST_MIN_COUT`
+set to 1 so that every case takes it, depthwise included, to show where it does not pay).  The two
+builds run alternately ``--repeats`` times in one process; a case's propagation time is the least
+of its code object's times (Brian2's profiling), its synaptic events the input spikes times each
+spiking neuron's fan-out (taps inside the output, times the output channels of its group).
+Events per second per core: events / propagation time / threads (1 without OpenMP).  The two
+templates give bit-identical sums (``tests/test_static_projections.py``); the run checks it here too.
+
+Run::
+
+    nice -n 10 python benchmarks/conv_propagation.py [--threads 0 2] [--floats 64 32] [--replicas 8]
+
+Prints the table and records it through ``benchmarks/report.py`` (``--no-record``: don't).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import biosnn.backends.brian2_static as static  # noqa: E402
+from biosnn.backends import get_backend  # noqa: E402
+from biosnn.backends.brian2_standalone import profile_of  # noqa: E402
+from biosnn.spec import (ArrayValue, Conv2D, NetworkSpec, NeuronModel, PoissonInput, Population,  # noqa: E402
+                         Projection, SpikeMonitor, StateMonitor)
+from biosnn.spec.model import SynapseModel  # noqa: E402
+
+import report  # noqa: E402  (benchmarks/report.py)
+
+#: name -> (C, H, W, O, kernel side, stride, padding, groups)
+CASES = {
+    "lenet_conv1": (1, 28, 28, 6, 5, 1, 2, 1),
+    "lenet_conv2": (6, 14, 14, 16, 5, 1, 0, 1),
+    "vgg_conv": (32, 16, 16, 64, 3, 1, 1, 1),
+    "strided": (16, 16, 16, 32, 3, 2, 1, 1),
+    "grouped": (32, 16, 16, 32, 3, 1, 1, 4),
+    "depthwise": (32, 16, 16, 32, 3, 1, 1, 32),
+}
+
+
+def out_side(n, k, s, p):
+    return (n + 2 * p - k) // s + 1
+
+
+def fanout(case, R) -> np.ndarray:
+    """Synapses of every input neuron (replica-major, channel-major), from the geometry."""
+    C, H, W, O, k, s, p, g = CASES[case]
+
+    def taps(n):
+        no = out_side(n, k, s, p)
+        pos = np.arange(n)[:, None] + p - np.arange(k)[None, :]  # oy * s for each ky
+        return ((pos >= 0) & (pos % s == 0) & (pos // s < no)).sum(axis=1)
+
+    per = np.outer(taps(H), taps(W)) * (O // g)
+    return np.tile(per.ravel(), R * C)
+
+
+def spec(R, rate, duration_ms, float_label) -> NetworkSpec:
+    rng = np.random.default_rng(0)
+    pops, inputs, projs = [], [], []
+    for name, (C, H, W, O, k, s, p, g) in CASES.items():
+        Ho, Wo = out_side(H, k, s, p), out_side(W, k, s, p)
+        inputs.append(PoissonInput(f"{name}_in", R * C * H * W, f"{rate}*Hz", shape=(R, C, H, W)))
+        pops.append(Population(f"{name}_out", R * O * Ho * Wo, "acc", shape=(R, O, Ho, Wo)))
+        kernel = rng.normal(0, 1, (O, C // g, k, k))
+        projs.append(Projection(f"{name}_conv", f"{name}_in", f"{name}_out", "jump",
+                                Conv2D(ArrayValue(kernel), stride=s, padding=p, groups=g)))
+    return NetworkSpec(f"conv_bench_{float_label}", dt="1*ms", duration=f"{duration_ms}*ms", seed=1,
+                       neuron_models={"acc": NeuronModel("v : 1")},
+                       synapse_models={"jump": SynapseModel("w : 1", on_pre="v_post += w")},
+                       populations=pops, inputs=inputs, projections=projs,
+                       monitors=[SpikeMonitor(f"{c}_in") for c in CASES]
+                       + [StateMonitor(f"{c}_out", ("v",), indices=tuple(range(0, 64, 7))) for c in CASES])
+
+
+@contextlib.contextmanager
+def min_cout(value):
+    """Set the channels-last threshold for a build or run (the template is chosen when code is generated)."""
+    before = static.CHANNELS_LAST_MIN_COUT
+    static.CHANNELS_LAST_MIN_COUT = value
+    try:
+        yield
+    finally:
+        static.CHANNELS_LAST_MIN_COUT = before
+
+
+#: template -> threshold that selects it for every case
+LAYOUTS = {"channel-major": 10 ** 9, "channels-last": 1}
+
+
+def measure(s, threads, float32, repeats, cache):
+    """``{layout: {case: (seconds, events)}}``, the least of ``repeats`` alternating runs; checks equal sums."""
+    sims = {}
+    for layout, thr in LAYOUTS.items():
+        with min_cout(thr):
+            sims[layout] = get_backend("cpp_standalone", cache_dir=cache / layout, threads=threads,
+                                       float32=float32, profile=True).build(s)
+            text = (sims[layout].directory / "code_objects" / "vgg_conv_conv_propagate_codeobject.cpp").read_text()
+            assert ("_wT_made" in text) == (layout == "channels-last"), layout
+    best = {layout: {} for layout in LAYOUTS}
+    states = {}
+    for _ in range(repeats):
+        for layout, thr in LAYOUTS.items():
+            with min_cout(thr):
+                rec = sims[layout].run(progress=False)
+            prof = profile_of(rec)
+            for case in CASES:
+                t = prof[f"{case}_conv_propagate_codeobject"]
+                events = int(fanout(case, s.node(f"{case}_in").shape[0])[rec.spikes[f"{case}_in"].indices].sum())
+                old = best[layout].get(case)
+                best[layout][case] = (min(t, old[0]) if old else t, events)
+                states[(layout, case)] = rec.states[f"{case}_out"]["v"].values
+    for case in CASES:  # same input spikes, same sums
+        np.testing.assert_array_equal(states[("channel-major", case)], states[("channels-last", case)])
+    return best
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, nargs="+", default=[0, 2], help="OpenMP threads (0: none)")
+    ap.add_argument("--floats", type=int, nargs="+", default=[64, 32], choices=[64, 32])
+    ap.add_argument("--replicas", type=int, default=8)
+    ap.add_argument("--rate", type=float, default=100.0, help="input rate, Hz (dt = 1 ms)")
+    ap.add_argument("--duration-ms", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--cache", default=None, help="build directory (default: a temporary one)")
+    ap.add_argument("--no-record", action="store_true")
+    args = ap.parse_args(argv)
+    uptime_start = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    load_start = os.getloadavg()[0]
+    cache = Path(args.cache or tempfile.mkdtemp(prefix="biosnn_conv_bench_"))
+    rows = []
+    for bits in args.floats:
+        s = spec(args.replicas, args.rate, args.duration_ms, f"f{bits}")
+        for threads in args.threads:
+            best = measure(s, threads, bits == 32, args.repeats, cache)
+            for case in CASES:
+                (t_old, ev), (t_new, _) = best["channel-major"][case], best["channels-last"][case]
+                cores = max(1, threads)
+                rows.append({"case": case, "float": f"float{bits}", "threads": threads, "events": ev,
+                             "old_s": t_old, "new_s": t_new, "old_eps_core": ev / t_old / cores,
+                             "new_eps_core": ev / t_new / cores, "ratio": t_old / t_new,
+                             "cout_g": CASES[case][3] // CASES[case][7]})
+                print(rows[-1], flush=True)
+    uptime_end = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    lines = ["| case | C,H,W -> O (k, stride, pad, groups) | out channels / group | float | threads | "
+             "events | channel-major events/s/core | channels-last events/s/core | channels-last / channel-major |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        C, H, W, O, k, s, p, g = CASES[r["case"]]
+        lines.append(f"| {r['case']} | {C},{H},{W} -> {O} ({k}x{k}, {s}, {p}, {g}) | {r['cout_g']} | {r['float']} | "
+                     f"{r['threads']} | {r['events']:.3g} | {r['old_eps_core']:.3g} | {r['new_eps_core']:.3g} | "
+                     f"{r['ratio']:.2f}x |")
+    table = "\n".join(lines)
+    print(table)
+    print(f"uptime at start: {uptime_start}\nuptime at end:   {uptime_end}")
+    if args.no_record:
+        return
+    text = (f"## Convolution propagation: channel-major vs channels-last template (cpp_standalone)\n\n"
+            f"{report.cpu_model()}, {os.cpu_count()} cores · uptime at start `{uptime_start}`, at end "
+            f"`{uptime_end}` (a shared machine: the ratios are side by side in one process) · "
+            f"Poisson {args.rate:g} Hz inputs, dt = 1 ms, {args.duration_ms} steps, R = {args.replicas} replicas; "
+            f"propagation time: the code object's own (Brian2 profiling), least of {args.repeats} alternating "
+            f"runs; every case takes the channels-last template here (default: only from "
+            f"{static.CHANNELS_LAST_MIN_COUT} output channels per group); sums checked bit-identical.\n\n{table}\n")
+    report.record("conv_propagation", text, command=report.command_line(), script="benchmarks/conv_propagation.py",
+                  data={"rows": rows, "replicas": args.replicas, "rate_hz": args.rate,
+                        "uptime": [uptime_start, uptime_end]},
+                  load=(load_start, os.getloadavg()[0]))
+
+
+if __name__ == "__main__":
+    main()

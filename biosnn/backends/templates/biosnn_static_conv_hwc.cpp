@@ -1,0 +1,170 @@
+{# biosnn: propagation of a static convolution (the geometry of biosnn_static_conv.cpp) with the
+   output channels innermost, so that the additions of one kernel tap are one vectorised loop.
+   For one statement  X_post += w [* factor]  and enough output channels per group
+   (brian2_static.CHANNELS_LAST_MIN_COUT).
+   * _wT: the kernel with the output channel last, wT[((cg * kh + ky) * kw + kx) * O + o], made
+     from w at the first step of every run (a run-time value: run_args overrides of w and values
+     set between runs are read; before_run marks it stale).
+   * per replica with spikes in this step: X of that replica is copied (channel-major, CHW) into
+     a scratch buffer with the channels last (HWC), each spike adds, for each of its valid taps
+     (ky, kx) (ranges computed once per spike: no test per tap), the contiguous
+     wT[tap, group's channels] to buf[(oy * Wo + ox) * O + group's channels], and the buffer is
+     copied back.  Each target gets at most one addition per spiking input, in the order of
+     the spike space, onto its own value: the same sums as biosnn_static_conv.cpp, bit for bit.
+   * replicas: the spikes are put in order of replica first (stable: the spike-space order within
+     a replica); with OpenMP, threads own replicas (R > 1, a buffer each) or blocks of output
+     rows (R = 1, one buffer), no atomic additions.
+   USES_VARIABLES { _source_spikespace } #}
+{% extends 'common_group.cpp' %}
+{% from 'biosnn_static_macros.cpp' import conv_decode, load_factors %}
+
+{% block extra_headers %}
+#include <vector>
+{% if openmp_pragma('with_openmp') %}
+#include <omp.h>
+{% endif %}
+{% endblock %}
+
+{% block before_code %}
+{{get_array_name(variables['_wT_made'])}}[0] = 0;
+{% endblock %}
+
+{% block maincode %}
+    {% set st = statements[0] %}
+    {% set _v = get_array_name(variables[st.target]) %}
+    {% set _w = get_array_name(variables['w']) %}
+    {% set vtype = c_data_type(variables[st.target].dtype) %}
+    {% set wtype = c_data_type(variables['w'].dtype) %}
+    {% set HW = conv.Ho * conv.Wo %}
+    {% set OHW = conv.O * conv.Ho * conv.Wo %}
+    {% set threads = openmp_pragma('get_num_threads') | int %}
+    {% set by_rows = openmp_pragma('with_openmp') and conv.R == 1 %}
+    {% set by_replicas = openmp_pragma('with_openmp') and conv.R > 1 %}
+    {% set factor = (' * _factor1' if st.pre else (' * ' ~ st.const) if st.const is not none else '') %}
+    {% set G = conv.C // conv.cin_g %}
+    {% set TAPS = conv.cin_g * conv.kh * conv.kw %}
+    static std::vector<{{wtype}}> _wT;
+    static std::vector<{{vtype}}> _buf;
+    static std::vector<int32_t> _first, _next, _order;
+    if (!{{get_array_name(variables['_wT_made'])}}[0])
+    {
+        {# wT[(((g * cin_g + cg) * kh + ky) * kw + kw - 1 - kx) * cout_g + o] = w[(((g * cout_g + o) * cin_g + cg) * kh + ky) * kw + kx] #}
+        _wT.resize({{conv.O * TAPS}});
+        for (int32_t _oc = 0; _oc < {{conv.O}}; _oc++)
+            for (int32_t _t = 0; _t < {{TAPS}}; _t++)
+                _wT[((size_t)(_oc / {{conv.cout_g}}) * {{TAPS}} + _t + {{conv.kw - 1}} - 2 * (_t % {{conv.kw}}))
+                    * {{conv.cout_g}} + _oc % {{conv.cout_g}}] = {{_w}}[(size_t)_oc * {{TAPS}} + _t];
+        _buf.resize((size_t){{threads if by_replicas else 1}} * {{OHW}});
+        {{get_array_name(variables['_wT_made'])}}[0] = 1;
+    }
+    const int32_t _num_spikes = {{_source_spikespace}}[_num_source_spikespace - 1];
+    if (_num_spikes > 0)
+    {
+        {% if conv.R > 1 %}
+        {# the spikes in order of replica (counting sort, stable) #}
+        _first.assign({{conv.R + 1}}, 0);
+        _next.resize({{conv.R}});
+        _order.resize(_num_spikes);
+        for (int32_t _k = 0; _k < _num_spikes; _k++)
+            _first[{{_source_spikespace}}[_k] / {{conv.C * conv.H * conv.W}} + 1]++;
+        for (int32_t _r = 0; _r < {{conv.R}}; _r++)
+        {
+            _first[_r + 1] += _first[_r];
+            _next[_r] = _first[_r];
+        }
+        for (int32_t _k = 0; _k < _num_spikes; _k++)
+        {
+            const int32_t _i = {{_source_spikespace}}[_k];
+            _order[_next[_i / {{conv.C * conv.H * conv.W}}]++] = _i;
+        }
+        const int32_t* _spikes = _order.data();
+        {% else %}
+        const int32_t* _spikes = {{_source_spikespace}};
+        {% endif %}
+        const {{wtype}}* __restrict__ _kT = _wT.data();
+        {% if by_replicas %}
+        #pragma omp parallel for schedule(dynamic, 1)
+        {% elif by_rows %}
+        #pragma omp parallel for schedule(static)
+        {% endif %}
+        for (int32_t _unit = 0; _unit < {{conv.R if conv.R > 1 else (threads if by_rows else 1)}}; _unit++)
+        {
+            {% if conv.R > 1 %}
+            const int32_t _ur = _unit;
+            const int32_t _k0 = _first[_unit], _k1 = _first[_unit + 1];
+            if (_k0 == _k1)
+                continue;
+            {% else %}
+            const int32_t _ur = 0;
+            const int32_t _k0 = 0, _k1 = _num_spikes;
+            {% endif %}
+            {% if by_rows %}
+            const int32_t _oy0 = {{conv.Ho}} * _unit / {{threads}}, _oy1 = {{conv.Ho}} * (_unit + 1) / {{threads}};
+            {% else %}
+            const int32_t _oy0 = 0, _oy1 = {{conv.Ho}};
+            {% endif %}
+            {# buf[((g * Ho + oy) * Wo + ox) * cout_g + o]: group-major, channels of the group last #}
+            {{vtype}}* __restrict__ _bf = _buf.data() + {{('(size_t)omp_get_thread_num() * ' ~ OHW) if by_replicas else '0'}};
+            {{vtype}}* __restrict__ _vr = {{_v}} + (size_t)_ur * {{OHW}};
+            for (int32_t _oc = 0; _oc < {{conv.O}}; _oc++)  // copy in: CHW -> G HW cout_g
+            {
+                {{vtype}}* __restrict__ _to = _bf + (size_t)(_oc / {{conv.cout_g}}) * {{HW * conv.cout_g}} + _oc % {{conv.cout_g}};
+                const {{vtype}}* __restrict__ _from = _vr + (size_t)_oc * {{HW}};
+                for (int32_t _p = _oy0 * {{conv.Wo}}; _p < _oy1 * {{conv.Wo}}; _p++)
+                    _to[(size_t)_p * {{conv.cout_g}}] = _from[_p];
+            }
+            for (int32_t _k = _k0; _k < _k1; _k++)
+            {
+                const int32_t _i = _spikes[_k];
+                {{ conv_decode(conv) | indent(16) }}
+                {{ load_factors(statements, variables, get_array_name, c_data_type) | indent(16) }}
+                {# output rows oy = (y + ph - ky) / sh for 0 <= ky < kh, columns likewise #}
+                int32_t _ylo = _y + {{conv.ph - conv.kh + 1}};
+                _ylo = _ylo > 0 ? (_ylo + {{conv.sh - 1}}) / {{conv.sh}} : 0;
+                if (_ylo < _oy0)
+                    _ylo = _oy0;
+                int32_t _yhi = (_y + {{conv.ph}}) / {{conv.sh}} + 1;
+                if (_yhi > _oy1)
+                    _yhi = _oy1;
+                int32_t _xlo = _x + {{conv.pw - conv.kw + 1}};
+                _xlo = _xlo > 0 ? (_xlo + {{conv.sw - 1}}) / {{conv.sw}} : 0;
+                int32_t _xhi = (_x + {{conv.pw}}) / {{conv.sw}} + 1;
+                if (_xhi > {{conv.Wo}})
+                    _xhi = {{conv.Wo}};
+                if (_xlo >= _xhi)
+                    continue;
+                {{vtype}}* __restrict__ _bg = _bf + (size_t)_g * {{HW * conv.cout_g}};
+                const {{wtype}}* __restrict__ _kc = _kT + (size_t)(_g * {{conv.cin_g}} + _cg) * {{conv.kh * conv.kw * conv.cout_g}};
+                for (int32_t _oy = _ylo; _oy < _yhi; _oy++)
+                {
+                    const int32_t _ky = _y + {{conv.ph}} - _oy * {{conv.sh}};
+                    {% if conv.sw == 1 %}
+                    {# stride 1: the taps of a row are contiguous in both (kx flipped in wT) #}
+                    {{vtype}}* __restrict__ _d = _bg + ((size_t)_oy * {{conv.Wo}} + _xlo) * {{conv.cout_g}};
+                    const {{wtype}}* __restrict__ _s = _kc
+                        + (size_t)(_ky * {{conv.kw}} + {{conv.kw - 1 - conv.pw}} - _x + _xlo) * {{conv.cout_g}};
+                    const int32_t _n = (_xhi - _xlo) * {{conv.cout_g}};
+                    for (int32_t _t = 0; _t < _n; _t++)
+                        _d[_t] += _s[_t]{{ factor }};
+                    {% else %}
+                    for (int32_t _ox = _xlo; _ox < _xhi; _ox++)
+                    {
+                        const int32_t _kx = _x + {{conv.pw}} - _ox * {{conv.sw}};
+                        {{vtype}}* __restrict__ _d = _bg + ((size_t)_oy * {{conv.Wo}} + _ox) * {{conv.cout_g}};
+                        const {{wtype}}* __restrict__ _s = _kc + (size_t)(_ky * {{conv.kw}} + {{conv.kw - 1}} - _kx) * {{conv.cout_g}};
+                        for (int32_t _o = 0; _o < {{conv.cout_g}}; _o++)
+                            _d[_o] += _s[_o]{{ factor }};
+                    }
+                    {% endif %}
+                }
+            }
+            for (int32_t _oc = 0; _oc < {{conv.O}}; _oc++)  // copy out
+            {
+                const {{vtype}}* __restrict__ _from = _bf + (size_t)(_oc / {{conv.cout_g}}) * {{HW * conv.cout_g}} + _oc % {{conv.cout_g}};
+                {{vtype}}* __restrict__ _to = _vr + (size_t)_oc * {{HW}};
+                for (int32_t _p = _oy0 * {{conv.Wo}}; _p < _oy1 * {{conv.Wo}}; _p++)
+                    _to[_p] = _from[(size_t)_p * {{conv.cout_g}}];
+            }
+        }
+    }
+{% endblock %}
