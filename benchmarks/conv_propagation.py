@@ -6,7 +6,7 @@ Every case is a static convolution ``v_post += w`` from a Poisson source of shap
 twice per float type and thread count: with ``templates/biosnn_static_conv.cpp`` (channel-major:
 per spike, output channel, then kernel taps with a range test each) and with
 ``templates/biosnn_static_conv_hwc.cpp`` (output channels innermost in a channels-last scratch
-copy, one vectorised loop per tap; :data:`biosnn.backends.brian2_static.CHANNELS_LAST_MIN_COUT`
+copy, one vectorised loop per kernel row; :data:`biosnn.backends.brian2_static.CHANNELS_LAST_MIN_RUN`
 set to 1 so that every case takes it, depthwise included, to show where it does not pay).  The two
 builds run alternately ``--repeats`` times in one process; a case's propagation time is the least
 of its code object's times (Brian2's profiling), its synaptic events the input spikes times each
@@ -73,6 +73,13 @@ def fanout(case, R) -> np.ndarray:
     return np.tile(per.ravel(), R * C)
 
 
+def by_default(case) -> bool:
+    """Whether the default threshold takes the channels-last template for ``case``."""
+    C, H, W, O, k, s, p, g = CASES[case]
+    geo = static.ConvGeometry(C, H, W, out_side(H, k, s, p), out_side(W, k, s, p), k, k, s, s, p, p, C // g, O // g)
+    return static.channels_last(geo, [static.StaticStatement("v", True)], [{"target_index": "_j"}], False, False)
+
+
 def spec(R, rate, duration_ms, float_label) -> NetworkSpec:
     rng = np.random.default_rng(0)
     pops, inputs, projs = [], [], []
@@ -92,14 +99,14 @@ def spec(R, rate, duration_ms, float_label) -> NetworkSpec:
 
 
 @contextlib.contextmanager
-def min_cout(value):
+def min_run(value):
     """Set the channels-last threshold for a build or run (the template is chosen when code is generated)."""
-    before = static.CHANNELS_LAST_MIN_COUT
-    static.CHANNELS_LAST_MIN_COUT = value
+    before = static.CHANNELS_LAST_MIN_RUN
+    static.CHANNELS_LAST_MIN_RUN = value
     try:
         yield
     finally:
-        static.CHANNELS_LAST_MIN_COUT = before
+        static.CHANNELS_LAST_MIN_RUN = before
 
 
 #: template -> threshold that selects it for every case
@@ -110,7 +117,7 @@ def measure(s, threads, float32, repeats, cache):
     """``{layout: {case: (seconds, events)}}``, the least of ``repeats`` alternating runs; checks equal sums."""
     sims = {}
     for layout, thr in LAYOUTS.items():
-        with min_cout(thr):
+        with min_run(thr):
             sims[layout] = get_backend("cpp_standalone", cache_dir=cache / layout, threads=threads,
                                        float32=float32, profile=True).build(s)
             text = (sims[layout].directory / "code_objects" / "vgg_conv_conv_propagate_codeobject.cpp").read_text()
@@ -119,7 +126,7 @@ def measure(s, threads, float32, repeats, cache):
     states = {}
     for _ in range(repeats):
         for layout, thr in LAYOUTS.items():
-            with min_cout(thr):
+            with min_run(thr):
                 rec = sims[layout].run(progress=False)
             prof = profile_of(rec)
             for case in CASES:
@@ -158,17 +165,18 @@ def main(argv=None):
                 rows.append({"case": case, "float": f"float{bits}", "threads": threads, "events": ev,
                              "old_s": t_old, "new_s": t_new, "old_eps_core": ev / t_old / cores,
                              "new_eps_core": ev / t_new / cores, "ratio": t_old / t_new,
-                             "cout_g": CASES[case][3] // CASES[case][7]})
+                             "cout_g": CASES[case][3] // CASES[case][7], "default_channels_last": by_default(case)})
                 print(rows[-1], flush=True)
     uptime_end = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     lines = ["| case | C,H,W -> O (k, stride, pad, groups) | out channels / group | float | threads | "
-             "events | channel-major events/s/core | channels-last events/s/core | channels-last / channel-major |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "events | channel-major events/s/core | channels-last events/s/core | channels-last / channel-major | "
+             "default template |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         C, H, W, O, k, s, p, g = CASES[r["case"]]
         lines.append(f"| {r['case']} | {C},{H},{W} -> {O} ({k}x{k}, {s}, {p}, {g}) | {r['cout_g']} | {r['float']} | "
                      f"{r['threads']} | {r['events']:.3g} | {r['old_eps_core']:.3g} | {r['new_eps_core']:.3g} | "
-                     f"{r['ratio']:.2f}x |")
+                     f"{r['ratio']:.2f}x | {'channels-last' if r['default_channels_last'] else 'channel-major'} |")
     table = "\n".join(lines)
     print(table)
     print(f"uptime at start: {uptime_start}\nuptime at end:   {uptime_end}")
@@ -179,8 +187,9 @@ def main(argv=None):
             f"`{uptime_end}` (a shared machine: the ratios are side by side in one process) · "
             f"Poisson {args.rate:g} Hz inputs, dt = 1 ms, {args.duration_ms} steps, R = {args.replicas} replicas; "
             f"propagation time: the code object's own (Brian2 profiling), least of {args.repeats} alternating "
-            f"runs; every case takes the channels-last template here (default: only from "
-            f"{static.CHANNELS_LAST_MIN_COUT} output channels per group); sums checked bit-identical.\n\n{table}\n")
+            f"runs; every case takes the channels-last template here (by default only runs of at least "
+            f"{static.CHANNELS_LAST_MIN_RUN} additions per kernel row do: out channels per group x kernel width "
+            f"with stride 1, out channels per group otherwise); sums checked bit-identical.\n\n{table}\n")
     report.record("conv_propagation", text, command=report.command_line(), script="benchmarks/conv_propagation.py",
                   data={"rows": rows, "replicas": args.replicas, "rate_hz": args.rate,
                         "uptime": [uptime_start, uptime_end]},

@@ -14,7 +14,11 @@ from biosnn.spec.model import SynapseModel
 
 def spec() -> NetworkSpec:
     """Every statement form: w, w * x_pre (per neuron and shared x), a constant, x_pre alone; every layout:
-    all-to-all (dense), explicit (CSR target lists), conv kernels (plain, and strided + padded + grouped).
+    all-to-all (dense), explicit (CSR target lists), conv kernels (plain, and strided + padded + grouped)
+    channel-major (few output channels per group) and channels last (``biosnn_static_conv_hwc.cpp``:
+    ``p_f`` stride 1 + padding, ``pr_g`` two replicas + stride 2 + groups + a presynaptic factor, ``a_h``
+    a constant factor and one spike or two per step (adds in place or through the copy), ``pr_k`` two
+    replicas + stride 1).
 
     Each post-synaptic variable is written by one projection only: the order of projections within a
     schedule slot is Brian2's choice (by object name), which differs between the two implementations.
@@ -33,7 +37,9 @@ def spec() -> NetworkSpec:
             "jump": SynapseModel("w : volt", on_pre="v_post += w"),
             "current": SynapseModel("w : 1", on_pre="I_post += w * x_pre\nJ_post += s_pre * w"),
             "count": SynapseModel("", on_pre="n_post += 1\nm_post += x_pre"),
-            "stateful": SynapseModel("w : 1\nc : 1", on_pre="c += 1\nK_post += w")},
+            "stateful": SynapseModel("w : 1\nc : 1", on_pre="c += 1\nK_post += w"),
+            "scaled": SynapseModel("w : 1", on_pre="I_post += w * x_pre"),
+            "half": SynapseModel("w : volt", on_pre="v_post += w * 0.5")},
         populations=[
             Population("a", 16, "src", shape=(1, 4, 4), initial={
                 "x": ArrayValue(rng.random(16)), "r": ArrayValue(rng.uniform(100, 400, 16), "Hz")},
@@ -41,7 +47,15 @@ def spec() -> NetworkSpec:
             Population("b", 18, "acc", shape=(2, 3, 3), initial={"x": ArrayValue(rng.random(18))}),
             Population("c", 5, "acc"),
             Population("d", 16, "acc", shape=(4, 2, 2)),
-            Population("e", 600, "acc")],
+            Population("e", 600, "acc"),
+            # fast sources (20-50 % per step) for the channels-last convolutions
+            Population("p", 75, "src", shape=(3, 5, 5), initial={"r": ArrayValue(rng.uniform(2e3, 5e3, 75), "Hz")}),
+            Population("pr", 200, "src", shape=(2, 4, 5, 5), initial={
+                "x": ArrayValue(rng.random(200)), "r": ArrayValue(rng.uniform(2e3, 5e3, 200), "Hz")}),
+            Population("f", 200, "acc", shape=(8, 5, 5)),
+            Population("g", 288, "acc", shape=(2, 16, 3, 3)),
+            Population("h", 128, "acc", shape=(8, 4, 4)),
+            Population("k", 400, "acc", shape=(2, 8, 5, 5))],
         inputs=[SpikeTimesInput("drive", 16, ArrayValue(np.arange(40) % 16), ArrayValue(times, "ms"))],
         projections=[
             Projection("a_b", "a", "b", "jump", Conv2D(ArrayValue(rng.normal(1, 0.5, (2, 1, 2, 2)), "mV"))),
@@ -56,10 +70,19 @@ def spec() -> NetworkSpec:
             # long CSR rows (50 targets per source, spread over the 600): OpenMP target blocks
             Projection("b_e", "b", "e", "jump", Explicit(ArrayValue(np.repeat(np.arange(18), 50)),
                                                           ArrayValue(rng.integers(0, 600, 900))),
-                       weights=ArrayValue(rng.normal(1, 0.5, 900), "mV"))],
-        monitors=[SpikeMonitor("a"), SpikeMonitor("b"), SpikeMonitor("c"),
+                       weights=ArrayValue(rng.normal(1, 0.5, 900), "mV")),
+            Projection("p_f", "p", "f", "jump", Conv2D(ArrayValue(rng.normal(0.2, 0.5, (8, 3, 3, 3)), "mV"),
+                                                       padding=1)),
+            Projection("pr_g", "pr", "g", "scaled", Conv2D(ArrayValue(rng.normal(0, 1, (16, 2, 3, 3))), stride=2,
+                                                           padding=1, groups=2)),
+            Projection("a_h", "a", "h", "half", Conv2D(ArrayValue(rng.normal(1, 0.5, (8, 1, 3, 3)), "mV"),
+                                                       padding=1)),
+            Projection("pr_k", "pr", "k", "jump", Conv2D(ArrayValue(rng.normal(0.1, 0.5, (8, 4, 3, 3)), "mV"),
+                                                         padding=1))],
+        monitors=[SpikeMonitor("a"), SpikeMonitor("b"), SpikeMonitor("c"), SpikeMonitor("f"), SpikeMonitor("k"),
                   StateMonitor("b", ("v",)), StateMonitor("c", ("v", "I", "J", "K", "n", "m")),
-                  StateMonitor("d", ("v", "I", "J")), StateMonitor("e", ("v",))])
+                  StateMonitor("d", ("v", "I", "J")), StateMonitor("e", ("v",)), StateMonitor("f", ("v",)),
+                  StateMonitor("g", ("I",)), StateMonitor("h", ("v",)), StateMonitor("k", ("v",))])
 
 
 def test_which_projections_are_static():
@@ -87,6 +110,11 @@ def test_static_template_equals_stock_synapses_and_runtime(build_cache):
         assert ("a_c_propagate_codeobject.cpp" in generated) is static
         assert "b_c_stateful_propagate_codeobject.cpp" not in generated
         runs[static] = sim.run(progress=False, final_state=["a_b.w", "a_c.w"])
+        if static:  # output channels innermost for long enough kernel rows (cout_g * kw, cout_g with stride 2)
+            hwc = {p.name.removesuffix("_propagate_codeobject.cpp")
+                   for p in (sim.directory / "code_objects").glob("*_propagate_codeobject.cpp")
+                   if not p.name.startswith("before_run_") and "_wT_made" in p.read_text()}
+            assert hwc == {"p_f", "pr_g", "a_h", "pr_k"}
         if static:
             renamed = sorted((sim.directory / "code_objects").glob("*_codeobject_1.cpp"))
         if static:  # one copy of the targets and weights in the binary: no Brian2 static array for them
@@ -103,17 +131,20 @@ def test_static_template_equals_stock_synapses_and_runtime(build_cache):
             over = sim.run(progress=False, overrides={"a_c.w": new_w}, final_state=["a_c.w"])
             np.testing.assert_array_equal(over.final["a_c.w"].values, new_w)
     assert len(ref.spikes["c"]) > 5 and len(ref.spikes["b"]) > 5
-    for pop in ("a", "b", "c"):  # same random numbers, same order of additions: identical runs
+    for pop in ("a", "b", "c", "f", "k"):  # same random numbers, same order of additions: identical runs
         for rec in runs.values():
             np.testing.assert_array_equal(rec.spikes[pop].indices, ref.spikes[pop].indices)
             np.testing.assert_allclose(rec.spikes[pop].times, ref.spikes[pop].times, atol=1e-12)
+    channels_last = [("f", "v"), ("g", "I"), ("h", "v"), ("k", "v")]
     for pop, var in [("b", "v"), ("e", "v"), ("c", "v"), ("c", "I"), ("c", "J"), ("c", "K"), ("c", "n"), ("c", "m"),
-                     ("d", "v"), ("d", "I"),
-                     ("d", "J")]:
+                     ("d", "v"), ("d", "I"), ("d", "J")] + channels_last:
         np.testing.assert_array_equal(runs[True].states[pop][var].values, runs[False].states[pop][var].values)
         np.testing.assert_allclose(runs[True].states[pop][var].values, ref.states[pop][var].values,
                                    rtol=1e-12, atol=1e-15)
     assert np.count_nonzero(np.diff(ref.states["d"]["v"].values, axis=-1)) > 20  # the strided conv delivers
+    for pop, var in channels_last:
+        assert np.count_nonzero(np.diff(ref.states[pop][var].values, axis=-1)) > 100, pop
+    assert len(ref.spikes["f"]) > 20 and len(ref.spikes["k"]) > 20
     # the shared conv kernel is the projection's weight variable (8 entries), per-synapse weights otherwise
     assert runs[True].final["a_b.w"].values.shape == (8,) and runs[False].final["a_b.w"].values.shape == (72,)
     np.testing.assert_array_equal(runs[True].final["a_c.w"].values, runs[False].final["a_c.w"].values)
@@ -122,17 +153,20 @@ def test_static_template_equals_stock_synapses_and_runtime(build_cache):
     # read, J written per neuron: still blocked) would need atomics
     par = get_backend("cpp_standalone", cache_dir=build_cache, static_projections=True, threads=2).build(s)
     code = par.directory / "code_objects"
-    for name in ("a_c", "b_d", "a_b", "b_c", "b_e"):
+    for name in ("a_c", "b_d", "a_b", "b_c", "b_e", "p_f", "a_h"):
         text = (code / f"{name}_propagate_codeobject.cpp").read_text()
         assert "omp atomic" not in text and "omp parallel for schedule(static)" in text, name
+    for name in ("pr_g", "pr_k"):  # channels last, replicas: threads own replicas
+        text = (code / f"{name}_propagate_codeobject.cpp").read_text()
+        assert "omp atomic" not in text and "omp parallel for schedule(dynamic, 1)" in text, name
     short = (code / "a_d_propagate_codeobject.cpp").read_text()  # 2.5 synapses per source: one thread
     assert "omp atomic" not in short and "omp parallel" not in short
     omp = par.run(progress=False)
-    for pop in ("a", "b", "c"):
+    for pop in ("a", "b", "c", "f", "k"):
         np.testing.assert_array_equal(omp.spikes[pop].indices, ref.spikes[pop].indices)
     assert np.count_nonzero(runs[True].states["e"]["v"].values) > 1000  # the long rows deliver
     for pop, var in [("b", "v"), ("c", "v"), ("c", "I"), ("c", "J"), ("c", "n"), ("c", "m"), ("d", "v"), ("d", "I"),
-                     ("d", "J"), ("e", "v")]:
+                     ("d", "J"), ("e", "v")] + channels_last:
         np.testing.assert_array_equal(omp.states[pop][var].values, runs[True].states[pop][var].values)
     # building the same structure again in this process regenerates the same code: no renamed
     # code objects (``*_codeobject_1``), hence no recompilation.  (Brian2 objects that other tests of

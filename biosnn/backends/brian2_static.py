@@ -63,7 +63,7 @@ import numpy as np
 from biosnn.spec import model as m
 
 __all__ = ["ConvGeometry", "StaticStatement", "is_dense", "static_statements", "make_static_projection",
-           "static_memory_bytes", "write_static_files", "cuda_launch", "CUDA_MAX_THREADS", "CHANNELS_LAST_MIN_COUT",
+           "static_memory_bytes", "write_static_files", "cuda_launch", "CUDA_MAX_THREADS", "CHANNELS_LAST_MIN_RUN",
            "channels_last"]
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -300,20 +300,22 @@ def make_static_projection(source, target, conn, statements, *, name: str, clock
     return _classes()[1](source, target, conn, statements, name, clock, when, order, kernel_size, conv, dense)
 
 
-#: convolutions with at least this many output channels per group propagate with the channels
-#: last (``templates/biosnn_static_conv_hwc.cpp``, see :func:`channels_last`).
-CHANNELS_LAST_MIN_COUT = 8
+#: a convolution propagates with the channels last (``templates/biosnn_static_conv_hwc.cpp``, see
+#: :func:`channels_last`) when one kernel row of a spike makes at least this many contiguous additions.
+CHANNELS_LAST_MIN_RUN = 8
 
 
 def channels_last(conv: ConvGeometry, statements, rendered, recurrent: bool, cuda: bool) -> bool:
-    """Whether a convolution propagates with the output channels innermost (vectorised).
+    """Whether a convolution propagates with the output channels innermost (vectorised loops).
 
     ``templates/biosnn_static_conv_hwc.cpp`` handles one statement
     ``X_post += w [* factor]`` onto a per-neuron variable ``X``, between two
     distinct groups (``recurrent`` False: a presynaptic factor cannot be the
-    variable being written), with at least :data:`CHANNELS_LAST_MIN_COUT`
-    output channels per group, on the CPU; everything else keeps
-    ``templates/biosnn_static_conv.cpp``.
+    variable being written), on the CPU, when its loops are long enough to pay
+    for the copies: a kernel row adds ``cout_g * kw`` contiguous values with
+    stride 1 along the width, ``cout_g`` otherwise, at least
+    :data:`CHANNELS_LAST_MIN_RUN` (depthwise 3x3: 3, channel-major).
+    Everything else keeps ``templates/biosnn_static_conv.cpp``.
 
     Parameters
     ----------
@@ -326,9 +328,17 @@ def channels_last(conv: ConvGeometry, statements, rendered, recurrent: bool, cud
         Source and target are the same group.
     cuda : bool
         On brian2cuda (its ``.cu`` templates have one convolution layout).
+
+    >>> g = ConvGeometry(C=32, H=8, W=8, Ho=8, Wo=8, kh=3, kw=3, sh=1, sw=1, ph=1, pw=1, cin_g=1, cout_g=1)
+    >>> channels_last(g, [StaticStatement("v", True)], [{"target_index": "_j"}], False, False)
+    False
+    >>> from dataclasses import replace
+    >>> channels_last(replace(g, cout_g=6), [StaticStatement("v", True)], [{"target_index": "_j"}], False, False)
+    True
     """
+    run = conv.cout_g * (conv.kw if conv.sw == 1 else 1)
     return (not cuda and not recurrent and len(statements) == 1 and statements[0].weight
-            and rendered[0]["target_index"] == "_j" and conv.cout_g >= CHANNELS_LAST_MIN_COUT)
+            and rendered[0]["target_index"] == "_j" and run >= CHANNELS_LAST_MIN_RUN)
 
 
 def is_dense(conn, n_pre: int, n_post: int) -> bool:

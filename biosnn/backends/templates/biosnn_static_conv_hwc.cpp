@@ -16,7 +16,7 @@
      rows (R = 1, one buffer), no atomic additions.
    USES_VARIABLES { _source_spikespace } #}
 {% extends 'common_group.cpp' %}
-{% from 'biosnn_static_macros.cpp' import conv_decode, load_factors %}
+{% from 'biosnn_static_macros.cpp' import conv_decode, conv_taps, load_factors %}
 
 {% block extra_headers %}
 #include <vector>
@@ -41,7 +41,7 @@
     {% set by_rows = openmp_pragma('with_openmp') and conv.R == 1 %}
     {% set by_replicas = openmp_pragma('with_openmp') and conv.R > 1 %}
     {% set factor = (' * _factor1' if st.pre else (' * ' ~ st.const) if st.const is not none else '') %}
-    {% set G = conv.C // conv.cin_g %}
+    {% set per_spike = conv.cout_g * ((conv.kh + conv.sh - 1) // conv.sh) * ((conv.kw + conv.sw - 1) // conv.sw) %}
     {% set TAPS = conv.cin_g * conv.kh * conv.kw %}
     static std::vector<{{wtype}}> _wT;
     static std::vector<{{vtype}}> _buf;
@@ -102,6 +102,23 @@
             const int32_t _oy0 = {{conv.Ho}} * _unit / {{threads}}, _oy1 = {{conv.Ho}} * (_unit + 1) / {{threads}};
             {% else %}
             const int32_t _oy0 = 0, _oy1 = {{conv.Ho}};
+            {% endif %}
+            {% if not by_rows %}
+            if ((int64_t)(_k1 - _k0) * {{per_spike}} < {{OHW}})
+            {
+                {# few spikes: copying the replica would cost more than adding in place (channel-major) #}
+                for (int32_t _k = _k0; _k < _k1; _k++)
+                {
+                    const int32_t _i = _spikes[_k];
+                    {{ conv_decode(conv) | indent(20) }}
+                    {{ load_factors(statements, variables, get_array_name, c_data_type) | indent(20) }}
+                    for (int32_t _o = _g * {{conv.cout_g}}; _o < (_g + 1) * {{conv.cout_g}}; _o++)
+                    {
+                        {{ conv_taps(conv, statements, variables, get_array_name, openmp_pragma, false) | indent(24) }}
+                    }
+                }
+                continue;
+            }
             {% endif %}
             {# buf[((g * Ho + oy) * Wo + ox) * cout_g + o]: group-major, channels of the group last #}
             {{vtype}}* __restrict__ _bf = _buf.data() + {{('(size_t)omp_get_thread_num() * ' ~ OHW) if by_replicas else '0'}};
