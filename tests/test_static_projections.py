@@ -174,3 +174,26 @@ def test_static_template_equals_stock_synapses_and_runtime(build_cache):
     again = get_backend("cpp_standalone", cache_dir=build_cache, static_projections=True).build(s)
     assert again.compiled is False
     assert sorted((again.directory / "code_objects").glob("*_codeobject_1.cpp")) == renamed
+
+
+@pytest.mark.standalone
+def test_channels_last_convolutions_in_float32_with_kernels_set_between_runs(build_cache):
+    """float32 (twice the SIMD lanes), and kernels changed between the two runs of one binary (a protocol):
+    the channels-last template transposes the kernel again at the first step of every run, so both runs
+    equal Brian2's stock Synapses bit for bit (each synapse there holds its own copy of the entry)."""
+    from biosnn.spec import Segment
+    s = spec().replace(protocol=(Segment("12.5*ms"), Segment("12.5*ms", {"p_f.w": "-0.5*w", "pr_g.w": "2*w"})))
+    runs = {}
+    for static in (True, False):
+        sim = get_backend("cpp_standalone", cache_dir=build_cache, static_projections=static, float32=True).build(s)
+        runs[static] = sim.run(progress=False)
+        if static:
+            code = (sim.directory / "code_objects" / "p_f_propagate_codeobject.cpp").read_text()
+            assert "static std::vector<float> _buf;" in code and "_wT_made" in code
+    for pop, var in [("f", "v"), ("g", "I"), ("h", "v"), ("k", "v"), ("b", "v"), ("d", "v")]:
+        np.testing.assert_array_equal(runs[True].states[pop][var].values, runs[False].states[pop][var].values)
+    for pop in ("f", "k"):
+        np.testing.assert_array_equal(runs[True].spikes[pop].indices, runs[False].spikes[pop].indices)
+    # the second segment's kernel (-0.5 w, mostly negative) delivers: f's drive changes sign
+    v = runs[True].states["f"]["v"].values  # (steps, neurons)
+    assert v[75:125].mean() > 0 > v[-50:].mean()

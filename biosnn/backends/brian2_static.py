@@ -372,7 +372,9 @@ def _classes():
             self._cuda = _on_cuda()
             n_syn = conv.n_synapses() if conv is not None else len(source) * len(target) if dense else len(conn.i)
             self.variables = Variables(self)
-            self.variables.add_constant("N", n_syn)
+            # N: the entries of w, which Brian2 loops over to set w from an expression (a protocol's
+            # "<projection>.w": "2*w"): the kernel's for a convolution
+            self.variables.add_constant("N", n_syn if kernel_size is None else int(kernel_size))
             self.files = {}
             self.variables.add_reference("_source_spikespace", source, "_spikespace")
             needed = ["_source_spikespace", "N"]
