@@ -14,9 +14,15 @@ spiking neuron's fan-out (taps inside the output, times the output channels of i
 Events per second per core: events / propagation time / threads (1 without OpenMP).  The two
 templates give bit-identical sums (``tests/test_static_projections.py``); the run checks it here too.
 
+``--lenet N``: also the rate-coded LeNet-5 of ``benchmarks/convert_speed.py`` (T = 32, its cached
+ANN), both templates side by side: images per second of ``snn.run`` on N test images with every core
+as workers (best of two alternating runs each), and one profiled run of 100 windows on one core
+without OpenMP: each convolution's propagation time and its synaptic events per second per core
+(events: its source's recorded spikes times their fan-out).
+
 Run::
 
-    nice -n 10 python benchmarks/conv_propagation.py [--threads 0 2] [--floats 64 32] [--replicas 8]
+    nice -n 10 python benchmarks/conv_propagation.py [--threads 0 2] [--floats 64 32] [--replicas 8] [--lenet 300]
 
 Prints the table and records it through ``benchmarks/report.py`` (``--no-record``: don't).
 """
@@ -140,15 +146,93 @@ def measure(s, threads, float32, repeats, cache):
     return best
 
 
+def lenet(n_images, cache):
+    """The converted rate LeNet-5 (T = 32), both templates: whole-run images/s and per-convolution events/s/core."""
+    import math
+    import time
+
+    import biosnn
+    from biosnn.backends.parallel import available_cores
+    from biosnn.conversion.snn import window_table
+    from biosnn.datasets import load_mnist
+    from biosnn.spec.expand import expand_projection
+    from convert_speed import CODINGS, images, trained
+    x_train, y_train = load_mnist("train")
+    x_test, _ = load_mnist("test")
+    model = trained("lenet5", x_train, y_train, 2, 10000)  # convert_speed.py --epochs 2
+    snn = biosnn.convert(model, "rate", calibration=images(x_train[:200], 28), input_shape=(1, 28, 28),
+                         **CODINGS["rate"])
+    cores = available_cores()
+    xt = x_test[:n_images]
+    batch = max(1, min(256, math.ceil(n_images / cores)))
+    walls = {layout: [] for layout in LAYOUTS}
+    for rep in range(3):  # a warm-up (build), then two timed runs each, alternating
+        for layout, thr in LAYOUTS.items():
+            with min_run(thr):
+                kw = dict(backend="cpp_standalone", batch_size=batch, cache_dir=cache / f"lenet-{layout}",
+                          progress=False)
+                res = snn.run(xt[:batch] if rep == 0 else xt, workers=1 if rep == 0 else cores, **kw)
+            if rep:
+                walls[layout].append(res.wall_time_s)
+    ips = {layout: n_images / min(w) for layout, w in walls.items()}
+    # profiled: 100 windows, one copy, one core
+    W = 100
+    spec = snn.spec_for(W, 1)
+    convs = [p for p in spec.projections if type(p.connect).__name__ == "Conv2D"]
+    spec = spec.replace(monitors=tuple(spec.monitors) + tuple(SpikeMonitor(p.source) for p in convs))
+    fan = {p.name: np.bincount(np.asarray(expand_projection(spec, p).i), minlength=spec.node(p.source).size)
+           for p in convs}
+    table = window_table(np.asarray(x_test[:W], dtype=np.float64).reshape(W, -1) / snn.graph.input_scale, 1)
+    prof = {}
+    for layout, thr in LAYOUTS.items():
+        with min_run(thr):
+            sim = get_backend("cpp_standalone", cache_dir=cache / f"lenet-prof-{layout}", profile=True).build(spec)
+            best = None
+            for _ in range(2):
+                t0 = time.perf_counter()
+                rec = sim.run(overrides={"x_in": table}, progress=False)
+                wall = time.perf_counter() - t0
+                p = profile_of(rec)
+                if best is None or wall < best[0]:
+                    best = (wall, p, rec)
+        wall, p, rec = best
+        prof[layout] = {"wall_s": wall, "all_code_s": sum(p.values()), "top": dict(list(p.items())[:6]), "convs": {
+            c.name: {"s": p[f"{c.name}_propagate_codeobject"],
+                     "events": int(fan[c.name][rec.spikes[c.source].indices].sum())} for c in convs}}
+    return {"images": n_images, "cores": cores, "batch": batch, "images_per_s": ips, "profile": prof,
+            "profile_windows": W}
+
+
+def lenet_lines(res) -> list[str]:
+    old, new = res["profile"]["channel-major"], res["profile"]["channels-last"]
+    ips_old, ips_new = res["images_per_s"]["channel-major"], res["images_per_s"]["channels-last"]
+    lines = ["", f"Rate LeNet-5 (T = 32, `convert_speed.py`'s ANN), {res['images']} test images, "
+             f"`snn.run(workers={res['cores']}, batch_size={res['batch']})`: **{ips_old:.1f} -> {ips_new:.1f} "
+             f"images/s ({ips_new / ips_old:.2f}x)** (best of two alternating runs).  One profiled run of "
+             f"{res['profile_windows']} windows on one core (no OpenMP):", "",
+             "| convolution | events | channel-major s | channels-last s | channel-major events/s/core | "
+             "channels-last events/s/core | ratio |", "|---|---|---|---|---|---|---|"]
+    for name, o in old["convs"].items():
+        n = new["convs"][name]
+        lines.append(f"| {name} | {o['events']:.3g} | {o['s']:.3f} | {n['s']:.3f} | {o['events'] / o['s']:.3g} | "
+                     f"{n['events'] / n['s']:.3g} | {o['s'] / n['s']:.2f}x |")
+    lines.append(f"| all code objects (s) / whole run (s) | | {old['all_code_s']:.2f} / {old['wall_s']:.2f} | "
+                 f"{new['all_code_s']:.2f} / {new['wall_s']:.2f} | | | {old['wall_s'] / new['wall_s']:.2f}x |")
+    lines += ["", "Slowest code objects with the channels-last template (s): " + ", ".join(
+        f"{k.removesuffix('_codeobject')} {v:.3f}" for k, v in new["top"].items())]
+    return lines
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[0, 2], help="OpenMP threads (0: none)")
-    ap.add_argument("--floats", type=int, nargs="+", default=[64, 32], choices=[64, 32])
+    ap.add_argument("--floats", type=int, nargs="*", default=[64, 32], choices=[64, 32])
     ap.add_argument("--replicas", type=int, default=8)
     ap.add_argument("--rate", type=float, default=100.0, help="input rate, Hz (dt = 1 ms)")
     ap.add_argument("--duration-ms", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cache", default=None, help="build directory (default: a temporary one)")
+    ap.add_argument("--lenet", type=int, default=0, help="also the converted LeNet-5 on this many test images")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args(argv)
     uptime_start = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -167,6 +251,7 @@ def main(argv=None):
                              "new_eps_core": ev / t_new / cores, "ratio": t_old / t_new,
                              "cout_g": CASES[case][3] // CASES[case][7], "default_channels_last": by_default(case)})
                 print(rows[-1], flush=True)
+    net = lenet(args.lenet, cache) if args.lenet else None
     uptime_end = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     lines = ["| case | C,H,W -> O (k, stride, pad, groups) | out channels / group | float | threads | "
              "events | channel-major events/s/core | channels-last events/s/core | channels-last / channel-major | "
@@ -177,6 +262,8 @@ def main(argv=None):
         lines.append(f"| {r['case']} | {C},{H},{W} -> {O} ({k}x{k}, {s}, {p}, {g}) | {r['cout_g']} | {r['float']} | "
                      f"{r['threads']} | {r['events']:.3g} | {r['old_eps_core']:.3g} | {r['new_eps_core']:.3g} | "
                      f"{r['ratio']:.2f}x | {'channels-last' if r['default_channels_last'] else 'channel-major'} |")
+    if net:
+        lines += lenet_lines(net)
     table = "\n".join(lines)
     print(table)
     print(f"uptime at start: {uptime_start}\nuptime at end:   {uptime_end}")
@@ -191,7 +278,7 @@ def main(argv=None):
             f"{static.CHANNELS_LAST_MIN_RUN} additions per kernel row do: out channels per group x kernel width "
             f"with stride 1, out channels per group otherwise); sums checked bit-identical.\n\n{table}\n")
     report.record("conv_propagation", text, command=report.command_line(), script="benchmarks/conv_propagation.py",
-                  data={"rows": rows, "replicas": args.replicas, "rate_hz": args.rate,
+                  data={"rows": rows, "replicas": args.replicas, "rate_hz": args.rate, "lenet": net,
                         "uptime": [uptime_start, uptime_end]},
                   load=(load_start, os.getloadavg()[0]))
 
