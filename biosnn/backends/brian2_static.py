@@ -23,6 +23,15 @@ derived Brian2 templater, the way brian2cuda extends Brian2):
   (:class:`~biosnn.spec.Conv2D`): no per-synapse array at all.  The targets of
   a spiking input neuron and their kernel entries are computed from the
   convolution's geometry (:class:`ConvGeometry`); only the kernel is stored;
+* ``templates/biosnn_static_conv_hwc.cpp``, convolutions whose kernel rows
+  make long enough runs of additions (:func:`channels_last`): per replica
+  with spikes in a step, the target variable is copied into a scratch
+  buffer with the output channels last (group-major), each spike adds the
+  contiguous rows of a transposed kernel copy (made from ``w`` at the first
+  step of each run) in vectorised loops, and the buffer is copied back;
+  replicas with few spikes add in place as the channel-major template does.
+  Every target still gets its additions in the order of the spike space
+  onto its own value, so the sums are the same bit for bit;
 * one copy of each array in the binary: targets and weights are read from
   files straight into their arrays in ``main`` (:func:`write_static_files`),
   where Brian2's ``values=`` would keep a second, static copy for the whole
@@ -31,7 +40,8 @@ derived Brian2 templater, the way brian2cuda extends Brian2):
   source's spike space in the same step;
 * OpenMP: threads own blocks of targets (all-to-all and CSR projections: a
   binary search finds a block's synapses in a row), the output channels of a
-  convolution, or its replicas; each thread takes the spikes in order, so no
+  convolution, or its replicas (channels last: replicas, or blocks of output
+  rows with one replica); each thread takes the spikes in order, so no
   addition is atomic and the sums are bit-identical to one thread's.  CSR
   projections with short rows (fewer than 32 synapses per source on average:
   pooling, meters) run on one thread; atomic additions only onto shared,
