@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from biosnn.backends import get_backend
-from biosnn.backends.brian2_static import StaticStatement, static_memory_bytes, static_statements
+from biosnn.backends.brian2_static import (ConvGeometry, StaticStatement, channels_last, static_memory_bytes,
+                                           static_statements)
 from biosnn.spec import (AllToAll, ArrayValue, Conv2D, Explicit, NetworkSpec, NeuronModel, Operation, Population,
                          Projection, SpikeMonitor, SpikeTimesInput, StateMonitor)
 from biosnn.spec.model import SynapseModel
@@ -97,6 +100,25 @@ def test_which_projections_are_static():
     # a convolution stores its kernel only; otherwise 4-byte targets + weights, row pointers
     assert static_memory_bytes(72, 16, 8, 8) == 8 * 8
     assert static_memory_bytes(80, 16, 4, None) == 80 * 8 + 4 * 17
+
+
+def test_which_convolutions_take_the_channels_last_template():
+    geo = ConvGeometry.of(Conv2D(ArrayValue(np.ones((8, 3, 3, 3)))), (3, 5, 5), (8, 3, 3))
+    one, per_neuron = [StaticStatement("v", True)], [{"target_index": "_j"}]
+    assert channels_last(geo, one, per_neuron, False, False)
+    # brian2cuda keeps its one layout (biosnn_static_conv.cu); a recurrent convolution, a shared target,
+    # two statements or a statement without the weight keep the channel-major template
+    assert not channels_last(geo, one, per_neuron, False, True)
+    assert not channels_last(geo, one, per_neuron, True, False)
+    assert not channels_last(geo, one, [{"target_index": "0"}], False, False)
+    assert not channels_last(geo, one * 2, per_neuron * 2, False, False)
+    assert not channels_last(geo, [StaticStatement("n", False, const="1.0")], per_neuron, False, False)
+    # runs of additions per kernel row: cout_g * kw with stride 1 (depthwise 3x3: 3), cout_g otherwise
+    depthwise = ConvGeometry.of(Conv2D(ArrayValue(np.ones((8, 1, 3, 3))), groups=8), (8, 5, 5), (8, 3, 3))
+    assert not channels_last(depthwise, one, per_neuron, False, False)
+    strided = ConvGeometry.of(Conv2D(ArrayValue(np.ones((4, 3, 3, 3))), stride=2), (3, 5, 5), (4, 2, 2))
+    assert not channels_last(strided, one, per_neuron, False, False)
+    assert channels_last(replace(strided, sh=1, sw=1), one, per_neuron, False, False)
 
 
 @pytest.mark.standalone
