@@ -269,6 +269,9 @@ def main(argv=None):
     print(f"uptime at start: {uptime_start}\nuptime at end:   {uptime_end}")
     if args.no_record:
         return
+    busy = max(load_start, os.getloadavg()[0]) > (os.cpu_count() or 1)
+    note = (" **The 1-min load exceeded the cores: OpenMP rows then mostly measure threads waiting for "
+            "descheduled threads at every step's barrier.**" if busy and any(args.threads) else "")
     text = (f"## Convolution propagation: channel-major vs channels-last template (cpp_standalone)\n\n"
             f"{report.cpu_model()}, {os.cpu_count()} cores · uptime at start `{uptime_start}`, at end "
             f"`{uptime_end}` (a shared machine: the ratios are side by side in one process) · "
@@ -276,7 +279,7 @@ def main(argv=None):
             f"propagation time: the code object's own (Brian2 profiling), least of {args.repeats} alternating "
             f"runs; every case takes the channels-last template here (by default only runs of at least "
             f"{static.CHANNELS_LAST_MIN_RUN} additions per kernel row do: out channels per group x kernel width "
-            f"with stride 1, out channels per group otherwise); sums checked bit-identical.\n\n{table}\n")
+            f"with stride 1, out channels per group otherwise); sums checked bit-identical.{note}\n\n{table}\n")
     report.record("conv_propagation", text, command=report.command_line(), script="benchmarks/conv_propagation.py",
                   data={"rows": rows, "replicas": args.replicas, "rate_hz": args.rate, "lenet": net,
                         "uptime": [uptime_start, uptime_end]},
