@@ -1,16 +1,20 @@
 {# biosnn: propagation of a static convolution (the geometry of biosnn_static_conv.cpp) with the
-   output channels innermost, so that the additions of one kernel tap are one vectorised loop.
-   For one statement  X_post += w [* factor]  and enough output channels per group
-   (brian2_static.CHANNELS_LAST_MIN_COUT).
-   * _wT: the kernel with the output channel last, wT[((cg * kh + ky) * kw + kx) * O + o], made
-     from w at the first step of every run (a run-time value: run_args overrides of w and values
-     set between runs are read; before_run marks it stale).
-   * per replica with spikes in this step: X of that replica is copied (channel-major, CHW) into
-     a scratch buffer with the channels last (HWC), each spike adds, for each of its valid taps
-     (ky, kx) (ranges computed once per spike: no test per tap), the contiguous
-     wT[tap, group's channels] to buf[(oy * Wo + ox) * O + group's channels], and the buffer is
-     copied back.  Each target gets at most one addition per spiking input, in the order of
-     the spike space, onto its own value: the same sums as biosnn_static_conv.cpp, bit for bit.
+   output channels innermost, so that the additions of one kernel row are one vectorised loop.
+   For one statement  X_post += w [* factor]  onto a per-neuron X, when a kernel row makes
+   enough contiguous additions (brian2_static.channels_last, CHANNELS_LAST_MIN_RUN).
+   * _wT: the kernel group-major with the output channel last and kx flipped,
+     wT[(((g * cin_g + cg) * kh + ky) * kw + kw - 1 - kx) * cout_g + o], made from w at the first
+     step of every run (a run-time value: run_args overrides of w and values set between runs are
+     read; before_run marks it stale).
+   * per replica with spikes in this step: X of that replica is copied (channel-major) into a
+     scratch buffer buf[((g * Ho + oy) * Wo + ox) * cout_g + o], each spike adds, for each output
+     row oy it reaches (ranges computed once per spike: no test per tap), the kernel row to the
+     buffer: with stride 1 along the width the taps of a row are one contiguous run of
+     (taps in the row) * cout_g values in both arrays, else cout_g values per tap; the buffer is
+     copied back.  A replica whose spikes make fewer additions than it has outputs adds in place,
+     as biosnn_static_conv.cpp does (a copy would cost more).  Each target gets at most one
+     addition per spiking input, in the order of the spike space, onto its own value: the same
+     sums as biosnn_static_conv.cpp and Brian2's Synapses, bit for bit.
    * replicas: the spikes are put in order of replica first (stable: the spike-space order within
      a replica); with OpenMP, threads own replicas (R > 1, a buffer each) or blocks of output
      rows (R = 1, one buffer), no atomic additions.
@@ -54,7 +58,7 @@
             for (int32_t _t = 0; _t < {{TAPS}}; _t++)
                 _wT[((size_t)(_oc / {{conv.cout_g}}) * {{TAPS}} + _t + {{conv.kw - 1}} - 2 * (_t % {{conv.kw}}))
                     * {{conv.cout_g}} + _oc % {{conv.cout_g}}] = {{_w}}[(size_t)_oc * {{TAPS}} + _t];
-        _buf.resize((size_t){{threads if by_replicas else 1}} * {{OHW}});
+        _buf.resize((size_t){{"omp_get_max_threads()" if by_replicas else 1}} * {{OHW}});  // a buffer per thread (replicas)
         {{get_array_name(variables['_wT_made'])}}[0] = 1;
     }
     const int32_t _num_spikes = {{_source_spikespace}}[_num_source_spikespace - 1];
