@@ -381,7 +381,8 @@ def evaluate(model: nn.Module, coding: str, x_calib, x_eval, input_shape: tuple,
     if coding == "rate":
         from biosnn.codings.rate.reference import simulate_rate
         ref = simulate_rate(snn.graph, xe.numpy(), snn.T, thresholds=snn.thresholds, input_mode=snn.input_mode,
-                            seed=snn.seed, readout=snn.readout, v_init=snn.v_init)
+                            seed=snn.seed, readout=snn.readout, v_init=snn.v_init,
+                            signed=snn.signed)
     else:
         ref = snn.reference(xe.numpy())
     preds, spikes, synops = _reference_totals(ref, len(xe))
@@ -400,7 +401,7 @@ def _reference_totals(ref, n: int):
     if isinstance(ref, dict):                                   # STC
         return np.asarray(ref["predictions"]), per_sample(ref["layer_spikes"].values()), None
     if hasattr(ref, "counts"):                                  # rate
-        return ref.predictions, per_sample(ref.counts.values()), None
+        return ref.predictions, per_sample(ref.events.values()), None     # negative spikes count too
     if hasattr(ref, "ops") and hasattr(ref, "saturated"):       # TDSNN: every neuron fires once
         syn = ref.ops.get("synaptic_additions")
         return ref.predictions, per_sample((s >= 0) for s in ref.steps.values()), syn

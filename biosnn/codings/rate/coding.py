@@ -16,7 +16,8 @@ from biosnn.errors import ConversionError
 
 __all__ = ["PARAMS", "prepare", "convert"]
 
-PARAMS = ("T", "normalization", "percentile", "input_mode", "readout", "seed", "name", "levels", "fold_pooling")
+PARAMS = ("T", "normalization", "percentile", "input_mode", "readout", "seed", "name", "levels", "fold_pooling",
+          "signed")
 
 
 def prepare(model, levels: int | None = None, **params):
@@ -52,7 +53,7 @@ def calibration_array(calibration) -> np.ndarray:
 def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = "percentile",
             percentile: float = 99.9, input_mode: str = "analog", readout: str = "potential",
             seed: int | None = 0, name: str = "converted", levels: int | None = None,
-            fold_pooling: bool | None = None):
+            fold_pooling: bool | None = None, signed: bool = False):
     """Rate-coded conversion (``biosnn.convert(ann, "rate", ...)``).
 
     Parameters
@@ -87,6 +88,19 @@ def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = 
         Fold average pools into the layers that read them
         (:func:`biosnn.codings.rate.fold.fold_avgpool`: no IF neurons for the pool, no second
         quantisation of its mean).  Default: on for QCFS-prepared models, off otherwise.
+    signed : bool
+        Signed IF neurons (Hu et al. 2023, "Fast-SNN"; cf. Wang et al. 2022's signed neuron
+        with memory), default off.  Each neuron also keeps its spike count ``n`` (spikes minus
+        negative spikes).  Per step, after integrating ``v += I`` (dimensionless, in units
+        of the layer's scale): if ``v >= theta``: a spike, ``v -= theta``, ``n += 1``; else if
+        ``v < 0`` and ``n > 0``: a *negative* spike, ``v += theta``, ``n -= 1``.  Synapses add
+        ``+w`` or ``-w``.  A neuron pushed over threshold early by input that later
+        turns negative takes its spike back, so its count follows the accumulated input
+        (``n = max(0, floor(V / theta))``, ``V`` the potential it would have without any
+        reset) instead of staying too high; this removes most of the "unevenness error" of deep
+        QCFS networks (Bu et al. 2022).  Spikes and synaptic operations count negative spikes
+        too.  Needs ``readout="potential"`` and no max pooling (both refused with a
+        :class:`~biosnn.errors.ConversionError`); not exportable to NIR.
 
     Returns
     -------
@@ -118,5 +132,7 @@ def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = 
     graph_n, thresholds = calibrate(graph, calibration_array(calibration), normalization=normalization,
                                     percentile=percentile, T=T, input_mode=input_mode, seed=seed)
     del graph  # one copy of the weights (the normalised one) while the spec is built
+    if signed not in (True, False):
+        raise ConversionError(f"signed must be True or False, got {signed!r}")
     return SNN(graph_n, coding="rate", T=T, thresholds=thresholds, input_mode=input_mode, readout=readout,
-               seed=seed, ann_ops=ops, name=name, v_init=0.5 if qcfs else 0.0)
+               seed=seed, ann_ops=ops, name=name, v_init=0.5 if qcfs else 0.0, signed=bool(signed))

@@ -36,7 +36,11 @@ Max-pool layer (``maxpool2d``, a gate without membrane)
     most 1 per step, so this is 0 or 1, and the pool's spike count after
     ``T`` steps is exactly the largest input count in its window (its rate
     is the max rate).  No tie-breaking is needed.  (With analog input
-    straight into a max pool the increment is an analog value.)
+    straight into a max pool the increment is an analog value.)  With signed
+    inputs the counts ``C_j`` can fall, ``M`` by at most 1 per step, and the
+    gate's ``s_pool(t) = M(t) - M(t - 1)`` is -1, 0 or 1: its signed count is
+    again the largest signed input count.  (Only the reference has a signed
+    gate: the Brian2 network refuses ``signed=True`` with max pooling.)
 
 Output layer
     ``readout="spikes"``: an IF layer like the others; scores are spike
@@ -74,7 +78,11 @@ class RateResult:
     counts : dict of str to numpy.ndarray
         Spike counts, int64 ``(N, layer.size)``, of every IF and max-pool layer
         (and of ``"input"`` for Poisson/spike-train input).  The output layer
-        has zero counts with ``readout="potential"``.
+        has zero counts with ``readout="potential"``.  Signed networks: the net
+        counts ``n_L(T)`` (spikes minus negative spikes; the rate times ``T``).
+    negative : dict of str to numpy.ndarray or None
+        Signed networks: the negative spikes per unit, int64, keys as in
+        ``counts``; ``None`` otherwise.  :attr:`events` adds them up.
     scores : numpy.ndarray
         ``(N, n_classes)`` float64: output spike counts / T, or ``v_out / T``.
     predictions : numpy.ndarray
@@ -85,13 +93,14 @@ class RateResult:
         ``"spikes"`` or ``"potential"``.
     trains : dict of str to numpy.ndarray or None
         With ``record_trains=True``: bool spike trains ``(N, T, layer.size)``
-        per layer (keys as in ``counts``); ``trains[L][n, t - 1, j]`` is
-        ``s_j(t)`` of sample ``n``.
+        per layer (keys as in ``counts``; int8 -1/0/1 in signed networks);
+        ``trains[L][n, t - 1, j]`` is ``s_j(t)`` of sample ``n``.
     step_scores : dict of int to numpy.ndarray or None
         With ``score_steps``: the scores after ``t`` steps for each requested ``t``
         (those of a run with ``T = t``: the dynamics do not depend on ``T``).
     step_spikes : dict of int to numpy.ndarray or None
-        With ``score_steps``: spikes per sample (all counted layers) in the first ``t`` steps.
+        With ``score_steps``: spikes per sample (all counted layers, negative spikes included) in the
+        first ``t`` steps.
     """
 
     counts: dict[str, np.ndarray]
@@ -102,6 +111,17 @@ class RateResult:
     trains: dict[str, np.ndarray] | None = None
     step_scores: dict[int, np.ndarray] | None = None
     step_spikes: dict[int, np.ndarray] | None = None
+    negative: dict[str, np.ndarray] | None = None
+
+    @property
+    def events(self) -> dict[str, np.ndarray]:
+        """Spikes of either sign per unit and layer (int64; equal to ``counts`` unless signed).
+
+        These are what costs synaptic operations
+        (:func:`biosnn.metrics.synops` of them)."""
+        if self.negative is None:
+            return self.counts
+        return {k: c + 2 * self.negative[k] for k, c in self.counts.items()}
 
     @property
     def rates(self) -> dict[str, np.ndarray]:
@@ -191,7 +211,7 @@ class _Net:
 
 
 def _run(net: _Net, inp, T: int, readout: str, record: bool, layers=None, probe: str | None = None,
-         v_init: float = 0.0, score_steps=()):
+         v_init: float = 0.0, score_steps=(), signed: bool = False):
     """Simulate one batch.  ``inp(t)`` gives the (N, input_size) input of step t (0-based).
 
     ``layers``: names to simulate (default all); ``probe``: a layer whose
@@ -199,7 +219,8 @@ def _run(net: _Net, inp, T: int, readout: str, record: bool, layers=None, probe:
     being integrated (used by spike-norm); ``v_init``: initial potential of the spiking IF
     layers as a fraction of their threshold; ``score_steps``: steps after which the output
     scores and the spikes per sample so far are kept (returned in ``counts`` under ``("scores", t)``
-    and ``("spikes", t)``).
+    and ``("spikes", t)``); ``signed``: signed IF neurons (module docstring), whose negative spikes per
+    unit are returned in ``counts`` under ``("negative", layer)``.
     """
     torch = net.torch
     graph = net.graph
@@ -214,6 +235,7 @@ def _run(net: _Net, inp, T: int, readout: str, record: bool, layers=None, probe:
     peak = {n: torch.zeros(nb, graph[n].size, dtype=torch.float64) for n in cum}
     counts = {n: torch.zeros(nb, graph[n].size, dtype=torch.float64)
               for n in order if net.roles[n] in ("if", "maxpool")}
+    negative = {n: torch.zeros_like(c) for n, c in counts.items()} if signed else {}
     trains = {n: [] for n in counts} if record else None
     probe_max = -np.inf
     potential_out = readout == "potential"
@@ -239,16 +261,22 @@ def _run(net: _Net, inp, T: int, readout: str, record: bool, layers=None, probe:
                 else:
                     theta = net.theta[name]
                     out = (v[name] >= theta).to(torch.float64)
+                    if signed:
+                        out -= ((v[name] < 0) & (counts[name] > 0)).to(torch.float64)
                     v[name] -= theta * out
             s[name] = out
             counts[name] += out
+            if signed:
+                negative[name] += out < 0
             if record:
-                trains[name].append(out.to(torch.bool))
+                trains[name].append(out.to(torch.int8 if signed else torch.bool))
         if t + 1 in score_steps:
             out_name = graph.output
             kept = v[out_name] if potential_out and net.roles[out_name] == "if" else counts[out_name]
             counts[("scores", t + 1)] = kept / (t + 1)
-            counts[("spikes", t + 1)] = sum(c.sum(1) for k, c in counts.items() if isinstance(k, str))
+            counts[("spikes", t + 1)] = sum(c.sum(1) + 2 * negative[k].sum(1) if k in negative else c.sum(1)
+                                            for k, c in counts.items() if isinstance(k, str))
+    counts.update({("negative", k): c for k, c in negative.items()})
     return v, counts, trains, probe_max
 
 
@@ -286,7 +314,7 @@ def _check_args(graph, T, input_mode, readout):
 def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] | None = None,
                   input_mode: str = "analog", seed: int | None = None, readout: str = "spikes",
                   batch_size: int = 256, record_trains: bool = False, v_init: float = 0.0,
-                  score_steps=()) -> RateResult:
+                  score_steps=(), signed: bool = False) -> RateResult:
     """Simulate the rate-coded IF network defined by ``graph`` (see the module docstring).
 
     Parameters
@@ -320,6 +348,10 @@ def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] 
     score_steps : sequence of int
         Also keep the scores after these steps (``<= T``): ``RateResult.step_scores``,
         equal to the scores of runs with ``T = t`` (one run gives several window lengths).
+    signed : bool
+        Signed IF neurons (see the module docstring): a neuron that has spiked emits a negative
+        spike when its potential falls below 0; ``counts`` are then net counts and
+        ``RateResult.negative`` holds the negative spikes.
 
     Returns
     -------
@@ -332,6 +364,8 @@ def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] 
         Bad arguments, or a graph an IF network cannot represent.
     """
     _check_args(graph, T, input_mode, readout)
+    if signed not in (True, False):
+        raise ConversionError(f"signed must be True or False, got {signed!r}")
     T = int(T)
     net = _Net(graph, thresholds)
     score_steps = tuple(sorted({int(t) for t in score_steps}))
@@ -343,6 +377,7 @@ def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] 
     if n_total == 0:
         raise ConversionError("simulate_rate() got an empty input batch")
     counts: dict[str, list] = {}
+    negative: dict[str, list] = {}
     trains: dict[str, list] = {}
     scores = []
     step_scores: dict[int, list] = {t: [] for t in score_steps}
@@ -351,7 +386,10 @@ def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] 
     for start in range(0, n_total, int(batch_size)):
         xb = x[start:start + int(batch_size)]
         inp, in_train = _input_source(graph, xb, T, input_mode, seed, start)
-        v, c, tr, _ = _run(net, inp, T, readout, record_trains, v_init=float(v_init), score_steps=score_steps)
+        v, c, tr, _ = _run(net, inp, T, readout, record_trains, v_init=float(v_init), score_steps=score_steps,
+                           signed=bool(signed))
+        for key in [k for k in c if isinstance(k, tuple) and k[0] == "negative"]:
+            negative.setdefault(key[1], []).append(c.pop(key).numpy().round().astype(np.int64))
         for t in score_steps:
             step_scores[t].append(c.pop(("scores", t)).numpy())
             step_spikes[t].append(c.pop(("spikes", t)).numpy())
@@ -379,4 +417,6 @@ def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] 
         trains={k: np.concatenate(v_) for k, v_ in trains.items()} if record_trains else None,
         step_scores={t: np.concatenate(v_) for t, v_ in step_scores.items()} if score_steps else None,
         step_spikes={t: np.concatenate(v_) for t, v_ in step_spikes.items()} if score_steps else None,
+        negative=({k: np.concatenate(negative[k]) if k in negative else np.zeros_like(c)
+                   for k, c in counts_np.items()} if signed else None),
     )

@@ -17,6 +17,10 @@ Per layer (``L`` with threshold ``theta_L``; dimensionless potentials):
 * input, poisson: a Bernoulli spike with probability ``x`` per step;
 * IF layer: every step ``v += I + b``, incoming spikes add ``w``; a spike
   when ``v >= theta_L``, then ``v -= theta_L``;
+* signed IF layer (``signed=True``): also a spike count ``n``; a spike when
+  ``v >= theta_L`` or (``v < 0`` and ``n > 0``), then ``sgn = int(v >= theta_L) - int(v < 0)``
+  (+1 or -1), ``v -= sgn * theta_L``, ``n += sgn``; its synapses add ``w * sgn`` (the
+  neuron of :mod:`biosnn.codings.rate.reference`, "Signed IF layer");
 * max pooling (gate): the unit spikes when one of its inputs' running spike
   count exceeds the unit's own count, so its count is the running maximum of
   the input counts;
@@ -193,11 +197,26 @@ def meter_parts(metered: list[tuple[str, int]], window: str) -> tuple[m.Populati
 _IF_EQS = "v : 1\nI : 1\nb : 1 (constant)\nfanout : 1 (constant)"
 _OUT_EQS = "v : 1\nI : 1\nv_last : 1\nb : 1 (constant)\nfanout : 1 (constant)"
 _GATE_EQS = "n_out : 1\nfire : 1\nfanout : 1 (constant)"
+_SIGNED_EQS = _IF_EQS + "\nn : 1\nsgn : 1"
+
+
+def _check_signed(graph: LayerGraph, roles: dict, readout: str) -> None:
+    """Refuse what signed IF neurons cannot do in the Brian2 network (max pooling, spike readout)."""
+    for layer in graph.layers:
+        if roles[layer.name] == "maxpool":
+            raise ConversionError(
+                f"layer '{layer.name}' ({layer.module or layer.op}) is max pooling: the Brian2 max-pool gate keeps "
+                "the running maximum of its inputs' spike counts and cannot take it back when a signed neuron's "
+                "count falls. Use average pooling (nn.AvgPool2d) or convert with signed=False")
+    if readout != "potential":
+        raise ConversionError(f"signed=True needs readout='potential' (got readout={readout!r}): the output "
+                              "spikes would need their signs recorded; use the default potential readout")
 
 
 def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: dict | None = None,
                       input_mode: str = "analog", readout: str = "potential", seed: int | None = None,
-                      name: str = "converted", x: np.ndarray | None = None, v_init: float = 0.0) -> m.NetworkSpec:
+                      name: str = "converted", x: np.ndarray | None = None, v_init: float = 0.0,
+                      signed: bool = False) -> m.NetworkSpec:
     """Build the batched SNN spec of a (normalised) graph.
 
     Parameters
@@ -222,6 +241,8 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
     v_init : float
         Potential of every spiking IF neuron at each window start, as a
         fraction of its threshold (0; 0.5 for QCFS-prepared models).
+    signed : bool
+        Signed IF neurons (module docstring); refused with max pooling and ``readout="spikes"``.
 
     Returns
     -------
@@ -238,6 +259,8 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         raise ConversionError(f"T (time steps per sample) must be a positive integer, got {T!r}")
     thresholds = dict(thresholds or {})
     roles = snn_roles(graph)
+    if signed:
+        _check_signed(graph, roles, readout)
     window = f"{T * DT_MS!r}*ms"
     inp_layer = graph.layers[0]
     n_in = inp_layer.size
@@ -257,6 +280,10 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         "if_layer": m.NeuronModel(_IF_EQS, threshold="v >= theta", reset="v -= theta",
                                   description="IF neuron, reset by subtraction, constant current I + bias b"),
         "if_readout": m.NeuronModel(_OUT_EQS, description="integrating readout (no threshold)"),
+        "if_signed": m.NeuronModel(_SIGNED_EQS, threshold="v >= theta or (v < 0 and n > 0)",
+                                   reset="sgn = int(v >= theta) - int(v < 0)\nv -= sgn * theta\nn += sgn",
+                                   description="signed IF neuron: a negative spike undoes an earlier spike when "
+                                               "v falls below 0"),
         "max_gate": m.NeuronModel(_GATE_EQS, threshold="fire > 0.5", reset="fire = 0",
                                   description="max-pooling gate: running max of the input spike counts"),
     }
@@ -271,6 +298,8 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
     synapse_models = {
         "current": m.SynapseModel("w : 1", on_pre="I_post += w * x_pre", description="analog input current"),
         "jump": m.SynapseModel("w : 1", on_pre="v_post += w", description="potential jump"),
+        "signed_jump": m.SynapseModel("w : 1", on_pre="v_post += w * sgn_pre",
+                                      description="potential jump of the spike's sign"),
         "gate": m.SynapseModel(
             "c : 1", on_pre="c += 1\nfire_post = fire_post + (1 - fire_post) * int(c > n_out_post)\n"
                             "n_out_post = n_out_post + int(c > n_out_post)",
@@ -303,10 +332,10 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
                 m.Operation("v_last = v\nv = 0\nI = 0", dt=window),
                 m.Operation("v += I + b", when="groups", order=10 * layer_order)], order=layer_order)
         else:
-            specs_by_pop[pname] = dict(name=pname, size=layer.size, model="if_layer", shape=shape,
-                                       parameters={"theta": repr(theta)}, operations=[
-                                           m.Operation(f"v = {float(v_init) * theta!r}\nI = 0" if v_init else "v = 0\nI = 0",
-                                                       dt=window),
+            start = f"v = {float(v_init) * theta!r}\nI = 0" if v_init else "v = 0\nI = 0"
+            specs_by_pop[pname] = dict(name=pname, size=layer.size, model="if_signed" if signed else "if_layer",
+                                       shape=shape, parameters={"theta": repr(theta)}, operations=[
+                                           m.Operation(start + ("\nn = 0\nsgn = 0" if signed else ""), dt=window),
                                            m.Operation("v += I + b", when="groups", order=10 * layer_order)],
                                        order=layer_order)
         biases[pname] = np.zeros(layer.size)
@@ -316,7 +345,7 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         if src_pop == "input" and input_mode == "analog":
             model = "current"
         else:
-            model = "jump"
+            model = "signed_jump" if specs_by_pop[src_pop]["model"] == "if_signed" else "jump"
         pname = f"{src_pop}_{tgt_pop}{tag}"
         if specs_by_pop[tgt_pop]["model"] == "max_gate":
             proj = m.Projection(pname, src_pop, tgt_pop, "gate",

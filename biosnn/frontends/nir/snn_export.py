@@ -97,7 +97,7 @@ def snn_to_nir(snn):
     Raises
     ------
     ConversionError
-        Temporal codings, max pooling, QCFS initial potentials, layers NIR cannot express; each
+        Temporal codings, max pooling, QCFS initial potentials, signed neurons, layers NIR cannot express; each
         names the layer or population and why.
     """
     import nir
@@ -106,6 +106,11 @@ def snn_to_nir(snn):
     if snn.coding != "rate":
         _refuse_coding(snn)
     graph = snn.graph
+    if snn.signed:
+        raise ConversionError(
+            f"to_nir: network '{snn.name}' has signed IF neurons (convert(..., signed=True)): they emit negative "
+            "spikes that NIR's IF nodes cannot, so the exported graph would compute something else. Convert "
+            "with signed=False to export it")
     if snn.v_init:
         raise ConversionError(
             f"to_nir: network '{snn.name}' starts its IF neurons at {snn.v_init:g} x threshold (a QCFS-prepared "
