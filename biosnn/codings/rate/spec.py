@@ -47,7 +47,7 @@ from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue
 
 __all__ = ["rate_network_spec", "layer_connections", "layer_populations", "synaptic_inputs", "SynapticInput",
-           "meter_parts", "METER_SYNAPSE", "DT_MS"]
+           "meter_parts", "METER_SYNAPSE", "DT_MS", "first_maxpool"]
 
 DT_MS = 1.0  # nominal time step; a converted network's time is counted in steps
 
@@ -200,14 +200,19 @@ _GATE_EQS = "n_out : 1\nfire : 1\nfanout : 1 (constant)"
 _SIGNED_EQS = _IF_EQS + "\nn : 1\nsgn : 1"
 
 
+def first_maxpool(graph: LayerGraph, roles: dict) -> Layer | None:
+    """The first layer realised as a max-pool gate (role ``"maxpool"``), or ``None``."""
+    return next((layer for layer in graph.layers if roles[layer.name] == "maxpool"), None)
+
+
 def _check_signed(graph: LayerGraph, roles: dict, readout: str) -> None:
     """Refuse what signed IF neurons cannot do in the Brian2 network (max pooling, spike readout)."""
-    for layer in graph.layers:
-        if roles[layer.name] == "maxpool":
-            raise ConversionError(
-                f"layer '{layer.name}' ({layer.module or layer.op}) is max pooling: the Brian2 max-pool gate keeps "
-                "the running maximum of its inputs' spike counts and cannot take it back when a signed neuron's "
-                "count falls. Use average pooling (nn.AvgPool2d) or convert with signed=False")
+    layer = first_maxpool(graph, roles)
+    if layer is not None:
+        raise ConversionError(
+            f"layer '{layer.name}' ({layer.module or layer.op}) is max pooling: the Brian2 max-pool gate keeps "
+            "the running maximum of its inputs' spike counts and cannot take it back when a signed neuron's "
+            "count falls. Use average pooling (nn.AvgPool2d) or convert with signed=False")
     if readout != "potential":
         raise ConversionError(f"signed=True needs readout='potential' (got readout={readout!r}): the output "
                               "spikes would need their signs recorded; use the default potential readout")

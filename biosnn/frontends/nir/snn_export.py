@@ -101,7 +101,7 @@ def snn_to_nir(snn):
         names the layer or population and why.
     """
     import nir
-    from biosnn.codings.rate.spec import layer_populations, synaptic_inputs
+    from biosnn.codings.rate.spec import first_maxpool, layer_populations, synaptic_inputs
     from biosnn.frontends.torch_graph import snn_roles
     if snn.coding != "rate":
         _refuse_coding(snn)
@@ -117,12 +117,12 @@ def snn_to_nir(snn):
             "model): NIR nodes have no initial state, so the exported graph would start at 0. Convert the model "
             "without prepare(..., levels=...) to export it")
     roles = snn_roles(graph)
-    for layer in graph.layers:
-        if roles[layer.name] == "maxpool":
-            raise ConversionError(
-                f"to_nir: layer '{layer.name}' ({layer.module or layer.op}) is max pooling, which the rate coding "
-                "realises as a gate keeping the running maximum of its inputs' spike counts: NIR has no such node. "
-                "Use average pooling (nn.AvgPool2d) to export the network")
+    layer = first_maxpool(graph, roles)
+    if layer is not None:
+        raise ConversionError(
+            f"to_nir: layer '{layer.name}' ({layer.module or layer.op}) is max pooling, which the rate coding "
+            "realises as a gate keeping the running maximum of its inputs' spike counts: NIR has no such node. "
+            "Use average pooling (nn.AvgPool2d) to export the network")
     pops = layer_populations(graph)
     analog = snn.input_mode == "analog"
     scale = 1.0 / graph.input_scale if analog else 1.0
