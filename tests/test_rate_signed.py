@@ -106,3 +106,18 @@ def test_signed_neurons_refuse_max_pooling_spike_readout_and_nir():
     with pytest.raises(ConversionError, match="signed IF neurons.*negative spikes.*signed=False"):
         snn_to_nir(snn)
     snn_to_nir(biosnn.convert(mlp, "rate", calibration=xm, input_shape=(4,)))   # the same network unsigned exports
+
+
+def test_the_reference_max_pool_gate_passes_the_maximum_of_signed_counts():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(36, 3)).eval()
+    graph = trace(model, (1, 10, 10))
+    x = _x(6, (1, 10, 10), seed=2).numpy() * 4 - 1
+    ref = simulate_rate(graph, x, 16, readout="potential", v_init=0.5, signed=True, record_trains=True)
+    conv, pool = graph.names[2], graph.names[3]
+    assert ref.negative[conv].sum() > 0 and ref.negative[pool].sum() > 0, "the test needs negative spikes"
+    running = np.cumsum(ref.trains[conv].astype(np.int64), axis=1).reshape(6, 16, 4, 6, 6)
+    window_max = running.reshape(6, 16, 4, 3, 2, 3, 2).max(axis=(4, 6)).reshape(6, 16, -1)
+    np.testing.assert_array_equal(np.cumsum(ref.trains[pool], axis=1), window_max)   # at every step
+    np.testing.assert_array_equal(ref.counts[pool], window_max[:, -1])
