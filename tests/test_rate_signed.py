@@ -121,3 +121,33 @@ def test_the_reference_max_pool_gate_passes_the_maximum_of_signed_counts():
     window_max = running.reshape(6, 16, 4, 3, 2, 3, 2).max(axis=(4, 6)).reshape(6, 16, -1)
     np.testing.assert_array_equal(np.cumsum(ref.trains[pool], axis=1), window_max)   # at every step
     np.testing.assert_array_equal(ref.counts[pool], window_max[:, -1])
+
+
+def test_spikes_worth_k_steps_quantise_to_the_models_levels_and_brian2_equals_the_reference():
+    torch.manual_seed(3)
+    L, k = 4, 3
+    q = biosnn.prepare(_Mixed().eval(), "rate", levels=L)
+    x = _x(40, (1, 8, 8), seed=4) - 0.3
+    kw = dict(calibration=x, input_shape=(1, 8, 8), signed=True, fold_pooling=False)
+    plain = biosnn.convert(q, "rate", T=L, **kw)
+    snn = biosnn.convert(q, "rate", T=k * L, match_levels=True, **kw)
+    assert snn.thresholds["c1"] == k * plain.thresholds.get("c1", 1.0)
+    assert snn.max_count == L
+    ref = simulate_rate(snn.graph, x.numpy(), k * L, thresholds=snn.thresholds, readout=snn.readout,
+                        v_init=snn.v_init, signed=True, max_count=L)
+    short = simulate_rate(plain.graph, x.numpy(), L, thresholds=plain.thresholds, readout=plain.readout,
+                          v_init=plain.v_init, signed=True)
+    stem = q.get_submodule(next(n for n, m in q.named_modules() if type(m).__name__ == "QCFS"))
+    with torch.no_grad():
+        levels = stem(q.c1(x)).numpy().reshape(len(x), -1) / float(stem.threshold) * L
+    np.testing.assert_array_equal(ref.counts["c1"], np.rint(levels))      # L levels, not k L
+    assert max(int(c.max()) for n, c in ref.counts.items() if n != "input") <= L
+    same = np.all([np.array_equal(ref.counts[n], short.counts[n]) for n in ref.counts], axis=0)
+    assert same or np.mean(ref.predictions == short.predictions) >= 0.9   # = T = L where neither lags
+    _same_as_reference(snn.run(x[:3].numpy(), backend="runtime", progress=False),
+                       simulate_rate(snn.graph, x[:3].numpy(), k * L, thresholds=snn.thresholds,
+                                     readout=snn.readout, v_init=snn.v_init, signed=True, max_count=L), 3,
+                       snn.graph.output)
+    with pytest.raises(ConversionError, match=r"match_levels needs .* T a multiple of L and signed=True; got "
+                                              r"levels \[4\], T=10"):
+        biosnn.convert(q, "rate", T=10, match_levels=True, **kw)

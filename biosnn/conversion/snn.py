@@ -212,7 +212,8 @@ class SNN:
 
     def __init__(self, graph: LayerGraph, *, coding: str, T: int, thresholds: dict, input_mode: str,
                  readout: str, seed: int | None, ann_ops: int, layer_names: dict | None = None,
-                 name: str = "converted", v_init: float = 0.0, signed: bool = False):
+                 name: str = "converted", v_init: float = 0.0, signed: bool = False,
+                 max_count: int | None = None):
         self.graph = graph
         self.coding = coding
         self.T = int(T)
@@ -224,6 +225,7 @@ class SNN:
         self.name = name
         self.v_init = float(v_init)
         self.signed = bool(signed)   # signed IF neurons (rate coding: biosnn.codings.rate.coding.convert)
+        self.max_count = max_count   # their cap (match_levels)
         self._spec_cache: dict[tuple[int, int], m.NetworkSpec] = {}
         self._sim_cache: dict[tuple, object] = {}   # (backend, options, spec id) -> standalone build
         self.spec = self.spec_for(1)
@@ -236,7 +238,8 @@ class SNN:
     def _build_spec(self, windows: int) -> m.NetworkSpec:
         return rate_network_spec(self.graph, T=self.T, windows=windows, thresholds=self.thresholds,
                                  input_mode=self.input_mode, readout=self.readout, seed=self.seed,
-                                 name=self.name, v_init=self.v_init, signed=self.signed)
+                                 name=self.name, v_init=self.v_init, signed=self.signed,
+                                 max_count=self.max_count)
 
     def _scores_from_potential(self, v_last: np.ndarray) -> np.ndarray:
         """Scores from the output layer's potential at the end of a window (rate: ``v / T``)."""

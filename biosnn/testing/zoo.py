@@ -382,7 +382,7 @@ def evaluate(model: nn.Module, coding: str, x_calib, x_eval, input_shape: tuple,
         from biosnn.codings.rate.reference import simulate_rate
         ref = simulate_rate(snn.graph, xe.numpy(), snn.T, thresholds=snn.thresholds, input_mode=snn.input_mode,
                             seed=snn.seed, readout=snn.readout, v_init=snn.v_init,
-                            signed=snn.signed)
+                            signed=snn.signed, max_count=snn.max_count)
     else:
         ref = snn.reference(xe.numpy())
     preds, spikes, synops = _reference_totals(ref, len(xe))

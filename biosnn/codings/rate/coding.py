@@ -17,7 +17,7 @@ from biosnn.errors import ConversionError
 __all__ = ["PARAMS", "prepare", "convert"]
 
 PARAMS = ("T", "normalization", "percentile", "input_mode", "readout", "seed", "name", "levels", "fold_pooling",
-          "signed")
+          "signed", "match_levels")
 
 
 def prepare(model, levels: int | None = None, **params):
@@ -53,7 +53,7 @@ def calibration_array(calibration) -> np.ndarray:
 def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = "percentile",
             percentile: float = 99.9, input_mode: str = "analog", readout: str = "potential",
             seed: int | None = 0, name: str = "converted", levels: int | None = None,
-            fold_pooling: bool | None = None, signed: bool = False):
+            fold_pooling: bool | None = None, signed: bool = False, match_levels: bool = False):
     """Rate-coded conversion (``biosnn.convert(ann, "rate", ...)``).
 
     Parameters
@@ -101,6 +101,13 @@ def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = 
         QCFS networks (Bu et al. 2022).  Spikes and synaptic operations count negative spikes
         too.  Needs ``readout="potential"`` and no max pooling (both refused with a
         :class:`~biosnn.errors.ConversionError`); not exportable to NIR.
+    match_levels : bool
+        QCFS-prepared models with ``T = k L`` (``k`` a positive integer) and ``signed=True``:
+        every IF threshold times ``k``, every spike worth ``k`` (synapses from spiking layers
+        carry ``k w``) and at most ``L`` net spikes per neuron, so that each layer's count
+        quantises to the model's ``L`` levels and clips at ``L`` as its QCFS ANN does, not to
+        ``1 / T`` (:mod:`biosnn.codings.rate.levels`); default off.  The network then depends on
+        ``T``: scores after fewer steps are not those of a shorter run.
 
     Returns
     -------
@@ -132,7 +139,17 @@ def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = 
     graph_n, thresholds = calibrate(graph, calibration_array(calibration), normalization=normalization,
                                     percentile=percentile, T=T, input_mode=input_mode, seed=seed)
     del graph  # one copy of the weights (the normalised one) while the spec is built
+    if match_levels not in (True, False):
+        raise ConversionError(f"match_levels must be True or False, got {match_levels!r}")
+    if match_levels:
+        L = sorted({q.levels for q in qcfs})
+        if len(L) != 1 or T % L[0] or not signed:
+            raise ConversionError(f"match_levels needs a model prepared with prepare(model, 'rate', levels=L), "
+                                  f"T a multiple of L and signed=True; got levels {L}, T={T}, signed={signed}")
+        from biosnn.codings.rate.levels import spikes_worth
+        graph_n, thresholds = spikes_worth(graph_n, thresholds, T // L[0])
     if signed not in (True, False):
         raise ConversionError(f"signed must be True or False, got {signed!r}")
     return SNN(graph_n, coding="rate", T=T, thresholds=thresholds, input_mode=input_mode, readout=readout,
-               seed=seed, ann_ops=ops, name=name, v_init=0.5 if qcfs else 0.0, signed=bool(signed))
+               seed=seed, ann_ops=ops, name=name, v_init=0.5 if qcfs else 0.0, signed=bool(signed),
+               max_count=L[0] if match_levels else None)

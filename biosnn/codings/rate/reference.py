@@ -27,6 +27,22 @@ IF layer (``linear``, ``conv2d``, ``avgpool2d``, ``add``)
     and ``v_L -= theta_L`` (reset by subtraction; at most one spike per step),
     else ``s_L(t) = 0``.  ``v_L`` starts at 0; ``theta_L`` is 1 unless given.
 
+Signed IF layer (``signed=True``; the signed IF neuron of Hu et al. 2023, cf. Wang et al. 2022)
+    The same integration, and a running count ``n_L(t)`` (spikes minus
+    negative spikes, ``n_L(0) = 0``).  Then, if ``v_L >= theta_L``:
+    ``s_L(t) = +1``, ``v_L -= theta_L``, ``n_L += 1``; else if ``v_L < 0`` and
+    ``n_L > 0``: ``s_L(t) = -1`` (a negative spike, taking back an earlier
+    spike), ``v_L += theta_L``, ``n_L -= 1``; else ``s_L(t) = 0``.  Synapses
+    pass ``w * s_L(t)``.  While one spike per step suffices, ``v_L`` stays in
+    ``[0, theta_L)`` once the neuron has spiked, so ``n_L(t) = max(0,
+    floor(V_L(t) / theta_L))`` with ``V_L(t) = v_L(0) + sum of its inputs so
+    far``: the count follows the summed input down as well as up, whatever
+    order the input came in (no "unevenness error" from early spikes).  With
+    ``v_L(0) = theta_L / 2`` (QCFS) that is ``round(sum I / theta_L)``; the
+    lower bound 0 matches every ``v_L(0)``.  With ``max_count`` a positive
+    spike also needs ``n_L < max_count`` (the clip of a QCFS activation at
+    ``L`` levels, :mod:`biosnn.codings.rate.levels`).
+
 Max-pool layer (``maxpool2d``, a gate without membrane)
     Each unit tracks ``M(t) = max_j C_j(t)``, the largest running spike
     count ``C_j(t) = sum_{t' <= t} s_j(t')`` among the inputs ``j`` in its
@@ -211,7 +227,7 @@ class _Net:
 
 
 def _run(net: _Net, inp, T: int, readout: str, record: bool, layers=None, probe: str | None = None,
-         v_init: float = 0.0, score_steps=(), signed: bool = False):
+         v_init: float = 0.0, score_steps=(), signed: bool = False, max_count: int | None = None):
     """Simulate one batch.  ``inp(t)`` gives the (N, input_size) input of step t (0-based).
 
     ``layers``: names to simulate (default all); ``probe``: a layer whose
@@ -220,7 +236,7 @@ def _run(net: _Net, inp, T: int, readout: str, record: bool, layers=None, probe:
     layers as a fraction of their threshold; ``score_steps``: steps after which the output
     scores and the spikes per sample so far are kept (returned in ``counts`` under ``("scores", t)``
     and ``("spikes", t)``); ``signed``: signed IF neurons (module docstring), whose negative spikes per
-    unit are returned in ``counts`` under ``("negative", layer)``.
+    unit are returned in ``counts`` under ``("negative", layer)``; ``max_count``: their cap.
     """
     torch = net.torch
     graph = net.graph
@@ -260,7 +276,10 @@ def _run(net: _Net, inp, T: int, readout: str, record: bool, layers=None, probe:
                     out = torch.zeros_like(v[name])
                 else:
                     theta = net.theta[name]
-                    out = (v[name] >= theta).to(torch.float64)
+                    up = v[name] >= theta
+                    if max_count is not None:
+                        up &= counts[name] < max_count
+                    out = up.to(torch.float64)
                     if signed:
                         out -= ((v[name] < 0) & (counts[name] > 0)).to(torch.float64)
                     v[name] -= theta * out
@@ -314,7 +333,7 @@ def _check_args(graph, T, input_mode, readout):
 def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] | None = None,
                   input_mode: str = "analog", seed: int | None = None, readout: str = "spikes",
                   batch_size: int = 256, record_trains: bool = False, v_init: float = 0.0,
-                  score_steps=(), signed: bool = False) -> RateResult:
+                  score_steps=(), signed: bool = False, max_count: int | None = None) -> RateResult:
     """Simulate the rate-coded IF network defined by ``graph`` (see the module docstring).
 
     Parameters
@@ -352,6 +371,9 @@ def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] 
         Signed IF neurons (see the module docstring): a neuron that has spiked emits a negative
         spike when its potential falls below 0; ``counts`` are then net counts and
         ``RateResult.negative`` holds the negative spikes.
+    max_count : int, optional
+        Signed neurons only: at most this many net spikes per neuron (the clip at ``L`` levels of
+        spikes worth ``T / L`` steps, :func:`biosnn.codings.rate.levels.spikes_worth`).
 
     Returns
     -------
@@ -366,6 +388,8 @@ def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] 
     _check_args(graph, T, input_mode, readout)
     if signed not in (True, False):
         raise ConversionError(f"signed must be True or False, got {signed!r}")
+    if max_count is not None and (not signed or int(max_count) != max_count or max_count < 1):
+        raise ConversionError(f"max_count must be a positive integer and needs signed=True, got {max_count!r}")
     T = int(T)
     net = _Net(graph, thresholds)
     score_steps = tuple(sorted({int(t) for t in score_steps}))
@@ -387,7 +411,7 @@ def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] 
         xb = x[start:start + int(batch_size)]
         inp, in_train = _input_source(graph, xb, T, input_mode, seed, start)
         v, c, tr, _ = _run(net, inp, T, readout, record_trains, v_init=float(v_init), score_steps=score_steps,
-                           signed=bool(signed))
+                           signed=bool(signed), max_count=max_count)
         for key in [k for k in c if isinstance(k, tuple) and k[0] == "negative"]:
             negative.setdefault(key[1], []).append(c.pop(key).numpy().round().astype(np.int64))
         for t in score_steps:

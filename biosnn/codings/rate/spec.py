@@ -20,7 +20,8 @@ Per layer (``L`` with threshold ``theta_L``; dimensionless potentials):
 * signed IF layer (``signed=True``): also a spike count ``n``; a spike when
   ``v >= theta_L`` or (``v < 0`` and ``n > 0``), then ``sgn = int(v >= theta_L) - int(v < 0)``
   (+1 or -1), ``v -= sgn * theta_L``, ``n += sgn``; its synapses add ``w * sgn`` (the
-  neuron of :mod:`biosnn.codings.rate.reference`, "Signed IF layer");
+  neuron of :mod:`biosnn.codings.rate.reference`, "Signed IF layer"; with ``max_count``
+  a positive spike also needs ``n < n_max``);
 * max pooling (gate): the unit spikes when one of its inputs' running spike
   count exceeds the unit's own count, so its count is the running maximum of
   the input counts;
@@ -221,7 +222,7 @@ def _check_signed(graph: LayerGraph, roles: dict, readout: str) -> None:
 def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: dict | None = None,
                       input_mode: str = "analog", readout: str = "potential", seed: int | None = None,
                       name: str = "converted", x: np.ndarray | None = None, v_init: float = 0.0,
-                      signed: bool = False) -> m.NetworkSpec:
+                      signed: bool = False, max_count: int | None = None) -> m.NetworkSpec:
     """Build the batched SNN spec of a (normalised) graph.
 
     Parameters
@@ -248,6 +249,8 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         fraction of its threshold (0; 0.5 for QCFS-prepared models).
     signed : bool
         Signed IF neurons (module docstring); refused with max pooling and ``readout="spikes"``.
+    max_count : int, optional
+        Signed neurons: at most this many net spikes per neuron and window (``n_max``).
 
     Returns
     -------
@@ -266,6 +269,9 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
     roles = snn_roles(graph)
     if signed:
         _check_signed(graph, roles, readout)
+    elif max_count is not None:
+        raise ConversionError("max_count needs signed=True")
+    cap = "" if max_count is None else " and n < n_max"
     window = f"{T * DT_MS!r}*ms"
     inp_layer = graph.layers[0]
     n_in = inp_layer.size
@@ -285,7 +291,7 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         "if_layer": m.NeuronModel(_IF_EQS, threshold="v >= theta", reset="v -= theta",
                                   description="IF neuron, reset by subtraction, constant current I + bias b"),
         "if_readout": m.NeuronModel(_OUT_EQS, description="integrating readout (no threshold)"),
-        "if_signed": m.NeuronModel(_SIGNED_EQS, threshold="v >= theta or (v < 0 and n > 0)",
+        "if_signed": m.NeuronModel(_SIGNED_EQS, threshold=f"(v >= theta{cap}) or (v < 0 and n > 0)",
                                    reset="sgn = int(v >= theta) - int(v < 0)\nv -= sgn * theta\nn += sgn",
                                    description="signed IF neuron: a negative spike undoes an earlier spike when "
                                                "v falls below 0"),
@@ -339,7 +345,9 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         else:
             start = f"v = {float(v_init) * theta!r}\nI = 0" if v_init else "v = 0\nI = 0"
             specs_by_pop[pname] = dict(name=pname, size=layer.size, model="if_signed" if signed else "if_layer",
-                                       shape=shape, parameters={"theta": repr(theta)}, operations=[
+                                       shape=shape, parameters={"theta": repr(theta), **(
+                                           {} if max_count is None else {"n_max": repr(float(max_count))})},
+                                       operations=[
                                            m.Operation(start + ("\nn = 0\nsgn = 0" if signed else ""), dt=window),
                                            m.Operation("v += I + b", when="groups", order=10 * layer_order)],
                                        order=layer_order)
