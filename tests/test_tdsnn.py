@@ -214,6 +214,10 @@ def test_cpp_standalone_equals_reference(build_cache):
     np.testing.assert_allclose(res.scores, ref.scores, rtol=1e-13)
     for key, value in ref.ops.items():
         np.testing.assert_array_equal(res.extras[key], value, err_msg=key)
+    # the same although the neuron loops of the leak and thresholder ran over no neuron while idle
+    code = next(iter(snn._sim_cache.values())).directory / "code_objects"
+    for obj in ("L1_op1", "L1_spike_thresholder", "L2_op1"):
+        assert "biosnn_idle ? 0 : N" in (code / f"{obj}_codeobject.cpp").read_text(), obj
 
 
 def test_errors_name_the_problem():

@@ -55,7 +55,7 @@ from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue
 
 __all__ = ["CppStandaloneBackend", "StandaloneSimulation", "cache_root", "structure_key", "profile_of",
-           "GLUE_FLAGS", "glue_flags"]
+           "GLUE_FLAGS", "glue_flags", "IDLE_LOOPS"]
 
 #: Makefile lines appended by :func:`glue_flags`: the glue that runs once per run, compiled at ``-O1``.
 GLUE_FLAGS = ("# biosnn: generated glue (array set-up, file input/output, the run's sequence) at -O1\n"
@@ -80,6 +80,25 @@ BRANCHLESS_THRESHOLD = (
     "        _count += _cond ? 1 : 0;\n"
     "        {% endif %}",
     "a branch per neuron, mispredicted at irregular spikes: append every index, advance the count by the condition")
+
+_USES_IDLE = ("{% if 'biosnn_idle' in variables and variables['biosnn_idle'].scalar "
+              "and variables['biosnn_idle'].__class__.__name__ == 'Subexpression' %}")
+
+#: Fixes of Brian2's ``stateupdate.cpp`` (operations) and ``threshold.cpp``: a code object that uses a variable
+#: ``biosnn_idle`` (a shared subexpression of the model, computed once per step in the scalar code) runs its
+#: neuron loop over no neuron on steps where ``biosnn_idle`` is nonzero.  The model's author writes the code so
+#: that it leaves every variable as it is on those steps (``biosnn_idle == 0 and ...`` in a threshold,
+#: ``(1 - biosnn_idle)`` factors in an operation), so the results are those of the code as written (which the
+#: runtime backend runs): only the loop is skipped.  Another kind of variable of that name (state variable,
+#: per-neuron subexpression) is ignored.
+IDLE_LOOPS = (
+    ("stateupdate.cpp", r"const int _N = \{\{constant_or_scalar\('N', variables\['N'\]\)\}\};",
+     "const int _N = " + _USES_IDLE + "biosnn_idle ? 0 : {% endif %}{{constant_or_scalar('N', variables['N'])}};",
+     "an operation loops over every neuron on every step of its clock: none on the steps its model marks idle"),
+    ("threshold.cpp", r"for\(size_t _idx=0; _idx<N; _idx\+\+\)",
+     "for(size_t _idx=0; _idx<" + _USES_IDLE + "(biosnn_idle ? 0 : N){% else %}N{% endif %}; _idx++)",
+     "a thresholder tests every neuron on every step: none on the steps its model marks idle"),
+)
 
 _LOCK = threading.RLock()
 _ACTIVE: dict[str, "StandaloneSimulation | None"] = {}
@@ -220,7 +239,8 @@ class CppStandaloneBackend:
         from brian2.devices.cpp_standalone.codeobject import CPPStandaloneCodeObject
         with brian2_prefs(devices__cpp_standalone__openmp_threads=self.threads,
                           core__default_float_dtype=np.float32 if self.float32 else np.float64), \
-                templater_scope(CPPStandaloneCodeObject, SAME_TIME_FIXES + (BRANCHLESS_THRESHOLD,)), sorted_clocks():
+                templater_scope(CPPStandaloneCodeObject, SAME_TIME_FIXES + (BRANCHLESS_THRESHOLD, *IDLE_LOOPS)), \
+                sorted_clocks():
             yield
 
     def activate_device(self):

@@ -483,6 +483,10 @@ def convert(ann, calibration, input_shape, *, L: float | None = None, T_il: int 
     T_il : int, optional
         Steps per inhibitory / active period; default ``1 + max_step + margin``
         with ``max_step`` the largest spike step on the calibration data.
+        ``T_il`` sets the window length, which is compiled into a standalone
+        build (the run's duration, the window clock): a network of the same
+        shape with other weights reuses a build only with the same ``T_il``,
+        so pass ``T_il`` to share builds between networks.
     margin : int
         Extra steps over the calibration data's largest spike step (default 2)
         for test inputs with larger values.

@@ -17,7 +17,10 @@ knows where it is in the window through ``phase = t_in_timesteps % W``.
 
 Within a step: every LIF population decays (``v = v*decay``, schedule slot
 ``start``; the bias, an input of G-value 1, is added at the first step of the
-inhibitory period); then, layer by layer in topological order (slot
+inhibitory period; outside ``[S0, S2)``, the inhibitory and active periods,
+``v`` is left as it is: it is 0 before ``S0`` and no longer read after
+``S2``, and the standalone backends skip the layer's neuron loops there,
+:data:`biosnn.backends.brian2_standalone.IDLE_LOOPS`); then, layer by layer in topological order (slot
 ``groups``, :attr:`~biosnn.spec.model.Population.order`), incoming spikes and
 ticks are added and thresholds tested, so a spike crosses a max-pool layer in
 the step it was emitted, like in the reference.
@@ -115,25 +118,31 @@ def window_steps(layout: list[Slot], T_il: int) -> int:
 
 
 _PHASE = "phase = t_in_timesteps % {W} : integer"
+#: Steps on which a layer's per-neuron code cannot change anything (the standalone backends skip its neuron
+#: loops then: :data:`biosnn.backends.brian2_standalone.IDLE_LOOPS`).
+_IDLE = "biosnn_idle = int(t_in_timesteps % {W} < S0 or t_in_timesteps % {W} >= S2) : integer (shared)"
 
 
 def _neuron_models(W: int) -> dict[str, m.NeuronModel]:
-    phase = _PHASE.format(W=W)
+    phase, idle = _PHASE.format(W=W), _IDLE.format(W=W)
     tick = ticking()
     return {
         "tdsnn_input": m.NeuronModel(
             f"tin : 1\nfired : 1\nfanout : 1 (constant)\n{phase}",
             threshold="fired < 0.5 and phase >= tin - 0.5", reset="fired = 1",
             description="TDSNN input: fires once, at step tin of the window (tin = ceil(L ln(1 + x)))"),
-        # the step range first: Brian2 tests it once per step, so outside [S1, S2) the per-neuron tests are skipped
+        # biosnn_idle outside [S0, S2): the threshold and the leak change nothing, and the standalone backends
+        # skip their neuron loops (biosnn.backends.brian2_standalone.IDLE_LOOPS)
         "tdsnn_lif": m.NeuronModel(
-            f"v : 1\nfired : 1\nb_in : 1 (constant)\ndecay : 1 (constant)\nfanout : 1 (constant)\n{phase}",
-            threshold="phase >= S1 and phase < S2 and fired < 0.5 and (v >= 0 or phase == S2 - 1)",
+            f"v : 1\nfired : 1\nb_in : 1 (constant)\ndecay : 1 (constant)\nfanout : 1 (constant)\n{phase}\n"
+            f"{idle}",
+            threshold="biosnn_idle == 0 and phase >= S1 and phase < S2 and fired < 0.5 "
+                      "and (v >= 0 or phase == S2 - 1)",
             reset="fired = 1",
             description="TDSNN LIF neuron: leak v*decay per step, inhibited outside [S1, S2), threshold 0, "
                         "fires once (forced at the last active step)"),
         "tdsnn_output": m.NeuronModel(
-            f"v : 1\nv_last : 1\nb_in : 1 (constant)\ndecay : 1 (constant)\n{phase}",
+            f"v : 1\nv_last : 1\nb_in : 1 (constant)\ndecay : 1 (constant)\n{phase}\n{idle}",
             description="TDSNN output: leaky integration, no threshold; v_last = v at the next window start"),
         "tdsnn_pool": m.NeuronModel(
             "v : 1\nfired : 1\nn_in : 1 (constant)\nfanout : 1 (constant)",
@@ -237,9 +246,12 @@ def tdsnn_network_spec(graph: LayerGraph, *, L: float, T_il: int, windows: int, 
             bias = np.repeat(bias, n // bias.size)
         S0, S1 = (s.period - 1) * T_il, s.period * T_il
         initial = {"b_in": ArrayValue(sign * bias), "decay": ArrayValue(np.full(n, d))}
-        leak = m.Operation("v = v*decay + b_in*int(phase == S0)", when="start", order=1)
+        # frozen while idle (before S0 v is 0; after S2 a hidden neuron has fired and its v is not read)
+        leak = m.Operation("v = v*(decay*(1 - biosnn_idle) + biosnn_idle) + b_in*int(phase == S0)",
+                           when="start", order=1)
         if s.role == "output":
-            pops.append(m.Population(model="tdsnn_output", parameters={"S0": repr(S0)}, initial=initial,
+            pops.append(m.Population(model="tdsnn_output", parameters={"S0": repr(S0), "S2": repr(W)},
+                                     initial=initial,
                                      operations=[reset("v_last = v\nv = 0"), leak], **kw))
             continue
         pops.append(m.Population(model="tdsnn_lif", parameters={"S0": repr(S0), "S1": repr(S1),

@@ -20,11 +20,15 @@ and the steps of its period (constants ``n_on``, ``n_int0``, ``n_int1``):
 * max-pool gate: ``cnt`` counts its inputs that are on; spikes when
   ``cnt > 0`` changes.
 
-Since ``0 <= k <= q_max``, the thresholds start with the window-local step
-range in which a population can fire at all (``n <= q_max``, ``n_on <= n <=
-n_on + q_max``): Brian2 computes that test once per step (it does not depend
-on the neuron), so in the other steps of the window (most of them: a window
-has a period per layer) the per-neuron tests on ``k`` are skipped.
+Since ``0 <= k <= q_max``, a population can fire only in a window-local
+step range (``n <= q_max``, ``n_on <= n <= n_on + q_max``), and its
+per-step operation changes ``v`` and ``k`` only while it integrates or at
+``n_on``.  Outside ``n_busy0 <= n <= n_busy1`` (the union of those ranges:
+most steps, a window has a period per layer) the shared subexpression
+``biosnn_idle`` is 1, and it gates the threshold and the operation, which
+then leave every variable as it is; on the standalone backends the neuron
+loops of those code objects then run over no neuron
+(:data:`biosnn.backends.brian2_standalone.IDLE_LOOPS`).
 
 A spike carries its kind in the presynaptic variable ``sgn`` (+1 on, -1
 off; set by the reset, which Brian2 runs before the spike is propagated):
@@ -59,20 +63,21 @@ def _quantizer(expr: str, rounding: str) -> str:
 
 def _models() -> tuple[dict, dict]:
     step = _STEP
+    idle = f"biosnn_idle = int({step} < n_busy0 or {step} > n_busy1) : integer (shared)"
     neurons = {
         "tsc_input": m.NeuronModel(
-            "x : 1\nk : 1\nsgn : 1\nfanout : 1 (constant)",
-            threshold=f"{step} <= q_max and k > 0.5 and ({step} == 0 or {step} == k)",
+            f"x : 1\nk : 1\nsgn : 1\nfanout : 1 (constant)\n{idle}",
+            threshold=f"biosnn_idle == 0 and {step} <= q_max and k > 0.5 and ({step} == 0 or {step} == k)",
             reset=f"sgn = 1 - 2 * int({step} > 0)",
             description="TSC input: value x sent as an on spike at step 0 and an off spike k = q(x T) steps later"),
         "tsc_neuron": m.NeuronModel(
-            "v : 1\nI : 1\nk : 1\nsgn : 1\nvb : 1 (constant)\nfanout : 1 (constant)",
-            threshold=f"{step} >= n_on and {step} <= n_on + q_max and k > 0.5 "
+            f"v : 1\nI : 1\nk : 1\nsgn : 1\nvb : 1 (constant)\nfanout : 1 (constant)\n{idle}",
+            threshold=f"biosnn_idle == 0 and {step} >= n_on and {step} <= n_on + q_max and k > 0.5 "
                       f"and ({step} == n_on or {step} == n_on + k)",
             reset=f"sgn = 1 - 2 * int({step} > n_on)",
             description="TSC neuron: integrates its switched current, then sends k = q(v) as an on/off pair"),
         "tsc_readout": m.NeuronModel(
-            "v : 1\nI : 1\nv_last : 1\nvb : 1 (constant)",
+            f"v : 1\nI : 1\nv_last : 1\nvb : 1 (constant)\n{idle}",
             description="integrating TSC readout (no spikes)"),
         "tsc_gate": m.NeuronModel(
             "cnt : 1\nis_on : 1\nsgn : 1\nfanout : 1 (constant)",
@@ -144,7 +149,7 @@ def tsc_network_spec(graph: LayerGraph, *, T: int, windows: int, rounding: str =
         initial, ops = {}, []
         if role == "input":
             model = "tsc_input"
-            kw["parameters"] = {"n_win": repr(W), "q_max": repr(T)}
+            kw["parameters"] = {"n_win": repr(W), "q_max": repr(T), "n_busy0": "0", "n_busy1": repr(T)}
             ops = [m.Operation("x = x_in(t, i)\nk = " + _quantizer("x * q_max", rounding), dt=window, order=1)]
         elif role == "gate":
             model = "tsc_gate"
@@ -157,16 +162,19 @@ def tsc_network_spec(graph: LayerGraph, *, T: int, windows: int, rounding: str =
         else:
             inputs, bias = synaptic_inputs(graph, layer.name, sched.roles)
             start, stop = sched.integrate[layer.name]
-            kw["parameters"] = {"n_win": repr(W), "n_int0": repr(start), "n_int1": repr(stop)}
+            kw["parameters"] = {"n_win": repr(W), "n_int0": repr(start), "n_int1": repr(stop),
+                                "n_busy0": repr(start), "n_busy1": repr(stop - 1)}
             initial["vb"] = ArrayValue(T * bias)
-            integrate = f"v += I * int({_STEP} >= n_int0 and {_STEP} < n_int1)"
+            integrate = f"v += I * (int({_STEP} >= n_int0 and {_STEP} < n_int1) * (1 - biosnn_idle))"
             if role == "readout":
                 model = "tsc_readout"
                 ops = [m.Operation("v_last = v\nv = vb\nI = 0", dt=window),
                        m.Operation(integrate, when="groups", order=10 * order)]
             else:
                 model = "tsc_neuron"
-                kw["parameters"].update(n_on=repr(sched.on_step(layer.name)), q_max=repr(T))
+                n_on = sched.on_step(layer.name)
+                kw["parameters"].update(n_on=repr(n_on), q_max=repr(T), n_busy0=repr(min(start, n_on)),
+                                        n_busy1=repr(max(stop - 1, n_on + T)))
                 ops = [m.Operation("v = vb\nI = 0\nk = 0", dt=window),
                        m.Operation(f"{integrate}\nk += int({_STEP} == n_on) * " + _quantizer("v", rounding),
                                    when="groups", order=10 * order)]
