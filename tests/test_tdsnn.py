@@ -216,8 +216,19 @@ def test_cpp_standalone_equals_reference(build_cache):
         np.testing.assert_array_equal(res.extras[key], value, err_msg=key)
     # the same although the neuron loops of the leak and thresholder ran over no neuron while idle
     code = next(iter(snn._sim_cache.values())).directory / "code_objects"
-    for obj in ("L1_op1", "L1_spike_thresholder", "L2_op1"):
+    for obj in ("L1_op1", "L1_spike_thresholder", "L2_op1", "input_spike_thresholder"):
         assert "biosnn_idle ? 0 : N" in (code / f"{obj}_codeobject.cpp").read_text(), obj
+    # other weights, same shape and T_il (which sets the window): the build is reused, nothing compiled
+    other = _hand_model()
+    with torch.no_grad():
+        other.get_submodule("0").weight.mul_(0.5)
+    snn2 = biosnn.convert(other, "tdsnn", calibration=_HAND_X, input_shape=(2,), name="hand_tdsnn", T_il=snn.T_il)
+    from biosnn.backends import get_backend
+    sim = get_backend("cpp_standalone", cache_dir=build_cache).build(snn2.spec_for(2))
+    assert sim.directory == code.parent and sim.compiled is False
+    res2 = snn2.run(_HAND_X, backend="cpp_standalone", batch_size=2, progress=False, cache_dir=build_cache)
+    np.testing.assert_allclose(res2.scores, snn2.reference(_HAND_X).scores, rtol=1e-13)
+    assert not np.allclose(res2.scores, res.scores)
 
 
 def test_errors_name_the_problem():

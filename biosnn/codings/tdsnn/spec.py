@@ -29,8 +29,8 @@ Populations
 -----------
 * ``input``: loads its spike step ``tin`` from the 2-D timed array ``x_in``
   (one row per window, computed by
-  :func:`~biosnn.codings.tdsnn.reference.input_steps`) and fires once at
-  ``phase == tin``;
+  :func:`~biosnn.codings.tdsnn.reference.input_steps`, at most ``T_il - 1``)
+  and fires once at ``phase == tin`` (not at all if ``tin >= T_il``);
 * ``L1, L2, ...`` in topological order: hidden weighted layers (model
   ``tdsnn_lif``: leak ``decay``, threshold 0 in their active period, a flag
   ``fired`` so that each neuron spikes once, a forced spike at the last
@@ -128,9 +128,10 @@ def _neuron_models(W: int) -> dict[str, m.NeuronModel]:
     tick = ticking()
     return {
         "tdsnn_input": m.NeuronModel(
-            f"tin : 1\nfired : 1\nfanout : 1 (constant)\n{phase}",
-            threshold="fired < 0.5 and phase >= tin - 0.5", reset="fired = 1",
-            description="TDSNN input: fires once, at step tin of the window (tin = ceil(L ln(1 + x)))"),
+            f"tin : 1\nfired : 1\nfanout : 1 (constant)\n{phase}\n{idle}",
+            threshold="biosnn_idle == 0 and fired < 0.5 and phase >= tin - 0.5", reset="fired = 1",
+            description="TDSNN input: fires once, at step tin of the window (tin = min(ceil(L ln(1 + x)), "
+                        "T_il - 1); idle from step S2 = T_il on)"),
         # biosnn_idle outside [S0, S2): the threshold and the leak change nothing, and the standalone backends
         # skip their neuron loops (biosnn.backends.brian2_standalone.IDLE_LOOPS)
         "tdsnn_lif": m.NeuronModel(
@@ -220,7 +221,8 @@ def tdsnn_network_spec(graph: LayerGraph, *, L: float, T_il: int, windows: int, 
         n = layer.size
         kw = dict(name=s.population, size=n, shape=shape_of(layer), order=s.order)
         if s.role == "input":
-            pops.append(m.Population(model="tdsnn_input", operations=[reset("tin = x_in(t, i)\nfired = 0")], **kw))
+            pops.append(m.Population(model="tdsnn_input", parameters={"S0": "0", "S2": repr(T_il)},
+                                     operations=[reset("tin = x_in(t, i)\nfired = 0")], **kw))
             metered.append((s.population, n, None))
             continue
         conns = layer_connections(layer)
