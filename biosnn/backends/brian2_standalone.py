@@ -19,6 +19,11 @@ array allocation and file input/output; ``main.cpp``: the run's sequence) at
 makefile on every build (biosnn's edits make it differ from Brian2's text), so
 its time stamp is put back when the edited text is the same as before.
 
+Templates: besides the clock fix (:data:`~biosnn.backends.brian2_templates.SAME_TIME_FIXES`), the thresholder
+has no branch per neuron (:data:`BRANCHLESS_THRESHOLD`), and the operations and thresholder of a model with a
+shared subexpression ``biosnn_idle`` loop over no neuron on the steps where it is nonzero (:data:`IDLE_LOOPS`:
+the TSC and TDSNN layers outside their part of the sample window).
+
 Brian2's standalone device is one object per process, so only one standalone
 network can be *loaded* at a time; a :class:`StandaloneSimulation` whose device
 was taken by a later build reloads itself (code generation, no compilation) the
