@@ -334,7 +334,8 @@ def run_biosnn(name, coding, model, data, args, cores):
     xt, yt = images(x_test[:n], side), y_test[:n]
     cache_dir = Path(args.cache_dir) if args.cache_dir else Path(tempfile.mkdtemp(prefix=f"biosnn_ladder_{name}_"))
     batch = max(1, min(256, math.ceil(n / cores)))
-    kw = dict(backend="cpp_standalone", batch_size=batch, cache_dir=cache_dir, progress=False)
+    kw = dict(backend="cpp_standalone", batch_size=batch, cache_dir=cache_dir, progress=False,
+              float32=args.float32)
     with PeakMemory() as mem:
         t0 = time.perf_counter()
         snn = convert_coding(model, coding, images(x_train[:args.calib], side), (1, side, side))
@@ -344,7 +345,7 @@ def run_biosnn(name, coding, model, data, args, cores):
     snn2 = convert_coding(other_weights(model), coding, images(x_train[:args.calib], side), (1, side, side))
     again = snn2.run(xt[:batch], workers=1, **kw)
     from biosnn.backends import get_backend
-    recompiled = get_backend("cpp_standalone", cache_dir=cache_dir).build(snn2.spec_for(batch)).compiled
+    recompiled = get_backend("cpp_standalone", cache_dir=cache_dir, float32=args.float32).build(snn2.spec_for(batch)).compiled
     ann = ann_predictions(model, xt)
     events = float(np.sum(res.synops_per_sample))
     syn_bytes, n_syn = synapse_bytes(snn.spec)
@@ -390,6 +391,9 @@ def main(argv=None):
     ap.add_argument("--sj-T", type=int, nargs="+", default=[8, 16, 32, 64])
     ap.add_argument("--cache-dir", default=None,
                     help="build directory to reuse (default: a fresh one per network, so compile s is a whole compile)")
+    ap.add_argument("--float32", action="store_true",
+                    help="simulate biosnn in float32 (SpikingJelly's precision); default float64, "
+                         "the precision of the exact references")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args(argv)
     cores = available_cores()
@@ -426,7 +430,7 @@ def main(argv=None):
              f"{cores} cores · load average (1/5/15 min) at start {'/'.join(f'{v:.1f}' for v in load_before)}, at end "
              f"{'/'.join(f'{v:.1f}' for v in load_after)}: a machine shared with other jobs, so absolute figures are "
              f"low and noisy; the ratios are side by side in one process · {total_s / 60:.1f} min in all", "",
-             f"biosnn: `snn.run(backend='cpp_standalone', workers={cores})`, one compiled binary per network, batches "
+             f"biosnn: `snn.run(backend='cpp_standalone', workers={cores}, float32={args.float32})`, one compiled binary per network, batches "
              f"of sample windows in {cores} parallel processes.  SpikingJelly {sj_version} ann2snn (rate, 99.9 %), "
              f"{cores} torch threads, batch 100, T in {args.sj_T}.  ANNs trained {args.epochs} epoch(s) on "
              f"{args.train_samples} MNIST images (the 32x32 networks: MNIST padded to 32x32, one channel).  \"SJ at "
