@@ -61,8 +61,9 @@ def test_a_second_run_reuses_the_build(digits, build_cache, monkeypatch):
     first = snn.run(xt[:8], **kw)
     loads, load = [], StandaloneSimulation._load
     monkeypatch.setattr(StandaloneSimulation, "_load", lambda self: (loads.append(self), load(self))[1])
-    _same(first, snn.run(xt[:8], **kw))
-    assert loads == []
+    again = snn.run(xt[:8], **kw)
+    _same(first, again)
+    assert loads == [] and again.compiled is False
     biosnn.convert(_cnn(seed=4), "rate", calibration=x[:100], input_shape=(1, 8, 8), T=10).run(xt[:4], **kw)
     assert len(loads) == 1
     _same(first, snn.run(xt[:8], **kw))
@@ -86,8 +87,9 @@ def test_same_shape_network_compiles_nothing(digits, build_cache):
     assert sim.directory == first.directory and sim.compiled is False
     assert {p: p.stat().st_mtime_ns for p in built} == built
     run = dict(batch_size=4, progress=False, workers=1)
-    _same(snn.run(xt[:8], backend="cpp_standalone", cache_dir=build_cache, **run),
-          snn.run(xt[:8], backend="runtime", **run))
+    compiled = snn.run(xt[:8], backend="cpp_standalone", cache_dir=build_cache, **run)
+    assert compiled.compiled is False
+    _same(compiled, snn.run(xt[:8], backend="runtime", **run))
 
 
 @pytest.mark.standalone

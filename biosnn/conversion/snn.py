@@ -71,6 +71,8 @@ class SNNResult:
     """Time the simulations themselves took (for standalone backends: the compiled binary's runs)."""
     runs: int = 0
     """Number of simulation runs (batches)."""
+    compiled: bool = False
+    """Whether this run compiled code (False when the build cache or an earlier run's build was reused)."""
     extras: dict = field(default_factory=dict)
     """Coding-specific figures per sample (e.g. additions and memory accesses of TSC), name -> ndarray (N,)."""
 
@@ -263,7 +265,8 @@ class SNN:
         return self._spec_cache[key]
 
     def _simulation(self, backend: str, spec: m.NetworkSpec, backend_options: dict):
-        """``spec`` built on ``backend``; a compiled standalone build of an earlier :meth:`run` is reused.
+        """``spec`` built on ``backend`` and whether that compiled code; a standalone build of an earlier
+        :meth:`run` is reused.
 
         A standalone simulation re-runs its binary with new inputs, and reloads
         itself when another build took Brian2's device, so a second
@@ -276,11 +279,11 @@ class SNN:
         key = (backend, repr(sorted(backend_options.items())), id(spec))
         sim = self._sim_cache.get(key)
         if sim is not None and sim.spec is spec and (sim.directory / "main").is_file():
-            return sim
+            return sim, False
         sim = get_backend(backend, **backend_options).build(spec)
         if isinstance(sim, StandaloneSimulation):
             self._sim_cache[key] = sim
-        return sim
+        return sim, bool(getattr(sim, "compiled", False))
 
     def layer_populations(self) -> dict[str, str]:
         """Torch layer name -> population name in the spec."""
@@ -346,7 +349,7 @@ class SNN:
         per_run = R * windows
         spec = self.spec_for(windows, R)
         t0 = time.perf_counter()
-        sim = self._simulation(backend, spec, backend_options)
+        sim, compiled = self._simulation(backend, spec, backend_options)
         build_s, run_s = time.perf_counter() - t0, 0.0
         pops = self.layer_populations()
         meter_order = [pr.source for pr in spec.projections if pr.target == "meter"]
@@ -406,5 +409,5 @@ class SNN:
         preds = np.argmax(scores, axis=1)
         return SNNResult(predictions=preds, scores=scores, layer_spikes=layer_spikes,
                          layer_synops=layer_synops, wall_time_s=wall, backend=backend, T=self.T,
-                         build_time_s=build_s, run_time_s=run_s, runs=len(starts),
+                         build_time_s=build_s, run_time_s=run_s, runs=len(starts), compiled=compiled,
                          input_events=input_events, input_macs=input_macs, ann_macs=self.ann_ops)
