@@ -6,11 +6,13 @@ torchvision-style ResNet-18, a DenseNet-style network, a MobileNet-style network
 the CPU) is trained briefly on MNIST (padded to 32x32 where the model takes 32x32), then prepared and
 converted with every coding that allows its layers.  On ``--test`` test images the coding's exact
 reference (numpy/torch; equal to the Brian2 run, see tests/test_zoo.py) gives: agreement with the
-prepared ANN's predictions, accuracy, spikes and synaptic operations per image.
+prepared ANN's predictions, accuracy, spikes and synaptic operations per image.  A coding that does not
+allow a model's layers gets a row "refused: <the ConversionError's reason>".
 
 Rate coding runs on the model as it is (``prepare(model, "rate")``) and on the QCFS model
 (``biosnn.prepare(model, "rate", levels=L)``, Bu et al. 2022, average pools folded into their readers)
-fine-tuned for ``--qcfs-epochs``, each at every ``--T``: one reference run of ``max(T)`` steps gives
+fine-tuned for ``--qcfs-epochs``, and the QCFS model with signed IF neurons (``signed=True``), each at every
+``--T``: one reference run of ``max(T)`` steps gives
 the scores after each shorter window too (the dynamics do not depend on ``T``).
 
 ``--models`` runs a part of the zoo: the recorded table keeps the rows of the other models from
@@ -42,11 +44,16 @@ import torch
 import torch.nn.functional as F
 
 import biosnn
+from biosnn.codings.rate.coding import PARAMS as RATE_PARAMS
 from biosnn.codings.rate.qcfs import init_thresholds
 from biosnn.datasets import accuracy, load_mnist, train_classifier
+from biosnn.errors import ConversionError
 from biosnn.testing.zoo import INPUT_SIZE, ZOO, build, codings_for, evaluate
 
 TITLE = "## Model zoo x codings (benchmarks/zoo.py)"
+#: the codings tried on every model besides rate (a model whose layers a coding does not allow gets a
+#: "refused" row with the reason of the ConversionError)
+OTHER_CODINGS = ("tsc", "tpc", "tdsnn", "stc")
 #: CPU widths (channels of the first stage)
 WIDTH = {"lenet5": 6, "mnist_example": 8, "vgg11": 8, "vgg16": 8, "resnet20": 8, "resnet18": 8,
          "densenet": 8, "mobilenet": 8}
@@ -91,9 +98,19 @@ def main(argv=None):
         q = biosnn.prepare(model, "rate", levels=args.levels)
         init_thresholds(q, xtr[:args.calib])
         q = train_classifier(q.train(), xtr, y_train, epochs=args.qcfs_epochs, lr=args.qcfs_lr, batch_size=64).eval()
-        for label, prepared in (("rate", biosnn.prepare(model, "rate")), (f"rate QCFS L={args.levels}", q)):
+        for label, prepared, signed in (("rate", biosnn.prepare(model, "rate"), False),
+                                        (f"rate QCFS L={args.levels}", q, False),
+                                        (f"rate QCFS signed L={args.levels}", q, True)):
+            if signed and "signed" not in RATE_PARAMS:
+                continue
             t1 = time.time()
-            for T, r in _rate_runs(prepared, xtr[:args.calib], xte, (1, s, s), args.T).items():
+            try:
+                runs = _rate_runs(prepared, xtr[:args.calib], xte, (1, s, s), args.T, signed)
+            except ConversionError as exc:   # signed neurons refuse max pooling
+                rows.append((name, label, None, _reason(exc)))
+                print(f"  {label}: refused: {exc}", flush=True)
+                continue
+            for T, r in runs.items():
                 snn_acc = float(np.mean(r["snn"] == y_test))
                 ann_acc = float(np.mean(r["ann"] == y_test))
                 rows.append((name, f"{label} T={T}", (acc, ann_acc, r["agreement"], snn_acc, r["spikes"], None),
@@ -101,14 +118,19 @@ def main(argv=None):
                 print(f"  {label} T={T}: agreement {r['agreement']:.3f}, prepared ANN {ann_acc:.3f}, "
                       f"SNN {snn_acc:.3f}, spikes {r['spikes']:.0f}", flush=True)
             print(f"  ({time.time() - t1:.0f} s)", flush=True)
-        for coding, params, prepared in [(c, {}, None) for c in codings_for(name) if c != "rate"]:
+        for coding in OTHER_CODINGS:
             t1 = time.time()
             try:
-                r = evaluate(model, coding.split()[0], xtr[:args.calib], xte, (1, s, s), prepared=prepared, **params)
-            except Exception as exc:  # a refusal is a result of the table
-                rows.append((name, coding, None, f"{type(exc).__name__}: {str(exc)[:90]}"))
-                print(f"  {coding}: {type(exc).__name__}: {exc}", flush=True)
+                r = evaluate(model, coding, xtr[:args.calib], xte, (1, s, s))
+            except ConversionError as exc:  # a refusal is a result of the table
+                rows.append((name, coding, None, _reason(exc)))
+                print(f"  {coding}: refused: {exc}", flush=True)
+                if coding in codings_for(name):
+                    raise RuntimeError(f"{name} should convert with {coding} (biosnn.testing.zoo.codings_for)") \
+                        from exc
                 continue
+            if coding not in codings_for(name):
+                raise RuntimeError(f"{name} converts with {coding}: update biosnn.testing.zoo.codings_for")
             snn_acc = float(np.mean(r["snn_predictions"] == y_test))
             ann_acc = float(np.mean(r["ann"] == y_test))
             rows.append((name, coding, (acc, ann_acc, r["agreement"], snn_acc, r["spikes"], r["synops"]), None))
@@ -119,18 +141,27 @@ def main(argv=None):
             _record(args, rows, t_all, load0, done=args.models.index(name) + 1)
 
 
-def _rate_runs(prepared, x_calib, x_eval, input_shape, Ts) -> dict:
-    """Rate coding of ``prepared`` at every ``T`` of ``Ts`` from one reference run of ``max(Ts)`` steps."""
+def _reason(exc: ConversionError) -> str:
+    """The first sentence of a refusal, for a table cell."""
+    text = " ".join(str(exc).split()).replace("|", "/")
+    first = text.split(". ")[0].split("; ")[0]
+    return first if len(first) <= 160 else first[:157] + "..."
+
+
+def _rate_runs(prepared, x_calib, x_eval, input_shape, Ts, signed=False) -> dict:
+    """Rate coding of ``prepared`` at every ``T`` of ``Ts`` from one reference run of ``max(Ts)`` steps
+    (``signed``: with signed IF neurons, ``convert(..., signed=True)``)."""
     from biosnn.codings.rate.reference import simulate_rate
 
     xe = torch.as_tensor(np.asarray(x_eval), dtype=torch.float32)
     with torch.no_grad():
         ann = prepared(xe).reshape(len(xe), -1).argmax(1).numpy()
     T_max = max(Ts)
+    kw = {"signed": True} if signed else {}
     snn = biosnn.convert(prepared, "rate", calibration=torch.as_tensor(np.asarray(x_calib)), input_shape=input_shape,
-                         T=T_max)
+                         T=T_max, **kw)
     ref = simulate_rate(snn.graph, xe.numpy(), T_max, thresholds=snn.thresholds, input_mode=snn.input_mode,
-                        seed=snn.seed, readout=snn.readout, v_init=snn.v_init, score_steps=Ts)
+                        seed=snn.seed, readout=snn.readout, v_init=snn.v_init, score_steps=Ts, **kw)
     out = {}
     for T in sorted(Ts):
         pred = np.argmax(ref.step_scores[T], axis=1)
@@ -172,7 +203,8 @@ def _record(args, rows, t_all, load0, done):
              "TSC T=32, TPC 6 bits, TDSNN L=5, STC T=8 with weights rescaled from the calibration data); "
              "rate: the model as it is; rate QCFS: `prepare(model, 'rate', levels=L)` "
              f"fine-tuned {args.qcfs_epochs} epoch(s) at lr {args.qcfs_lr:g}, converted with v(0) = theta/2 and "
-             "average pools folded into their readers; the rate rows at each T come from one reference run of "
+             "average pools folded into their readers; rate QCFS signed: the same model converted with signed IF "
+             "neurons (`signed=True`, negative spikes; refused with max pooling); the rate rows at each T come from one reference run of "
              f"max(T) steps (scores after T steps); {args.test} test images, {args.calib} calibration images; "
              "agreement = the coding's exact reference predicts the prepared ANN's class (for QCFS: the QCFS "
              "model's); spikes and synops per image. Settings: " + repr(_settings(args)) + ".", "",
