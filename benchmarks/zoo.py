@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 import biosnn
 from biosnn.codings.rate.coding import PARAMS as RATE_PARAMS
-from biosnn.codings.rate.qcfs import init_thresholds
+from biosnn.codings.rate.qcfs import init_thresholds, qcfs_modules, with_levels
 from biosnn.datasets import accuracy, load_mnist, train_classifier
 from biosnn.errors import ConversionError
 from biosnn.testing.zoo import INPUT_SIZE, ZOO, build, codings_for, evaluate
@@ -73,8 +73,8 @@ def main(argv=None):
     p.add_argument("--calib", type=int, default=256, help="calibration images (default 256)")
     p.add_argument("--levels", type=int, default=8, help="QCFS quantisation levels L (default 8)")
     p.add_argument("--T", type=int, nargs="+", default=[8, 16, 32, 64], help="rate T (plain and QCFS)")
-    p.add_argument("--qcfs-epochs", type=int, default=1, help="QCFS fine-tuning epochs (default 1)")
-    p.add_argument("--qcfs-lr", type=float, default=3e-4, help="QCFS fine-tuning learning rate")
+    p.add_argument("--qcfs-epochs", type=int, default=3, help="QCFS fine-tuning epochs (default 3)")
+    p.add_argument("--qcfs-lr", type=float, default=1e-3, help="QCFS fine-tuning learning rate (default 1e-3)")
     p.add_argument("--no-record", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -113,9 +113,10 @@ def main(argv=None):
             for T, r in runs.items():
                 snn_acc = float(np.mean(r["snn"] == y_test))
                 ann_acc = float(np.mean(r["ann"] == y_test))
-                rows.append((name, f"{label} T={T}", (acc, ann_acc, r["agreement"], snn_acc, r["spikes"], None),
-                             None))
-                print(f"  {label} T={T}: agreement {r['agreement']:.3f}, prepared ANN {ann_acc:.3f}, "
+                rows.append((name, f"{label} T={T}", (acc, ann_acc, r["agreement"], r["agreement_LT"], snn_acc,
+                                                       r["spikes"], None), None))
+                lt = "" if r["agreement_LT"] is None else f" (L=T: {r['agreement_LT']:.3f})"
+                print(f"  {label} T={T}: agreement {r['agreement']:.3f}{lt}, prepared ANN {ann_acc:.3f}, "
                       f"SNN {snn_acc:.3f}, spikes {r['spikes']:.0f}", flush=True)
             print(f"  ({time.time() - t1:.0f} s)", flush=True)
         for coding in OTHER_CODINGS:
@@ -133,7 +134,7 @@ def main(argv=None):
                 raise RuntimeError(f"{name} converts with {coding}: update biosnn.testing.zoo.codings_for")
             snn_acc = float(np.mean(r["snn_predictions"] == y_test))
             ann_acc = float(np.mean(r["ann"] == y_test))
-            rows.append((name, coding, (acc, ann_acc, r["agreement"], snn_acc, r["spikes"], r["synops"]), None))
+            rows.append((name, coding, (acc, ann_acc, r["agreement"], None, snn_acc, r["spikes"], r["synops"]), None))
             print(f"  {coding}: agreement {r['agreement']:.3f}, prepared ANN {ann_acc:.3f}, SNN {snn_acc:.3f}, "
                   f"spikes {r['spikes']:.0f}, synops {r['synops'] or float('nan'):.0f} ({time.time() - t1:.0f} s)",
                   flush=True)
@@ -165,7 +166,13 @@ def _rate_runs(prepared, x_calib, x_eval, input_shape, Ts, signed=False) -> dict
     out = {}
     for T in sorted(Ts):
         pred = np.argmax(ref.step_scores[T], axis=1)
-        out[T] = dict(agreement=float(np.mean(pred == ann)), ann=ann, snn=pred, spikes=float(np.mean(ref.step_spikes[T])))
+        agree_lt = None
+        if qcfs_modules(prepared):   # the ANN that T steps compute exactly in the first layer: QCFS with L = T
+            with torch.no_grad():
+                ann_t = with_levels(prepared, T)(xe).reshape(len(xe), -1).argmax(1).numpy()
+            agree_lt = float(np.mean(pred == ann_t))
+        out[T] = dict(agreement=float(np.mean(pred == ann)), agreement_LT=agree_lt, ann=ann, snn=pred,
+                      spikes=float(np.mean(ref.step_spikes[T])))
     return out
 
 
@@ -184,11 +191,11 @@ def _earlier_rows(args) -> list:
         return []
     if data.get("settings") != _settings(args):
         return []
-    return [(r["model"], r["coding"], None if r["error"] else tuple(r[k] for k in _KEYS), r["error"])
+    return [(r["model"], r["coding"], None if r["error"] else tuple(r.get(k) for k in _KEYS), r["error"])
             for r in data["rows"] if r["model"] not in args.models]
 
 
-_KEYS = ("ann_acc", "prepared_acc", "agreement", "snn_acc", "spikes", "synops")
+_KEYS = ("ann_acc", "prepared_acc", "agreement", "agreement_LT", "snn_acc", "spikes", "synops")
 
 
 def _record(args, rows, t_all, load0, done):
@@ -204,19 +211,23 @@ def _record(args, rows, t_all, load0, done):
              "rate: the model as it is; rate QCFS: `prepare(model, 'rate', levels=L)` "
              f"fine-tuned {args.qcfs_epochs} epoch(s) at lr {args.qcfs_lr:g}, converted with v(0) = theta/2 and "
              "average pools folded into their readers; rate QCFS signed: the same model converted with signed IF "
-             "neurons (`signed=True`, negative spikes; refused with max pooling); the rate rows at each T come from one reference run of "
-             f"max(T) steps (scores after T steps); {args.test} test images, {args.calib} calibration images; "
-             "agreement = the coding's exact reference predicts the prepared ANN's class (for QCFS: the QCFS "
-             "model's); spikes and synops per image. Settings: " + repr(_settings(args)) + ".", "",
-             "| model | coding | ANN acc | prepared ANN acc | agreement | SNN acc | spikes | synops |",
-             "|---|---|---|---|---|---|---|---|"]
+             "neurons (`signed=True`, negative spikes; refused with max pooling); the rate rows at each T come "
+             f"from one reference run of max(T) steps (scores after T steps); {args.test} test images, "
+             f"{args.calib} calibration images; agreement = the coding's exact reference predicts the prepared "
+             "ANN's class (for QCFS: the QCFS model's, L levels); agreement L=T (QCFS rows): with the same QCFS "
+             "model evaluated with L = T levels (`qcfs.with_levels`, thresholds kept), the ANN that T steps "
+             "compute exactly in the first layer; spikes (for signed neurons: of either sign) and synops per "
+             "image. Settings: " + repr(_settings(args)) + ".", "",
+             "| model | coding | ANN acc | prepared ANN acc | agreement | agreement L=T | SNN acc | spikes | synops |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, coding, vals, err in rows:
         if vals is None:
-            lines.append(f"| {name} | {coding} | refused: {err} | | | | | |")
+            lines.append(f"| {name} | {coding} | refused: {err} | | | | | | |")
         else:
-            acc, ann_acc, agree, snn_acc, spikes, synops = vals
+            acc, ann_acc, agree, agree_lt, snn_acc, spikes, synops = vals
+            lt = "" if agree_lt is None else f"{agree_lt:.3f}"
             syn = "" if synops is None else f"{synops:.3g}"
-            lines.append(f"| {name} | {coding} | {acc:.3f} | {ann_acc:.3f} | {agree:.3f} | {snn_acc:.3f} | "
+            lines.append(f"| {name} | {coding} | {acc:.3f} | {ann_acc:.3f} | {agree:.3f} | {lt} | {snn_acc:.3f} | "
                          f"{spikes:.3g} | {syn} |")
     missing = [n for n in ZOO if n not in {r[0] for r in rows}]
     if missing:

@@ -126,21 +126,29 @@ def test_a_clipped_relu_after_pooling_is_refused():
         biosnn.convert(model, "rate", calibration=_x(8, (1, 8, 8)), input_shape=(1, 8, 8), T=4)
 
 
-def test_first_layer_spike_counts_equal_the_qcfs_values_at_T_equal_L():
+@pytest.mark.parametrize("T", [8, 13])
+def test_first_layer_spike_counts_equal_the_qcfs_values_at_T_equal_L(T):
     """Constant input current, v(0) = theta / 2, reset by subtraction: T = L steps give exactly
-    floor(L z / lambda + 1/2) spikes (clipped to [0, L]), the QCFS activation."""
+    floor(L z / lambda + 1/2) spikes (clipped to [0, L]), the QCFS activation; T steps of a model
+    prepared with another L give the values of with_levels(model, T) (same thresholds, L = T)."""
+    from biosnn.codings.rate.qcfs import with_levels
     torch.manual_seed(3)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 3)).eval()
-    L = 8
-    q = biosnn.prepare(model, "rate", levels=L)
+    q = biosnn.prepare(model, "rate", levels=8)
     x = _x(30, (1, 4, 4), seed=4)
-    snn = biosnn.convert(q, "rate", calibration=x, input_shape=(1, 4, 4), T=L)
-    ref = simulate_rate(snn.graph, x.numpy(), L, thresholds=snn.thresholds, readout=snn.readout, v_init=snn.v_init)
+    snn = biosnn.convert(q, "rate", calibration=x, input_shape=(1, 4, 4), T=T)
+    ref = simulate_rate(snn.graph, x.numpy(), T, thresholds=snn.thresholds, readout=snn.readout, v_init=snn.v_init)
     hidden = [n for n in snn.graph.names if snn.graph[n].ceiling is not None][0]
-    qmod = qcfs_modules(q)[0]
+    qt = with_levels(q, T)
+    qmod = qcfs_modules(qt)[0]
+    assert qmod.levels == T and qcfs_modules(q)[0].levels == 8
     with torch.no_grad():
-        values = qmod(q.get_submodule("1")(x.flatten(1))).numpy()
-    np.testing.assert_array_equal(ref.counts[hidden], np.rint(values / float(qmod.threshold) * L))
+        values = qmod(qt.get_submodule("1")(x.flatten(1))).numpy()
+    counts = np.rint(values / float(qmod.threshold) * T)
+    np.testing.assert_array_equal(ref.counts[hidden], counts)
+    assert len(np.unique(counts)) > 3
+    with pytest.raises(ConversionError, match="has no QCFS activation"):
+        with_levels(model, T)
 
 
 def test_brian2_equals_reference_with_half_threshold_start():

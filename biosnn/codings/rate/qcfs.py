@@ -17,7 +17,7 @@ from torch import nn
 
 from biosnn.errors import ConversionError
 
-__all__ = ["QCFS", "qcfs_model", "qcfs_modules", "init_thresholds"]
+__all__ = ["QCFS", "qcfs_model", "qcfs_modules", "init_thresholds", "with_levels"]
 
 
 class _FloorSTE(torch.autograd.Function):
@@ -146,6 +146,34 @@ def _is_pooling(node, modules) -> bool:
 def qcfs_modules(model: nn.Module) -> list[QCFS]:
     """The QCFS activations of a model (empty for a model that was not prepared with ``levels``)."""
     return [m for m in model.modules() if isinstance(m, QCFS)]
+
+
+def with_levels(model: nn.Module, levels: int) -> nn.Module:
+    """A copy of a QCFS-prepared model whose activations use ``levels`` steps (thresholds kept).
+
+    The converted network run for ``T`` steps computes, in its first layer exactly, the QCFS model
+    with ``L = T``: a model fine-tuned at another ``L`` is the ANN it approximates only when
+    ``T = L`` (for ``T >> L`` it approaches the clipped ReLU ``min(relu(x), lambda)``).  Compare
+    a ``T``-step simulation with ``with_levels(model, T)`` to separate this quantisation
+    difference from the conversion error.
+
+    Parameters
+    ----------
+    model : nn.Module
+        From ``biosnn.prepare(model, "rate", levels=L)``.
+    levels : int
+        The new number of quantisation steps (e.g. the simulation's ``T``).
+    """
+    import copy
+
+    if not qcfs_modules(model):
+        raise ConversionError(f"{type(model).__name__} has no QCFS activation; prepare it with "
+                              "biosnn.prepare(model, 'rate', levels=L)")
+    QCFS(levels)   # checks levels
+    out = copy.deepcopy(model)
+    for m in qcfs_modules(out):
+        m.levels = int(levels)
+    return out
 
 
 def init_thresholds(model: nn.Module, x) -> None:
