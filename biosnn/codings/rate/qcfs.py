@@ -163,6 +163,11 @@ def with_levels(model: nn.Module, levels: int) -> nn.Module:
         From ``biosnn.prepare(model, "rate", levels=L)``.
     levels : int
         The new number of quantisation steps (e.g. the simulation's ``T``).
+
+    Returns
+    -------
+    nn.Module
+        A copy; ``model`` is unchanged.
     """
     import copy
 
