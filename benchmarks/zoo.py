@@ -100,8 +100,9 @@ def main(argv=None):
         q = train_classifier(q.train(), xtr, y_train, epochs=args.qcfs_epochs, lr=args.qcfs_lr, batch_size=64).eval()
         for label, prepared, signed in (("rate", biosnn.prepare(model, "rate"), False),
                                         (f"rate QCFS L={args.levels}", q, False),
-                                        (f"rate QCFS signed L={args.levels}", q, True)):
-            if signed and "signed" not in RATE_PARAMS:
+                                        (f"rate QCFS signed L={args.levels}", q, True),
+                                        (f"rate QCFS signed match_levels L={args.levels}", q, "match")):
+            if signed and "signed" not in RATE_PARAMS or signed == "match" and "match_levels" not in RATE_PARAMS:
                 continue
             t1 = time.time()
             try:
@@ -151,29 +152,41 @@ def _reason(exc: ConversionError) -> str:
 
 def _rate_runs(prepared, x_calib, x_eval, input_shape, Ts, signed=False) -> dict:
     """Rate coding of ``prepared`` at every ``T`` of ``Ts`` from one reference run of ``max(Ts)`` steps
-    (``signed``: with signed IF neurons, ``convert(..., signed=True)``)."""
-    from biosnn.codings.rate.reference import simulate_rate
-
+    (``signed=True``: with signed IF neurons; ``"match"``: signed with ``match_levels``, one run per ``T``
+    that is a multiple of the QCFS levels)."""
     xe = torch.as_tensor(np.asarray(x_eval), dtype=torch.float32)
     with torch.no_grad():
         ann = prepared(xe).reshape(len(xe), -1).argmax(1).numpy()
-    T_max = max(Ts)
-    kw = {"signed": True} if signed else {}
-    snn = biosnn.convert(prepared, "rate", calibration=torch.as_tensor(np.asarray(x_calib)), input_shape=input_shape,
-                         T=T_max, **kw)
-    ref = simulate_rate(snn.graph, xe.numpy(), T_max, thresholds=snn.thresholds, input_mode=snn.input_mode,
-                        seed=snn.seed, readout=snn.readout, v_init=snn.v_init, score_steps=Ts, **kw)
+    if signed == "match":   # the network depends on T: one run per T (a multiple of L)
+        L = qcfs_modules(prepared)[0].levels
+        runs = {T: _rate_ref(prepared, x_calib, xe, input_shape, T, [T], signed=True, match_levels=True)
+                for T in Ts if T % L == 0}
+    else:
+        ref = _rate_ref(prepared, x_calib, xe, input_shape, max(Ts), Ts, **({"signed": True} if signed else {}))
+        runs = {T: ref for T in Ts}
     out = {}
-    for T in sorted(Ts):
+    for T, ref in sorted(runs.items()):
         pred = np.argmax(ref.step_scores[T], axis=1)
         agree_lt = None
-        if qcfs_modules(prepared):   # the ANN that T steps compute exactly in the first layer: QCFS with L = T
+        if qcfs_modules(prepared) and signed != "match":   # the ANN that T steps compute exactly in the first layer: QCFS with L = T
             with torch.no_grad():
                 ann_t = with_levels(prepared, T)(xe).reshape(len(xe), -1).argmax(1).numpy()
             agree_lt = float(np.mean(pred == ann_t))
         out[T] = dict(agreement=float(np.mean(pred == ann)), agreement_LT=agree_lt, ann=ann, snn=pred,
                       spikes=float(np.mean(ref.step_spikes[T])))
     return out
+
+
+def _rate_ref(prepared, x_calib, xe, input_shape, T, score_steps, **kw):
+    """The exact reference of ``prepared`` converted with ``T`` and the conversion parameters ``kw``."""
+    from biosnn.codings.rate.reference import simulate_rate
+
+    snn = biosnn.convert(prepared, "rate", calibration=torch.as_tensor(np.asarray(x_calib)), input_shape=input_shape,
+                         T=T, **kw)
+    sim = {"max_count": snn.max_count} if kw.get("match_levels") else {}
+    return simulate_rate(snn.graph, xe.numpy(), T, thresholds=snn.thresholds, input_mode=snn.input_mode,
+                         seed=snn.seed, readout=snn.readout, v_init=snn.v_init, score_steps=score_steps,
+                         signed=snn.signed, **sim)
 
 
 def _settings(args) -> dict:
@@ -211,7 +224,9 @@ def _record(args, rows, t_all, load0, done):
              "rate: the model as it is; rate QCFS: `prepare(model, 'rate', levels=L)` "
              f"fine-tuned {args.qcfs_epochs} epoch(s) at lr {args.qcfs_lr:g}, converted with v(0) = theta/2 and "
              "average pools folded into their readers; rate QCFS signed: the same model converted with signed IF "
-             "neurons (`signed=True`, negative spikes; refused with max pooling); the rate rows at each T come "
+             "neurons (`signed=True`, negative spikes; refused with max pooling); signed match_levels: "
+             "also `match_levels=True` (spikes worth T/L threshold steps: the SNN quantises to the model's L "
+             "levels; one run per T); the other rate rows at each T come "
              f"from one reference run of max(T) steps (scores after T steps); {args.test} test images, "
              f"{args.calib} calibration images; agreement = the coding's exact reference predicts the prepared "
              "ANN's class (for QCFS: the QCFS model's, L levels); agreement L=T (QCFS rows): with the same QCFS "
