@@ -194,7 +194,8 @@ def _settings(args) -> dict:
 
 
 def _earlier_rows(args) -> list:
-    """Rows of models not in this run from the recorded table, when it was measured with the same settings."""
+    """Rows of the recorded table, when it was measured with the same settings (:func:`_record` keeps those of
+    the models this run has not measured yet)."""
     import json
 
     path = Path(__file__).resolve().parent / "results" / "model_zoo.json"
@@ -205,14 +206,15 @@ def _earlier_rows(args) -> list:
     if data.get("settings") != _settings(args):
         return []
     return [(r["model"], r["coding"], None if r["error"] else tuple(r.get(k) for k in _KEYS), r["error"])
-            for r in data["rows"] if r["model"] not in args.models]
+            for r in data["rows"]]
 
 
 _KEYS = ("ann_acc", "prepared_acc", "agreement", "agreement_LT", "snn_acc", "spikes", "synops")
 
 
 def _record(args, rows, t_all, load0, done):
-    rows = _earlier_rows(args) + rows
+    done = {r[0] for r in rows}
+    rows = [r for r in _earlier_rows(args) if r[0] not in done] + rows
     order = {n: i for i, n in enumerate(ZOO)}
     rows.sort(key=lambda r: order[r[0]])    # stable: each model's rows keep their order
     lines = [TITLE, "",
