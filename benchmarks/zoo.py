@@ -179,14 +179,9 @@ def _rate_runs(prepared, x_calib, x_eval, input_shape, Ts, signed=False) -> dict
 
 def _rate_ref(prepared, x_calib, xe, input_shape, T, score_steps, **kw):
     """The exact reference of ``prepared`` converted with ``T`` and the conversion parameters ``kw``."""
-    from biosnn.codings.rate.reference import simulate_rate
-
     snn = biosnn.convert(prepared, "rate", calibration=torch.as_tensor(np.asarray(x_calib)), input_shape=input_shape,
                          T=T, **kw)
-    sim = {"max_count": snn.max_count} if kw.get("match_levels") else {}
-    return simulate_rate(snn.graph, xe.numpy(), T, thresholds=snn.thresholds, input_mode=snn.input_mode,
-                         seed=snn.seed, readout=snn.readout, v_init=snn.v_init, score_steps=score_steps,
-                         signed=snn.signed, **sim)
+    return snn.reference(xe.numpy(), score_steps=score_steps)
 
 
 def _settings(args) -> dict:

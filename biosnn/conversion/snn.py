@@ -243,6 +243,27 @@ class SNN:
                                  name=self.name, v_init=self.v_init, signed=self.signed,
                                  max_count=self.max_count)
 
+    def reference(self, x, **options):
+        """The exact numpy reference of this rate-coded network (:func:`~biosnn.codings.rate.reference.simulate_rate`).
+
+        Parameters
+        ----------
+        x : array_like
+            Raw inputs ``(N,) + input_shape``.
+        **options
+            Passed on (``batch_size``, ``record_trains``, ``score_steps``); the network's own
+            parameters (``T``, thresholds, input mode, seed, readout, initial potential, signed
+            neurons and their cap) are taken from it.
+
+        Returns
+        -------
+        RateResult
+        """
+        from biosnn.codings.rate.reference import simulate_rate
+        return simulate_rate(self.graph, np.asarray(x), self.T, thresholds=self.thresholds,
+                             input_mode=self.input_mode, seed=self.seed, readout=self.readout, v_init=self.v_init,
+                             signed=self.signed, max_count=self.max_count, **options)
+
     def _scores_from_potential(self, v_last: np.ndarray) -> np.ndarray:
         """Scores from the output layer's potential at the end of a window (rate: ``v / T``)."""
         return v_last / self.T

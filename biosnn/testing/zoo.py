@@ -378,13 +378,7 @@ def evaluate(model: nn.Module, coding: str, x_calib, x_eval, input_shape: tuple,
     with torch.no_grad():
         ann = prepared(xe).reshape(len(xe), -1).argmax(1).numpy()
     snn = biosnn.convert(prepared, coding, calibration=xc, input_shape=input_shape, **params)
-    if coding == "rate":
-        from biosnn.codings.rate.reference import simulate_rate
-        ref = simulate_rate(snn.graph, xe.numpy(), snn.T, thresholds=snn.thresholds, input_mode=snn.input_mode,
-                            seed=snn.seed, readout=snn.readout, v_init=snn.v_init,
-                            signed=snn.signed, max_count=snn.max_count)
-    else:
-        ref = snn.reference(xe.numpy())
+    ref = snn.reference(xe.numpy())
     preds, spikes, synops = _reference_totals(ref, len(xe))
     return dict(agreement=float(np.mean(preds == ann)), ann=ann, snn_predictions=preds,
                 spikes=float(np.mean(spikes)), synops=None if synops is None else float(np.mean(synops)),

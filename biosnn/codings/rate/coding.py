@@ -139,6 +139,8 @@ def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = 
     graph_n, thresholds = calibrate(graph, calibration_array(calibration), normalization=normalization,
                                     percentile=percentile, T=T, input_mode=input_mode, seed=seed)
     del graph  # one copy of the weights (the normalised one) while the spec is built
+    if signed not in (True, False):
+        raise ConversionError(f"signed must be True or False, got {signed!r}")
     if match_levels not in (True, False):
         raise ConversionError(f"match_levels must be True or False, got {match_levels!r}")
     if match_levels:
@@ -148,8 +150,6 @@ def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = 
                                   f"T a multiple of L and signed=True; got levels {L}, T={T}, signed={signed}")
         from biosnn.codings.rate.levels import spikes_worth
         graph_n, thresholds = spikes_worth(graph_n, thresholds, T // L[0])
-    if signed not in (True, False):
-        raise ConversionError(f"signed must be True or False, got {signed!r}")
     return SNN(graph_n, coding="rate", T=T, thresholds=thresholds, input_mode=input_mode, readout=readout,
                seed=seed, ann_ops=ops, name=name, v_init=0.5 if qcfs else 0.0, signed=bool(signed),
                max_count=L[0] if match_levels else None)
