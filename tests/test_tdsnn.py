@@ -211,24 +211,34 @@ def test_cpp_standalone_equals_reference(build_cache):
     snn = biosnn.convert(_hand_model(), "tdsnn", calibration=_HAND_X, input_shape=(2,), name="hand_tdsnn")
     res = snn.run(_HAND_X, backend="cpp_standalone", batch_size=2, progress=False, cache_dir=build_cache)
     ref = snn.reference(_HAND_X)
-    np.testing.assert_allclose(res.scores, ref.scores, rtol=1e-13)
+    np.testing.assert_array_equal(res.scores, ref.scores)
     for key, value in ref.ops.items():
         np.testing.assert_array_equal(res.extras[key], value, err_msg=key)
     # the same although the neuron loops of the leak and thresholder ran over no neuron while idle
-    code = next(iter(snn._sim_cache.values())).directory / "code_objects"
-    for obj in ("L1_op1", "L1_spike_thresholder", "L2_op1", "input_spike_thresholder"):
+    sim = next(iter(snn._sim_cache.values()))
+    code = sim.directory / "code_objects"
+    for obj in ("L1_op0", "L1_spike_thresholder", "L2_op0", "input_spike_thresholder", "meter_spike_thresholder"):
         assert "biosnn_idle ? 0 : N" in (code / f"{obj}_codeobject.cpp").read_text(), obj
-    # other weights, same shape and T_il (which sets the window): the build is reused, nothing compiled
+    # other weights and another T_il (another window: P T_il + 1 steps, another run length): T_il is data, the
+    # run's duration is read at run time, so the build is reused and nothing is compiled
     other = _hand_model()
     with torch.no_grad():
         other.get_submodule("0").weight.mul_(0.5)
-    snn2 = biosnn.convert(other, "tdsnn", calibration=_HAND_X, input_shape=(2,), name="hand_tdsnn", T_il=snn.T_il)
-    from biosnn.backends import get_backend
-    sim = get_backend("cpp_standalone", cache_dir=build_cache).build(snn2.spec_for(2))
-    assert sim.directory == code.parent and sim.compiled is False
+    snn2 = biosnn.convert(other, "tdsnn", calibration=_HAND_X, input_shape=(2,), name="hand_tdsnn",
+                          T_il=snn.T_il + 3)
+    assert snn2.T == snn.T + 2 * 3
     res2 = snn2.run(_HAND_X, backend="cpp_standalone", batch_size=2, progress=False, cache_dir=build_cache)
-    np.testing.assert_allclose(res2.scores, snn2.reference(_HAND_X).scores, rtol=1e-13)
+    sim2 = next(iter(snn2._sim_cache.values()))
+    assert sim2.directory == sim.directory and res2.compiled is False and sim2.compiled is False
+    ref2 = snn2.reference(_HAND_X)
+    np.testing.assert_array_equal(res2.scores, ref2.scores)
+    for key, value in ref2.ops.items():
+        np.testing.assert_array_equal(res2.extras[key], value, err_msg=key)
     assert not np.allclose(res2.scores, res.scores)
+    # the first network again: its build reloads itself (new values, no compilation), same results
+    again = snn.run(_HAND_X, backend="cpp_standalone", batch_size=2, progress=False, cache_dir=build_cache)
+    assert again.compiled is False
+    np.testing.assert_array_equal(again.scores, res.scores)
 
 
 def test_errors_name_the_problem():

@@ -24,6 +24,11 @@ has no branch per neuron (:data:`BRANCHLESS_THRESHOLD`), and the operations and 
 shared subexpression ``biosnn_idle`` loop over no neuron on the steps where it is nonzero (:data:`IDLE_LOOPS`:
 the TSC and TDSNN layers outside their part of the sample window).
 
+Run length: the duration of a ``cpp_standalone`` run (a spec without a protocol) is not compiled in:
+``main.cpp`` reads it from ``$BIOSNN_DURATION_S`` (:func:`duration_from_environment`, :data:`DURATION_VARIABLE`), set
+for every run of the build, and the structure key leaves the duration out, so networks that differ only in
+their run's length (a TDSNN network's window is ``P T_il + 1`` steps) share one binary.
+
 Brian2's standalone device is one object per process, so only one standalone
 network can be *loaded* at a time; a :class:`StandaloneSimulation` whose device
 was taken by a later build reloads itself (code generation, no compilation) the
@@ -37,6 +42,7 @@ import gc
 import hashlib
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -60,7 +66,7 @@ from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue
 
 __all__ = ["CppStandaloneBackend", "StandaloneSimulation", "cache_root", "structure_key", "profile_of",
-           "GLUE_FLAGS", "glue_flags", "IDLE_LOOPS"]
+           "GLUE_FLAGS", "glue_flags", "IDLE_LOOPS", "DURATION_VARIABLE", "duration_from_environment"]
 
 #: Makefile lines appended by :func:`glue_flags`: the glue that runs once per run, compiled at ``-O1``.
 GLUE_FLAGS = ("# biosnn: generated glue (array set-up, file input/output, the run's sequence) at -O1\n"
@@ -105,6 +111,51 @@ IDLE_LOOPS = (
      "a thresholder tests every neuron on every step: none on the steps its model marks idle"),
 )
 
+#: Environment variable from which a ``cpp_standalone`` binary reads its run's duration (seconds, ``repr`` of a
+#: float: ``strtod`` reads it back exactly); see :func:`duration_from_environment`.
+DURATION_VARIABLE = "BIOSNN_DURATION_S"
+
+_RUN_LINE = re.compile(r"^(\s*\w+\.run\()([-+0-9.eE]+|inf|nan)(, )", re.MULTILINE)
+
+_DURATION_FUNCTION = f"""
+// biosnn: the run's duration (seconds) comes from ${DURATION_VARIABLE}, so that builds of other durations
+// share this binary (biosnn.backends.brian2_standalone.duration_from_environment)
+#include <cstdlib>
+static double biosnn_duration_s()
+{{
+    const char* text = std::getenv("{DURATION_VARIABLE}");
+    char* end = nullptr;
+    const double value = text ? std::strtod(text, &end) : -1.0;
+    if (text == nullptr || end == text || *end != '\\0' || !(value > 0.0))
+    {{
+        std::cerr << "biosnn: set {DURATION_VARIABLE} to the run's duration in seconds" << std::endl;
+        std::exit(2);
+    }}
+    return value;
+}}
+"""
+
+
+def duration_from_environment(main_cpp: Path) -> bool:
+    """Make a generated ``main.cpp`` read its run's duration from :data:`DURATION_VARIABLE` (once).
+
+    The project must have one ``Network.run`` (a spec without a protocol); its literal duration becomes
+    ``biosnn_duration_s()``, a function added before ``main`` that stops the binary with an error when
+    the variable is missing or not a positive number.  Returns whether the file changed.
+    """
+    text = main_cpp.read_text()
+    if "biosnn_duration_s()" in text:
+        return False
+    runs = _RUN_LINE.findall(text)
+    marker = "int main(int argc, char **argv)"
+    if len(runs) != 1 or text.count(marker) != 1:
+        raise BackendError(f"{main_cpp} does not have the one network run and main function expected of "
+                           "Brian2's C++ standalone device; the run's duration cannot be read at run time")
+    text = _RUN_LINE.sub(lambda mo: mo.group(1) + "biosnn_duration_s()" + mo.group(3), text)
+    main_cpp.write_text(text.replace(marker, _DURATION_FUNCTION + "\n" + marker))
+    return True
+
+
 _LOCK = threading.RLock()
 _ACTIVE: dict[str, "StandaloneSimulation | None"] = {}
 
@@ -130,11 +181,15 @@ def _structure(obj):
     return obj
 
 
-def structure_key(spec: m.NetworkSpec, duration_s: float, options: dict) -> str:
-    """A hash of everything that changes the generated code of a spec."""
+def structure_key(spec: m.NetworkSpec, duration_s: float | None, options: dict) -> str:
+    """A hash of everything that changes the generated code of a spec (``duration_s=None``: a build whose
+    duration is read at run time, :func:`duration_from_environment`; the spec's duration is left out too)."""
     import brian2
-    data = {"spec": _structure(spec), "duration": repr(float(duration_s)), "options": options,
-            "brian2": brian2.__version__}
+    structure = _structure(spec)
+    if duration_s is None:
+        structure.pop("duration")
+    data = {"spec": structure, "duration": "run time" if duration_s is None else repr(float(duration_s)),
+            "options": options, "brian2": brian2.__version__}
     # the number of synapses and random connectivity are data, but sizes of explicit
     # connectivity arrays are data too: they do not change the code
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -255,7 +310,7 @@ class CppStandaloneBackend:
         set_device(device, build_on_run=False)
         return device
 
-    def build_project(self, device, directory: Path):
+    def build_project(self, device, directory: Path, runtime_duration: bool = False):
         """Generate the project, group its code objects in unity units, compile what changed with make.
 
         Parameters
@@ -264,15 +319,24 @@ class CppStandaloneBackend:
             The active device, after the network's ``run`` generated its code objects.
         directory : Path
             The project directory.
+        runtime_duration : bool
+            ``main.cpp`` reads the run's duration at run time (:func:`duration_from_environment`).
         """
         from brian2.codegen.cpp_prefs import get_compiler_and_args
         makefile = Path(directory) / "makefile"
-        before = (makefile.read_text(), makefile.stat().st_mtime_ns) if makefile.is_file() else None
+        main_cpp = Path(directory) / "main.cpp"
+        edited = [(makefile, glue_flags)]
+        if runtime_duration:
+            edited.append((main_cpp, duration_from_environment))
+        before = {path: (path.read_text(), path.stat().st_mtime_ns) for path, _ in edited if path.is_file()}
         device.build(directory=str(directory), compile=False, run=False, with_output=False)
         write_unity_sources(directory, self.unity_units, ext=".cpp")
-        glue_flags(makefile)
-        if before is not None and makefile.read_text() == before[0]:
-            os.utime(makefile, ns=(before[1], before[1]))  # same makefile: make keeps the objects
+        for path, edit in edited:
+            edit(path)
+            # Brian2 rewrites a file whose text differs from its own (biosnn's edits); the same edited text
+            # as before gets its time stamp back, so that make keeps the objects
+            if path in before and path.read_text() == before[path][0]:
+                os.utime(path, ns=(before[path][1], before[path][1]))
         device.compile_source(str(directory), get_compiler_and_args()[0], debug=False, clean=False)
 
     def build(self, spec: m.NetworkSpec, duration: float | None = None) -> "StandaloneSimulation":
@@ -287,7 +351,9 @@ class StandaloneSimulation:
         self.backend = backend
         self.spec = spec
         self.duration_s = positive_duration(spec.duration_seconds() if duration is None else duration)
-        key = structure_key(spec, self.duration_s, backend.options())
+        #: the binary reads the run's duration at run time (one run: no protocol; C++ only)
+        self.runtime_duration = backend.device_name == "cpp_standalone" and not spec.protocol
+        key = structure_key(spec, None if self.runtime_duration else self.duration_s, backend.options())
         root = backend.cache_dir or cache_root()
         self.directory = root / f"{spec.name}-{backend.device_name}-{key}"
         self.objects = None
@@ -314,6 +380,8 @@ class StandaloneSimulation:
                 with self.backend.prefs():
                     self.objects = None
                     device = self.backend.activate_device()
+                    if self.runtime_duration:
+                        device.run_environment_variables[DURATION_VARIABLE] = repr(self.duration_s)
                     gc.collect()  # objects of an earlier build would make Brian2 rename ours (lif_1): recompiles
                     objs = build_objects(self.spec, static=self.backend.static_projections)
                     with brian2_errors(f"generate code for '{self.spec.name}'"):
@@ -324,7 +392,10 @@ class StandaloneSimulation:
                             untrust_build(self.directory)  # a binary biosnn did not build: compile afresh
                         before = _mtime(self.directory / "main")
                         try:
-                            self.backend.build_project(device, self.directory)
+                            if self.runtime_duration:
+                                self.backend.build_project(device, self.directory, runtime_duration=True)
+                            else:
+                                self.backend.build_project(device, self.directory)
                             if before is None or _mtime(self.directory / "main") != before:
                                 compiled = True  # make wrote a new binary
                                 record_binary(self.directory)

@@ -264,6 +264,13 @@ class SNN:
                              input_mode=self.input_mode, seed=self.seed, readout=self.readout, v_init=self.v_init,
                              signed=self.signed, max_count=self.max_count, **options)
 
+    def _window_states(self, rec, population: str, variable: str, windows: int) -> np.ndarray | None:
+        """A variable's values at the end of each of a run's ``windows`` windows, ``(windows, neurons)``, or
+        ``None`` where it is not recorded (rate coding: rows 1 .. ``windows`` of a state monitor sampling it at
+        every window start; row 0 is the start of the run)."""
+        states = rec.states.get(population, {})
+        return np.asarray(states[variable].values)[1:windows + 1] if variable in states else None
+
     def _scores_from_potential(self, v_last: np.ndarray) -> np.ndarray:
         """Scores from the output layer's potential at the end of a window (rate: ``v / T``)."""
         return v_last / self.T
@@ -380,9 +387,8 @@ class SNN:
         spikes = np.zeros((n, len(meter_order)))
         ops = np.zeros((n, len(meter_order)))
 
-        def per_sample(values):
-            """Monitor rows 1..windows, columns (copy, unit) -> rows (copy, window) of samples."""
-            v = np.asarray(values)[1:windows + 1]
+        def per_sample(v):
+            """Rows (windows), columns (copy, unit) -> rows (copy, window) of samples."""
             return v.reshape(windows, R, -1).transpose(1, 0, 2).reshape(per_run, -1)
 
         from tqdm.auto import tqdm
@@ -403,11 +409,11 @@ class SNN:
         for s, rec in bar:
             k = min(per_run, n - s)
             run_s += float(rec.meta.get("wall_time_s", 0.0))
-            meter = rec.states["meter"]
-            spikes[s:s + k] = per_sample(meter["spk_last"].values)[:k]
-            ops[s:s + k] = per_sample(meter["ops_last"].values)[:k]
-            if "v_last" in rec.states.get(out_pop, {}):
-                scores[s:s + k] = self._scores_from_potential(per_sample(rec.states[out_pop]["v_last"].values)[:k])
+            spikes[s:s + k] = per_sample(self._window_states(rec, "meter", "spk_last", windows))[:k]
+            ops[s:s + k] = per_sample(self._window_states(rec, "meter", "ops_last", windows))[:k]
+            v_last = self._window_states(rec, out_pop, "v_last", windows)
+            if v_last is not None:
+                scores[s:s + k] = self._scores_from_potential(per_sample(v_last)[:k])
             else:
                 st = rec.spikes[out_pop]
                 step = np.rint(st.times / (DT_MS * 1e-3)).astype(np.int64)

@@ -48,7 +48,7 @@ from biosnn.conversion.snn import SNN, SNNResult
 from biosnn.codings.tdsnn.reference import (RESIDUAL_WHY, WEIGHTED, ann_operation_counts, check_L, check_T_il, g_forward,
                                                g_logits, g_value, input_steps, operation_totals, simulate_tdsnn,
                                                spike_step, tdsnn_roles)
-from biosnn.codings.tdsnn.spec import tdsnn_layout, tdsnn_network_spec, window_steps
+from biosnn.codings.tdsnn.spec import tdsnn_layout, tdsnn_network_spec, window_steps, window_values
 from biosnn.errors import ConversionError
 from biosnn.frontends.torch_graph import inplace_tracer_class
 
@@ -379,6 +379,14 @@ class TDSNN(SNN):
     def _build_spec(self, windows: int):
         return tdsnn_network_spec(self.graph, L=self.L, T_il=self.T_il, windows=windows, name=self.name)
 
+    def _window_states(self, rec, population: str, variable: str, windows: int) -> np.ndarray | None:
+        """Read from the spike monitors of the ``meter`` and the output, which spike at the end of every window
+        (:func:`~biosnn.codings.tdsnn.spec.window_values`): ``spk_last``/``ops_last`` are the counts ``spk``/``ops``,
+        ``v_last`` the potential ``v``."""
+        var = {"spk_last": "spk", "ops_last": "ops", "v_last": "v"}[variable]
+        values = rec.spike_values.get(population, {}).get(var)
+        return None if values is None else window_values(rec.spikes[population], values, self.T, windows)
+
     def _scores_from_potential(self, v_last: np.ndarray) -> np.ndarray:
         scores = v_last * math.exp(self.T_il / self.L)
         return np.maximum(scores, 0.0) if self.graph[self.graph.output].relu else scores
@@ -483,10 +491,10 @@ def convert(ann, calibration, input_shape, *, L: float | None = None, T_il: int 
     T_il : int, optional
         Steps per inhibitory / active period; default ``1 + max_step + margin``
         with ``max_step`` the largest spike step on the calibration data.
-        ``T_il`` sets the window length, which is compiled into a standalone
-        build (the run's duration, the window clock): a network of the same
-        shape with other weights reuses a build only with the same ``T_il``,
-        so pass ``T_il`` to share builds between networks.
+        ``T_il`` sets the window length (``P T_il + 1`` steps), which is data
+        of the network, not code: networks of the same shape share a
+        standalone build whatever their ``T_il``, weights and biases (a
+        second one compiles nothing).
     margin : int
         Extra steps over the calibration data's largest spike step (default 2)
         for test inputs with larger values.

@@ -59,11 +59,10 @@ from biosnn.conversion.connect import weighted_connect
 from biosnn.codings.rate.spec import DT_MS, layer_connections
 from biosnn.codings.tdsnn.reference import (check_L, check_T_il, decay_factor, tdsnn_roles,
                                                tick_weight)
-from biosnn.models.neurons import ticking
 from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue
 
-__all__ = ["Slot", "tdsnn_layout", "window_steps", "tdsnn_network_spec"]
+__all__ = ["Slot", "tdsnn_layout", "window_steps", "tdsnn_network_spec", "T_IL_TABLE", "window_values"]
 
 
 @dataclass(frozen=True)
@@ -117,46 +116,60 @@ def window_steps(layout: list[Slot], T_il: int) -> int:
     return layout[-1].period * int(T_il) + 1
 
 
-_PHASE = "phase = t_in_timesteps % {W} : integer"
-#: Steps on which a layer's per-neuron code cannot change anything (the standalone backends skip its neuron
-#: loops then: :data:`biosnn.backends.brian2_standalone.IDLE_LOOPS`).
-_IDLE = "biosnn_idle = int(t_in_timesteps % {W} < S0 or t_in_timesteps % {W} >= S2) : integer (shared)"
+#: Name of the one-value timed array that holds ``T_il``: the schedule is computed from it at every step, so
+#: that ``T_il`` (and the window, ``P T_il + 1`` steps) is data, not code: networks that differ in ``T_il``
+#: share a standalone build.
+T_IL_TABLE = "tdsnn_T_il"
+
+# Every model's window clock: T_il from the table, the window W and the step in it (phase) from the integer
+# step counter; P (the output's period) and p (the population's period) are the populations' parameters.
+_SCHEDULE = (f"T_il = int({T_IL_TABLE}(t) + 0.5) : integer (shared)\n"
+             "W = P*T_il + 1 : integer (shared)\n"
+             "phase = t_in_timesteps % W : integer (shared)\n")
 
 
-def _neuron_models(W: int) -> dict[str, m.NeuronModel]:
-    phase, idle = _PHASE.format(W=W), _IDLE.format(W=W)
-    tick = ticking()
+def _neuron_models() -> dict[str, m.NeuronModel]:
+    # biosnn_idle: steps on which a population's threshold and operations change nothing (outside [S0, S2));
+    # the standalone backends skip their neuron loops then (biosnn.backends.brian2_standalone.IDLE_LOOPS)
     return {
         "tdsnn_input": m.NeuronModel(
-            f"tin : 1\nfired : 1\nfanout : 1 (constant)\n{phase}\n{idle}",
-            threshold="biosnn_idle == 0 and fired < 0.5 and phase >= tin - 0.5", reset="fired = 1",
+            f"fanout : 1 (constant)\n{_SCHEDULE}window = t_in_timesteps // W : integer (shared)\n"
+            "tin = x_in(window*dt, i) : 1\nbiosnn_idle = int(phase >= T_il) : integer (shared)",
+            threshold="biosnn_idle == 0 and phase >= tin - 0.5 and phase < tin + 0.5",
             description="TDSNN input: fires once, at step tin of the window (tin = min(ceil(L ln(1 + x)), "
-                        "T_il - 1); idle from step S2 = T_il on)"),
-        # biosnn_idle outside [S0, S2): the threshold and the leak change nothing, and the standalone backends
-        # skip their neuron loops (biosnn.backends.brian2_standalone.IDLE_LOOPS)
+                        "T_il - 1), row 'window' of x_in); idle from step T_il on"),
         "tdsnn_lif": m.NeuronModel(
-            f"v : 1\nfired : 1\nb_in : 1 (constant)\ndecay : 1 (constant)\nfanout : 1 (constant)\n{phase}\n"
-            f"{idle}",
+            f"v : 1\nfired : 1\nb_in : 1 (constant)\ndecay : 1 (constant)\nfanout : 1 (constant)\n{_SCHEDULE}"
+            "S0 = (p - 1)*T_il : integer (shared)\nS1 = p*T_il : integer (shared)\n"
+            "S2 = (p + 1)*T_il : integer (shared)\nbiosnn_idle = int(phase < S0 or phase >= S2) : integer (shared)",
             threshold="biosnn_idle == 0 and phase >= S1 and phase < S2 and fired < 0.5 "
                       "and (v >= 0 or phase == S2 - 1)",
             reset="fired = 1",
-            description="TDSNN LIF neuron: leak v*decay per step, inhibited outside [S1, S2), threshold 0, "
-                        "fires once (forced at the last active step)"),
+            description="TDSNN LIF neuron: reset at S0, leak v*decay per step, inhibited outside [S1, S2), "
+                        "threshold 0, fires once (forced at the last active step)"),
         "tdsnn_output": m.NeuronModel(
-            f"v : 1\nv_last : 1\nb_in : 1 (constant)\ndecay : 1 (constant)\n{phase}\n{idle}",
-            description="TDSNN output: leaky integration, no threshold; v_last = v at the next window start"),
+            f"v : 1\nb_in : 1 (constant)\ndecay : 1 (constant)\n{_SCHEDULE}S0 = (p - 1)*T_il : integer (shared)\n"
+            "biosnn_idle = int(phase < S0) : integer (shared)",
+            threshold="biosnn_idle == 0 and phase == W - 1",
+            description="TDSNN output: reset at S0, leaky integration; every neuron 'spikes' at the last step of "
+                        "the window, so that a spike monitor reads v there"),
         "tdsnn_pool": m.NeuronModel(
-            "v : 1\nfired : 1\nn_in : 1 (constant)\nfanout : 1 (constant)",
-            threshold="fired < 0.5 and v >= n_in - 0.5", reset="fired = 1",
+            f"v : 1\nfired : 1\nn_in : 1 (constant)\nfanout : 1 (constant)\n{_SCHEDULE}"
+            "S0 = p*T_il : integer (shared)\nbiosnn_idle = int(phase < S0 or phase >= S0 + T_il) : integer (shared)",
+            threshold="biosnn_idle == 0 and fired < 0.5 and v >= n_in - 0.5", reset="fired = 1",
             description="TDSNN max pooling: unit weights, threshold = number of inputs, no leak: "
-                        "fires with the latest input"),
-        "tdsnn_tick": replace(
-            tick, equations="t_start : second\nt_stop : second\nfanout : 1\nticks : 1",
-            threshold=f"({tick.threshold}) and fanout > 0.5", reset="ticks += 1", parameters={},
-            description="Ticking neuron (Zhang et al. 2019) with per-window t_start/t_stop; stops when "
-                        "every neuron of its layer has fired (fanout: neurons left; ticks: ticks so far)"),
-        "tdsnn_meter": m.NeuronModel("spk : 1\nops : 1\nspk_last : 1\nops_last : 1",
-                                     description="spikes and operations per population and window"),
+                        "fires with the latest input; reset at S0, idle outside its period"),
+        "tdsnn_tick": m.NeuronModel(
+            f"fanout : 1\n{_SCHEDULE}S0 = p*T_il + 1 : integer (shared)\nS2 = (p + 1)*T_il : integer (shared)\n"
+            "biosnn_idle = int(phase < S0 or phase >= S2) : integer (shared)",
+            threshold="biosnn_idle == 0 and fanout > 0.5",
+            description="Ticking neuron (Zhang et al. 2019): fires at active steps 1 .. T_il - 1 of its layer "
+                        "(period p) while some neuron of the layer has not fired (fanout: neurons left)"),
+        "tdsnn_meter": m.NeuronModel(
+            f"spk : 1\nops : 1\n{_SCHEDULE}biosnn_idle = int(phase != W - 1) : integer (shared)",
+            threshold="biosnn_idle == 0", reset="spk = 0\nops = 0",
+            description="spikes and operations per population and window; every neuron 'spikes' at the last "
+                        "step of the window, so that a spike monitor reads the counts there, then resets them"),
     }
 
 
@@ -200,7 +213,7 @@ def tdsnn_network_spec(graph: LayerGraph, *, L: float, T_il: int, windows: int, 
     L, T_il = check_L(L), check_T_il(T_il)
     layout = tdsnn_layout(graph)
     W = window_steps(layout, T_il)
-    window = f"{W * DT_MS!r}*ms"
+    P = layout[-1].period
     n_in = graph.input.size
     x = np.zeros((windows, n_in)) if x is None else np.asarray(x, dtype=np.float64).reshape(windows, n_in)
     slot_of = {s.layer: s for s in layout}
@@ -213,16 +226,15 @@ def tdsnn_network_spec(graph: LayerGraph, *, L: float, T_il: int, windows: int, 
     def shape_of(layer):
         return layer.out_shape if len(layer.out_shape) == 3 else None
 
-    def reset(code):
-        return m.Operation(code, dt=window, when="start", order=0)
+    def periods(p):
+        return {"P": repr(P), "p": repr(p)}
 
     for s in layout:
         layer = graph[s.layer]
         n = layer.size
         kw = dict(name=s.population, size=n, shape=shape_of(layer), order=s.order)
         if s.role == "input":
-            pops.append(m.Population(model="tdsnn_input", parameters={"S0": "0", "S2": repr(T_il)},
-                                     operations=[reset("tin = x_in(t, i)\nfired = 0")], **kw))
+            pops.append(m.Population(model="tdsnn_input", parameters=periods(0), **kw))
             metered.append((s.population, n, None))
             continue
         conns = layer_connections(layer)
@@ -231,7 +243,10 @@ def tdsnn_network_spec(graph: LayerGraph, *, L: float, T_il: int, windows: int, 
         if s.role == "pool":
             projs.append(m.Projection(f"{src}_{s.population}", src, s.population, "jump", _explicit(conns.i, conns.j),
                                       weights=ArrayValue(np.ones(len(conns.i))), order=src_order))
-            pops.append(m.Population(model="tdsnn_pool", operations=[reset("v = 0\nfired = 0")],
+            # reset at the first step of its period (v*0, fired*0); the loop is skipped while idle
+            reset = "int(biosnn_idle == 1 or phase != S0)"
+            pops.append(m.Population(model="tdsnn_pool", parameters=periods(s.period),
+                                     operations=[m.Operation(f"v = v*{reset}\nfired = fired*{reset}")],
                                      initial={"n_in": ArrayValue(np.bincount(conns.j, minlength=n).astype(float))},
                                      **kw))
             metered.append((s.population, n, None))
@@ -246,23 +261,21 @@ def tdsnn_network_spec(graph: LayerGraph, *, L: float, T_il: int, windows: int, 
         if layer.bias is not None:
             bias = np.asarray(layer.bias, dtype=np.float64)
             bias = np.repeat(bias, n // bias.size)
-        S0, S1 = (s.period - 1) * T_il, s.period * T_il
         initial = {"b_in": ArrayValue(sign * bias), "decay": ArrayValue(np.full(n, d))}
-        # frozen while idle (before S0 v is 0; after S2 a hidden neuron has fired and its v is not read)
-        leak = m.Operation("v = v*(decay*(1 - biosnn_idle) + biosnn_idle) + b_in*int(phase == S0)",
-                           when="start", order=1)
+        # at S0, the first step of the inhibitory period: v = 0 (v*...*0) plus the bias; then v*decay per step
+        # until S2; frozen while idle (before S0 v is not read, after S2 a hidden neuron has fired)
+        leak = "v = v*(decay*(1 - biosnn_idle) + biosnn_idle)*int(phase != S0) + b_in*int(phase == S0)"
         if s.role == "output":
-            pops.append(m.Population(model="tdsnn_output", parameters={"S0": repr(S0), "S2": repr(W)},
-                                     initial=initial,
-                                     operations=[reset("v_last = v\nv = 0"), leak], **kw))
+            pops.append(m.Population(model="tdsnn_output", parameters=periods(s.period), initial=initial,
+                                     operations=[m.Operation(leak)], **kw))
             continue
-        pops.append(m.Population(model="tdsnn_lif", parameters={"S0": repr(S0), "S1": repr(S1),
-                                                                "S2": repr(S1 + T_il)},
-                                 initial=initial, operations=[reset("v = 0\nfired = 0"), leak], **kw))
+        pops.append(m.Population(model="tdsnn_lif", parameters=periods(s.period), initial=initial,
+                                 operations=[m.Operation(f"{leak}\nfired = fired*int(phase != S0)")], **kw))
         metered.append((s.population, n, None))
         tick = s.tick_population
-        pops.append(m.Population(tick, 1, "tdsnn_tick", order=s.order - 1, operations=[reset(
-            f"t_start = t + {S1 + 1}*dt\nt_stop = t + {S1 + T_il}*dt\nfanout = {n}\nticks = 0")]))
+        # fanout: the neurons of the layer that have not fired, n again at the window's first step
+        pops.append(m.Population(tick, 1, "tdsnn_tick", order=s.order - 1, parameters=periods(s.period),
+                                 operations=[m.Operation(f"fanout = fanout*int(phase != 0) + {n}*int(phase == 0)")]))
         projs.append(m.Projection(f"{tick}_{s.population}", tick, s.population, "jump",
                                   _explicit(np.zeros(n), np.arange(n)), weights=ArrayValue(np.full(n, w_tick)),
                                   order=s.order - 1))
@@ -272,20 +285,58 @@ def tdsnn_network_spec(graph: LayerGraph, *, L: float, T_il: int, windows: int, 
 
     pops = [p if p.name not in fanout or p.model == "tdsnn_output"
             else replace(p, initial={**p.initial, "fanout": ArrayValue(fanout[p.name])}) for p in pops]
-    pops.append(m.Population("meter", len(metered), "tdsnn_meter", operations=[
-        reset("spk_last = spk\nops_last = ops\nspk = 0\nops = 0")]))
+    pops.append(m.Population("meter", len(metered), "tdsnn_meter", parameters=periods(P)))
     for k, (pname, n, order) in enumerate(metered):
         projs.append(m.Projection(f"{pname}_meter", pname, "meter", "count",
                                   _explicit(np.arange(n), np.full(n, k)), order=order))
     out_pop = layout[-1].population
     layer_map = ", ".join(f"{s.population}={s.layer}" for s in layout)
+    dt = f"{DT_MS!r}*ms"
     return m.NetworkSpec(
         name, populations=pops, projections=projs,
-        monitors=[m.StateMonitor("meter", ("spk_last", "ops_last"), dt=window, when="start", order=2),
-                  m.StateMonitor(out_pop, ("v_last",), dt=window, when="start", order=2)],
-        dt=f"{DT_MS!r}*ms", duration=f"{(windows * W + 1) * DT_MS!r}*ms",
-        neuron_models=_neuron_models(W), synapse_models=_SYNAPSE_MODELS,
-        timed_arrays=[m.TimedArraySpec("x_in", ArrayValue(x), window)],
+        monitors=[m.SpikeMonitor("meter", ("spk", "ops")), m.SpikeMonitor(out_pop, ("v",))],
+        dt=dt, duration=f"{windows * W * DT_MS!r}*ms",
+        neuron_models=_neuron_models(), synapse_models=_SYNAPSE_MODELS,
+        timed_arrays=[m.TimedArraySpec("x_in", ArrayValue(x), dt),
+                      m.TimedArraySpec(T_IL_TABLE, ArrayValue(np.array([float(T_il)])), dt)],
         description=f"TDSNN (reverse coding, Zhang et al. 2019) converted from a torch model: L={L!r}, "
                     f"T_il={T_il} steps per period, {W} steps per sample window, {windows} windows per run, "
                     f"w_tick={w_tick!r}. Layers: {layer_map}.")
+
+
+def window_values(spikes, values, window: int, windows: int) -> np.ndarray:
+    """Per-window values read by a spike monitor from a population that spikes once at the end of every window.
+
+    Parameters
+    ----------
+    spikes : SpikeTrains
+        The population's spikes (the ``meter`` and the output spike at the last step of every window).
+    values : SpikeValues
+        A variable recorded at those spikes.
+    window : int
+        Steps per window (``dt`` = :data:`~biosnn.codings.rate.spec.DT_MS` ms).
+    windows : int
+        Windows of the run.
+
+    Returns
+    -------
+    ndarray (windows, spikes.size)
+        Row ``w``: the values at the end of window ``w``.
+
+    Raises
+    ------
+    BackendError
+        If some neuron did not spike exactly once at the last step of every window.
+    """
+    from biosnn.errors import BackendError
+    step = np.rint(np.asarray(spikes.times) / (DT_MS * 1e-3)).astype(np.int64)
+    win, idx = step // window, np.asarray(spikes.indices)
+    seen = np.zeros((windows, spikes.size), dtype=np.int64)
+    ok = (step % window == window - 1) & (win < windows)
+    np.add.at(seen, (win[ok], idx[ok]), 1)
+    if not ok.all() or not (seen == 1).all():
+        raise BackendError(f"expected one spike per neuron at the last step of each of {windows} windows of "
+                           f"{window} steps, got {len(step)} spikes ({int((~ok).sum())} at other steps)")
+    out = np.empty((windows, spikes.size))
+    out[win, idx] = np.asarray(values.values)
+    return out
