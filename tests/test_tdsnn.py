@@ -235,6 +235,11 @@ def test_cpp_standalone_equals_reference(build_cache):
     for key, value in ref2.ops.items():
         np.testing.assert_array_equal(res2.extras[key], value, err_msg=key)
     assert not np.allclose(res2.scores, res.scores)
+    # two batches in two processes of the binary (biosnn.backends.parallel), each told its run's duration
+    four = np.concatenate([_HAND_X, _HAND_X[::-1]])
+    par = snn2.run(four, backend="cpp_standalone", batch_size=2, workers=2, progress=False, cache_dir=build_cache)
+    assert par.runs == 2 and par.compiled is False
+    np.testing.assert_array_equal(par.scores, np.concatenate([ref2.scores, ref2.scores[::-1]]))
     # the first network again: its build reloads itself (new values, no compilation), same results
     again = snn.run(_HAND_X, backend="cpp_standalone", batch_size=2, progress=False, cache_dir=build_cache)
     assert again.compiled is False

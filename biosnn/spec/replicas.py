@@ -41,7 +41,8 @@ Rules (everything else is kept as it is):
   weights, delays or initial values written as expressions that use the
   indices ``i`` or ``j`` or the size ``N`` are refused, as are random ones
   (``rand()``): the copies would differ;
-* state monitors record the same neurons in every copy.
+* state monitors record the same neurons in every copy; spike monitors (and the variables they read at
+  each spike) record the spikes of every copy.
 
 >>> from biosnn.spec import NetworkSpec, Population, Projection, OneToOne, SpikeMonitor
 >>> spec = NetworkSpec("net", populations=(Population("a", 3, "lif"), Population("b", 3, "lif")),
@@ -85,9 +86,8 @@ def _check_constructs(spec) -> None:
     parts += [(f"projections.{p.name}.model", "several pathways") for p in spec.projections
               if isinstance(p.delay, Mapping) or any(isinstance(c, Mapping) for c in (
                   spec.synapse_model(p).on_pre, spec.synapse_model(p).on_post))]
-    parts += [(f"monitors[{k}]", "a subgroup, rate, spike-variable or projection monitor")
+    parts += [(f"monitors[{k}]", "a subgroup, rate or projection monitor")
               for k, mon in enumerate(spec.monitors) if "[" in mon.population or isinstance(mon, m.RateMonitor)
-              or getattr(mon, "variables", ()) and isinstance(mon, m.SpikeMonitor)
               or mon.population not in {n.name for n in (*spec.populations, *spec.inputs)}]
     if parts:
         raise SpecError(f"replicas cannot copy {parts[0][1]}", field=parts[0][0],
