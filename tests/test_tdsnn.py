@@ -207,7 +207,7 @@ def test_brian2_spike_times_equal_reference_and_eq10(digits_tdsnn):
 
 
 @pytest.mark.standalone
-def test_cpp_standalone_equals_reference(build_cache):
+def test_cpp_standalone_equals_reference(build_cache, tmp_path):
     snn = biosnn.convert(_hand_model(), "tdsnn", calibration=_HAND_X, input_shape=(2,), name="hand_tdsnn")
     res = snn.run(_HAND_X, backend="cpp_standalone", batch_size=2, progress=False, cache_dir=build_cache)
     ref = snn.reference(_HAND_X)
@@ -244,6 +244,34 @@ def test_cpp_standalone_equals_reference(build_cache):
     again = snn.run(_HAND_X, backend="cpp_standalone", batch_size=2, progress=False, cache_dir=build_cache)
     assert again.compiled is False
     np.testing.assert_array_equal(again.scores, res.scores)
+    # the binary refuses to run without its duration
+    env = {k: v for k, v in os.environ.items() if k != "BIOSNN_DURATION_S"}
+    out = subprocess.run(["./main", "--results_dir", str(tmp_path) + "/"], cwd=sim.directory, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "set BIOSNN_DURATION_S to the run's duration in seconds" in out.stderr
+
+
+def test_standalone_main_reads_the_duration_at_run_time(tmp_path):
+    """main.cpp's one Network.run gets its duration from the environment; the structure key leaves it out."""
+    from biosnn.backends.brian2_standalone import duration_from_environment, structure_key
+    from biosnn.errors import BackendError
+    main = tmp_path / "main.cpp"
+    text = ("#include <iostream>\nint main(int argc, char **argv)\n{\n"
+            "        biosnn_network.run(0.027, report_progress, 1.0);\n}\n")
+    main.write_text(text)
+    assert duration_from_environment(main) is True
+    patched = main.read_text()
+    assert "biosnn_network.run(biosnn_duration_s(), report_progress, 1.0);" in patched and "0.027" not in patched
+    assert duration_from_environment(main) is False and main.read_text() == patched   # once
+    main.write_text(text.replace("    biosnn_network.run(0.027", "    net.run(0.01, NULL, 1.0);\n    net.run(0.027"))
+    with pytest.raises(BackendError, match="does not have the one network run"):
+        duration_from_environment(main)
+    snn = biosnn.convert(_hand_model(), "tdsnn", calibration=_HAND_X, input_shape=(2,))
+    longer = biosnn.convert(_hand_model(), "tdsnn", calibration=_HAND_X, input_shape=(2,), T_il=snn.T_il + 1)
+    a, b = snn.spec_for(2), longer.spec_for(2)
+    assert a.duration != b.duration
+    assert structure_key(a, None, {}) == structure_key(b, None, {})
+    assert structure_key(a, a.duration_seconds(), {}) != structure_key(b, b.duration_seconds(), {})
 
 
 def test_errors_name_the_problem():

@@ -209,7 +209,9 @@ class SNN:
     ``(windows, n_in)`` with one row per sample window, a ``meter`` population
     with ``spk_last``/``ops_last`` monitored once per window (one neuron per
     metered population, in population order), and an output population that
-    is either monitored for ``v_last`` once per window or by spikes.
+    is either monitored for ``v_last`` once per window or by spikes (a coding
+    that records the per-window values otherwise overrides
+    :meth:`_window_states`: TDSNN reads them with spike monitors).
     """
 
     def __init__(self, graph: LayerGraph, *, coding: str, T: int, thresholds: dict, input_mode: str,

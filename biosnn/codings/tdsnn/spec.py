@@ -12,14 +12,25 @@ input is active in period 0 (steps ``0 .. T_il - 1`` of the window), weighted
 layer ``p`` in period ``p`` (its inhibitory period is period ``p - 1``), a
 max-pool layer in its input's period, and the output layer is read at step
 ``P T_il``, the last of the window (the layers of one sample form the
-pipeline of the paper's Fig. 3; samples do not overlap).  Each population
-knows where it is in the window through ``phase = t_in_timesteps % W``.
+pipeline of the paper's Fig. 3; samples do not overlap).
 
-Within a step: every LIF population decays (``v = v*decay``, schedule slot
-``start``; the bias, an input of G-value 1, is added at the first step of the
-inhibitory period; outside ``[S0, S2)``, the inhibitory and active periods,
-``v`` is left as it is: it is 0 before ``S0`` and no longer read after
-``S2``, and the standalone backends skip the layer's neuron loops there,
+``T_il`` is data, not code: it is the one value of the timed array
+:data:`T_IL_TABLE`, and every population computes its schedule from it and
+the integer step counter at every step (shared subexpressions, once per
+step: ``W = P*T_il + 1``, ``phase = t_in_timesteps % W``, the bounds ``S0``,
+``S1``, ``S2`` of its busy steps from its period ``p``).  There is no
+per-window clock: what happens once per window is done by per-step code at
+one phase (resets at ``phase == S0``, readouts at the last step), and the
+run's duration (``windows * W`` steps) is read at run time by the
+``cpp_standalone`` binary (:func:`biosnn.backends.brian2_standalone.duration_from_environment`),
+so networks of the same shape share one build whatever their ``T_il``.
+
+Within a step: every LIF population updates ``v`` (schedule slot ``start``:
+at ``S0``, the first step of the inhibitory period, ``v`` is reset to the
+bias, an input of G-value 1, and ``fired`` to 0; then ``v = v*decay`` per
+step; outside ``[S0, S2)``, the inhibitory and active periods, ``v`` is left
+as it is: it is not read before ``S0`` and no longer after ``S2``, and the
+standalone backends skip the layer's neuron loops there,
 :data:`biosnn.backends.brian2_standalone.IDLE_LOOPS`); then, layer by layer in topological order (slot
 ``groups``, :attr:`~biosnn.spec.model.Population.order`), incoming spikes and
 ticks are added and thresholds tested, so a spike crosses a max-pool layer in
@@ -27,25 +38,29 @@ the step it was emitted, like in the reference.
 
 Populations
 -----------
-* ``input``: loads its spike step ``tin`` from the 2-D timed array ``x_in``
-  (one row per window, computed by
-  :func:`~biosnn.codings.tdsnn.reference.input_steps`, at most ``T_il - 1``)
-  and fires once at ``phase == tin`` (not at all if ``tin >= T_il``);
+* ``input``: reads its spike step ``tin`` from row ``t_in_timesteps // W``
+  (the window) of the 2-D timed array ``x_in`` (one row per window, computed
+  by :func:`~biosnn.codings.tdsnn.reference.input_steps`, at most
+  ``T_il - 1``) and fires at ``phase == tin`` (not at all if
+  ``tin >= T_il``, its last busy step being ``T_il - 1``);
 * ``L1, L2, ...`` in topological order: hidden weighted layers (model
   ``tdsnn_lif``: leak ``decay``, threshold 0 in their active period, a flag
   ``fired`` so that each neuron spikes once, a forced spike at the last
   active step), max-pool layers (``tdsnn_pool``: unit weights, threshold = the
-  window's number of inputs, no leak) and the output (``tdsnn_output``:
-  integrates, ``v_last = v`` at the next window start, monitored);
-* ``T<k>``: the ticking neuron of hidden layer ``L<k>`` (the library model
-  :func:`biosnn.models.neurons.ticking` with per-window ``t_start``/``t_stop``):
+  window's number of inputs, no leak, reset at the first step of its period)
+  and the output (``tdsnn_output``: integrates; every output neuron spikes at
+  the last step of the window, where a spike monitor reads ``v``);
+* ``T<k>``: the ticking neuron of hidden layer ``L<k>`` (model ``tdsnn_tick``):
   fires at active steps ``1 .. T_il - 1`` of ``L<k>`` while some neuron of
-  ``L<k>`` has not fired (``fanout``, decremented by every spike of ``L<k>``);
-  each tick adds ``w_tick`` (eq. 9) to every neuron of ``L<k>``;
+  ``L<k>`` has not fired (``fanout``: set to the layer's size at the window's
+  first step, decremented by every spike of ``L<k>``); each tick adds
+  ``w_tick`` (eq. 9) to every neuron of ``L<k>``;
 * ``meter``: one neuron per spiking population (input, hidden, max-pool,
   ticking) counting spikes and ``fanout`` per spike per window, as in the
   rate-coded network: for a ticking neuron ``fanout`` is the number of
   neurons the tick still had to update, so its ``ops`` are the tick additions.
+  Its neurons spike at the last step of every window, where a spike monitor
+  reads the counts (:func:`window_values`), and reset them.
 """
 
 from __future__ import annotations
