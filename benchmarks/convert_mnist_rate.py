@@ -259,8 +259,7 @@ def brian2_throughput(model, x_train, x_test, y_test, ann_pred, ref_result, args
                          input_shape=(1, 28, 28), T=T, normalization="percentile", name="lenet5_avg")
     spec = snn.spec_for(B)
     backend = bs.CppStandaloneBackend()
-    build_dir = (bs.cache_root() / f"{spec.name}-{backend.device_name}-"
-                 f"{bs.structure_key(spec, spec.duration_seconds(), backend.options())}")
+    build_dir = bs.build_directory(backend, spec)
     if args.fresh_build and build_dir.exists():
         import shutil
         shutil.rmtree(build_dir)

@@ -124,8 +124,7 @@ def brian2_check(stc, x_train, x_test, y_test, args) -> dict:
     x, y = x_test[:n], y_test[:n]
     snn = biosnn.convert(stc, "stc", calibration=x_train[:500], input_shape=(1, 28, 28), name="stc_lenet5")
     spec = snn.spec_for(B)
-    key = bs.structure_key(spec, spec.duration_seconds(), bs.CppStandaloneBackend().options())
-    cached = (bs.cache_root() / f"{spec.name}-cpp_standalone-{key}" / "main").exists()
+    cached = (bs.build_directory(bs.CppStandaloneBackend(), spec) / "main").exists()
     res = snn.run(x, backend="cpp_standalone", batch_size=B, progress=False)
     t0 = time.perf_counter()
     ref = snn.reference(x)

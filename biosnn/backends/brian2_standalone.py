@@ -66,7 +66,8 @@ from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue
 
 __all__ = ["CppStandaloneBackend", "StandaloneSimulation", "cache_root", "structure_key", "profile_of",
-           "GLUE_FLAGS", "glue_flags", "IDLE_LOOPS", "DURATION_VARIABLE", "duration_from_environment"]
+           "GLUE_FLAGS", "glue_flags", "IDLE_LOOPS", "DURATION_VARIABLE", "duration_from_environment",
+           "reads_duration_at_run_time", "build_directory"]
 
 #: Makefile lines appended by :func:`glue_flags`: the glue that runs once per run, compiled at ``-O1``.
 GLUE_FLAGS = ("# biosnn: generated glue (array set-up, file input/output, the run's sequence) at -O1\n"
@@ -241,6 +242,23 @@ def _dir_lock(directory: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def reads_duration_at_run_time(backend, spec: m.NetworkSpec) -> bool:
+    """Whether ``spec``'s binary on ``backend`` reads its run's duration at run time
+    (:func:`duration_from_environment`): ``cpp_standalone``, a spec with one run (no protocol)."""
+    return backend.device_name == "cpp_standalone" and not spec.protocol
+
+
+def build_directory(backend, spec: m.NetworkSpec, duration_s: float | None = None) -> Path:
+    """The build directory of ``spec`` on a standalone ``backend`` (simulating ``duration_s`` seconds, default the
+    spec's): ``<cache>/<name>-<device>-<structure key>``, the duration left out where it is read at run time."""
+    if reads_duration_at_run_time(backend, spec):
+        duration_s = None
+    elif duration_s is None:
+        duration_s = spec.duration_seconds()
+    root = backend.cache_dir or cache_root()
+    return root / f"{spec.name}-{backend.device_name}-{structure_key(spec, duration_s, backend.options())}"
+
+
 class CppStandaloneBackend:
     """Brian2's ``cpp_standalone`` device.
 
@@ -351,11 +369,8 @@ class StandaloneSimulation:
         self.backend = backend
         self.spec = spec
         self.duration_s = positive_duration(spec.duration_seconds() if duration is None else duration)
-        #: the binary reads the run's duration at run time (one run: no protocol; C++ only)
-        self.runtime_duration = backend.device_name == "cpp_standalone" and not spec.protocol
-        key = structure_key(spec, None if self.runtime_duration else self.duration_s, backend.options())
-        root = backend.cache_dir or cache_root()
-        self.directory = root / f"{spec.name}-{backend.device_name}-{key}"
+        self.runtime_duration = reads_duration_at_run_time(backend, spec)
+        self.directory = build_directory(backend, spec, self.duration_s)
         self.objects = None
         self.device = None
         self.build_time_s = 0.0
