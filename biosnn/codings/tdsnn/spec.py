@@ -148,11 +148,11 @@ def _neuron_models() -> dict[str, m.NeuronModel]:
     # the standalone backends skip their neuron loops then (biosnn.backends.brian2_standalone.IDLE_LOOPS)
     return {
         "tdsnn_input": m.NeuronModel(
-            f"fanout : 1 (constant)\n{_SCHEDULE}window = t_in_timesteps // W : integer (shared)\n"
+            f"fanout : 1 (constant)\nspikes : 1\n{_SCHEDULE}window = t_in_timesteps // W : integer (shared)\n"
             "tin = x_in(window*dt, i) : 1\nbiosnn_idle = int(phase >= T_il) : integer (shared)",
-            threshold="biosnn_idle == 0 and phase >= tin - 0.5 and phase < tin + 0.5",
+            threshold="biosnn_idle == 0 and phase >= tin - 0.5 and phase < tin + 0.5", reset="spikes += 1",
             description="TDSNN input: fires once, at step tin of the window (tin = min(ceil(L ln(1 + x)), "
-                        "T_il - 1), row 'window' of x_in); idle from step T_il on"),
+                        "T_il - 1), row 'window' of x_in); idle from step T_il on; spikes: spikes so far"),
         "tdsnn_lif": m.NeuronModel(
             f"v : 1\nfired : 1\nb_in : 1 (constant)\ndecay : 1 (constant)\nfanout : 1 (constant)\n{_SCHEDULE}"
             "S0 = (p - 1)*T_il : integer (shared)\nS1 = p*T_il : integer (shared)\n"
@@ -163,11 +163,11 @@ def _neuron_models() -> dict[str, m.NeuronModel]:
             description="TDSNN LIF neuron: reset at S0, leak v*decay per step, inhibited outside [S1, S2), "
                         "threshold 0, fires once (forced at the last active step)"),
         "tdsnn_output": m.NeuronModel(
-            f"v : 1\nb_in : 1 (constant)\ndecay : 1 (constant)\n{_SCHEDULE}S0 = (p - 1)*T_il : integer (shared)\n"
+            f"v : 1\nwindows : 1\nb_in : 1 (constant)\ndecay : 1 (constant)\n{_SCHEDULE}S0 = (p - 1)*T_il : integer (shared)\n"
             "biosnn_idle = int(phase < S0) : integer (shared)",
-            threshold="biosnn_idle == 0 and phase == W - 1",
+            threshold="biosnn_idle == 0 and phase == W - 1", reset="windows += 1",
             description="TDSNN output: reset at S0, leaky integration; every neuron 'spikes' at the last step of "
-                        "the window, so that a spike monitor reads v there"),
+                        "the window, so that a spike monitor reads v there (windows: windows read so far)"),
         "tdsnn_pool": m.NeuronModel(
             f"v : 1\nfired : 1\nn_in : 1 (constant)\nfanout : 1 (constant)\n{_SCHEDULE}"
             "S0 = p*T_il : integer (shared)\nbiosnn_idle = int(phase < S0 or phase >= S0 + T_il) : integer (shared)",
@@ -175,11 +175,12 @@ def _neuron_models() -> dict[str, m.NeuronModel]:
             description="TDSNN max pooling: unit weights, threshold = number of inputs, no leak: "
                         "fires with the latest input; reset at S0, idle outside its period"),
         "tdsnn_tick": m.NeuronModel(
-            f"fanout : 1\n{_SCHEDULE}S0 = p*T_il + 1 : integer (shared)\nS2 = (p + 1)*T_il : integer (shared)\n"
-            "biosnn_idle = int(phase < S0 or phase >= S2) : integer (shared)",
-            threshold="biosnn_idle == 0 and fanout > 0.5",
+            f"fanout : 1\nticks : 1\n{_SCHEDULE}S0 = p*T_il + 1 : integer (shared)\n"
+            "S2 = (p + 1)*T_il : integer (shared)\nbiosnn_idle = int(phase < S0 or phase >= S2) : integer (shared)",
+            threshold="biosnn_idle == 0 and fanout > 0.5", reset="ticks += 1",
             description="Ticking neuron (Zhang et al. 2019): fires at active steps 1 .. T_il - 1 of its layer "
-                        "(period p) while some neuron of the layer has not fired (fanout: neurons left)"),
+                        "(period p) while some neuron of the layer has not fired (fanout: neurons left; ticks: "
+                        "ticks so far)"),
         "tdsnn_meter": m.NeuronModel(
             f"spk : 1\nops : 1\n{_SCHEDULE}biosnn_idle = int(phase != W - 1) : integer (shared)",
             threshold="biosnn_idle == 0", reset="spk = 0\nops = 0",
