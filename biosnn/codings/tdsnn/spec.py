@@ -163,8 +163,8 @@ def _neuron_models() -> dict[str, m.NeuronModel]:
             description="TDSNN LIF neuron: reset at S0, leak v*decay per step, inhibited outside [S1, S2), "
                         "threshold 0, fires once (forced at the last active step)"),
         "tdsnn_output": m.NeuronModel(
-            f"v : 1\nwindows : 1\nb_in : 1 (constant)\ndecay : 1 (constant)\n{_SCHEDULE}S0 = (p - 1)*T_il : integer (shared)\n"
-            "biosnn_idle = int(phase < S0) : integer (shared)",
+            f"v : 1\nwindows : 1\nb_in : 1 (constant)\ndecay : 1 (constant)\n{_SCHEDULE}"
+            "S0 = (p - 1)*T_il : integer (shared)\nbiosnn_idle = int(phase < S0) : integer (shared)",
             threshold="biosnn_idle == 0 and phase == W - 1", reset="windows += 1",
             description="TDSNN output: reset at S0, leaky integration; every neuron 'spikes' at the last step of "
                         "the window, so that a spike monitor reads v there (windows: windows read so far)"),
