@@ -25,6 +25,16 @@ Per layer (``L`` with threshold ``theta_L``; dimensionless potentials):
 * max pooling (gate): the unit spikes when one of its inputs' running spike
   count exceeds the unit's own count, so its count is the running maximum of
   the input counts;
+* signed max pooling (``signed=True``): the unit keeps one count ``c<k>`` per
+  position ``k`` of its pooling window (``K`` positions, the largest window of
+  the network's max pools); each synapse carries its position ``pos`` and adds
+  ``sgn_pre`` (+1 or -1) to ``c<pos>``.  Once all inputs of the step have
+  arrived, ``m`` becomes the largest count, and the unit spikes when
+  ``m != n_out`` with ``sgn = m - n_out`` (-1 or +1: each count moves by at most 1
+  per step), ``n_out = m`` (the reference's ``s_pool(t) = M(t) - M(t - 1)``).  Counts
+  never fall below 0 (a signed neuron only takes back spikes it sent), so the
+  counts of positions without a synapse (padding, smaller windows) stay 0
+  without changing the maximum; its readers' synapses add ``w * sgn``;
 * output: ``readout="potential"`` integrates without threshold and hands
   ``v`` to ``v_last`` at the next window start (monitored);
   ``readout="spikes"`` is an IF layer and is monitored by spikes.
@@ -201,19 +211,41 @@ _GATE_EQS = "n_out : 1\nfire : 1\nfanout : 1 (constant)"
 _SIGNED_EQS = _IF_EQS + "\nn : 1\nsgn : 1"
 
 
+def _signed_gate_models(K: int) -> tuple[m.NeuronModel, m.SynapseModel, m.SynapseModel, str, str]:
+    """The signed max-pool gate with ``K`` window positions (module docstring).
+
+    Returns the neuron model, the synapse models from a signed source (``+= sgn_pre``) and from
+    the Poisson input (``+= 1``), the per-step code that sets ``m`` (the largest count and 0, which
+    is the largest count as counts never fall below 0; Brian2 has no ``max``: ``m + (c - m) * int(c > m)``)
+    and the window-start reset.
+    """
+    counts = [f"c{k}" for k in range(K)]
+    eqs = "n_out : 1\nsgn : 1\nm : 1\nfanout : 1 (constant)\n" + "\n".join(f"{c} : 1" for c in counts)
+    neuron = m.NeuronModel(eqs, threshold="abs(m - n_out) > 0.5", reset="sgn = m - n_out\nn_out = m",
+                           description="signed max-pooling gate: spikes -1/+1 as the largest of its "
+                                       "inputs' signed counts falls/rises")
+
+    def synapse(add: str, what: str) -> m.SynapseModel:
+        return m.SynapseModel("pos : 1 (constant)", on_pre="\n".join(
+            f"{c}_post += {add}int(pos == {k})" for k, c in enumerate(counts)),
+            description=f"signed max-pool gate input from {what}: counts at the synapse's window position")
+
+    # from 0, not "m = c0": Brian2's numpy target would make m a view of c0 and raise c0 with m
+    peak = "\n".join(["m = 0"] + [f"m = m + ({c} - m) * int({c} > m)" for c in counts])
+    reset = "\n".join(["n_out = 0", "sgn = 0", "m = 0"] + [f"{c} = 0" for c in counts])
+    return neuron, synapse("sgn_pre * ", "signed spikes"), synapse("", "Poisson spikes"), peak, reset
+
+
 def first_maxpool(graph: LayerGraph, roles: dict) -> Layer | None:
     """The first layer realised as a max-pool gate (role ``"maxpool"``), or ``None``."""
     return next((layer for layer in graph.layers if roles[layer.name] == "maxpool"), None)
 
 
 def _check_signed(graph: LayerGraph, roles: dict, readout: str) -> None:
-    """Refuse what signed IF neurons cannot do in the Brian2 network (max pooling, spike readout)."""
-    layer = first_maxpool(graph, roles)
-    if layer is not None:
-        raise ConversionError(
-            f"layer '{layer.name}' ({layer.module or layer.op}) is max pooling: the Brian2 max-pool gate keeps "
-            "the running maximum of its inputs' spike counts and cannot take it back when a signed neuron's "
-            "count falls. Use average pooling (nn.AvgPool2d) or convert with signed=False")
+    """Refuse what signed IF neurons cannot do in the Brian2 network (a max-pool output, spike readout)."""
+    if roles[graph.output] == "maxpool":
+        raise ConversionError(f"layer '{graph.output}' is a max pool as the output layer: signed=True needs an "
+                              "integrating output layer; end the network with a linear or conv layer")
     if readout != "potential":
         raise ConversionError(f"signed=True needs readout='potential' (got readout={readout!r}): the output "
                               "spikes would need their signs recorded; use the default potential readout")
@@ -298,6 +330,12 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         "max_gate": m.NeuronModel(_GATE_EQS, threshold="fire > 0.5", reset="fire = 0",
                                   description="max-pooling gate: running max of the input spike counts"),
     }
+    gates = [layer for layer in graph.layers if roles[layer.name] == "maxpool"]
+    K = max((int(np.prod(np.broadcast_to(layer.params["kernel_size"], 2))) for layer in gates),
+            default=0) if signed else 0
+    if K:
+        gate_neuron, gate_from_signed, gate_from_input, gate_peak, gate_reset = _signed_gate_models(K)
+        neuron_models["max_gate_signed"] = gate_neuron
     if input_mode == "analog":
         neuron_models["analog_input"] = m.NeuronModel(
             "x : 1\npending : 1\nfanout : 1 (constant)", threshold="pending > 0.5", reset="pending = 0",
@@ -317,6 +355,9 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
             description="max-pool gate input: per-synapse spike counter"),
         "meter": METER_SYNAPSE,
     }
+    if K:
+        synapse_models["gate_signed"] = gate_from_signed
+        synapse_models["gate_signed_input"] = gate_from_input
 
     # input population
     pops_ops = [m.Operation("x = x_in(t, i)" + ("\npending = int(x != 0)" if input_mode == "analog" else ""),
@@ -334,7 +375,12 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         is_out = layer.name == graph.output
         theta = float(thresholds.get(layer.name, 1.0))
         shape = layer.out_shape if len(layer.out_shape) == 3 else None
-        if role == "maxpool":
+        if role == "maxpool" and signed:
+            specs_by_pop[pname] = dict(name=pname, size=layer.size, model="max_gate_signed", shape=shape,
+                                       operations=[m.Operation(gate_reset, dt=window),
+                                                   m.Operation(gate_peak, when="groups", order=10 * layer_order)],
+                                       order=layer_order)
+        elif role == "maxpool":
             specs_by_pop[pname] = dict(name=pname, size=layer.size, model="max_gate", shape=shape,
                                        operations=[m.Operation("n_out = 0\nfire = 0", dt=window)],
                                        order=layer_order)
@@ -358,9 +404,19 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         if src_pop == "input" and input_mode == "analog":
             model = "current"
         else:
-            model = "signed_jump" if specs_by_pop[src_pop]["model"] == "if_signed" else "jump"
+            model = "signed_jump" if specs_by_pop[src_pop]["model"] in ("if_signed", "max_gate_signed") else "jump"
         pname = f"{src_pop}_{tgt_pop}{tag}"
-        if specs_by_pop[tgt_pop]["model"] == "max_gate":
+        if specs_by_pop[tgt_pop]["model"] in ("max_gate", "max_gate_signed") and src_pop == "input" \
+                and input_mode == "analog":
+            raise ConversionError(f"layer '{src_layer_name}' (the analog input) is read by a max pool: the gate "
+                                  "counts spikes, and the analog input sends none; put a conv or linear layer "
+                                  "first, or use input_mode='poisson'")
+        if specs_by_pop[tgt_pop]["model"] == "max_gate_signed":
+            proj = m.Projection(pname, src_pop, tgt_pop, "gate_signed_input" if src_pop == "input" else "gate_signed",
+                                m.Explicit(ArrayValue(conns.i), ArrayValue(conns.j)),
+                                initial={"pos": ArrayValue(np.asarray(conns.kernel_index, dtype=np.float64))},
+                                order=order_of[src_layer_name])
+        elif specs_by_pop[tgt_pop]["model"] == "max_gate":
             proj = m.Projection(pname, src_pop, tgt_pop, "gate",
                                 m.Explicit(ArrayValue(conns.i), ArrayValue(conns.j)),
                                 operations=[m.Operation("c = 0", dt=window)], order=order_of[src_layer_name])
@@ -387,7 +443,7 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
     for pname, kw in specs_by_pop.items():
         size = kw["size"]
         initial = {"fanout": ArrayValue(_fanout(out_conns.get(pname, []), size))}
-        if pname in biases and kw["model"] != "max_gate":
+        if pname in biases and kw["model"] not in ("max_gate", "max_gate_signed"):
             initial["b"] = ArrayValue(biases[pname])
         populations.append(m.Population(**kw, initial=initial))
         if kw["model"] != "if_readout":  # the integrating readout never spikes
