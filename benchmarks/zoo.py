@@ -107,7 +107,7 @@ def main(argv=None):
             t1 = time.time()
             try:
                 runs = _rate_runs(prepared, xtr[:args.calib], xte, (1, s, s), args.T, signed)
-            except ConversionError as exc:   # signed neurons refuse max pooling
+            except ConversionError as exc:   # a refusal is a result of the table
                 rows.append((name, label, None, _reason(exc)))
                 print(f"  {label}: refused: {exc}", flush=True)
                 continue
@@ -221,7 +221,7 @@ def _record(args, rows, t_all, load0, done):
              "rate: the model as it is; rate QCFS: `prepare(model, 'rate', levels=L)` "
              f"fine-tuned {args.qcfs_epochs} epoch(s) at lr {args.qcfs_lr:g}, converted with v(0) = theta/2 and "
              "average pools folded into their readers; rate QCFS signed: the same model converted with signed IF "
-             "neurons (`signed=True`, negative spikes; refused with max pooling); signed match_levels: "
+             "neurons (`signed=True`, negative spikes; max pools as signed gates); signed match_levels: "
              "also `match_levels=True` (spikes worth T/L threshold steps: the SNN quantises to the model's L "
              "levels; one run per T); the other rate rows at each T come "
              f"from one reference run of max(T) steps (scores after T steps); {args.test} test images, "
