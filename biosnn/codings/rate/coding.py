@@ -99,8 +99,10 @@ def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = 
         (``n = max(0, floor(V / theta))``, ``V`` the potential it would have without any
         reset) instead of staying too high; this removes most of the "unevenness error" of deep
         QCFS networks (Bu et al. 2022).  Spikes and synaptic operations count negative spikes
-        too.  Needs ``readout="potential"`` and no max pooling (both refused with a
-        :class:`~biosnn.errors.ConversionError`); not exportable to NIR.
+        too.  Max pools become signed gates (their count is the largest signed count in the
+        window, spikes of -1 or +1).  Needs ``readout="potential"`` and a layer with neurons as
+        the output (both refused with a :class:`~biosnn.errors.ConversionError`); not
+        exportable to NIR.
     match_levels : bool
         QCFS-prepared models with ``T = k L`` (``k`` a positive integer) and ``signed=True``:
         every IF threshold times ``k``, every spike worth ``k`` (synapses from spiking layers

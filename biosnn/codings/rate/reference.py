@@ -55,8 +55,8 @@ Max-pool layer (``maxpool2d``, a gate without membrane)
     straight into a max pool the increment is an analog value.)  With signed
     inputs the counts ``C_j`` can fall, ``M`` by at most 1 per step, and the
     gate's ``s_pool(t) = M(t) - M(t - 1)`` is -1, 0 or 1: its signed count is
-    again the largest signed input count.  (Only the reference has a signed
-    gate: the Brian2 network refuses ``signed=True`` with max pooling.)
+    again the largest signed input count (the Brian2 network's signed gate,
+    :mod:`biosnn.codings.rate.spec`, keeps one count per window position).
 
 Output layer
     ``readout="spikes"``: an IF layer like the others; scores are spike

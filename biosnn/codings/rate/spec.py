@@ -280,7 +280,8 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         Potential of every spiking IF neuron at each window start, as a
         fraction of its threshold (0; 0.5 for QCFS-prepared models).
     signed : bool
-        Signed IF neurons (module docstring); refused with max pooling and ``readout="spikes"``.
+        Signed IF neurons and signed max-pool gates (module docstring); refused with
+        ``readout="spikes"`` and a max pool as the output layer.
     max_count : int, optional
         Signed neurons: at most this many net spikes per neuron and window (``n_max``).
 
