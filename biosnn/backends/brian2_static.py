@@ -28,10 +28,15 @@ derived Brian2 templater, the way brian2cuda extends Brian2):
   with spikes in a step, the target variable is copied into a scratch
   buffer with the output channels last (group-major), each spike adds the
   contiguous rows of a transposed kernel copy (made from ``w`` at the first
-  step of each run) in vectorised loops, and the buffer is copied back;
+  step of each run) in vectorised loops, and the buffer is copied back
+  (both copies in tiles of 8 positions);
   replicas with few spikes add in place as the channel-major template does.
   Every target still gets its additions in the order of the spike space
   onto its own value, so the sums are the same bit for bit;
+* ``templates/biosnn_static_reduce.cpp``, projections of every source neuron
+  onto one target neuron (:func:`all_to_one`: the rate coding's meters): one
+  running sum per statement through the spikes, stored once, a constant per
+  spike added as ``n * c`` where that is exact;
 * one copy of each array in the binary: targets and weights are read from
   files straight into their arrays in ``main`` (:func:`write_static_files`),
   where Brian2's ``values=`` would keep a second, static copy for the whole
@@ -74,7 +79,7 @@ from biosnn.spec import model as m
 
 __all__ = ["ConvGeometry", "StaticStatement", "is_dense", "static_statements", "make_static_projection",
            "static_memory_bytes", "write_static_files", "cuda_launch", "CUDA_MAX_THREADS", "CHANNELS_LAST_MIN_RUN",
-           "channels_last"]
+           "channels_last", "all_to_one"]
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -351,6 +356,30 @@ def channels_last(conv: ConvGeometry, statements, rendered, recurrent: bool, cud
             and rendered[0]["target_index"] == "_j" and run >= CHANNELS_LAST_MIN_RUN)
 
 
+def all_to_one(conn, n_pre: int, statements) -> int | None:
+    """The one target of ``conn`` if it connects every source neuron ``i`` (synapse ``i``) to it, else ``None``.
+
+    Such projections (the meters of the rate coding: spikes and synaptic
+    operations per layer) propagate with ``templates/biosnn_static_reduce.cpp``:
+    one running sum per statement instead of a row lookup and a load and store
+    per spike.  Statements must write distinct variables (the sums of two
+    statements onto one variable would interleave).
+
+    >>> from types import SimpleNamespace as C
+    >>> one = [StaticStatement("spk", False, const="1.0"), StaticStatement("ops", False, pre="fanout")]
+    >>> all_to_one(C(i=np.arange(4), j=np.full(4, 2)), 4, one), all_to_one(C(i=np.arange(4), j=np.arange(4)), 4, one)
+    (2, None)
+    >>> all_to_one(C(i=np.arange(4), j=np.full(4, 2)), 4, one[:1] * 2) is None
+    True
+    """
+    i, j = np.asarray(conn.i), np.asarray(conn.j)
+    if n_pre == 0 or len(i) != n_pre or len(j) != n_pre or len({st.target for st in statements}) != len(statements):
+        return None
+    if not (np.array_equal(i, np.arange(n_pre)) and (j == j[0]).all()):
+        return None
+    return int(j[0])
+
+
 def is_dense(conn, n_pre: int, n_post: int) -> bool:
     """Whether ``conn`` is every pair ``(i, j)`` once, in row-major order (all-to-all)."""
     if len(conn.i) != n_pre * n_post or n_pre * n_post == 0:
@@ -389,7 +418,9 @@ def _classes():
             self.variables.add_reference("_source_spikespace", source, "_spikespace")
             needed = ["_source_spikespace", "N"]
             dense = dense or (conv is None and is_dense(conn, len(source), len(target)))
-            if conv is None and not dense:
+            reduce_to = None if conv is not None or dense or self._cuda or source is target \
+                else all_to_one(conn, len(source), statements)
+            if conv is None and not dense and reduce_to is None:
                 i = np.asarray(conn.i, dtype=np.int64)
                 rowptr = np.zeros(len(source) + 1, dtype=np.int32)
                 np.cumsum(np.bincount(i, minlength=len(source)), out=rowptr[1:])
@@ -399,7 +430,7 @@ def _classes():
                 self._load_from_file("_post", conn.j)
                 needed += ["_rowptr", "_post"]
             kernel = kernel_size is not None
-            kw = {"kernel": kernel, "statements": [], "conv": conv, "n_post": len(target)}
+            kw = {"kernel": kernel, "statements": [], "conv": conv, "n_post": len(target), "reduce_target": reduce_to}
             weight_dims = None
             for k, st in enumerate(statements):
                 tname = f"_target_{k}"
@@ -430,19 +461,21 @@ def _classes():
                 work = conv.cout_g * conv.kh * conv.kw
             elif dense:
                 work = len(target)
+            elif reduce_to is not None:
+                work = 1
             else:
                 work = int(np.diff(rowptr).max(initial=0))
             kw.update(cuda_launch(len(source), work))
             # OpenMP, CSR: threads own blocks of targets (at least 256, at most 16 blocks) when rows are long
             kw["target_block"] = max(256, -(-len(target) // 16))
-            kw["long_rows"] = n_syn >= 32 * max(len(source), 1)  # read by the CSR template only
+            kw["long_rows"] = reduce_to is None and n_syn >= 32 * max(len(source), 1)  # read by the CSR template only
             if conv is not None and channels_last(conv, statements, kw["statements"], source is target, self._cuda):
                 self.variables.add_array("_wT_made", size=1, dtype=np.int32)  # 0: transpose w at the next step
                 needed.append("_wT_made")
                 template = "biosnn_static_conv_hwc"
             else:
                 template = ("biosnn_static_conv" if conv is not None else "biosnn_static_dense" if dense
-                            else "biosnn_static_propagate")
+                            else "biosnn_static_reduce" if reduce_to is not None else "biosnn_static_propagate")
             self.runner = CodeRunner(self, template, code="", clock=clock, when=when,
                                      order=order, name=f"{name}_propagate", needed_variables=needed,
                                      template_kwds=kw, codeobj_class=codeobj_class(self._cuda))

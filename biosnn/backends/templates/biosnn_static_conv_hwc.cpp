@@ -20,7 +20,7 @@
      rows (R = 1, one buffer), no atomic additions.
    USES_VARIABLES { _source_spikespace } #}
 {% extends 'common_group.cpp' %}
-{% from 'biosnn_static_macros.cpp' import conv_decode, conv_taps, load_factors %}
+{% from 'biosnn_static_macros.cpp' import conv_decode, conv_taps, load_factors, transpose %}
 
 {% block extra_headers %}
 #include <vector>
@@ -127,13 +127,7 @@
             {# buf[((g * Ho + oy) * Wo + ox) * cout_g + o]: group-major, channels of the group last #}
             {{vtype}}* __restrict__ _bf = _buf.data() + {{('(size_t)omp_get_thread_num() * ' ~ OHW) if by_replicas else '0'}};
             {{vtype}}* __restrict__ _vr = {{_v}} + (size_t)_ur * {{OHW}};
-            for (int32_t _oc = 0; _oc < {{conv.O}}; _oc++)  // copy in: CHW -> G HW cout_g
-            {
-                {{vtype}}* __restrict__ _to = _bf + (size_t)(_oc / {{conv.cout_g}}) * {{HW * conv.cout_g}} + _oc % {{conv.cout_g}};
-                const {{vtype}}* __restrict__ _from = _vr + (size_t)_oc * {{HW}};
-                for (int32_t _p = _oy0 * {{conv.Wo}}; _p < _oy1 * {{conv.Wo}}; _p++)
-                    _to[(size_t)_p * {{conv.cout_g}}] = _from[_p];
-            }
+            {{ transpose(conv, '_bf', '_vr', true) | indent(12) }}
             for (int32_t _k = _k0; _k < _k1; _k++)
             {
                 const int32_t _i = _spikes[_k];
@@ -179,13 +173,7 @@
                     {% endif %}
                 }
             }
-            for (int32_t _oc = 0; _oc < {{conv.O}}; _oc++)  // copy out
-            {
-                const {{vtype}}* __restrict__ _from = _bf + (size_t)(_oc / {{conv.cout_g}}) * {{HW * conv.cout_g}} + _oc % {{conv.cout_g}};
-                {{vtype}}* __restrict__ _to = _vr + (size_t)_oc * {{HW}};
-                for (int32_t _p = _oy0 * {{conv.Wo}}; _p < _oy1 * {{conv.Wo}}; _p++)
-                    _to[_p] = _from[(size_t)_p * {{conv.cout_g}}];
-            }
+            {{ transpose(conv, '_bf', '_vr', false) | indent(12) }}
         }
     }
 {% endblock %}

@@ -10,6 +10,7 @@
 {% from 'biosnn_static_macros.cpp' import add_statements, load_factors, spike_loop, target_blocks %}
 
 {% block maincode %}
+    {% set PREFETCH_SPIKES = 4 %}
     {% if openmp_pragma('with_openmp') and blocked %}
     {% call target_blocks(_source_spikespace, n_post, 512) %}
     {{ load_factors(statements, variables, get_array_name, c_data_type) }}
@@ -23,6 +24,16 @@
     {% call spike_loop(statements, variables, get_array_name, c_data_type, openmp_pragma, _source_spikespace,
                    4) %}
     const size_t _row = (size_t)_i * {{n_post}};
+    {% if statements | selectattr('weight') | list %}
+    {# the row of a spike PREFETCH_SPIKES ahead (rows are n_post weights, a weight matrix larger than the
+       caches is read from memory: fetch it while this row is added) #}
+    if (_k + {{PREFETCH_SPIKES}} < _num_spikes)
+    {
+        const char* _ahead = (const char*)({{get_array_name(variables['w'])}} + (size_t){{_source_spikespace}}[_k + {{PREFETCH_SPIKES}}] * {{n_post}});
+        for (int32_t _line = 0; _line < {{n_post}} * (int32_t)sizeof({{get_array_name(variables['w'])}}[0]); _line += 64)
+            __builtin_prefetch(_ahead + _line, 0, 1);
+    }
+    {% endif %}
     for (int32_t _j = 0; _j < {{n_post}}; _j++)
     {
         {{ add_statements(statements, variables, get_array_name, openmp_pragma, '_row + _j') | autoindent }}

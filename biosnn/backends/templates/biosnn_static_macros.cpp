@@ -90,3 +90,26 @@ for (int32_t _ky = 0; _ky < {{geo.kh}}; _ky++)
     }
 }
 {% endmacro %}
+
+{# transpose: the copy between the replica's target (channel-major) and the buffer (group-major, channels last), output
+   rows [_oy0, _oy1): in tiles of 8 positions (one cache line of doubles), so that both sides are read
+   and written a cache line at a time (a plain loop per channel touches one line of the buffer per
+   value, cout_g values apart) #}
+{% macro transpose(conv, buf, v, into_buffer) %}
+{% set HW = conv.Ho * conv.Wo %}
+for (int32_t _gg = 0; _gg < {{conv.O // conv.cout_g}}; _gg++)  // copy {{'in: CHW -> G HW cout_g' if into_buffer else 'out'}}
+{
+    const int32_t _p1 = _oy1 * {{conv.Wo}};
+    for (int32_t _p0 = _oy0 * {{conv.Wo}}; _p0 < _p1; _p0 += 8)
+    {
+        const int32_t _pn = _p1 - _p0 < 8 ? _p1 - _p0 : 8;
+        for (int32_t _o = 0; _o < {{conv.cout_g}}; _o++)
+        {
+            auto* __restrict__ _bp = {{buf}} + ((size_t)_gg * {{HW}} + _p0) * {{conv.cout_g}} + _o;
+            auto* __restrict__ _vp = {{v}} + ((size_t)_gg * {{conv.cout_g}} + _o) * {{HW}} + _p0;
+            for (int32_t _p = 0; _p < _pn; _p++)
+                {{'_bp[(size_t)_p * ' ~ conv.cout_g ~ '] = _vp[_p];' if into_buffer else '_vp[_p] = _bp[(size_t)_p * ' ~ conv.cout_g ~ '];'}}
+        }
+    }
+}
+{% endmacro %}
