@@ -21,7 +21,7 @@ def spec() -> NetworkSpec:
     channel-major (few output channels per group) and channels last (``biosnn_static_conv_hwc.cpp``:
     ``p_f`` stride 1 + padding, ``pr_g`` two replicas + stride 2 + groups + a presynaptic factor, ``a_h``
     a constant factor and one spike or two per step (adds in place or through the copy), ``pr_k`` two
-    replicas + stride 1).
+    replicas + stride 1), every source onto one target neuron (``*_mtr``: ``biosnn_static_reduce.cpp``).
 
     Each post-synaptic variable is written by one projection only: the order of projections within a
     schedule slot is Brian2's choice (by object name), which differs between the two implementations.
@@ -42,7 +42,8 @@ def spec() -> NetworkSpec:
             "count": SynapseModel("", on_pre="n_post += 1\nm_post += x_pre"),
             "stateful": SynapseModel("w : 1\nc : 1", on_pre="c += 1\nK_post += w"),
             "scaled": SynapseModel("w : 1", on_pre="I_post += w * x_pre"),
-            "half": SynapseModel("w : volt", on_pre="v_post += w * 0.5")},
+            "half": SynapseModel("w : volt", on_pre="v_post += w * 0.5"),
+            "tally": SynapseModel("", on_pre="K_post += 0.3")},
         populations=[
             Population("a", 16, "src", shape=(1, 4, 4), initial={
                 "x": ArrayValue(rng.random(16)), "r": ArrayValue(rng.uniform(100, 400, 16), "Hz")},
@@ -58,7 +59,8 @@ def spec() -> NetworkSpec:
             Population("f", 200, "acc", shape=(8, 5, 5)),
             Population("g", 288, "acc", shape=(2, 16, 3, 3)),
             Population("h", 128, "acc", shape=(8, 4, 4)),
-            Population("k", 400, "acc", shape=(2, 8, 5, 5))],
+            Population("k", 400, "acc", shape=(2, 8, 5, 5)),
+            Population("mtr", 2, "acc")],
         inputs=[SpikeTimesInput("drive", 16, ArrayValue(np.arange(40) % 16), ArrayValue(times, "ms"))],
         projections=[
             Projection("a_b", "a", "b", "jump", Conv2D(ArrayValue(rng.normal(1, 0.5, (2, 1, 2, 2)), "mV"))),
@@ -81,11 +83,18 @@ def spec() -> NetworkSpec:
             Projection("a_h", "a", "h", "half", Conv2D(ArrayValue(rng.normal(1, 0.5, (8, 1, 3, 3)), "mV"),
                                                        padding=1)),
             Projection("pr_k", "pr", "k", "jump", Conv2D(ArrayValue(rng.normal(0.1, 0.5, (8, 4, 3, 3)), "mV"),
-                                                         padding=1))],
+                                                         padding=1)),
+        ] + [  # every source neuron onto one target neuron (biosnn_static_reduce.cpp, the rate coding's meters):
+            # integer constants (one addition n * c), a non-integer constant, presynaptic factors, weights
+            Projection(f"{src}_mtr", src, "mtr", model, Explicit(ArrayValue(np.arange(n)), ArrayValue(np.full(n, j))),
+                       weights=ArrayValue(rng.normal(0.1, 0.3, n), "mV") if model == "jump" else None)
+            for src, n, model, j in (("a", 16, "count", 1), ("b", 18, "count", 0), ("p", 75, "jump", 0),
+                                     ("pr", 200, "tally", 1))],
         monitors=[SpikeMonitor("a"), SpikeMonitor("b"), SpikeMonitor("c"), SpikeMonitor("f"), SpikeMonitor("k"),
                   StateMonitor("b", ("v",)), StateMonitor("c", ("v", "I", "J", "K", "n", "m")),
                   StateMonitor("d", ("v", "I", "J")), StateMonitor("e", ("v",)), StateMonitor("f", ("v",)),
-                  StateMonitor("g", ("I",)), StateMonitor("h", ("v",)), StateMonitor("k", ("v",))])
+                  StateMonitor("g", ("I",)), StateMonitor("h", ("v",)), StateMonitor("k", ("v",)),
+                  StateMonitor("mtr", ("v", "n", "m", "K"))])
 
 
 def test_which_projections_are_static():
@@ -137,6 +146,10 @@ def test_static_template_equals_stock_synapses_and_runtime(build_cache):
                    for p in (sim.directory / "code_objects").glob("*_propagate_codeobject.cpp")
                    if not p.name.startswith("before_run_") and "_wT_made" in p.read_text()}
             assert hwc == {"p_f", "pr_g", "a_h", "pr_k"}
+            reduce = {p.name.removesuffix("_propagate_codeobject.cpp")
+                      for p in (sim.directory / "code_objects").glob("*_propagate_codeobject.cpp")
+                      if "BIOSNN_KEEP_ORDER(_acc)" in p.read_text()}
+            assert reduce == {"a_mtr", "b_mtr", "p_mtr", "pr_mtr"}
         if static:
             renamed = sorted((sim.directory / "code_objects").glob("*_codeobject_1.cpp"))
         if static:  # one copy of the targets and weights in the binary: no Brian2 static array for them
@@ -158,6 +171,9 @@ def test_static_template_equals_stock_synapses_and_runtime(build_cache):
             np.testing.assert_array_equal(rec.spikes[pop].indices, ref.spikes[pop].indices)
             np.testing.assert_allclose(rec.spikes[pop].times, ref.spikes[pop].times, atol=1e-12)
     channels_last = [("f", "v"), ("g", "I"), ("h", "v"), ("k", "v")]
+    mtr = ref.states["mtr"]
+    assert mtr["n"].values[-1].min() > 5 and mtr["K"].values[-1][1] > 20 and np.ptp(mtr["v"].values[:, 0]) > 0
+    channels_last += [("mtr", "v"), ("mtr", "n"), ("mtr", "m"), ("mtr", "K")]
     for pop, var in [("b", "v"), ("e", "v"), ("c", "v"), ("c", "I"), ("c", "J"), ("c", "K"), ("c", "n"), ("c", "m"),
                      ("d", "v"), ("d", "I"), ("d", "J")] + channels_last:
         np.testing.assert_array_equal(runs[True].states[pop][var].values, runs[False].states[pop][var].values)
