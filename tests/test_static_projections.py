@@ -60,7 +60,8 @@ def spec() -> NetworkSpec:
             Population("g", 288, "acc", shape=(2, 16, 3, 3)),
             Population("h", 128, "acc", shape=(8, 4, 4)),
             Population("k", 400, "acc", shape=(2, 8, 5, 5)),
-            Population("mtr", 2, "acc")],
+            Population("mtr", 2, "acc"),
+            Population("pool", 4, "acc")],
         inputs=[SpikeTimesInput("drive", 16, ArrayValue(np.arange(40) % 16), ArrayValue(times, "ms"))],
         projections=[
             Projection("a_b", "a", "b", "jump", Conv2D(ArrayValue(rng.normal(1, 0.5, (2, 1, 2, 2)), "mV"))),
@@ -89,12 +90,15 @@ def spec() -> NetworkSpec:
             Projection(f"{src}_mtr", src, "mtr", model, Explicit(ArrayValue(np.arange(n)), ArrayValue(np.full(n, j))),
                        weights=ArrayValue(rng.normal(0.1, 0.3, n), "mV") if model == "jump" else None)
             for src, n, model, j in (("a", 16, "count", 1), ("b", 18, "count", 0), ("p", 75, "jump", 0),
-                                     ("pr", 200, "tally", 1))],
+                                     ("pr", 200, "tally", 1))] + [
+            # one synapse per source neuron (average pooling): no row pointers
+            Projection("p_pool", "p", "pool", "jump", Explicit(ArrayValue(np.arange(75)), ArrayValue(np.arange(75) % 4)),
+                       weights=ArrayValue(rng.normal(0.1, 0.3, 75), "mV"))],
         monitors=[SpikeMonitor("a"), SpikeMonitor("b"), SpikeMonitor("c"), SpikeMonitor("f"), SpikeMonitor("k"),
                   StateMonitor("b", ("v",)), StateMonitor("c", ("v", "I", "J", "K", "n", "m")),
                   StateMonitor("d", ("v", "I", "J")), StateMonitor("e", ("v",)), StateMonitor("f", ("v",)),
                   StateMonitor("g", ("I",)), StateMonitor("h", ("v",)), StateMonitor("k", ("v",)),
-                  StateMonitor("mtr", ("v", "n", "m", "K"))])
+                  StateMonitor("mtr", ("v", "n", "m", "K")), StateMonitor("pool", ("v",))])
 
 
 def test_which_projections_are_static():
@@ -150,6 +154,8 @@ def test_static_template_equals_stock_synapses_and_runtime(build_cache):
                       for p in (sim.directory / "code_objects").glob("*_propagate_codeobject.cpp")
                       if "BIOSNN_KEEP_ORDER(_acc)" in p.read_text()}
             assert reduce == {"a_mtr", "b_mtr", "p_mtr", "pr_mtr"}
+            one = (sim.directory / "code_objects" / "p_pool_propagate_codeobject.cpp").read_text()
+            assert "const int32_t _s = _i;" in one and "_end" not in one
         if static:
             renamed = sorted((sim.directory / "code_objects").glob("*_codeobject_1.cpp"))
         if static:  # one copy of the targets and weights in the binary: no Brian2 static array for them
@@ -173,7 +179,8 @@ def test_static_template_equals_stock_synapses_and_runtime(build_cache):
     channels_last = [("f", "v"), ("g", "I"), ("h", "v"), ("k", "v")]
     mtr = ref.states["mtr"]
     assert mtr["n"].values[-1].min() > 5 and mtr["K"].values[-1][1] > 20 and np.ptp(mtr["v"].values[:, 0]) > 0
-    channels_last += [("mtr", "v"), ("mtr", "n"), ("mtr", "m"), ("mtr", "K")]
+    assert np.count_nonzero(np.diff(ref.states["pool"]["v"].values, axis=0)) > 100
+    channels_last += [("mtr", "v"), ("mtr", "n"), ("mtr", "m"), ("mtr", "K"), ("pool", "v")]
     for pop, var in [("b", "v"), ("e", "v"), ("c", "v"), ("c", "I"), ("c", "J"), ("c", "K"), ("c", "n"), ("c", "m"),
                      ("d", "v"), ("d", "I"), ("d", "J")] + channels_last:
         np.testing.assert_array_equal(runs[True].states[pop][var].values, runs[False].states[pop][var].values)

@@ -469,6 +469,8 @@ def _classes():
             # OpenMP, CSR: threads own blocks of targets (at least 256, at most 16 blocks) when rows are long
             kw["target_block"] = max(256, -(-len(target) // 16))
             kw["long_rows"] = reduce_to is None and n_syn >= 32 * max(len(source), 1)  # read by the CSR template only
+            kw["one_per_source"] = conv is None and not dense and reduce_to is None and bool(
+                n_syn == len(source) and (np.diff(rowptr) == 1).all())
             if conv is not None and channels_last(conv, statements, kw["statements"], source is target, self._cuda):
                 self.variables.add_array("_wT_made", size=1, dtype=np.int32)  # 0: transpose w at the next step
                 needed.append("_wT_made")

@@ -9,7 +9,8 @@
    rows are sorted by target), so no addition is atomic and every target gets its
    additions in the same order as with one thread.  Rows shorter than 32 synapses
    on average (long_rows false) run on one thread; with a shared (one-value)
-   target variable, threads share the spikes and add atomically.
+   target variable, threads share the spikes and add atomically.  One synapse per source neuron
+   (one_per_source: synapse i of neuron i, e.g. average pooling): no row lookup.
    USES_VARIABLES { _rowptr, _post, _source_spikespace } #}
 {% extends 'common_group.cpp' %}
 {% from 'biosnn_static_macros.cpp' import add_statements, load_factors, spike_loop, target_blocks %}
@@ -43,6 +44,12 @@
     {% set _parallel = not blocked %}
     {% call spike_loop(statements, variables, get_array_name, c_data_type, openmp_pragma, _source_spikespace,
                    16, _parallel) %}
+    {% if one_per_source %}
+    {# one synapse per source neuron, synapse i of neuron i (average pooling): no row pointers, no loop #}
+    const int32_t _s = _i;
+    const int32_t _j = {{_post}}[_s];
+    {{ add_statements(statements, variables, get_array_name, openmp_pragma, '_s', _parallel) }}
+    {% else %}
     const int32_t _end = {{_rowptr}}[_i + 1];
     #pragma GCC unroll 8
     for (int32_t _s = {{_rowptr}}[_i]; _s < _end; _s++)
@@ -50,6 +57,7 @@
         const int32_t _j = {{_post}}[_s];
         {{ add_statements(statements, variables, get_array_name, openmp_pragma, '_s', _parallel) | autoindent }}
     }
+    {% endif %}
     {% endcall %}
     {% endif %}
 {% endblock %}
