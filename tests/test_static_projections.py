@@ -92,7 +92,8 @@ def spec() -> NetworkSpec:
             for src, n, model, j in (("a", 16, "count", 1), ("b", 18, "count", 0), ("p", 75, "jump", 0),
                                      ("pr", 200, "tally", 1))] + [
             # one synapse per source neuron (average pooling): no row pointers
-            Projection("p_pool", "p", "pool", "jump", Explicit(ArrayValue(np.arange(75)), ArrayValue(np.arange(75) % 4)),
+            Projection("p_pool", "p", "pool", "jump",
+                       Explicit(ArrayValue(np.arange(75)), ArrayValue(np.arange(75) % 4)),
                        weights=ArrayValue(rng.normal(0.1, 0.3, 75), "mV"))],
         monitors=[SpikeMonitor("a"), SpikeMonitor("b"), SpikeMonitor("c"), SpikeMonitor("f"), SpikeMonitor("k"),
                   StateMonitor("b", ("v",)), StateMonitor("c", ("v", "I", "J", "K", "n", "m")),

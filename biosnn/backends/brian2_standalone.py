@@ -323,7 +323,8 @@ class CppStandaloneBackend:
         from brian2.devices.cpp_standalone.codeobject import CPPStandaloneCodeObject
         with brian2_prefs(devices__cpp_standalone__openmp_threads=self.threads,
                           core__default_float_dtype=np.float32 if self.float32 else np.float64), \
-                templater_scope(CPPStandaloneCodeObject, SAME_TIME_FIXES + (BRANCHLESS_THRESHOLD, *IDLE_LOOPS, REPORT_PER_STEP)), \
+                templater_scope(CPPStandaloneCodeObject,
+                                SAME_TIME_FIXES + (BRANCHLESS_THRESHOLD, *IDLE_LOOPS, REPORT_PER_STEP)), \
                 sorted_clocks():
             yield
 
