@@ -24,9 +24,10 @@
     {% call spike_loop(statements, variables, get_array_name, c_data_type, openmp_pragma, _source_spikespace,
                    4) %}
     const size_t _row = (size_t)_i * {{n_post}};
-    {% if statements | selectattr('weight') | list %}
-    {# the row of a spike PREFETCH_SPIKES ahead (rows are n_post weights, a weight matrix larger than the
-       caches is read from memory: fetch it while this row is added) #}
+    {% if prefetch_rows and statements | selectattr('weight') | list %}
+    {# the row of a spike PREFETCH_SPIKES ahead (rows are n_post weights; a weight matrix larger than a
+       core's cache, brian2_static.DENSE_PREFETCH_MIN_BYTES, is read from memory: fetch it while this
+       row is added) #}
     if (_k + {{PREFETCH_SPIKES}} < _num_spikes)
     {
         const char* _ahead = (const char*)({{get_array_name(variables['w'])}} + (size_t){{_source_spikespace}}[_k + {{PREFETCH_SPIKES}}] * {{n_post}});
