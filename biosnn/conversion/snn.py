@@ -217,7 +217,7 @@ class SNN:
     def __init__(self, graph: LayerGraph, *, coding: str, T: int, thresholds: dict, input_mode: str,
                  readout: str, seed: int | None, ann_ops: int, layer_names: dict | None = None,
                  name: str = "converted", v_init: float = 0.0, signed: bool = False,
-                 max_count: int | None = None):
+                 max_count: int | None = None, burst: int | None = None):
         self.graph = graph
         self.coding = coding
         self.T = int(T)
@@ -230,6 +230,7 @@ class SNN:
         self.v_init = float(v_init)
         self.signed = bool(signed)   # signed IF neurons (rate coding: biosnn.codings.rate.coding.convert)
         self.max_count = max_count   # their cap (match_levels)
+        self.burst = burst           # their spikes per step (None: 1)
         self._spec_cache: dict[tuple[int, int], m.NetworkSpec] = {}
         self._sim_cache: dict[tuple, object] = {}   # (backend, options, spec id) -> standalone build
         self.spec = self.spec_for(1)
@@ -243,7 +244,7 @@ class SNN:
         return rate_network_spec(self.graph, T=self.T, windows=windows, thresholds=self.thresholds,
                                  input_mode=self.input_mode, readout=self.readout, seed=self.seed,
                                  name=self.name, v_init=self.v_init, signed=self.signed,
-                                 max_count=self.max_count)
+                                 max_count=self.max_count, burst=self.burst)
 
     def reference(self, x, **options):
         """The exact numpy reference of this rate-coded network (:func:`~biosnn.codings.rate.reference.simulate_rate`).
@@ -255,7 +256,7 @@ class SNN:
         **options
             Passed on (``batch_size``, ``record_trains``, ``score_steps``); the network's own
             parameters (``T``, thresholds, input mode, seed, readout, initial potential, signed
-            neurons and their cap) are taken from it.
+            neurons, their cap and burst) are taken from it.
 
         Returns
         -------
@@ -264,7 +265,7 @@ class SNN:
         from biosnn.codings.rate.reference import simulate_rate
         return simulate_rate(self.graph, np.asarray(x), self.T, thresholds=self.thresholds,
                              input_mode=self.input_mode, seed=self.seed, readout=self.readout, v_init=self.v_init,
-                             signed=self.signed, max_count=self.max_count, **options)
+                             signed=self.signed, max_count=self.max_count, burst=self.burst, **options)
 
     def _window_states(self, rec, population: str, variable: str, windows: int) -> np.ndarray | None:
         """A variable's values at the end of each of a run's ``windows`` windows, ``(windows, neurons)``, or

@@ -17,7 +17,7 @@ from biosnn.errors import ConversionError
 __all__ = ["PARAMS", "prepare", "convert"]
 
 PARAMS = ("T", "normalization", "percentile", "input_mode", "readout", "seed", "name", "levels", "fold_pooling",
-          "signed", "match_levels")
+          "signed", "match_levels", "burst")
 
 
 def prepare(model, levels: int | None = None, **params):
@@ -53,7 +53,8 @@ def calibration_array(calibration) -> np.ndarray:
 def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = "percentile",
             percentile: float = 99.9, input_mode: str = "analog", readout: str = "potential",
             seed: int | None = 0, name: str = "converted", levels: int | None = None,
-            fold_pooling: bool | None = None, signed: bool = False, match_levels: bool = False):
+            fold_pooling: bool | None = None, signed: bool = False, match_levels: bool = False,
+            burst: int | None = None):
     """Rate-coded conversion (``biosnn.convert(ann, "rate", ...)``).
 
     Parameters
@@ -110,6 +111,14 @@ def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = 
         quantises to the model's ``L`` levels and clips at ``L`` as its QCFS ANN does, not to
         ``1 / T`` (:mod:`biosnn.codings.rate.levels`); default off.  The network then depends on
         ``T``: scores after fewer steps are not those of a shorter run.
+    burst : int, optional
+        ``signed=True`` only: a neuron may emit up to ``burst`` spikes of one sign in one step, sent
+        as one event worth their number ``k`` (synapses add ``k w``; it counts as ``|k|`` spikes and
+        ``|k|`` times the fan-out in synaptic operations), so that its count keeps up with inputs
+        that jump by several thresholds in one step (burst spikes, Li & Zeng 2022; the rule is
+        :mod:`biosnn.codings.rate.reference`, "Burst").  With ``match_levels`` and ``burst >= L``
+        every layer's count equals its QCFS activation times ``L`` (up to float rounding), at any
+        ``T = k L``.  Default ``None`` (or 1): one spike per step.  Refused with max pooling.
 
     Returns
     -------
@@ -143,6 +152,8 @@ def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = 
     del graph  # one copy of the weights (the normalised one) while the spec is built
     if signed not in (True, False):
         raise ConversionError(f"signed must be True or False, got {signed!r}")
+    from biosnn.codings.rate.reference import check_burst
+    burst = check_burst(burst, signed)
     if match_levels not in (True, False):
         raise ConversionError(f"match_levels must be True or False, got {match_levels!r}")
     if match_levels:
@@ -154,4 +165,4 @@ def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = 
         graph_n, thresholds = spikes_worth(graph_n, thresholds, T // L[0])
     return SNN(graph_n, coding="rate", T=T, thresholds=thresholds, input_mode=input_mode, readout=readout,
                seed=seed, ann_ops=ops, name=name, v_init=0.5 if qcfs else 0.0, signed=bool(signed),
-               max_count=L[0] if match_levels else None)
+               max_count=L[0] if match_levels else None, burst=burst)

@@ -43,6 +43,21 @@ Signed IF layer (``signed=True``; the signed IF neuron of Hu et al. 2023, cf. Wa
     spike also needs ``n_L < max_count`` (the clip of a QCFS activation at
     ``L`` levels, :mod:`biosnn.codings.rate.levels`).
 
+Burst (signed IF layer with ``burst=B``; cf. the burst spikes of Li & Zeng 2022)
+    A neuron may emit up to ``B`` spikes of one sign in one step, as one event
+    that carries their number ``k``: if ``v_L >= theta_L`` (and ``n_L <
+    max_count``): ``k = clip(floor(v_L / theta_L), 1, B')`` with ``B' = B``
+    (``clip(max_count - n_L, 1, B)`` with ``max_count``); else if ``v_L < 0`` and
+    ``n_L > 0``: ``k = -clip(ceil(-v_L / theta_L), 1, clip(n_L, 1, B))``; else
+    ``k = 0``.  Then ``v_L -= k theta_L``, ``n_L += k``, and ``s_L(t) = k``:
+    synapses pass ``w * k``, and the event counts as ``|k|`` spikes (positive
+    or negative).  ``B = 1`` is the signed IF neuron above.  While no step
+    needs more than ``B`` spikes, ``n_L(t) = clip(floor(V_L(t) / theta_L), 0,
+    max_count)`` holds after *every* step, whatever the size of the input's
+    jumps; with ``B >= max_count`` it always holds (up to float rounding), so a
+    QCFS network with ``match_levels`` reproduces its ANN's quantised
+    activations layer by layer.
+
 Max-pool layer (``maxpool2d``, a gate without membrane)
     Each unit tracks ``M(t) = max_j C_j(t)``, the largest running spike
     count ``C_j(t) = sum_{t' <= t} s_j(t')`` among the inputs ``j`` in its
@@ -79,7 +94,7 @@ import numpy as np
 from biosnn.frontends.torch_graph import LayerGraph, _as_batch, linear_map, snn_roles
 from biosnn.errors import ConversionError
 
-__all__ = ["RateResult", "simulate_rate", "poisson_trains", "INPUT_MODES", "READOUTS"]
+__all__ = ["RateResult", "simulate_rate", "poisson_trains", "check_burst", "INPUT_MODES", "READOUTS"]
 
 INPUT_MODES = ("analog", "poisson", "spikes")
 READOUTS = ("spikes", "potential")
@@ -97,7 +112,7 @@ class RateResult:
         has zero counts with ``readout="potential"``.  Signed networks: the net
         counts ``n_L(T)`` (spikes minus negative spikes; the rate times ``T``).
     negative : dict of str to numpy.ndarray or None
-        Signed networks: the negative spikes per unit, int64, keys as in
+        Signed networks: the negative spikes per unit (a burst of ``k < 0`` counts ``|k|``), int64, keys as in
         ``counts``; ``None`` otherwise.  :attr:`events` adds them up.
     scores : numpy.ndarray
         ``(N, n_classes)`` float64: output spike counts / T, or ``v_out / T``.
@@ -109,7 +124,7 @@ class RateResult:
         ``"spikes"`` or ``"potential"``.
     trains : dict of str to numpy.ndarray or None
         With ``record_trains=True``: bool spike trains ``(N, T, layer.size)``
-        per layer (keys as in ``counts``; int8 -1/0/1 in signed networks);
+        per layer (keys as in ``counts``; int8 -1/0/1 in signed networks, ``-B..B`` with bursts);
         ``trains[L][n, t - 1, j]`` is ``s_j(t)`` of sample ``n``.
     step_scores : dict of int to numpy.ndarray or None
         With ``score_steps``: the scores after ``t`` steps for each requested ``t``
@@ -227,7 +242,8 @@ class _Net:
 
 
 def _run(net: _Net, inp, T: int, readout: str, record: bool, layers=None, probe: str | None = None,
-         v_init: float = 0.0, score_steps=(), signed: bool = False, max_count: int | None = None):
+         v_init: float = 0.0, score_steps=(), signed: bool = False, max_count: int | None = None,
+         burst: int | None = None):
     """Simulate one batch.  ``inp(t)`` gives the (N, input_size) input of step t (0-based).
 
     ``layers``: names to simulate (default all); ``probe``: a layer whose
@@ -236,7 +252,8 @@ def _run(net: _Net, inp, T: int, readout: str, record: bool, layers=None, probe:
     layers as a fraction of their threshold; ``score_steps``: steps after which the output
     scores and the spikes per sample so far are kept (returned in ``counts`` under ``("scores", t)``
     and ``("spikes", t)``); ``signed``: signed IF neurons (module docstring), whose negative spikes per
-    unit are returned in ``counts`` under ``("negative", layer)``; ``max_count``: their cap.
+    unit are returned in ``counts`` under ``("negative", layer)``; ``max_count``: their cap; ``burst``:
+    at most this many spikes per neuron and step (signed only; ``None``: 1).
     """
     torch = net.torch
     graph = net.graph
@@ -281,12 +298,16 @@ def _run(net: _Net, inp, T: int, readout: str, record: bool, layers=None, probe:
                         up &= counts[name] < max_count
                     out = up.to(torch.float64)
                     if signed:
-                        out -= ((v[name] < 0) & (counts[name] > 0)).to(torch.float64)
+                        down = (v[name] < 0) & (counts[name] > 0)
+                        if burst is None:
+                            out -= down.to(torch.float64)
+                        else:
+                            out = _burst(v[name], theta, counts[name], up, down, burst, max_count)
                     v[name] -= theta * out
             s[name] = out
             counts[name] += out
             if signed:
-                negative[name] += out < 0
+                negative[name] -= out.clamp(max=0)
             if record:
                 trains[name].append(out.to(torch.int8 if signed else torch.bool))
         if t + 1 in score_steps:
@@ -297,6 +318,18 @@ def _run(net: _Net, inp, T: int, readout: str, record: bool, layers=None, probe:
                                             for k, c in counts.items() if isinstance(k, str))
     counts.update({("negative", k): c for k, c in negative.items()})
     return v, counts, trains, probe_max
+
+
+def _burst(v, theta: float, n, up, down, burst: int, max_count: int | None):
+    """Spikes ``k`` of a burst step (module docstring, "Burst"), float64, given the fire masks ``up``/``down``.
+
+    The same expression as the Brian2 neuron's reset (:mod:`biosnn.codings.rate.spec`, ``if_signed``)."""
+    import torch
+
+    top = torch.full_like(n, float(burst)) if max_count is None else (max_count - n).clamp(1, burst)
+    k_up = torch.minimum(torch.floor(v / theta).clamp(min=1), top)
+    k_down = torch.minimum(torch.ceil(-v / theta).clamp(min=1), n.clamp(1, burst))
+    return torch.where(up, k_up, 0.0) - torch.where(down, k_down, 0.0)
 
 
 def _input_source(graph: LayerGraph, x, T: int, input_mode: str, seed, offset: int):
@@ -319,6 +352,25 @@ def _input_source(graph: LayerGraph, x, T: int, input_mode: str, seed, offset: i
     return (lambda t: train[:, t]), train
 
 
+def check_burst(burst, signed: bool) -> int | None:
+    """``burst`` checked: ``None`` for one spike per step (``None`` or 1), else an integer ``B >= 2``.
+
+    Raises
+    ------
+    biosnn.errors.ConversionError
+        ``burst`` is not a positive integer, or ``B >= 2`` without signed neurons.
+    """
+    if burst is None:
+        return None
+    if isinstance(burst, bool) or not isinstance(burst, (int, np.integer)) or burst < 1:
+        raise ConversionError(f"burst must be a positive integer (spikes per neuron and step), got {burst!r}")
+    if burst == 1:
+        return None
+    if not signed:
+        raise ConversionError(f"burst={burst} needs signed=True (burst spikes are built on the signed IF neuron)")
+    return int(burst)
+
+
 def _check_args(graph, T, input_mode, readout):
     if not isinstance(graph, LayerGraph):
         raise ConversionError(f"expected a LayerGraph, got {type(graph).__name__}")
@@ -333,7 +385,8 @@ def _check_args(graph, T, input_mode, readout):
 def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] | None = None,
                   input_mode: str = "analog", seed: int | None = None, readout: str = "spikes",
                   batch_size: int = 256, record_trains: bool = False, v_init: float = 0.0,
-                  score_steps=(), signed: bool = False, max_count: int | None = None) -> RateResult:
+                  score_steps=(), signed: bool = False, max_count: int | None = None,
+                  burst: int | None = None) -> RateResult:
     """Simulate the rate-coded IF network defined by ``graph`` (see the module docstring).
 
     Parameters
@@ -374,6 +427,9 @@ def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] 
     max_count : int, optional
         Signed neurons only: at most this many net spikes per neuron (the clip at ``L`` levels of
         spikes worth ``T / L`` steps, :func:`biosnn.codings.rate.levels.spikes_worth`).
+    burst : int, optional
+        Signed neurons only: up to this many spikes per neuron and step, sent as one event
+        worth their number (module docstring, "Burst"); ``None`` or 1: one spike per step.
 
     Returns
     -------
@@ -390,6 +446,7 @@ def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] 
         raise ConversionError(f"signed must be True or False, got {signed!r}")
     if max_count is not None and (not signed or int(max_count) != max_count or max_count < 1):
         raise ConversionError(f"max_count must be a positive integer and needs signed=True, got {max_count!r}")
+    burst = check_burst(burst, signed)
     T = int(T)
     net = _Net(graph, thresholds)
     score_steps = tuple(sorted({int(t) for t in score_steps}))
@@ -411,7 +468,7 @@ def simulate_rate(graph: LayerGraph, x, T: int, thresholds: Mapping[str, float] 
         xb = x[start:start + int(batch_size)]
         inp, in_train = _input_source(graph, xb, T, input_mode, seed, start)
         v, c, tr, _ = _run(net, inp, T, readout, record_trains, v_init=float(v_init), score_steps=score_steps,
-                           signed=bool(signed), max_count=max_count)
+                           signed=bool(signed), max_count=max_count, burst=burst)
         for key in [k for k in c if isinstance(k, tuple) and k[0] == "negative"]:
             negative.setdefault(key[1], []).append(c.pop(key).numpy().round().astype(np.int64))
         for t in score_steps:

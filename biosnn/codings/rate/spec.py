@@ -21,7 +21,10 @@ Per layer (``L`` with threshold ``theta_L``; dimensionless potentials):
   ``v >= theta_L`` or (``v < 0`` and ``n > 0``), then ``sgn = int(v >= theta_L) - int(v < 0)``
   (+1 or -1), ``v -= sgn * theta_L``, ``n += sgn``; its synapses add ``w * sgn`` (the
   neuron of :mod:`biosnn.codings.rate.reference`, "Signed IF layer"; with ``max_count``
-  a positive spike also needs ``n < n_max``);
+  a positive spike also needs ``n < n_max``); with ``burst=B`` (``B >= 2``) one event carries up to
+  ``B`` spikes of one sign, ``sgn = int(v >= theta) * clip(floor(v / theta), 1, B') - int(v < 0) *
+  clip(ceil(-v / theta), 1, clip(n, 1, B))`` (``B' = B``, or ``clip(n_max - n, 1, B)`` with ``n_max``),
+  and the same ``v -= sgn * theta``, ``n += sgn``, ``w * sgn`` (reference, "Burst");
 * max pooling (gate): the unit spikes when one of its inputs' running spike
   count exceeds the unit's own count, so its count is the running maximum of
   the input counts;
@@ -40,8 +43,8 @@ Per layer (``L`` with threshold ``theta_L``; dimensionless potentials):
   ``readout="spikes"`` is an IF layer and is monitored by spikes.
 
 A one-neuron-per-layer ``meter`` population receives one event per spike
-(``spk += 1``, ``ops += fanout``), so spikes and synaptic operations per layer
-and sample come out of a tiny state monitor, not from recording every spike.
+(``spk += 1``, ``ops += fanout``; a signed layer's event ``|sgn|`` times), so spikes and synaptic
+operations per layer and sample come out of a tiny state monitor, not from recording every spike.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue
 
 __all__ = ["rate_network_spec", "layer_connections", "layer_populations", "synaptic_inputs", "SynapticInput",
-           "meter_parts", "METER_SYNAPSE", "DT_MS", "first_maxpool"]
+           "meter_parts", "METER_SYNAPSE", "METER_SIGNED_SYNAPSE", "DT_MS", "first_maxpool"]
 
 DT_MS = 1.0  # nominal time step; a converted network's time is counted in steps
 
@@ -179,9 +182,13 @@ def synaptic_inputs(graph: LayerGraph, name: str, roles: dict) -> tuple[list[Syn
 #: Synapse model of the meter projections (``synapse_models["meter"]`` of a spec using :func:`meter_parts`).
 METER_SYNAPSE = m.SynapseModel("", on_pre="spk_post += 1\nops_post += fanout_pre",
                                description="counts spikes and synaptic operations per layer")
+#: Meter synapse model of signed IF layers (``synapse_models["meter_signed"]``): an event is ``|sgn|`` spikes.
+METER_SIGNED_SYNAPSE = m.SynapseModel("", on_pre="spk_post += abs(sgn_pre)\nops_post += abs(sgn_pre) * fanout_pre",
+                                      description="counts the spikes of signed (burst) events and their operations")
 
 
-def meter_parts(metered: list[tuple[str, int]], window: str) -> tuple[m.Population, list, m.StateMonitor]:
+def meter_parts(metered: list[tuple[str, int]], window: str,
+                signed: frozenset = frozenset()) -> tuple[m.Population, list, m.StateMonitor]:
     """A ``meter`` population with one neuron per metered population, its synapses and its monitor.
 
     Each spike of a metered population adds 1 to ``spk`` and the spiking
@@ -195,10 +202,13 @@ def meter_parts(metered: list[tuple[str, int]], window: str) -> tuple[m.Populati
         Population names and sizes, in meter order.
     window : str
         The window length (a Brian2 quantity string).
+    signed : set of str
+        Populations of signed IF neurons: their projections use ``"meter_signed"``
+        (:data:`METER_SIGNED_SYNAPSE`, ``|sgn|`` spikes per event).
     """
     meter = m.Population("meter", len(metered), m.NeuronModel("spk : 1\nops : 1\nspk_last : 1\nops_last : 1"),
                          operations=[m.Operation("spk_last = spk\nops_last = ops\nspk = 0\nops = 0", dt=window)])
-    projs = [m.Projection(f"{pname}_meter", pname, "meter", "meter",
+    projs = [m.Projection(f"{pname}_meter", pname, "meter", "meter_signed" if pname in signed else "meter",
                           m.Explicit(ArrayValue(np.arange(size)), ArrayValue(np.full(size, k))))
              for k, (pname, size) in enumerate(metered)]
     monitor = m.StateMonitor("meter", ("spk_last", "ops_last"), dt=window, when="start", order=2)
@@ -251,10 +261,21 @@ def _check_signed(graph: LayerGraph, roles: dict, readout: str) -> None:
                               "spikes would need their signs recorded; use the default potential readout")
 
 
+def _check_burst(graph: LayerGraph, roles: dict) -> None:
+    """Refuse bursts through max-pool gates (a gate passes one spike per step)."""
+    layer = first_maxpool(graph, roles)
+    if layer is not None:
+        raise ConversionError(
+            f"layer '{layer.name}' ({layer.module or layer.op}) is max pooling: burst spikes (several spikes "
+            "in one event) cannot pass the max-pool gate, which passes one spike per step. Use average "
+            "pooling (nn.AvgPool2d) or convert without burst")
+
+
 def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: dict | None = None,
                       input_mode: str = "analog", readout: str = "potential", seed: int | None = None,
                       name: str = "converted", x: np.ndarray | None = None, v_init: float = 0.0,
-                      signed: bool = False, max_count: int | None = None) -> m.NetworkSpec:
+                      signed: bool = False, max_count: int | None = None,
+                      burst: int | None = None) -> m.NetworkSpec:
     """Build the batched SNN spec of a (normalised) graph.
 
     Parameters
@@ -284,6 +305,9 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         ``readout="spikes"`` and a max pool as the output layer.
     max_count : int, optional
         Signed neurons: at most this many net spikes per neuron and window (``n_max``).
+    burst : int, optional
+        Signed neurons: up to this many spikes per neuron and step in one event (module docstring);
+        ``None`` or 1: one.  Refused with max pooling.
 
     Returns
     -------
@@ -300,11 +324,21 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         raise ConversionError(f"T (time steps per sample) must be a positive integer, got {T!r}")
     thresholds = dict(thresholds or {})
     roles = snn_roles(graph)
+    from biosnn.codings.rate.reference import check_burst
+    burst = check_burst(burst, signed)
+    if burst is not None:
+        _check_burst(graph, roles)
     if signed:
         _check_signed(graph, roles, readout)
     elif max_count is not None:
         raise ConversionError("max_count needs signed=True")
     cap = "" if max_count is None else " and n < n_max"
+    if burst is None:
+        signed_reset = "sgn = int(v >= theta) - int(v < 0)"
+    else:
+        top = "burst" if max_count is None else "clip(n_max - n, 1, burst)"
+        signed_reset = (f"sgn = int(v >= theta) * clip(floor(v / theta), 1, {top}) "
+                        "- int(v < 0) * clip(ceil(-v / theta), 1, clip(n, 1, burst))")
     window = f"{T * DT_MS!r}*ms"
     inp_layer = graph.layers[0]
     n_in = inp_layer.size
@@ -325,7 +359,7 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
                                   description="IF neuron, reset by subtraction, constant current I + bias b"),
         "if_readout": m.NeuronModel(_OUT_EQS, description="integrating readout (no threshold)"),
         "if_signed": m.NeuronModel(_SIGNED_EQS, threshold=f"(v >= theta{cap}) or (v < 0 and n > 0)",
-                                   reset="sgn = int(v >= theta) - int(v < 0)\nv -= sgn * theta\nn += sgn",
+                                   reset=signed_reset + "\nv -= sgn * theta\nn += sgn",
                                    description="signed IF neuron: a negative spike undoes an earlier spike when "
                                                "v falls below 0"),
         "max_gate": m.NeuronModel(_GATE_EQS, threshold="fire > 0.5", reset="fire = 0",
@@ -355,6 +389,7 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
                             "n_out_post = n_out_post + int(c > n_out_post)",
             description="max-pool gate input: per-synapse spike counter"),
         "meter": METER_SYNAPSE,
+        "meter_signed": METER_SIGNED_SYNAPSE,
     }
     if K:
         synapse_models["gate_signed"] = gate_from_signed
@@ -393,7 +428,8 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
             start = f"v = {float(v_init) * theta!r}\nI = 0" if v_init else "v = 0\nI = 0"
             specs_by_pop[pname] = dict(name=pname, size=layer.size, model="if_signed" if signed else "if_layer",
                                        shape=shape, parameters={"theta": repr(theta), **(
-                                           {} if max_count is None else {"n_max": repr(float(max_count))})},
+                                           {} if max_count is None else {"n_max": repr(float(max_count))}), **(
+                                           {} if burst is None else {"burst": repr(float(burst))})},
                                        operations=[
                                            m.Operation(start + ("\nn = 0\nsgn = 0" if signed else ""), dt=window),
                                            m.Operation("v += I + b", when="groups", order=10 * layer_order)],
@@ -449,7 +485,9 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         populations.append(m.Population(**kw, initial=initial))
         if kw["model"] != "if_readout":  # the integrating readout never spikes
             metered.append(pname)
-    meter, meter_projs, meter_monitor = meter_parts([(p, specs_by_pop[p]["size"]) for p in metered], window)
+    meter, meter_projs, meter_monitor = meter_parts(
+        [(p, specs_by_pop[p]["size"]) for p in metered], window,
+        frozenset(p for p in metered if specs_by_pop[p]["model"] == "if_signed"))
     populations.append(meter)
     projs.extend(meter_projs)
     out_pop = pop_of[graph.output]
