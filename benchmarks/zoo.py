@@ -13,7 +13,10 @@ Rate coding runs on the model as it is (``prepare(model, "rate")``) and on the Q
 (``biosnn.prepare(model, "rate", levels=L)``, Bu et al. 2022, average pools folded into their readers)
 fine-tuned for ``--qcfs-epochs``, and the QCFS model with signed IF neurons (``signed=True``), each at every
 ``--T``: one reference run of ``max(T)`` steps gives
-the scores after each shorter window too (the dynamics do not depend on ``T``).
+the scores after each shorter window too (the dynamics do not depend on ``T``).  The signed QCFS model
+also converts with ``match_levels=True`` (one run per ``T``, a multiple of ``L``), and with
+``match_levels=True, burst=L`` (up to ``L`` spikes per neuron and step in one event: the SNN then
+computes the QCFS network exactly, up to float rounding).
 
 ``--models`` runs a part of the zoo: the recorded table keeps the rows of the other models from
 earlier runs with the same settings (stated in the table), so the zoo can be measured in parts.
@@ -44,7 +47,6 @@ import torch
 import torch.nn.functional as F
 
 import biosnn
-from biosnn.codings.rate.coding import PARAMS as RATE_PARAMS
 from biosnn.codings.rate.qcfs import init_thresholds, qcfs_modules, with_levels
 from biosnn.datasets import accuracy, load_mnist, train_classifier
 from biosnn.errors import ConversionError
@@ -98,12 +100,12 @@ def main(argv=None):
         q = biosnn.prepare(model, "rate", levels=args.levels)
         init_thresholds(q, xtr[:args.calib])
         q = train_classifier(q.train(), xtr, y_train, epochs=args.qcfs_epochs, lr=args.qcfs_lr, batch_size=64).eval()
+        L = args.levels
         for label, prepared, signed in (("rate", biosnn.prepare(model, "rate"), False),
-                                        (f"rate QCFS L={args.levels}", q, False),
-                                        (f"rate QCFS signed L={args.levels}", q, True),
-                                        (f"rate QCFS signed match_levels L={args.levels}", q, "match")):
-            if signed and "signed" not in RATE_PARAMS or signed == "match" and "match_levels" not in RATE_PARAMS:
-                continue
+                                        (f"rate QCFS L={L}", q, False),
+                                        (f"rate QCFS signed L={L}", q, True),
+                                        (f"rate QCFS signed match_levels L={L}", q, "match"),
+                                        (f"rate QCFS signed match_levels burst={L} L={L}", q, ("match", L))):
             t1 = time.time()
             try:
                 runs = _rate_runs(prepared, xtr[:args.calib], xte, (1, s, s), args.T, signed)
@@ -153,13 +155,15 @@ def _reason(exc: ConversionError) -> str:
 def _rate_runs(prepared, x_calib, x_eval, input_shape, Ts, signed=False) -> dict:
     """Rate coding of ``prepared`` at every ``T`` of ``Ts`` from one reference run of ``max(Ts)`` steps
     (``signed=True``: with signed IF neurons; ``"match"``: signed with ``match_levels``, one run per ``T``
-    that is a multiple of the QCFS levels)."""
+    that is a multiple of the QCFS levels; ``("match", B)``: also ``burst=B``)."""
     xe = torch.as_tensor(np.asarray(x_eval), dtype=torch.float32)
     with torch.no_grad():
         ann = prepared(xe).reshape(len(xe), -1).argmax(1).numpy()
-    if signed == "match":   # the network depends on T: one run per T (a multiple of L)
+    match = signed == "match" or isinstance(signed, tuple)
+    if match:   # the network depends on T: one run per T (a multiple of L)
         L = qcfs_modules(prepared)[0].levels
-        runs = {T: _rate_ref(prepared, x_calib, xe, input_shape, T, [T], signed=True, match_levels=True)
+        burst = {"burst": signed[1]} if isinstance(signed, tuple) else {}
+        runs = {T: _rate_ref(prepared, x_calib, xe, input_shape, T, [T], signed=True, match_levels=True, **burst)
                 for T in Ts if T % L == 0}
     else:
         ref = _rate_ref(prepared, x_calib, xe, input_shape, max(Ts), Ts, **({"signed": True} if signed else {}))
@@ -168,7 +172,7 @@ def _rate_runs(prepared, x_calib, x_eval, input_shape, Ts, signed=False) -> dict
     for T, ref in sorted(runs.items()):
         pred = np.argmax(ref.step_scores[T], axis=1)
         agree_lt = None
-        if qcfs_modules(prepared) and signed != "match":   # the ANN that T steps compute exactly in the first layer: QCFS with L = T
+        if qcfs_modules(prepared) and not match:   # the ANN that T steps compute exactly in the first layer: QCFS with L = T
             with torch.no_grad():
                 ann_t = with_levels(prepared, T)(xe).reshape(len(xe), -1).argmax(1).numpy()
             agree_lt = float(np.mean(pred == ann_t))
@@ -223,7 +227,9 @@ def _record(args, rows, t_all, load0, done):
              "average pools folded into their readers; rate QCFS signed: the same model converted with signed IF "
              "neurons (`signed=True`, negative spikes; max pools as signed gates); signed match_levels: "
              "also `match_levels=True` (spikes worth T/L threshold steps: the SNN quantises to the model's L "
-             "levels; one run per T); the other rate rows at each T come "
+             "levels; one run per T); signed match_levels burst=L: also `burst=L` (up to L spikes of one sign "
+             "per neuron and step, sent as one event worth their number and counted as that many spikes: each "
+             "layer's count is its QCFS activation times L after every step); the other rate rows at each T come "
              f"from one reference run of max(T) steps (scores after T steps); {args.test} test images, "
              f"{args.calib} calibration images; agreement = the coding's exact reference predicts the prepared "
              "ANN's class (for QCFS: the QCFS model's, L levels); agreement L=T (QCFS rows): with the same QCFS "
@@ -244,6 +250,9 @@ def _record(args, rows, t_all, load0, done):
     missing = [n for n in ZOO if n not in {r[0] for r in rows}]
     if missing:
         lines.append(f"\nNot measured yet: {', '.join(missing)}.")
+    no_burst = [n for n in ZOO if n not in missing and not any(r[0] == n and "burst" in r[1] for r in rows)]
+    if no_burst:   # measured before the burst rows were added
+        lines.append(f"\nNo burst rows yet (measured before they were added): {', '.join(no_burst)}.")
     text = "\n".join(lines) + "\n"
     print(text)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
