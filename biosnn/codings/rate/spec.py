@@ -389,7 +389,7 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
                             "n_out_post = n_out_post + int(c > n_out_post)",
             description="max-pool gate input: per-synapse spike counter"),
         "meter": METER_SYNAPSE,
-        "meter_signed": METER_SIGNED_SYNAPSE,
+        **({"meter_signed": METER_SIGNED_SYNAPSE} if signed else {}),
     }
     if K:
         synapse_models["gate_signed"] = gate_from_signed
