@@ -32,16 +32,19 @@ class _Pools(nn.Module):
 
 @pytest.fixture(scope="module")
 def pool_snns():
-    """The signed network (T=12) and the QCFS one with match_levels (L=4, T=8), each with its exact reference."""
+    """The signed network (T=12), the QCFS one with match_levels (L=4, T=8) and that one with bursts of up to
+    4 spikes (also through the gates), each with its exact reference."""
     torch.manual_seed(1)
     x = torch.rand(30, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 0.5
     kw = dict(calibration=x, input_shape=(1, 8, 8), signed=True)
     plain = biosnn.convert(_Pools().eval(), "rate", T=12, **kw)
-    qcfs = biosnn.convert(biosnn.prepare(_Pools().eval(), "rate", levels=4), "rate", T=8, match_levels=True, **kw)
+    prepared = biosnn.prepare(_Pools().eval(), "rate", levels=4)
+    qcfs = biosnn.convert(prepared, "rate", T=8, match_levels=True, **kw)
+    burst = biosnn.convert(prepared, "rate", T=8, match_levels=True, burst=4, **kw)
     xs = x[:4].numpy()
     return {name: (snn, xs, simulate_rate(snn.graph, xs, snn.T, thresholds=snn.thresholds, readout=snn.readout,
-                                          v_init=snn.v_init, signed=True, max_count=snn.max_count))
-            for name, snn in (("plain", plain), ("match_levels", qcfs))}
+                                          v_init=snn.v_init, signed=True, max_count=snn.max_count, burst=snn.burst))
+            for name, snn in (("plain", plain), ("match_levels", qcfs), ("burst", burst))}
 
 
 def _same_as_reference(res, ref, n, output):
@@ -52,19 +55,28 @@ def _same_as_reference(res, ref, n, output):
             np.testing.assert_array_equal(res.layer_spikes[name], events.reshape(n, -1).sum(1), err_msg=name)
 
 
-@pytest.mark.parametrize("name", ["plain", "match_levels"])
+@pytest.mark.parametrize("name", ["plain", "match_levels", "burst"])
 def test_signed_max_pool_gates_on_brian2_runtime_equal_the_reference(pool_snns, name):
     snn, x, ref = pool_snns[name]
     pools = [layer.name for layer in snn.graph if layer.op == "maxpool2d"]
     assert [snn.graph[p].params["kernel_size"] for p in pools] == [(3, 3), (2, 2)]
     assert all(ref.negative[p].sum() > 0 for p in pools), "the test needs negative gate spikes"
+    if name == "burst":   # events of several spikes pass the gates
+        assert all(ref.events[p].sum() > _gate_events(snn, x, p) for p in pools), "the test needs gate bursts"
     _same_as_reference(snn.run(x, backend="runtime", progress=False), ref, len(x), snn.graph.output)
     if name == "plain":   # two copies of the network in one run: per-synapse window positions copied too
         _same_as_reference(snn.run(x, backend="runtime", progress=False, replicas=2), ref, len(x), snn.graph.output)
 
 
+def _gate_events(snn, x, pool):
+    """Events (not spikes) a gate sends in the reference: nonzero steps of its recorded trains."""
+    trains = simulate_rate(snn.graph, x, snn.T, thresholds=snn.thresholds, readout=snn.readout, v_init=snn.v_init,
+                           signed=True, max_count=snn.max_count, burst=snn.burst, record_trains=True).trains
+    return int(np.count_nonzero(trains[pool]))
+
+
 def test_signed_max_pool_gates_on_cpp_standalone_equal_the_reference(pool_snns, build_cache):
-    snn, x, ref = pool_snns["match_levels"]
+    snn, x, ref = pool_snns["burst"]   # the gates pass bursts; test_rate_signed.py compiles one-spike neurons
     _same_as_reference(snn.run(x, backend="cpp_standalone", progress=False, workers=1), ref, len(x),
                        snn.graph.output)
 

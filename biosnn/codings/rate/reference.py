@@ -56,9 +56,8 @@ Burst (signed IF layer with ``burst=B``; cf. the burst spikes of Li & Zeng 2022)
     max_count)`` holds after *every* step, whatever the size of the input's
     jumps; with ``B >= max_count`` it always holds (up to float rounding), so a
     QCFS network with ``match_levels`` reproduces its ANN's quantised
-    activations layer by layer.  (A max-pool gate reading bursts passes
-    ``M(t) - M(t - 1)`` as one event as well; only the reference has that:
-    the Brian2 network refuses ``burst`` with max pooling.)
+    activations layer by layer.  A max-pool gate reading bursts passes
+    ``M(t) - M(t - 1)`` as one event as well (a burst of up to ``B`` spikes).
 
 Max-pool layer (``maxpool2d``, a gate without membrane)
     Each unit tracks ``M(t) = max_j C_j(t)``, the largest running spike

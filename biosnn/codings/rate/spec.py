@@ -34,7 +34,7 @@ Per layer (``L`` with threshold ``theta_L``; dimensionless potentials):
   ``sgn_pre`` (+1 or -1) to ``c<pos>``.  Once all inputs of the step have
   arrived, ``m`` becomes the largest count, and the unit spikes when
   ``m != n_out`` with ``sgn = m - n_out`` (-1 or +1: each count moves by at most 1
-  per step), ``n_out = m`` (the reference's ``s_pool(t) = M(t) - M(t - 1)``).  Counts
+  per step; with ``burst`` up to ``B`` of one sign, one event), ``n_out = m`` (the reference's ``s_pool(t) = M(t) - M(t - 1)``).  Counts
   never fall below 0 (a signed neuron only takes back spikes it sent), so the
   counts of positions without a synapse (padding, smaller windows) stay 0
   without changing the maximum; its readers' synapses add ``w * sgn``;
@@ -232,8 +232,8 @@ def _signed_gate_models(K: int) -> tuple[m.NeuronModel, m.SynapseModel, m.Synaps
     counts = [f"c{k}" for k in range(K)]
     eqs = "n_out : 1\nsgn : 1\nm : 1\nfanout : 1 (constant)\n" + "\n".join(f"{c} : 1" for c in counts)
     neuron = m.NeuronModel(eqs, threshold="abs(m - n_out) > 0.5", reset="sgn = m - n_out\nn_out = m",
-                           description="signed max-pooling gate: spikes -1/+1 as the largest of its "
-                                       "inputs' signed counts falls/rises")
+                           description="signed max-pooling gate: sends the change of the largest of its "
+                                       "inputs' signed counts (-1/+1, a burst with burst inputs)")
 
     def synapse(add: str, what: str) -> m.SynapseModel:
         return m.SynapseModel("pos : 1 (constant)", on_pre="\n".join(
@@ -259,16 +259,6 @@ def _check_signed(graph: LayerGraph, roles: dict, readout: str) -> None:
     if readout != "potential":
         raise ConversionError(f"signed=True needs readout='potential' (got readout={readout!r}): the output "
                               "spikes would need their signs recorded; use the default potential readout")
-
-
-def _check_burst(graph: LayerGraph, roles: dict) -> None:
-    """Refuse bursts through max-pool gates (a gate passes one spike per step)."""
-    layer = first_maxpool(graph, roles)
-    if layer is not None:
-        raise ConversionError(
-            f"layer '{layer.name}' ({layer.module or layer.op}) is max pooling: burst spikes (several spikes "
-            "in one event) cannot pass the max-pool gate, which passes one spike per step. Use average "
-            "pooling (nn.AvgPool2d) or convert without burst")
 
 
 def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: dict | None = None,
@@ -307,7 +297,7 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         Signed neurons: at most this many net spikes per neuron and window (``n_max``).
     burst : int, optional
         Signed neurons: up to this many spikes per neuron and step in one event (module docstring);
-        ``None`` or 1: one.  Refused with max pooling.
+        ``None`` or 1: one.  Max-pool gates pass bursts on as one event too.
 
     Returns
     -------
@@ -326,8 +316,6 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
     roles = snn_roles(graph)
     from biosnn.codings.rate.reference import check_burst
     burst = check_burst(burst, signed)
-    if burst is not None:
-        _check_burst(graph, roles)
     if signed:
         _check_signed(graph, roles, readout)
     elif max_count is not None:
@@ -487,7 +475,7 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
             metered.append(pname)
     meter, meter_projs, meter_monitor = meter_parts(
         [(p, specs_by_pop[p]["size"]) for p in metered], window,
-        frozenset(p for p in metered if specs_by_pop[p]["model"] == "if_signed"))
+        frozenset(p for p in metered if specs_by_pop[p]["model"] in ("if_signed", "max_gate_signed")))
     populations.append(meter)
     projs.extend(meter_projs)
     out_pop = pop_of[graph.output]
