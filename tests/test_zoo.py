@@ -162,3 +162,22 @@ def test_mnist_example_prepare_keeps_the_idioms():
         snn = biosnn.convert(biosnn.prepare(model, "rate"), "rate", calibration=_images("mnist_example", 8, 1),
                              input_shape=(1, 28, 28), T=8)
     assert [layer.op for layer in snn.graph] == ["input", "conv2d", "conv2d", "maxpool2d", "linear", "linear"]
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_bursts_make_the_rate_reference_compute_the_qcfs_model_on_every_zoo_model(name):
+    """Issue 21's rate target on every zoo model: signed neurons with ``match_levels`` and bursts of up to ``L``
+    spikes (T = L = 8) compute the QCFS-prepared ANN itself; the potential readout's scores are its logits
+    times one constant (the output layer's scale), so the classes agree on every image."""
+    model = build(name, SMALL[name])
+    x = _images(name, 4, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = evaluate(model, "rate", _images(name, 12, 2), x, (1,) + (INPUT_SIZE[name],) * 2, T=8, levels=8,
+                       signed=True, match_levels=True, burst=8)
+    scores, ann = res["snn"].reference(x.numpy()).scores, _prepared_scores(res, x)
+    # mnist_example's forward ends with log_softmax (dropped by the conversion): logits up to a shift per image
+    scores, ann = scores - scores.mean(1, keepdims=True), ann - ann.mean(1, keepdims=True)
+    scale = float((scores * ann).sum() / (ann * ann).sum())
+    np.testing.assert_allclose(scores, scale * ann, rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(res["snn_predictions"], ann.argmax(1))
