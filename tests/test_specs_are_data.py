@@ -66,13 +66,20 @@ def runner(tmp_path_factory):
     r.close()
 
 
-@pytest.fixture(scope="module")
-def fifo():
+@pytest.fixture
+def fifo(request):
+    """The named pipe ``path_fifo.yaml`` reads, made for that case only (one test: no other xdist worker
+    sees it come and go; a module fixture on two workers removed it under the other)."""
+    if request.node.callspec.params["name"] != "path_fifo":
+        yield None
+        return
     path = HOSTILE / "fifo.npz"
-    if not path.exists():
-        os.mkfifo(path)
-    yield path
-    path.unlink()
+    path.unlink(missing_ok=True)   # left by an interrupted run
+    os.mkfifo(path)
+    try:
+        yield path
+    finally:
+        path.unlink()
 
 
 def test_the_corpus_is_complete():
