@@ -204,7 +204,7 @@ class ResNet20(nn.Module):
 
 #: name -> (builder, input side, test images, label)
 NETWORKS = {
-    "lenet5": (lenet5, 28, 1000, "LeNet-5 (avg pool)"),
+    "lenet5": (lenet5, 28, 10000, "LeNet-5 (avg pool)"),
     "mnist_example": (mnist_example, 28, 1000, "PyTorch MNIST example (max pool)"),
     "vgg_small": (vgg_small, 32, 1000, "VGG-style 32x32 (BN, avg pool)"),
     "resnet20": (ResNet20, 32, 100, "ResNet-20 32x32 (BN, option-B shortcuts)"),
