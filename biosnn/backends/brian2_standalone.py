@@ -496,9 +496,11 @@ class StandaloneSimulation:
             bar = ProgressBar(progress, f"{self.spec.name} ({self.backend.name})", self.duration_s)
             finished = threading.Event()
             results_dir = self.directory / results
-            watcher = threading.Thread(target=tail_progress, args=(results_dir / "stdout.txt", bar, finished),
-                                       daemon=True)
-            watcher.start()
+            watcher = None
+            if bar.bar is not None:  # no bar (progress=False, BIOSNN_PROGRESS=0): nothing to follow
+                watcher = threading.Thread(target=tail_progress, args=(results_dir / "stdout.txt", bar, finished),
+                                           daemon=True)
+                watcher.start()
             t0 = time.perf_counter()
             try:
                 with self.backend.prefs(), brian2_errors(f"run '{self.spec.name}'"):
@@ -514,7 +516,8 @@ class StandaloneSimulation:
                 wall = time.perf_counter() - t0
             finally:
                 finished.set()
-                watcher.join()
+                if watcher is not None:
+                    watcher.join()
                 bar.close()
             return self.recording(results_dir, wall, final_keys)
 

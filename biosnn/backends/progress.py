@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 
 __all__ = ["ProgressBar", "tail_progress", "STANDALONE_REPORT_CODE"]
@@ -48,7 +47,11 @@ class ProgressBar:
 
 
 def tail_progress(stdout_file: Path, bar: ProgressBar, finished: threading.Event, poll_s: float = 0.2):
-    """Follow a standalone binary's stdout file and move ``bar`` (run in a thread)."""
+    """Follow a standalone binary's stdout file and move ``bar`` (run in a thread) until ``finished`` is set.
+
+    ``finished`` ends the wait between polls at once (a sleep of ``poll_s`` here cost a
+    run 0.1 s on average, 0.2 s at most, after its binary had exited).
+    """
     pos = 0
     while True:
         done = finished.is_set()
@@ -67,4 +70,4 @@ def tail_progress(stdout_file: Path, bar: ProgressBar, finished: threading.Event
             pass
         if done:
             return
-        time.sleep(poll_s)
+        finished.wait(poll_s)  # not time.sleep: the run's end must not wait out a poll period
