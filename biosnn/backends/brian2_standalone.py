@@ -521,10 +521,12 @@ class StandaloneSimulation:
                 bar.close()
             return self.recording(results_dir, wall, final_keys)
 
-    def recording(self, results_dir: Path, wall_s: float, final_keys=()):
+    def recording(self, results_dir: Path, wall_s: float, final_keys=(), remove=None):
         """Read a finished run's results directory into a Recording, then delete the directory.
 
         The device must hold this simulation's objects (call under the module lock).
+        ``remove``: a callable that deletes the directory instead (the parallel
+        runs delete in a thread, while the main thread waits for binaries).
         """
         try:
             meta = {"backend": self.backend.name, "spec": self.spec.name,
@@ -534,4 +536,7 @@ class StandaloneSimulation:
                 meta["profile"] = _read_profile(results_dir / "profiling_info.txt")
             return collect_recording(self.objects, self.spec, self.duration_s, meta, final_keys)
         finally:
-            shutil.rmtree(results_dir, ignore_errors=True)
+            if remove is None:
+                shutil.rmtree(results_dir, ignore_errors=True)
+            else:
+                remove(results_dir)
