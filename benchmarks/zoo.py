@@ -50,7 +50,7 @@ import biosnn
 from biosnn.codings.rate.qcfs import init_thresholds, qcfs_modules, with_levels
 from biosnn.datasets import accuracy, load_mnist, train_classifier
 from biosnn.errors import ConversionError
-from biosnn.testing.zoo import INPUT_SIZE, ZOO, build, codings_for, evaluate
+from biosnn.testing.zoo import INPUT_SIZE, ZOO, ann_classes, build, codings_for, evaluate
 
 TITLE = "## Model zoo x codings (benchmarks/zoo.py)"
 #: the codings tried on every model besides rate (a model whose layers a coding does not allow gets a
@@ -157,8 +157,7 @@ def _rate_runs(prepared, x_calib, x_eval, input_shape, Ts, signed=False) -> dict
     (``signed=True``: with signed IF neurons; ``"match"``: signed with ``match_levels``, one run per ``T``
     that is a multiple of the QCFS levels; ``("match", B)``: also ``burst=B``)."""
     xe = torch.as_tensor(np.asarray(x_eval), dtype=torch.float32)
-    with torch.no_grad():
-        ann = prepared(xe).reshape(len(xe), -1).argmax(1).numpy()
+    ann = ann_classes(prepared, xe)
     match = signed == "match" or isinstance(signed, tuple)
     if match:   # the network depends on T: one run per T (a multiple of L)
         L = qcfs_modules(prepared)[0].levels
@@ -173,8 +172,7 @@ def _rate_runs(prepared, x_calib, x_eval, input_shape, Ts, signed=False) -> dict
         pred = np.argmax(ref.step_scores[T], axis=1)
         agree_lt = None
         if qcfs_modules(prepared) and not match:   # the ANN that T steps compute exactly in the first layer: QCFS with L = T
-            with torch.no_grad():
-                ann_t = with_levels(prepared, T)(xe).reshape(len(xe), -1).argmax(1).numpy()
+            ann_t = ann_classes(with_levels(prepared, T), xe)
             agree_lt = float(np.mean(pred == ann_t))
         out[T] = dict(agreement=float(np.mean(pred == ann)), agreement_LT=agree_lt, ann=ann, snn=pred,
                       spikes=float(np.mean(ref.step_spikes[T])))
@@ -232,7 +230,8 @@ def _record(args, rows, t_all, load0, done):
              "layer's count is its QCFS activation times L after every step); the other rate rows at each T come "
              f"from one reference run of max(T) steps (scores after T steps); {args.test} test images, "
              f"{args.calib} calibration images; agreement = the coding's exact reference predicts the prepared "
-             "ANN's class (for QCFS: the QCFS model's, L levels); agreement L=T (QCFS rows): with the same QCFS "
+             "ANN's class, the ANN evaluated in float64 like the references (for QCFS: the QCFS model's, L "
+             "levels); agreement L=T (QCFS rows): with the same QCFS "
              "model evaluated with L = T levels (`qcfs.with_levels`, thresholds kept), the ANN that T steps "
              "compute exactly in the first layer; spikes (for signed neurons: of either sign) and synops per "
              "image. Settings: " + repr(_settings(args)) + ".", "",
