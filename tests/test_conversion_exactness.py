@@ -96,7 +96,7 @@ def test_rate_windows_an_hour_into_a_run_equal_reference_on_runtime():
 
     from biosnn.backends.base import apply_overrides
     from biosnn.backends.brian2_network import build_objects
-    from biosnn.backends.brian2_runtime import runtime_device
+    from biosnn.backends.brian2_runtime import brian2_prefs, runtime_device
     rng = np.random.default_rng(2)
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
     x = rng.random((12, 3))
@@ -105,7 +105,8 @@ def test_rate_windows_an_hour_into_a_run_equal_reference_on_runtime():
     table = np.zeros((skip + len(x), 3))
     table[skip:] = x / snn.graph.input_scale
     spec = apply_overrides(snn.spec_for(skip + len(x)), {"x_in": table})
-    with runtime_device():
+    # the numpy target of the runtime backend (Brian2's default 'auto' compiled Cython here: 145 s in CI)
+    with runtime_device(), brian2_prefs(codegen__target="numpy"):
         objs = build_objects(spec)
         objs.network.t_ = skip * snn.T * 1e-3
         objs.network.run((len(x) * snn.T + 1) * 1e-3 * second, namespace={})
