@@ -118,7 +118,7 @@ def convert(ann, calibration, input_shape, *, T: int = 64, normalization: str = 
         that jump by several thresholds in one step (burst spikes, Li & Zeng 2022; the rule is
         :mod:`biosnn.codings.rate.reference`, "Burst").  With ``match_levels`` and ``burst >= L``
         every layer's count equals its QCFS activation times ``L`` (up to float rounding), at any
-        ``T = k L``.  Default ``None`` (or 1): one spike per step.  Refused with max pooling.
+        ``T = k L``.  Default ``None`` (or 1): one spike per step.  Max-pool gates pass bursts on as one event.
 
     Returns
     -------

@@ -34,7 +34,8 @@ Per layer (``L`` with threshold ``theta_L``; dimensionless potentials):
   ``sgn_pre`` (+1 or -1) to ``c<pos>``.  Once all inputs of the step have
   arrived, ``m`` becomes the largest count, and the unit spikes when
   ``m != n_out`` with ``sgn = m - n_out`` (-1 or +1: each count moves by at most 1
-  per step; with ``burst`` up to ``B`` of one sign, one event), ``n_out = m`` (the reference's ``s_pool(t) = M(t) - M(t - 1)``).  Counts
+  per step; with ``burst`` up to ``B`` of one sign, one event), ``n_out = m`` (the
+  reference's ``s_pool(t) = M(t) - M(t - 1)``).  Counts
   never fall below 0 (a signed neuron only takes back spikes it sent), so the
   counts of positions without a synapse (padding, smaller windows) stay 0
   without changing the maximum; its readers' synapses add ``w * sgn``;
@@ -62,6 +63,9 @@ from biosnn.spec.values import ArrayValue
 
 __all__ = ["rate_network_spec", "layer_connections", "layer_populations", "synaptic_inputs", "SynapticInput",
            "meter_parts", "METER_SYNAPSE", "METER_SIGNED_SYNAPSE", "DT_MS", "first_maxpool"]
+
+#: Neuron models of max-pool gates (no membrane, no bias; the analog input cannot feed them).
+_GATES = ("max_gate", "max_gate_signed")
 
 DT_MS = 1.0  # nominal time step; a converted network's time is counted in steps
 
@@ -431,7 +435,7 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
         else:
             model = "signed_jump" if specs_by_pop[src_pop]["model"] in ("if_signed", "max_gate_signed") else "jump"
         pname = f"{src_pop}_{tgt_pop}{tag}"
-        if specs_by_pop[tgt_pop]["model"] in ("max_gate", "max_gate_signed") and src_pop == "input" \
+        if specs_by_pop[tgt_pop]["model"] in _GATES and src_pop == "input" \
                 and input_mode == "analog":
             raise ConversionError(f"layer '{src_layer_name}' (the analog input) is read by a max pool: the gate "
                                   "counts spikes, and the analog input sends none; put a conv or linear layer "
@@ -468,7 +472,7 @@ def rate_network_spec(graph: LayerGraph, *, T: int, windows: int, thresholds: di
     for pname, kw in specs_by_pop.items():
         size = kw["size"]
         initial = {"fanout": ArrayValue(_fanout(out_conns.get(pname, []), size))}
-        if pname in biases and kw["model"] not in ("max_gate", "max_gate_signed"):
+        if pname in biases and kw["model"] not in _GATES:
             initial["b"] = ArrayValue(biases[pname])
         populations.append(m.Population(**kw, initial=initial))
         if kw["model"] != "if_readout":  # the integrating readout never spikes
