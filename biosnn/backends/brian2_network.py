@@ -20,7 +20,7 @@ from biosnn.errors import BackendError, SpecError
 from biosnn.recording import FinalState, Recording, SpikeTrains, SpikeValues, StateTrace
 from biosnn.spec import model as m
 from biosnn.spec.check import evaluate_namespace
-from biosnn.backends.brian2_static import static_statements
+from biosnn.backends.brian2_static import count_gate, on_cuda, static_statements
 from biosnn.spec.expand import expand_projection
 from biosnn.spec.values import ArrayValue, parse_quantity, unit_of
 
@@ -207,6 +207,17 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: 
         plain = not isinstance(proj.connect, m.Condition) and "[" not in proj.source + proj.target \
             and proj.name not in monitored and not onto
         statements = static_statements(spec, proj) if static and plain else None
+        gate = count_gate(spec, proj) if static and plain and statements is None else None
+        selected = statements is not None and any(st.select for st in statements)
+        if (gate is not None or selected) and (on_cuda() or isinstance(proj.weights, str)
+                                               or isinstance(proj.connect, m.Conv2D)):
+            statements = gate = None  # max-pool gates have no CUDA template: Synapses there
+        elif gate is not None or selected:  # max-pool gates: biosnn_static_gate.cpp, the counter's reset
+            obj = _static_projection(objs, spec, proj, expand_projection(spec, proj), statements or (), clock,
+                                     gate=gate)
+            net_objects.append(obj)
+            net_objects.extend(_operations(obj, proj.operations, f"projection '{proj.name}'", clock_for))
+            continue
         if statements is not None and not isinstance(proj.weights, str):
             kernel = proj.weights is None and isinstance(proj.connect, m.Conv2D)
             dense = isinstance(proj.connect, m.AllToAll) and isinstance(proj.weights, ArrayValue) and (
@@ -285,9 +296,10 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: 
 
 
 def _static_projection(objs: Brian2Objects, spec: m.NetworkSpec, proj: m.Projection, conn, statements, clock,
-                       dense: bool = False):
+                       dense: bool = False, gate=None):
     """A static projection on biosnn's template (weights per synapse, or the shared conv kernel: ``conn`` None;
-    all-to-all with per-synapse weights: ``dense``, ``conn`` None)."""
+    all-to-all with per-synapse weights: ``dense``, ``conn`` None; max-pool gates: selected ``statements``,
+    or a :class:`~biosnn.backends.brian2_static.CountGate` ``gate``)."""
     from biosnn.backends.brian2_static import ConvGeometry, make_static_projection
     from biosnn.spec.expand import convolution_of
     kernel = conn is None and not dense
@@ -306,7 +318,8 @@ def _static_projection(objs: Brian2Objects, spec: m.NetworkSpec, proj: m.Project
         obj = make_static_projection(objs.groups[proj.source], objs.groups[proj.target], conn, statements,
                                      name=proj.name, clock=clock, when=when, order=order,
                                      kernel_size=proj.connect.kernel.data.size if kernel else None, conv=conv,
-                                     dense=dense)
+                                     dense=dense, gate=gate, select=next(
+                                         (proj.initial[st.select[0]].data for st in statements if st.select), None))
     if "w" in obj.variables:
         # the spec's own arrays (no copy): a VGG's kernels are tens of MB
         if kernel:

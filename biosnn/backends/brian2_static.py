@@ -78,10 +78,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from biosnn.spec import model as m
+from biosnn.spec.values import ArrayValue
 
-__all__ = ["ConvGeometry", "StaticStatement", "is_dense", "static_statements", "make_static_projection",
+__all__ = ["ConvGeometry", "StaticStatement", "CountGate", "count_gate", "is_dense", "static_statements", "make_static_projection",
            "static_memory_bytes", "write_static_files", "cuda_launch", "CUDA_MAX_THREADS", "CHANNELS_LAST_MIN_RUN",
-           "channels_last", "all_to_one", "DENSE_PREFETCH_MIN_BYTES"]
+           "channels_last", "all_to_one", "DENSE_PREFETCH_MIN_BYTES", "on_cuda"]
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -90,16 +91,33 @@ _LINE = re.compile(rf"^({_NAME})_post\s*\+=\s*(.+)$")
 
 @dataclass(frozen=True)
 class StaticStatement:
-    """One ``<target>_post += [w] [* <pre>_pre | * constant]`` statement of a static projection."""
+    """One ``<target>_post += [w] [* <pre>_pre | * constant] [* int(P == k)]`` statement of a static projection.
+
+    ``select``: ``(P, k)`` where the statement has the factor ``int(P == k)``
+    of a per-synapse constant ``P`` (the signed max-pool gate's window
+    position): only the synapses whose ``P`` equals ``k`` make it.
+    """
 
     target: str
     weight: bool
     pre: str | None = None
     const: str | None = None
+    select: tuple[str, float] | None = None
+
+
+_SELECT = re.compile(rf"^int\(\s*({_NAME})\s*==\s*({_NUMBER})\s*\)$")
 
 
 def _rhs(rhs: str, weight_var: str) -> StaticStatement | None:
     factors = [f.strip() for f in rhs.split("*")]
+    selects = [sel for f in factors if (sel := _SELECT.fullmatch(f))]
+    if len(selects) > 1:
+        return None
+    if selects:
+        factors = [f for f in factors if not _SELECT.fullmatch(f)] or ["1"]
+        st = _rhs(" * ".join(factors), weight_var)
+        return None if st is None else StaticStatement("", st.weight, st.pre, st.const,
+                                                       (selects[0].group(1), float(selects[0].group(2))))
     if not 1 <= len(factors) <= 2 or any(not f for f in factors):
         return None
     weight = weight_var in factors
@@ -119,19 +137,29 @@ def _rhs(rhs: str, weight_var: str) -> StaticStatement | None:
 def static_statements(spec: m.NetworkSpec, proj: m.Projection) -> tuple[StaticStatement, ...] | None:
     """The statements of ``proj`` if it is a static projection, else ``None``.
 
-    Static: no delay, no initial values or operations, no ``on_post``, a model
-    whose only variable is the weight, and ``on_pre`` made of statements
+    Static: no delay, no operations, no ``on_post``, a model whose only
+    variable is the weight, and ``on_pre`` made of statements
     ``X_post += w``, ``X_post += w * Y_pre``, ``X_post += Y_pre``,
     ``X_post += w * c`` or ``X_post += c`` (``c`` a number).
+
+    Selected statements (the signed max-pool gate, :mod:`biosnn.codings.rate.spec`):
+    every statement also has a factor ``int(P == k)``, with one per-synapse
+    constant ``P`` (declared ``P : 1 (constant)``, given as an array in the
+    projection's ``initial``) and a distinct number ``k`` per statement.  A
+    synapse makes only the statement whose ``k`` equals its ``P`` (none if
+    none does); the others would add ``0`` (``factor * 0``), which changes no
+    value that is not ``-0.0`` (``-0.0 + 0.0`` is ``+0.0``) for finite factors.
     """
     smodel = spec.synapse_model(proj)
-    if proj.delay is not None or proj.initial or proj.operations or smodel.on_post \
-            or not isinstance(smodel.on_pre, str):
+    if proj.delay is not None or proj.operations or smodel.on_post or not isinstance(smodel.on_pre, str):
         return None
     decl = [ln.strip() for ln in (smodel.equations or "").splitlines() if ln.strip()]
-    if len(decl) > 1 or any(not re.fullmatch(rf"{re.escape(proj.weight_var)}\s*:\s*[^()]+", d) for d in decl):
+    weight_decl = [d for d in decl if re.fullmatch(rf"{re.escape(proj.weight_var)}\s*:\s*[^()]+", d)]
+    selectors = {match.group(1) for d in decl
+                 if (match := re.fullmatch(rf"({_NAME})\s*:\s*1\s*\(\s*constant\s*\)", d))}
+    if len(weight_decl) > 1 or len(decl) > len(weight_decl) + len(selectors) or len(selectors) > 1:
         return None
-    if not decl and proj.weights is not None:
+    if not weight_decl and proj.weights is not None:
         return None
     out = []
     for line in smodel.on_pre.splitlines():
@@ -142,10 +170,66 @@ def static_statements(spec: m.NetworkSpec, proj: m.Projection) -> tuple[StaticSt
         if match is None:
             return None
         st = _rhs(match.group(2), proj.weight_var)
-        if st is None or (st.weight and not decl):
+        if st is None or (st.weight and not weight_decl):
             return None
-        out.append(StaticStatement(match.group(1), st.weight, st.pre, st.const))
-    return tuple(out) or None
+        out.append(StaticStatement(match.group(1), st.weight, st.pre, st.const, st.select))
+    chosen = {st.select for st in out}
+    if not out:
+        return None
+    if selectors or chosen != {None}:  # selected statements: all of them, one variable P given per synapse
+        names = {sel[0] for sel in chosen if sel is not None}
+        if None in chosen or names != selectors or len(chosen) != len(out) or set(proj.initial) != selectors \
+                or not isinstance(proj.initial[next(iter(selectors))], ArrayValue):
+            return None
+    elif proj.initial:
+        return None
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class CountGate:
+    """A projection onto max-pool gates with a per-synapse spike counter (the rate coding's unsigned gate).
+
+    Its synapse model declares only ``C : 1``, its one operation is ``C = 0``, and
+    its ``on_pre`` is::
+
+        C += 1
+        F_post = F_post + (1 - F_post) * int(C > N_post)
+        N_post = N_post + int(C > N_post)
+
+    (``counter`` ``C``, ``fire`` ``F``, ``count`` ``N``): the gate's count ``N``
+    is the running maximum of its inputs' counts, and ``F`` flags a rise.
+    """
+
+    counter: str
+    fire: str
+    count: str
+
+
+_COUNT_GATE = re.compile(
+    rf"(?P<c>{_NAME})\+=1\n"
+    rf"(?P<f>{_NAME})_post=(?P=f)_post\+\(1-(?P=f)_post\)\*int\((?P=c)>(?P<n>{_NAME})_post\)\n"
+    rf"(?P=n)_post=(?P=n)_post\+int\((?P=c)>(?P=n)_post\)")
+
+
+def count_gate(spec: m.NetworkSpec, proj: m.Projection) -> CountGate | None:
+    """The :class:`CountGate` form of ``proj``, or ``None`` if it has another model (or a delay, weights, ...).
+
+    Such projections propagate with ``templates/biosnn_static_gate.cpp``
+    (no spike queue); the counter stays a per-synapse variable of the
+    projection, reset by its operation.
+    """
+    smodel = spec.synapse_model(proj)
+    if proj.delay is not None or proj.initial or proj.weights is not None or smodel.on_post \
+            or not isinstance(smodel.on_pre, str) or len(proj.operations) != 1:
+        return None
+    lines = [re.sub(r"\s+", "", ln.split("#", 1)[0]) for ln in smodel.on_pre.splitlines()]
+    match = _COUNT_GATE.fullmatch("\n".join(ln for ln in lines if ln))
+    decl = [re.sub(r"\s+", "", ln) for ln in (smodel.equations or "").splitlines() if ln.strip()]
+    if match is None or decl != [f"{match['c']}:1"] or match["f"] == match["n"] \
+            or re.sub(r"\s+", "", proj.operations[0].code) != f"{match['c']}=0":
+        return None
+    return CountGate(match["c"], match["f"], match["n"])
 
 
 def static_memory_bytes(n_synapses: int, n_pre: int, float_bytes: int, kernel_size: int | None,
@@ -281,7 +365,8 @@ class ConvGeometry:
 
 
 def make_static_projection(source, target, conn, statements, *, name: str, clock, when: str, order: int,
-                           kernel_size: int | None = None, conv: ConvGeometry | None = None, dense: bool = False):
+                           kernel_size: int | None = None, conv: ConvGeometry | None = None, dense: bool = False,
+                           select=None, gate: CountGate | None = None):
     """A Brian2 object propagating a static projection (see the module docstring).
 
     Parameters
@@ -306,6 +391,12 @@ def make_static_projection(source, target, conn, statements, *, name: str, clock
     dense : bool
         All-to-all (every source to every target, weights in row-major
         ``(i, j)`` order): no synapse lists needed.
+    select : array_like, optional
+        Selected statements (every statement has a ``select``, see
+        :func:`static_statements`): the per-synapse values of the selector
+        variable, in the order of ``conn``.
+    gate : CountGate, optional
+        A max-pool gate projection (``statements`` empty, ``conn`` given).
 
     Returns
     -------
@@ -314,7 +405,10 @@ def make_static_projection(source, target, conn, statements, *, name: str, clock
     """
     if (conv is None) != (kernel_size is None):
         raise ValueError("a shared kernel (kernel_size) goes with a convolution's geometry (conv)")
-    return _classes()[1](source, target, conn, statements, name, clock, when, order, kernel_size, conv, dense)
+    if (select is not None or gate is not None) and (conn is None or dense):
+        raise ValueError("selected statements and gates need the synapse lists (conn)")
+    return _classes()[1](source, target, conn, statements, name, clock, when, order, kernel_size, conv, dense,
+                         select, gate)
 
 
 #: a convolution propagates with the channels last (``templates/biosnn_static_conv_hwc.cpp``, see
@@ -414,10 +508,12 @@ def _classes():
     class StaticProjection(Group):
         add_to_magic_network = False
 
-        def __init__(self, source, target, conn, statements, name, clock, when, order, kernel_size, conv, dense):
+        def __init__(self, source, target, conn, statements, name, clock, when, order, kernel_size, conv, dense,
+                     select, gate):
             Group.__init__(self, clock=clock, when=when, order=order, name=name)
-            self._cuda = _on_cuda()
+            self._cuda = on_cuda()
             n_syn = conv.n_synapses() if conv is not None else len(source) * len(target) if dense else len(conn.i)
+            self._n_synapses = n_syn
             self.variables = Variables(self)
             # N: the entries of w, which Brian2 loops over to set w from an expression (a protocol's
             # "<projection>.w": "2*w"): the kernel's for a convolution
@@ -425,8 +521,9 @@ def _classes():
             self.files = {}
             self.variables.add_reference("_source_spikespace", source, "_spikespace")
             needed = ["_source_spikespace", "N"]
-            dense = dense or (conv is None and is_dense(conn, len(source), len(target)))
-            reduce_to = None if conv is not None or dense or self._cuda or source is target \
+            gated = select is not None or gate is not None  # CSR layout, biosnn_static_gate.cpp
+            dense = dense or (conv is None and not gated and is_dense(conn, len(source), len(target)))
+            reduce_to = None if conv is not None or dense or gated or self._cuda or source is target \
                 else all_to_one(conn, len(source), statements)
             if conv is None and not dense and reduce_to is None:
                 i = np.asarray(conn.i, dtype=np.int64)
@@ -437,6 +534,8 @@ def _classes():
                 self.variables.add_array("_post", size=n_syn, dtype=np.int32, read_only=True, constant=True)
                 self._load_from_file("_post", conn.j)
                 needed += ["_rowptr", "_post"]
+            if select is not None:
+                needed.append(self._selection(select, statements))
             kernel = kernel_size is not None
             kw = {"kernel": kernel, "statements": [], "conv": conv, "n_post": len(target), "reduce_target": reduce_to}
             weight_dims = None
@@ -458,11 +557,11 @@ def _classes():
                     # (shared) variables have one value: index 0, not the neuron index
                     "target_index": "0" if target.variables[st.target].scalar else "_j",
                     "pre_index": "0" if pname is not None and source.variables[st.pre].scalar else "_i"})
+            kw["gate"] = None if gate is None else self._gate(gate, source, target, n_syn, needed)
             if weight_dims is not None:
                 size = int(kernel_size) if kernel else n_syn
                 self.variables.add_array("w", size=size, dimensions=weight_dims, constant=True)
                 needed.append("w")
-            self._n_synapses = n_syn
             self._enable_group_attributes()
             kw["blocked"] = all(st["target_index"] == "_j" for st in kw["statements"])
             if conv is not None:
@@ -485,6 +584,10 @@ def _classes():
                 self.variables.add_array("_wT_made", size=1, dtype=np.int32)  # 0: transpose w at the next step
                 needed.append("_wT_made")
                 template = "biosnn_static_conv_hwc"
+            elif gated:
+                if self._cuda:
+                    raise ValueError("selected statements and gates have no CUDA template: build them as Synapses")
+                template = "biosnn_static_gate"
             else:
                 template = ("biosnn_static_conv" if conv is not None else "biosnn_static_dense" if dense
                             else "biosnn_static_reduce" if reduce_to is not None else "biosnn_static_propagate")
@@ -495,6 +598,29 @@ def _classes():
 
         def __len__(self):
             return self._n_synapses
+
+        def _selection(self, select, statements) -> str:
+            """The per-synapse statement index ``_sel`` (-1: none) from the selector's values; its name."""
+            from brian2 import prefs
+            values = np.asarray(select).astype(prefs.core.default_float_dtype).astype(np.float64).reshape(-1)
+            if values.shape != (self._n_synapses,):
+                raise ValueError(f"{self.name}: {values.size} selector values for {self._n_synapses} synapses")
+            sel = np.full(values.shape, -1, dtype=np.int32)
+            for k, st in enumerate(statements):
+                sel[values == st.select[1]] = k
+            self.variables.add_array("_sel", size=len(sel), dtype=np.int32, read_only=True, constant=True)
+            self._load_from_file("_sel", sel)
+            return "_sel"
+
+        def _gate(self, gate: CountGate, source, target, n_syn: int, needed: list) -> dict:
+            """The per-synapse counter and the gate's variables of a :class:`CountGate`: the template's keywords."""
+            self.variables.add_array(gate.counter, size=n_syn)
+            self.variables.add_reference("_gate_fire", target, gate.fire)
+            self.variables.add_reference("_gate_count", target, gate.count)
+            needed += [gate.counter, "_gate_fire", "_gate_count"]
+            return {name: "0" if target.variables[var].scalar else "_j"
+                    for name, var in (("fire_index", gate.fire), ("count_index", gate.count))} | {
+                "counter": gate.counter}
 
         def _load_from_file(self, name, values):
             """Make the binary read ``name`` from its own file, straight into the array.
@@ -546,7 +672,7 @@ def cuda_launch(n_source: int, work: int) -> dict:
     return {"cuda_blocks": max(1, min(int(n_source), 65535)), "cuda_threads": threads}
 
 
-def _on_cuda() -> bool:
+def on_cuda() -> bool:
     """Whether the active Brian2 device is brian2cuda's ``cuda_standalone``."""
     from brian2 import get_device
     return type(get_device()).__module__.startswith("brian2cuda")
