@@ -39,6 +39,14 @@ derived Brian2 templater, the way brian2cuda extends Brian2):
   onto one target neuron (:func:`all_to_one`: the rate coding's meters): one
   running sum per statement through the spikes, stored once, a constant per
   spike added as ``n * c`` where that is exact;
+* ``templates/biosnn_static_gate.cpp``, the max-pool gates of the rate coding
+  (:mod:`biosnn.codings.rate.spec`), CSR on one thread: the unsigned gate's
+  per-synapse spike counter (:class:`CountGate`, :func:`count_gate`: the
+  counter stays a variable of the projection, reset by its operation), and
+  the signed gate's statements selected by the synapse's window position
+  (``c<k>_post += sgn_pre * int(pos == k)``: :attr:`StaticStatement.select`,
+  one ``int32`` statement index per synapse); brian2cuda keeps Brian2's
+  ``Synapses`` for them;
 * one copy of each array in the binary: targets and weights are read from
   files straight into their arrays in ``main`` (:func:`write_static_files`),
   where Brian2's ``values=`` would keep a second, static copy for the whole
