@@ -4,36 +4,23 @@ bit for bit the stock Brian2 ``Synapses`` and the exact reference (issue 20)."""
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-nn = torch.nn
-F = torch.nn.functional
 
 import biosnn  # noqa: E402
 from biosnn.backends import get_backend  # noqa: E402
 from biosnn.backends.brian2_static import CountGate, StaticStatement, count_gate, static_statements  # noqa: E402
 from biosnn.conversion.snn import batch_layout  # noqa: E402
 from biosnn.spec import Operation  # noqa: E402
-
-
-class _Gates(nn.Module):
-    """A 3x3 stride 2 padding 1 max pool (overlapping windows, padded borders: rows of 1 to 4 synapses) and a
-    2x2 one (one synapse per source), each after two spiking layers (negative spikes and bursts reach them)."""
-
-    def __init__(self):
-        super().__init__()
-        self.c1 = nn.Conv2d(1, 3, 3, padding=1)
-        self.c2 = nn.Conv2d(3, 4, 3, padding=1)
-        self.c3 = nn.Conv2d(4, 4, 3, padding=1)
-        self.fc = nn.Linear(4 * 2 * 2, 5)
-
-    def forward(self, x):
-        a = F.max_pool2d(F.relu(self.c2(F.relu(self.c1(x)))), 3, 2, 1)   # 8x8 -> 4x4
-        b = F.max_pool2d(F.relu(self.c3(a)), 2)                           # 4x4 -> 2x2
-        return self.fc(torch.flatten(b, 1))
+# a 3x3 stride 2 padding 1 max pool (overlapping windows, padded borders: rows of 1 to 4 synapses) and a 2x2 one
+# (one synapse per source), each after two spiking layers (negative spikes and bursts reach them)
+sys.path.insert(0, str(Path(__file__).parent))
+from test_rate_signed_maxpool import _Pools as _Gates  # noqa: E402
 
 
 _X = torch.rand(30, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 0.5
