@@ -88,9 +88,9 @@ import numpy as np
 from biosnn.spec import model as m
 from biosnn.spec.values import ArrayValue
 
-__all__ = ["ConvGeometry", "StaticStatement", "CountGate", "count_gate", "is_dense", "static_statements", "make_static_projection",
-           "static_memory_bytes", "write_static_files", "cuda_launch", "CUDA_MAX_THREADS", "CHANNELS_LAST_MIN_RUN",
-           "channels_last", "all_to_one", "DENSE_PREFETCH_MIN_BYTES", "on_cuda"]
+__all__ = ["ConvGeometry", "StaticStatement", "CountGate", "count_gate", "is_dense", "static_statements",
+           "make_static_projection", "static_memory_bytes", "write_static_files", "cuda_launch", "CUDA_MAX_THREADS",
+           "CHANNELS_LAST_MIN_RUN", "channels_last", "all_to_one", "DENSE_PREFETCH_MIN_BYTES", "on_cuda"]
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -145,8 +145,8 @@ def _rhs(rhs: str, weight_var: str) -> StaticStatement | None:
 def static_statements(spec: m.NetworkSpec, proj: m.Projection) -> tuple[StaticStatement, ...] | None:
     """The statements of ``proj`` if it is a static projection, else ``None``.
 
-    Static: no delay, no operations, no ``on_post``, a model whose only
-    variable is the weight, and ``on_pre`` made of statements
+    Static: no delay, no operations, no ``on_post``, no initial values, a
+    model whose only variable is the weight, and ``on_pre`` made of statements
     ``X_post += w``, ``X_post += w * Y_pre``, ``X_post += Y_pre``,
     ``X_post += w * c`` or ``X_post += c`` (``c`` a number).
 

@@ -40,8 +40,9 @@
             {% for st in statements %}
             {% set _w = (get_array_name(variables['w']) ~ '[_s]') if st.weight else '' %}
             {% set _x = ('_factor' ~ loop.index) if st.pre else (st.const if st.const is not none else '') %}
+            {% set _t = get_array_name(variables[st.target]) ~ '[' ~ st.target_index ~ ']' %}
             case {{loop.index0}}:
-                {{get_array_name(variables[st.target])}}[{{st.target_index}}] += {{ _w }}{{ ' * ' if (_w and _x) else '' }}{{ _x }};
+                {{_t}} += {{ _w }}{{ ' * ' if (_w and _x) else '' }}{{ _x }};
                 break;
             {% endfor %}
             default:
