@@ -174,13 +174,16 @@ class _Block(nn.Module):
         super().__init__()
         self.c1, self.b1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
         self.c2, self.b2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        # ReLU as modules, not F.relu: SpikingJelly's converter replaces nn.ReLU modules only and
+        # refuses function nodes (it could not convert this network before)
+        self.r1, self.r2 = nn.ReLU(), nn.ReLU()
         self.short = None
         if stride != 1 or cin != cout:  # option B: 1x1 convolution
             self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x):
-        h = F.relu(self.b1(self.c1(x)))
-        return F.relu(self.b2(self.c2(h)) + (x if self.short is None else self.short(x)))
+        h = self.r1(self.b1(self.c1(x)))
+        return self.r2(self.b2(self.c2(h)) + (x if self.short is None else self.short(x)))
 
 
 class ResNet20(nn.Module):
