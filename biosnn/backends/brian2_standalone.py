@@ -56,6 +56,7 @@ from biosnn.backends.base import _as_array_value, apply_overrides, split_key
 from biosnn.backends.binary_hashes import binary_is_trusted, check_binary, record_binary, untrust_build
 from biosnn.backends.brian2_network import (brian2_errors, build_objects, check_final_state, collect_recording,
                                             positive_duration, run_network)
+from biosnn.backends.brian2_fused import fuse_neuron_steps
 from biosnn.backends.brian2_runtime import brian2_prefs
 from biosnn.backends.brian2_static import write_static_files
 from biosnn.backends.brian2_cuda_build import DEFAULT_UNITY_UNITS, write_unity_sources
@@ -289,20 +290,29 @@ class CppStandaloneBackend:
     unity_units : int
         Compile the code objects in this many translation units (default 8;
         0: one file per code object, as Brian2 writes them).
+    fused_steps : bool
+        Run a neuron group's operations, threshold and reset in one vectorised
+        loop where that cannot change a result
+        (:func:`~biosnn.backends.brian2_fused.fuse_neuron_steps`; default
+        ``True``, only without OpenMP threads; ``False``: Brian2's separate
+        code objects).
     """
 
     device_name = "cpp_standalone"
     name = "cpp_standalone"
 
     def __init__(self, threads: int = 0, float32: bool = False, cache_dir=None, static_projections: bool = True,
-                 profile: bool = False, unity_units: int = DEFAULT_UNITY_UNITS):
+                 profile: bool = False, unity_units: int = DEFAULT_UNITY_UNITS, fused_steps: bool = True):
         if not isinstance(threads, int) or threads < 0:
             raise BackendError(f"threads must be a non-negative integer, got {threads!r}")
         if not isinstance(static_projections, bool):
             raise BackendError(f"static_projections must be True or False, got {static_projections!r}")
         if isinstance(unity_units, bool) or not isinstance(unity_units, int) or unity_units < 0:
             raise BackendError(f"unity_units must be a non-negative integer, got {unity_units!r}")
+        if not isinstance(fused_steps, bool):
+            raise BackendError(f"fused_steps must be True or False, got {fused_steps!r}")
         self.unity_units = unity_units
+        self.fused_steps = fused_steps
         self.static_projections = static_projections
         self.profile = bool(profile)
         self.threads = threads
@@ -313,7 +323,12 @@ class CppStandaloneBackend:
     def options(self) -> dict:
         return {"threads": self.threads, "float32": self.float32, "device": self.device_name,
                 "static_projections": self.static_projections, "profile": self.profile,
-                "unity_units": self.unity_units, "glue": GLUE_FLAGS}
+                "unity_units": self.unity_units, "glue": GLUE_FLAGS, "fused_steps": self.fuses_steps()}
+
+    def fuses_steps(self) -> bool:
+        """Whether builds fuse neuron steps (:mod:`~biosnn.backends.brian2_fused`): ``fused_steps``, on
+        ``cpp_standalone`` without OpenMP threads."""
+        return self.fused_steps and self.threads == 0 and self.device_name == "cpp_standalone"
 
     @contextmanager
     def prefs(self):
@@ -406,6 +421,8 @@ class StandaloneSimulation:
                         device.run_environment_variables[DURATION_VARIABLE] = repr(self.duration_s)
                     gc.collect()  # objects of an earlier build would make Brian2 rename ours (lif_1): recompiles
                     objs = build_objects(self.spec, static=self.backend.static_projections)
+                    #: what :func:`~biosnn.backends.brian2_fused.fuse_neuron_steps` fused (``[]``: nothing)
+                    self.fused_steps = fuse_neuron_steps(objs.network) if self.backend.fuses_steps() else []
                     with brian2_errors(f"generate code for '{self.spec.name}'"):
                         run_network(objs, self.spec, self.duration_s, report=STANDALONE_REPORT_CODE,
                                     report_period=1 * second, profile=self.backend.profile)
