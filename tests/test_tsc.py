@@ -230,8 +230,11 @@ def test_cpp_standalone_equals_reference(digits, build_cache):
         np.testing.assert_array_equal(sa.layer_spikes[layer], ref.layer_spikes[layer])
     np.testing.assert_array_equal(sa.extras["memory_accesses"], ref.memory_accesses)
     # exact although the neuron loops of a layer's operation and thresholder ran over no neuron while idle
-    code = next(iter(snn._sim_cache.values())).directory / "code_objects"
-    for obj in ("L1_op1", "L1_spike_thresholder", "input_spike_thresholder"):
+    # (the operation fused into the thresholder's loop: biosnn.backends.brian2_fused)
+    directory = next(iter(snn._sim_cache.values())).directory
+    code = directory / "code_objects"
+    assert "_run_L1_op1_codeobject)" not in (directory / "main.cpp").read_text()
+    for obj in ("L1_spike_thresholder", "input_spike_thresholder"):
         assert "biosnn_idle ? 0 : N" in (code / f"{obj}_codeobject.cpp").read_text(), obj
     assert "biosnn_idle" not in (code / "L1_op0_codeobject.cpp").read_text()   # the window-start reset
 

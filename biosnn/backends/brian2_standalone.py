@@ -22,7 +22,9 @@ its time stamp is put back when the edited text is the same as before.
 Templates: besides the clock fix (:data:`~biosnn.backends.brian2_templates.SAME_TIME_FIXES`), the thresholder
 has no branch per neuron (:data:`BRANCHLESS_THRESHOLD`), and the operations and thresholder of a model with a
 shared subexpression ``biosnn_idle`` loop over no neuron on the steps where it is nonzero (:data:`IDLE_LOOPS`:
-the TSC and TDSNN layers outside their part of the sample window).
+the TSC and TDSNN layers outside their part of the sample window).  Without OpenMP threads, a neuron group's
+operations, threshold and reset run in one vectorised code object where that changes no result
+(:mod:`~biosnn.backends.brian2_fused`, ``fused_steps=False``: the separate code objects).
 
 Run length: the duration of a ``cpp_standalone`` run (a spec without a protocol) is not compiled in:
 ``main.cpp`` reads it from ``$BIOSNN_DURATION_S`` (:func:`duration_from_environment`, :data:`DURATION_VARIABLE`), set
