@@ -78,16 +78,14 @@
         {
             const __mmask16 _biosnn_mask = _mm512_test_epi32_mask(_mm512_loadu_si512(_biosnn_flags + _biosnn_part),
                                                                   _mm512_set1_epi32(1));
-            if (_biosnn_mask)
-            {
-                // compress into a register, then a full store (a compress straight to memory is slow on
-                // AMD Zen 4): _count <= _biosnn_start + _biosnn_part, so the 16 entries stay inside the
-                // first N of the spike space (entries past the count are not read)
-                const __m512i _biosnn_ids = _mm512_add_epi32(
-                    _mm512_set1_epi32((int32_t)(_biosnn_start + _biosnn_part)), _biosnn_lanes);
-                _mm512_storeu_si512(_biosnn_events + _count, _mm512_maskz_compress_epi32(_biosnn_mask, _biosnn_ids));
-                _count += __builtin_popcount((unsigned)_biosnn_mask);
-            }
+            // no branch on the mask (irregular spikes would mispredict it): compress into a register, then a
+            // full store (a compress straight to memory is slow on AMD Zen 4); _count <= _biosnn_start +
+            // _biosnn_part, so the 16 entries stay inside the first N of the spike space (entries past the
+            // count are not read)
+            const __m512i _biosnn_ids = _mm512_add_epi32(
+                _mm512_set1_epi32((int32_t)(_biosnn_start + _biosnn_part)), _biosnn_lanes);
+            _mm512_storeu_si512(_biosnn_events + _count, _mm512_maskz_compress_epi32(_biosnn_mask, _biosnn_ids));
+            _count += __builtin_popcount((unsigned)_biosnn_mask);
         }
     }
 #endif
