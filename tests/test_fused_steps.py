@@ -27,6 +27,8 @@ def _spec() -> NetworkSpec:
     return NetworkSpec(
         "fused", dt="1*ms", duration="40*ms", seed=2,
         neuron_models={"ifn": NeuronModel(_IF, threshold="v >= theta", reset="v -= theta"),
+                       "idle_thr": NeuronModel(_IF + "\nbiosnn_idle = int(t > 25*ms) : 1 (shared)",
+                                               threshold="biosnn_idle == 0 and v >= theta", reset="v -= theta"),
                        "ifn2": NeuronModel(_IF, threshold="v > theta", reset="x = v * 0.5\nv = x - theta\nc += 1")},
         synapse_models={"cur": SynapseModel("w : 1", on_pre="I_post += w"),
                         "readv": SynapseModel("w : 1", on_pre="I_post += w * v_pre")},
@@ -40,7 +42,16 @@ def _spec() -> NetworkSpec:
             Population("odd", 70, "ifn2", parameters={"theta": "0.7"}, order=2,
                        initial={"b": ArrayValue(rng.normal(0.02, 0.1, 70))},
                        operations=[Operation("v += I + b\nI = 0", when="groups", order=20)]),
-            Population("sink", 10, "ifn", parameters={"theta": "1e9"})],
+            Population("sink", 10, "ifn", parameters={"theta": "1e9"}),
+            # a shared subexpression biosnn_idle (brian2_standalone.IDLE_LOOPS): used by the threshold only
+            # (the operation runs on idle steps, the threshold not), and by every block (no neuron on idle steps)
+            Population("part", 90, "idle_thr", parameters={"theta": "0.8"}, order=3,
+                       initial={"b": ArrayValue(rng.normal(0.05, 0.1, 90))},
+                       operations=[Operation("v += I + b\nI = 0", when="groups", order=30)]),
+            Population("whole", 90, "idle_thr", parameters={"theta": "0.8"}, order=4,
+                       initial={"b": ArrayValue(rng.normal(0.05, 0.1, 90))},
+                       operations=[Operation("v += (1 - biosnn_idle) * (I + b)\nI = I * biosnn_idle", when="groups",
+                                             order=40)])],
         inputs=[SpikeTimesInput("drive", n_in, ArrayValue(np.arange(60) % n_in), ArrayValue(times, "ms"),
                                 period="30*ms")],
         projections=[
@@ -48,14 +59,17 @@ def _spec() -> NetworkSpec:
             Projection("drive_slow", "drive", "slow", "cur", AllToAll(), weights=ArrayValue(rng.random(n_in * 100))),
             Projection("fast_odd", "fast", "odd", "cur", AllToAll(), weights=ArrayValue(rng.normal(0.05, 0.2, 14000)),
                        order=1),
-            Projection("slow_sink", "slow", "sink", "readv", AllToAll(), weights=ArrayValue(rng.random(1000)))],
-        monitors=[SpikeMonitor("fast"), SpikeMonitor("slow", variables=("v",)), SpikeMonitor("odd")])
+            Projection("slow_sink", "slow", "sink", "readv", AllToAll(), weights=ArrayValue(rng.random(1000))),
+            Projection("drive_part", "drive", "part", "cur", AllToAll(), weights=ArrayValue(rng.random(n_in * 90))),
+            Projection("drive_whole", "drive", "whole", "cur", AllToAll(), weights=ArrayValue(rng.random(n_in * 90)))],
+        monitors=[SpikeMonitor("fast"), SpikeMonitor("slow", variables=("v",)), SpikeMonitor("odd"),
+                  SpikeMonitor("part"), SpikeMonitor("whole")])
 
 
 @pytest.fixture(scope="module")
 def runs(build_cache):
     spec = _spec()
-    final = [f"{p}.{v}" for p in ("fast", "slow", "odd", "sink") for v in ("v", "I", "c")]
+    final = [f"{p}.{v}" for p in ("fast", "slow", "odd", "sink", "part", "whole") for v in ("v", "I", "c")]
     out = {}
     for fused in (True, False):
         sim = get_backend("cpp_standalone", cache_dir=build_cache, fused_steps=fused).build(spec)
@@ -65,7 +79,7 @@ def runs(build_cache):
 
 def test_fused_steps_equal_the_separate_code_objects_bit_for_bit(runs):
     (_, fused), (_, stock) = runs[True], runs[False]
-    for name in ("fast", "slow", "odd"):
+    for name in ("fast", "slow", "odd", "part", "whole"):
         assert len(stock.spikes[name].times) > 20, name   # the test needs spikes
         np.testing.assert_array_equal(fused.spikes[name].times, stock.spikes[name].times, err_msg=name)
         np.testing.assert_array_equal(fused.spikes[name].indices, stock.spikes[name].indices, err_msg=name)
@@ -78,6 +92,7 @@ def test_the_fused_template_runs_where_legal_and_only_there(runs):
     (sim, _), (stock_sim, _) = runs[True], runs[False]
     # sink's reset passes what lies between (slow_sink adds into sink's I, reads slow's v); slow's does not
     assert sim.fused_steps == [FusedStep("fast", ("fast_op0",), True), FusedStep("odd", ("odd_op0",), True),
+                               FusedStep("part", ("part_op0",), True), FusedStep("whole", ("whole_op0",), True),
                                FusedStep("sink", (), True), FusedStep("slow", ("slow_op0",), False)]
     assert stock_sim.fused_steps == []
     main = (sim.directory / "main.cpp").read_text()
@@ -87,6 +102,10 @@ def test_the_fused_template_runs_where_legal_and_only_there(runs):
         assert "_biosnn_events" in code and "BIOSNN_FUSED_AVX512" in code
     assert "_run_slow_spike_resetter_codeobject)" in main and "_run_slow_op0_codeobject)" not in main
     assert "_run_fast_spike_resetter_codeobject)" in (stock_sim.directory / "main.cpp").read_text()
+    code = {name: (sim.directory / "code_objects" / f"{name}_spike_thresholder_codeobject.cpp").read_text()
+            for name in ("part", "whole")}
+    assert "if (!biosnn_idle)" in code["part"] and "biosnn_idle ? 0 : N" not in code["part"]
+    assert "biosnn_idle ? 0 : N" in code["whole"] and "if (!biosnn_idle)" not in code["whole"]
 
 
 def test_refusals_without_compiling():
