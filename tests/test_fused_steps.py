@@ -77,6 +77,7 @@ def runs(build_cache):
     return out
 
 
+@pytest.mark.standalone
 def test_fused_steps_equal_the_separate_code_objects_bit_for_bit(runs):
     (_, fused), (_, stock) = runs[True], runs[False]
     for name in ("fast", "slow", "odd", "part", "whole"):
@@ -88,6 +89,7 @@ def test_fused_steps_equal_the_separate_code_objects_bit_for_bit(runs):
         np.testing.assert_array_equal(fused.final[key].values, value.values, err_msg=key)
 
 
+@pytest.mark.standalone
 def test_the_fused_template_runs_where_legal_and_only_there(runs):
     (sim, _), (stock_sim, _) = runs[True], runs[False]
     # sink's reset passes what lies between (slow_sink adds into sink's I, reads slow's v); slow's does not
