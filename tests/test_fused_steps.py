@@ -113,16 +113,25 @@ def test_the_fused_template_runs_where_legal_and_only_there(runs):
 def test_refusals_without_compiling():
     """Refractoriness, a shared variable written, two blocks drawing random numbers, an operation on another
     clock: nothing of those fused (decided on the Brian2 objects, runtime device)."""
+    import gc
+
     import brian2 as b2
-    g = b2.NeuronGroup(4, "v : 1\ns : 1 (shared)", threshold="v > 1", reset="v = 0", refractory=2 * b2.ms,
-                       name="refr")
-    h = b2.NeuronGroup(4, "v : 1", threshold="v > rand()", reset="v = 0", name="plain")
-    ops = [h.run_regularly("v += rand()", when="groups", name="plain_rand")]
-    k = b2.NeuronGroup(4, "v : 1", threshold="v > 1", reset="v = 0", name="other")
-    ops.append(k.run_regularly("v += 0.5", dt=2 * b2.ms, when="groups", name="other_slow"))
-    q = b2.NeuronGroup(4, "v : 1\ns : 1 (shared)", threshold="v > s", reset="v = 0", name="shared")
-    ops.append(q.run_regularly("s = 1\nv += 0.5", when="groups", name="shared_write"))
-    steps = fuse_neuron_steps(b2.Network(g, h, k, q, *ops))
-    assert {s.group: s for s in steps} == {"plain": FusedStep("plain", (), True), "other": FusedStep("other", (), True),
-                                           "shared": FusedStep("shared", (), True)}
-    assert all(op.active for op in ops)
+    warn = b2.prefs.logging.warn_for_unused_objects
+    b2.prefs.logging.warn_for_unused_objects = False   # the objects never run
+    try:
+        g = b2.NeuronGroup(4, "v : 1\ns : 1 (shared)", threshold="v > 1", reset="v = 0", refractory=2 * b2.ms,
+                           name="refr")
+        h = b2.NeuronGroup(4, "v : 1", threshold="v > rand()", reset="v = 0", name="plain")
+        ops = [h.run_regularly("v += rand()", when="groups", name="plain_rand")]
+        k = b2.NeuronGroup(4, "v : 1", threshold="v > 1", reset="v = 0", name="other")
+        ops.append(k.run_regularly("v += 0.5", dt=2 * b2.ms, when="groups", name="other_slow"))
+        q = b2.NeuronGroup(4, "v : 1\ns : 1 (shared)", threshold="v > s", reset="v = 0", name="shared")
+        ops.append(q.run_regularly("s = 1\nv += 0.5", when="groups", name="shared_write"))
+        steps = fuse_neuron_steps(b2.Network(g, h, k, q, *ops))
+        # the threshold (rand()) and reset of plain, the threshold and reset of other and shared
+        assert {s.group: s for s in steps} == {name: FusedStep(name, (), True) for name in ("plain", "other", "shared")}
+        assert all(op.active for op in ops)
+        del g, h, k, q, ops
+        gc.collect()
+    finally:
+        b2.prefs.logging.warn_for_unused_objects = warn
