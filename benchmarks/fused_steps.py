@@ -22,7 +22,6 @@ import os
 import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
