@@ -14,6 +14,11 @@ spiking neuron's fan-out (taps inside the output, times the output channels of i
 Events per second per core: events / propagation time / threads (1 without OpenMP).  The two
 templates give bit-identical sums (``tests/test_static_projections.py``); the run checks it here too.
 
+``--before REV``: a third build, the channels-last template as git revision ``REV`` has it (its
+``biosnn/backends/templates/`` read with ``git show``, rendered by this checkout's Brian2 code objects
+in the same process), run alternately with the other two: the template before vs after a change,
+side by side under the same load.
+
 ``--lenet N``: also the rate-coded LeNet-5 of ``benchmarks/convert_speed.py`` (T = 32, its cached
 ANN), both templates side by side: images per second of ``snn.run`` on N test images with every core
 as workers (best of two alternating runs each), and one profiled run of 100 windows on one core
@@ -23,6 +28,7 @@ without OpenMP: each convolution's propagation time and its synaptic events per 
 Run::
 
     nice -n 10 python benchmarks/conv_propagation.py [--threads 0 2] [--floats 64 32] [--replicas 8] [--lenet 300]
+        [--before main]
 
 Prints the table and records it through ``benchmarks/report.py`` (``--no-record``: don't).
 """
@@ -119,20 +125,54 @@ def min_run(value):
 LAYOUTS = {"channel-major": 10 ** 9, "channels-last": 1}
 
 
-def measure(s, threads, float32, repeats, cache):
+def layouts(before: str | None) -> dict:
+    """``{label: (threshold, git revision of the templates or None)}``: the two templates, and the channels-last
+    template of revision ``before`` (labelled ``channels-last@<before>``) when given."""
+    out = {"channel-major": (LAYOUTS["channel-major"], None)}
+    if before:
+        out[f"channels-last@{before}"] = (LAYOUTS["channels-last"], before)
+    out["channels-last"] = (LAYOUTS["channels-last"], None)
+    return out
+
+
+@contextlib.contextmanager
+def layout_of(threshold, rev):
+    """Generate code with the channels-last threshold ``threshold`` and the templates of git revision ``rev``
+    (``None``: this checkout's)."""
+    from jinja2 import ChoiceLoader, FileSystemLoader
+    code_object = static._classes()[0]
+    original = code_object.templater
+    if rev is not None:
+        folder = Path(tempfile.mkdtemp(prefix="biosnn_templates_"))
+        names = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", rev, "biosnn/backends/templates/"],
+                               capture_output=True, text=True, check=True).stdout.split()
+        for name in names:
+            (folder / Path(name).name).write_text(subprocess.run(
+                ["git", "-C", str(ROOT), "show", f"{rev}:{name}"], capture_output=True, text=True, check=True).stdout)
+        templater = original.derive((), templates_dir=())  # a new Templater (its own Jinja environment)
+        templater.env.loader = ChoiceLoader([FileSystemLoader(str(folder)), templater.env.loader])  # `rev` first
+        code_object.templater = templater
+    try:
+        with min_run(threshold):
+            yield
+    finally:
+        code_object.templater = original
+
+
+def measure(s, threads, float32, repeats, cache, before=None):
     """``{layout: {case: (seconds, events)}}``, the least of ``repeats`` alternating runs; checks equal sums."""
     sims = {}
-    for layout, thr in LAYOUTS.items():
-        with min_run(thr):
+    for layout, (thr, rev) in layouts(before).items():
+        with layout_of(thr, rev):
             sims[layout] = get_backend("cpp_standalone", cache_dir=cache / layout, threads=threads,
                                        float32=float32, profile=True).build(s)
             text = (sims[layout].directory / "code_objects" / "vgg_conv_conv_propagate_codeobject.cpp").read_text()
-            assert ("_wT_made" in text) == (layout == "channels-last"), layout
-    best = {layout: {} for layout in LAYOUTS}
+            assert ("_wT_made" in text) == (layout != "channel-major"), layout
+    best = {layout: {} for layout in sims}
     states = {}
     for _ in range(repeats):
-        for layout, thr in LAYOUTS.items():
-            with min_run(thr):
+        for layout, (thr, rev) in layouts(before).items():
+            with layout_of(thr, rev):
                 rec = sims[layout].run(progress=False)
             prof = profile_of(rec)
             for case in CASES:
@@ -142,11 +182,12 @@ def measure(s, threads, float32, repeats, cache):
                 best[layout][case] = (min(t, old[0]) if old else t, events)
                 states[(layout, case)] = rec.states[f"{case}_out"]["v"].values
     for case in CASES:  # same input spikes, same sums
-        np.testing.assert_array_equal(states[("channel-major", case)], states[("channels-last", case)])
+        for layout in sims:
+            np.testing.assert_array_equal(states[("channel-major", case)], states[(layout, case)])
     return best
 
 
-def lenet(n_images, cache):
+def lenet(n_images, cache, before=None):
     """The converted rate LeNet-5 (T = 32), both templates: whole-run images/s and per-convolution events/s/core."""
     import math
     import time
@@ -165,10 +206,10 @@ def lenet(n_images, cache):
     cores = available_cores()
     xt = x_test[:n_images]
     batch = max(1, min(256, math.ceil(n_images / cores)))
-    walls = {layout: [] for layout in LAYOUTS}
+    walls = {layout: [] for layout in layouts(before)}
     for rep in range(3):  # a warm-up (build), then two timed runs each, alternating
-        for layout, thr in LAYOUTS.items():
-            with min_run(thr):
+        for layout, (thr, rev) in layouts(before).items():
+            with layout_of(thr, rev):
                 kw = dict(backend="cpp_standalone", batch_size=batch, cache_dir=cache / f"lenet-{layout}",
                           progress=False)
                 res = snn.run(xt[:batch] if rep == 0 else xt, workers=1 if rep == 0 else cores, **kw)
@@ -184,8 +225,8 @@ def lenet(n_images, cache):
            for p in convs}
     table = window_table(np.asarray(x_test[:W], dtype=np.float64).reshape(W, -1) / snn.graph.input_scale, 1)
     prof = {}
-    for layout, thr in LAYOUTS.items():
-        with min_run(thr):
+    for layout, (thr, rev) in layouts(before).items():
+        with layout_of(thr, rev):
             sim = get_backend("cpp_standalone", cache_dir=cache / f"lenet-prof-{layout}", profile=True).build(spec)
             best = None
             for _ in range(2):
@@ -203,14 +244,15 @@ def lenet(n_images, cache):
             "profile_windows": W}
 
 
-def lenet_lines(res) -> list[str]:
-    old, new = res["profile"]["channel-major"], res["profile"]["channels-last"]
-    ips_old, ips_new = res["images_per_s"]["channel-major"], res["images_per_s"]["channels-last"]
+def lenet_lines(res, base="channel-major") -> list[str]:
+    """The LeNet-5 part of the section: the channels-last template against the layout ``base``."""
+    old, new = res["profile"][base], res["profile"]["channels-last"]
+    ips_old, ips_new = res["images_per_s"][base], res["images_per_s"]["channels-last"]
     lines = ["", f"Rate LeNet-5 (T = 32, `convert_speed.py`'s ANN), {res['images']} test images, "
              f"`snn.run(workers={res['cores']}, batch_size={res['batch']})`: **{ips_old:.1f} -> {ips_new:.1f} "
              f"images/s ({ips_new / ips_old:.2f}x)** (best of two alternating runs).  One profiled run of "
              f"{res['profile_windows']} windows on one core (no OpenMP):", "",
-             "| convolution | events | channel-major s | channels-last s | channel-major events/s/core | "
+             f"| convolution | events | {base} s | channels-last s | {base} events/s/core | "
              "channels-last events/s/core | ratio |", "|---|---|---|---|---|---|---|"]
     for name, o in old["convs"].items():
         n = new["convs"][name]
@@ -233,6 +275,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cache", default=None, help="build directory (default: a temporary one)")
     ap.add_argument("--lenet", type=int, default=0, help="also the converted LeNet-5 on this many test images")
+    ap.add_argument("--before", default=None, metavar="REV",
+                    help="also the channels-last template of this git revision (e.g. main), side by side")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args(argv)
     uptime_start = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -242,7 +286,7 @@ def main(argv=None):
     for bits in args.floats:
         s = spec(args.replicas, args.rate, args.duration_ms, f"f{bits}")
         for threads in args.threads:
-            best = measure(s, threads, bits == 32, args.repeats, cache)
+            best = measure(s, threads, bits == 32, args.repeats, cache, args.before)
             for case in CASES:
                 (t_old, ev), (t_new, _) = best["channel-major"][case], best["channels-last"][case]
                 cores = max(1, threads)
@@ -250,25 +294,37 @@ def main(argv=None):
                              "old_s": t_old, "new_s": t_new, "old_eps_core": ev / t_old / cores,
                              "new_eps_core": ev / t_new / cores, "ratio": t_old / t_new,
                              "cout_g": CASES[case][3] // CASES[case][7], "default_channels_last": by_default(case)})
+                if args.before:
+                    t_before = best[f"channels-last@{args.before}"][case][0]
+                    rows[-1].update(before_s=t_before, before_eps_core=ev / t_before / cores,
+                                    ratio_before=t_before / t_new)
                 print(rows[-1], flush=True)
-    net = lenet(args.lenet, cache) if args.lenet else None
+    net = lenet(args.lenet, cache, args.before) if args.lenet else None
     uptime_end = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    b = f"channels-last@{args.before}" if args.before else None
     lines = ["| case | C,H,W -> O (k, stride, pad, groups) | out channels / group | float | threads | "
-             "events | channel-major events/s/core | channels-last events/s/core | channels-last / channel-major | "
-             "default template |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "events | channel-major events/s/core | " + (f"{b} events/s/core | " if b else "")
+             + "channels-last events/s/core | channels-last / channel-major | "
+             + (f"channels-last / {b} | " if b else "") + "default template |",
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if b else "")]
     for r in rows:
         C, H, W, O, k, s, p, g = CASES[r["case"]]
         lines.append(f"| {r['case']} | {C},{H},{W} -> {O} ({k}x{k}, {s}, {p}, {g}) | {r['cout_g']} | {r['float']} | "
-                     f"{r['threads']} | {r['events']:.3g} | {r['old_eps_core']:.3g} | {r['new_eps_core']:.3g} | "
-                     f"{r['ratio']:.2f}x | {'channels-last' if r['default_channels_last'] else 'channel-major'} |")
+                     f"{r['threads']} | {r['events']:.3g} | {r['old_eps_core']:.3g} | "
+                     + (f"{r['before_eps_core']:.3g} | " if b else "") + f"{r['new_eps_core']:.3g} | "
+                     f"{r['ratio']:.2f}x | " + (f"{r['ratio_before']:.2f}x | " if b else "")
+                     + f"{'channels-last' if r['default_channels_last'] else 'channel-major'} |")
     if net:
-        lines += lenet_lines(net)
+        lines += lenet_lines(net, b or "channel-major")
     table = "\n".join(lines)
     print(table)
     print(f"uptime at start: {uptime_start}\nuptime at end:   {uptime_end}")
     if args.no_record:
         return
+    before_note = "" if not args.before else (
+        f" `channels-last@{args.before}`: the channels-last template of git revision `{args.before}` (commit "
+        f"{subprocess.run(['git', '-C', str(ROOT), 'rev-parse', '--short', args.before], capture_output=True, text=True).stdout.strip()}"
+        f"), built and run alternately with the other two in the same process.")
     busy = max(load_start, os.getloadavg()[0]) > (os.cpu_count() or 1)
     note = (" **The 1-min load exceeded the cores: OpenMP rows then mostly measure threads waiting for "
             "descheduled threads at every step's barrier.**" if busy and any(args.threads) else "")
@@ -279,7 +335,8 @@ def main(argv=None):
             f"propagation time: the code object's own (Brian2 profiling), least of {args.repeats} alternating "
             f"runs; every case takes the channels-last template here (by default only runs of at least "
             f"{static.CHANNELS_LAST_MIN_RUN} additions per kernel row do: out channels per group x kernel width "
-            f"with stride 1, out channels per group otherwise); sums checked bit-identical.{note}\n\n{table}\n")
+            f"with stride 1, out channels per group otherwise); sums checked bit-identical.{note}{before_note}"
+            f"\n\n{table}\n")
     report.record("conv_propagation", text, command=report.command_line(), script="benchmarks/conv_propagation.py",
                   data={"rows": rows, "replicas": args.replicas, "rate_hz": args.rate, "lenet": net,
                         "uptime": [uptime_start, uptime_end]},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -21,7 +22,9 @@ def spec() -> NetworkSpec:
     channel-major (few output channels per group) and channels last (``biosnn_static_conv_hwc.cpp``:
     ``p_f`` stride 1 + padding, ``pr_g`` two replicas + stride 2 + groups + a presynaptic factor, ``a_h``
     a constant factor and one spike or two per step (adds in place or through the copy), ``pr_k`` two
-    replicas + stride 1), every source onto one target neuron (``*_mtr``: ``biosnn_static_reduce.cpp``).
+    replicas + stride 1, ``p_four`` 4 output channels: copies one value at a time, the others 8: tiles of 8 x 8
+    transposed in registers where the compiler can, with positions left over: 25 and 9 per channel, not 16),
+    every source onto one target neuron (``*_mtr``: ``biosnn_static_reduce.cpp``).
 
     Each post-synaptic variable is written by one projection only: the order of projections within a
     schedule slot is Brian2's choice (by object name), which differs between the two implementations.
@@ -60,6 +63,7 @@ def spec() -> NetworkSpec:
             Population("g", 288, "acc", shape=(2, 16, 3, 3)),
             Population("h", 128, "acc", shape=(8, 4, 4)),
             Population("k", 400, "acc", shape=(2, 8, 5, 5)),
+            Population("four", 100, "acc", shape=(4, 5, 5)),
             Population("mtr", 2, "acc"),
             Population("pool", 4, "acc")],
         inputs=[SpikeTimesInput("drive", 16, ArrayValue(np.arange(40) % 16), ArrayValue(times, "ms"))],
@@ -94,12 +98,40 @@ def spec() -> NetworkSpec:
             # one synapse per source neuron (average pooling): no row pointers
             Projection("p_pool", "p", "pool", "jump",
                        Explicit(ArrayValue(np.arange(75)), ArrayValue(np.arange(75) % 4)),
-                       weights=ArrayValue(rng.normal(0.1, 0.3, 75), "mV"))],
+                       weights=ArrayValue(rng.normal(0.1, 0.3, 75), "mV")),
+            Projection("p_four", "p", "four", "jump", Conv2D(ArrayValue(rng.normal(0.2, 0.5, (4, 3, 3, 3)), "mV"),
+                                                       padding=1))],
         monitors=[SpikeMonitor("a"), SpikeMonitor("b"), SpikeMonitor("c"), SpikeMonitor("f"), SpikeMonitor("k"),
                   StateMonitor("b", ("v",)), StateMonitor("c", ("v", "I", "J", "K", "n", "m")),
                   StateMonitor("d", ("v", "I", "J")), StateMonitor("e", ("v",)), StateMonitor("f", ("v",)),
                   StateMonitor("g", ("I",)), StateMonitor("h", ("v",)), StateMonitor("k", ("v",)),
+                  StateMonitor("four", ("v",)),
                   StateMonitor("mtr", ("v", "n", "m", "K")), StateMonitor("pool", ("v",))])
+
+
+def native_vectors_of_8(itemsize: int) -> bool:
+    """Whether Brian2's C++ compiler, with its flags, has native vectors of 8 values of ``itemsize`` bytes and
+    ``__builtin_shufflevector`` (the condition of ``_biosnn_tr8`` in ``biosnn_static_conv_hwc.cpp``)."""
+    import subprocess
+
+    from brian2.codegen.cpp_prefs import get_compiler_and_args
+    flags = get_compiler_and_args()[1]
+    macros = subprocess.run(["g++", *flags, "-dM", "-E", "-x", "c++", "/dev/null"], capture_output=True, text=True,
+                            check=True).stdout.split("\n")
+    defined = {line.split()[1]: line.split()[2] if len(line.split()) > 2 else "" for line in macros if line.strip()}
+    compiler = "__clang__" in defined or int(defined.get("__GNUC__", 0)) >= 12
+    return compiler and ("__AVX512F__" if itemsize == 8 else "__AVX__") in defined
+
+
+def tiles_in_registers(sim) -> set:
+    """The channels-last convolutions of a built binary that transpose their copies in registers (their marker
+    symbol ``biosnn_tr8_<code object>``)."""
+    import subprocess
+    symbols = subprocess.run(["nm", str(sim.directory / "main")], capture_output=True, text=True, check=True).stdout
+    names = [line.split()[-1] for line in symbols.splitlines() if line.strip()]
+    # (Brian2 numbers the code objects of a second build in one process: <name>_propagate_codeobject_1)
+    return {re.sub(r"_propagate_codeobject(_\d+)?$", "", name.removeprefix("biosnn_tr8_"))
+            for name in names if name.startswith("biosnn_tr8_")}
 
 
 def test_which_projections_are_static():
@@ -150,7 +182,10 @@ def test_static_template_equals_stock_synapses_and_runtime(build_cache):
             hwc = {p.name.removesuffix("_propagate_codeobject.cpp")
                    for p in (sim.directory / "code_objects").glob("*_propagate_codeobject.cpp")
                    if not p.name.startswith("before_run_") and "_wT_made" in p.read_text()}
-            assert hwc == {"p_f", "pr_g", "a_h", "pr_k"}
+            assert hwc == {"p_f", "pr_g", "a_h", "pr_k", "p_four"}
+            # 8 output channels per group: the copies transpose 8 x 8 tiles in registers (a symbol in the
+            # binary says so) wherever the compiler has native vectors of 8 doubles; 4 channels: never
+            assert tiles_in_registers(sim) == ({"p_f", "pr_g", "a_h", "pr_k"} if native_vectors_of_8(8) else set())
             reduce = {p.name.removesuffix("_propagate_codeobject.cpp")
                       for p in (sim.directory / "code_objects").glob("*_propagate_codeobject.cpp")
                       if "BIOSNN_KEEP_ORDER(_acc)" in p.read_text()}
@@ -177,7 +212,7 @@ def test_static_template_equals_stock_synapses_and_runtime(build_cache):
         for rec in runs.values():
             np.testing.assert_array_equal(rec.spikes[pop].indices, ref.spikes[pop].indices)
             np.testing.assert_allclose(rec.spikes[pop].times, ref.spikes[pop].times, atol=1e-12)
-    channels_last = [("f", "v"), ("g", "I"), ("h", "v"), ("k", "v")]
+    channels_last = [("f", "v"), ("g", "I"), ("h", "v"), ("k", "v"), ("four", "v")]
     mtr = ref.states["mtr"]
     assert mtr["n"].values[-1].min() > 5 and mtr["K"].values[-1][1] > 20 and np.ptp(mtr["v"].values[:, 0]) > 0
     assert np.count_nonzero(np.diff(ref.states["pool"]["v"].values, axis=0)) > 100
@@ -235,8 +270,10 @@ def test_channels_last_convolutions_in_float32_with_kernels_set_between_runs(bui
         runs[static] = sim.run(progress=False)
         if static:
             code = (sim.directory / "code_objects" / "p_f_propagate_codeobject.cpp").read_text()
-            assert "static std::vector<float> _buf;" in code and "_wT_made" in code
-    for pop, var in [("f", "v"), ("g", "I"), ("h", "v"), ("k", "v"), ("b", "v"), ("d", "v")]:
+            assert "static std::vector<float> _buf_mem;" in code and "_wT_made" in code
+            # floats: tiles of 8 x 8 in registers with 256-bit vectors (AVX)
+            assert tiles_in_registers(sim) == ({"p_f", "pr_g", "a_h", "pr_k"} if native_vectors_of_8(4) else set())
+    for pop, var in [("f", "v"), ("g", "I"), ("h", "v"), ("k", "v"), ("four", "v"), ("b", "v"), ("d", "v")]:
         np.testing.assert_array_equal(runs[True].states[pop][var].values, runs[False].states[pop][var].values)
     for pop in ("f", "k"):
         np.testing.assert_array_equal(runs[True].spikes[pop].indices, runs[False].spikes[pop].indices)

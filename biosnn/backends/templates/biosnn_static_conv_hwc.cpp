@@ -15,6 +15,11 @@
      as biosnn_static_conv.cpp does (a copy would cost more).  Each target gets at most one
      addition per spiking input, in the order of the spike space, onto its own value: the same
      sums as biosnn_static_conv.cpp and Brian2's Synapses, bit for bit.
+   * memory: _wT and each buffer start on a cache line (64 bytes), so that a kernel row and a buffer
+     position of cout_g values (8 doubles or 16 floats: a line, or a multiple of it) never straddle two
+     lines (on the 2-core AMD EPYC of BENCHMARKS.md, unaligned vector additions took ~1.3x as long); the
+     copies in and out transpose tiles of 8 positions x 8 channels in registers (_biosnn_tr8) where
+     cout_g is a multiple of 8 and the compiler has native vectors of 8 values (see the macro transpose).
    * replicas: the spikes are put in order of replica first (stable: the spike-space order within
      a replica); with OpenMP, threads own replicas (R > 1, a buffer each) or blocks of output
      rows (R = 1, one buffer), no atomic additions.
@@ -24,9 +29,53 @@
 
 {% block extra_headers %}
 #include <vector>
+#include <cstring>
 {% if openmp_pragma('with_openmp') %}
 #include <omp.h>
 {% endif %}
+{# _biosnn_aligned: the start of n values in v at a multiple of 64 bytes (a cache line: the kernel rows and buffer
+   positions of cout_g values, 64 bytes or a multiple of it, then never straddle two lines) #}
+template <typename T> static T* _biosnn_aligned(std::vector<T>& v, size_t n)
+{
+    v.resize(n + 64 / sizeof(T));
+    return reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(v.data()) + 63) & ~(uintptr_t)63);
+}
+{# _biosnn_tr8: d[c * ds + r] = s[r * ss + c] for r, c < 8, in registers (vectors of 8 values: 3 rounds of
+   shuffles); defined (BIOSNN_TR8) where those vectors are native registers: 8 doubles with AVX-512, 8 floats
+   with AVX (GCC >= 12 or clang: __builtin_shufflevector) #}
+#if defined(__GNUC__) && (defined(__clang__) || __GNUC__ >= 12) && defined({{'__AVX512F__' if c_data_type(variables[statements[0].target].dtype) == 'double' else '__AVX__'}})
+#define BIOSNN_TR8
+{% if conv.cout_g % 8 == 0 %}
+extern "C" const int biosnn_tr8_{{codeobj_name}} = 1;  // in the binary's symbols: this object transposes in registers
+{% endif %}
+#define _BIOSNN_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+template <typename T> static inline void _biosnn_tr8(const T* __restrict__ s, long ss, T* __restrict__ d, long ds)
+{
+    typedef T V __attribute__((vector_size(8 * sizeof(T))));
+    V r[8];
+    for (int k = 0; k < 8; k++)
+        std::memcpy(&r[k], s + k * ss, sizeof(V));
+    V a[8], b[8];
+    for (int k = 0; k < 8; k += 2)  // rows k, k + 1: elements interleaved one by one
+    {
+        a[k] = _BIOSNN_SHUF(r[k], r[k + 1], 0, 8, 2, 10, 4, 12, 6, 14);
+        a[k + 1] = _BIOSNN_SHUF(r[k], r[k + 1], 1, 9, 3, 11, 5, 13, 7, 15);
+    }
+    for (int k = 0; k < 8; k += 4)  // then two by two
+        for (int h = 0; h < 2; h++)
+        {
+            b[k + h] = _BIOSNN_SHUF(a[k + h], a[k + h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+            b[k + h + 2] = _BIOSNN_SHUF(a[k + h], a[k + h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+    for (int k = 0; k < 4; k++)  // then four by four: column k, column k + 4
+    {
+        const V lo = _BIOSNN_SHUF(b[k], b[k + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        const V hi = _BIOSNN_SHUF(b[k], b[k + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+        std::memcpy(d + k * ds, &lo, sizeof(V));
+        std::memcpy(d + (k + 4) * ds, &hi, sizeof(V));
+    }
+}
+#endif
 {% endblock %}
 
 {% block before_code %}
@@ -41,24 +90,29 @@
     {% set wtype = c_data_type(variables['w'].dtype) %}
     {% set HW = conv.Ho * conv.Wo %}
     {% set OHW = conv.O * conv.Ho * conv.Wo %}
+    {% set per_line = 64 // (8 if vtype == 'double' else 4) %}
+    {% set OHW_line = ((OHW + per_line - 1) // per_line) * per_line %}{# a replica's buffer: whole cache lines #}
     {% set threads = openmp_pragma('get_num_threads') | int %}
     {% set by_rows = openmp_pragma('with_openmp') and conv.R == 1 %}
     {% set by_replicas = openmp_pragma('with_openmp') and conv.R > 1 %}
     {% set factor = (' * _factor1' if st.pre else (' * ' ~ st.const) if st.const is not none else '') %}
     {% set per_spike = conv.cout_g * ((conv.kh + conv.sh - 1) // conv.sh) * ((conv.kw + conv.sw - 1) // conv.sw) %}
     {% set TAPS = conv.cin_g * conv.kh * conv.kw %}
-    static std::vector<{{wtype}}> _wT;
-    static std::vector<{{vtype}}> _buf;
+    {# storage (_wT_mem, _buf_mem) and its part that starts on a cache line (_wT, _buf) #}
+    static std::vector<{{wtype}}> _wT_mem;
+    static std::vector<{{vtype}}> _buf_mem;
+    static {{wtype}}* _wT = nullptr;
+    static {{vtype}}* _buf = nullptr;
     static std::vector<int32_t> _first, _next, _order;
     if (!{{get_array_name(variables['_wT_made'])}}[0])
     {
         {# wT[(((g * cin_g + cg) * kh + ky) * kw + kw - 1 - kx) * cout_g + o] = w[(((g * cout_g + o) * cin_g + cg) * kh + ky) * kw + kx] #}
-        _wT.resize({{conv.O * TAPS}});
+        _wT = _biosnn_aligned(_wT_mem, {{conv.O * TAPS}});
         for (int32_t _oc = 0; _oc < {{conv.O}}; _oc++)
             for (int32_t _t = 0; _t < {{TAPS}}; _t++)
                 _wT[((size_t)(_oc / {{conv.cout_g}}) * {{TAPS}} + _t + {{conv.kw - 1}} - 2 * (_t % {{conv.kw}}))
                     * {{conv.cout_g}} + _oc % {{conv.cout_g}}] = {{_w}}[(size_t)_oc * {{TAPS}} + _t];
-        _buf.resize((size_t){{"omp_get_max_threads()" if by_replicas else 1}} * {{OHW}});  // a buffer per thread (replicas)
+        _buf = _biosnn_aligned(_buf_mem, (size_t){{"omp_get_max_threads()" if by_replicas else 1}} * {{OHW_line}});  // a buffer per thread (replicas)
         {{get_array_name(variables['_wT_made'])}}[0] = 1;
     }
     const int32_t _num_spikes = {{_source_spikespace}}[_num_source_spikespace - 1];
@@ -85,7 +139,7 @@
         {% else %}
         const int32_t* _spikes = {{_source_spikespace}};
         {% endif %}
-        const {{wtype}}* __restrict__ _kT = _wT.data();
+        const {{wtype}}* __restrict__ _kT = _wT;
         {% if by_replicas %}
         #pragma omp parallel for schedule(dynamic, 1)
         {% elif by_rows %}
@@ -125,9 +179,9 @@
             }
             {% endif %}
             {# buf[((g * Ho + oy) * Wo + ox) * cout_g + o]: group-major, channels of the group last #}
-            {{vtype}}* __restrict__ _bf = _buf.data() + {{('(size_t)omp_get_thread_num() * ' ~ OHW) if by_replicas else '0'}};
+            {{vtype}}* __restrict__ _bf = _buf + {{('(size_t)omp_get_thread_num() * ' ~ OHW_line) if by_replicas else '0'}};
             {{vtype}}* __restrict__ _vr = {{_v}} + (size_t)_ur * {{OHW}};
-            {{ transpose(conv, '_bf', '_vr', true) | indent(12) }}
+            {{ transpose(conv, '_bf', '_vr', true, 'BIOSNN_TR8') | indent(12) }}
             for (int32_t _k = _k0; _k < _k1; _k++)
             {
                 const int32_t _i = _spikes[_k];
@@ -173,7 +227,7 @@
                     {% endif %}
                 }
             }
-            {{ transpose(conv, '_bf', '_vr', false) | indent(12) }}
+            {{ transpose(conv, '_bf', '_vr', false, 'BIOSNN_TR8') | indent(12) }}
         }
     }
 {% endblock %}

@@ -92,15 +92,32 @@ for (int32_t _ky = 0; _ky < {{geo.kh}}; _ky++)
 {% endmacro %}
 
 {# transpose: the copy between the replica's target (channel-major) and the buffer (group-major, channels last), output
-   rows [_oy0, _oy1): in tiles of 8 positions (one cache line of doubles), so that both sides are read
-   and written a cache line at a time (a plain loop per channel touches one line of the buffer per
-   value, cout_g values apart) #}
-{% macro transpose(conv, buf, v, into_buffer) %}
+   rows [_oy0, _oy1).  With `simd` (the name of a preprocessor symbol, e.g. __AVX512F__; biosnn_static_conv_hwc.cpp
+   defines _biosnn_tr8 under it) and cout_g a multiple of 8: tiles of 8 positions x 8 channels, transposed in
+   registers (8 vector loads, 8 vector stores); the positions left over (fewer than 8 at the end of the range) and
+   every tile without the symbol: in tiles of 8 positions (one cache line of doubles), one scalar copy per value,
+   so that both sides are read and written a cache line at a time (a plain loop per channel touches one line of
+   the buffer per value, cout_g values apart).  A copy: the values, not their sums, bit for bit either way. #}
+{% macro transpose(conv, buf, v, into_buffer, simd=none) %}
 {% set HW = conv.Ho * conv.Wo %}
+{% set tiles = simd is not none and conv.cout_g % 8 == 0 %}
 for (int32_t _gg = 0; _gg < {{conv.O // conv.cout_g}}; _gg++)  // copy {{'in: CHW -> G HW cout_g' if into_buffer else 'out'}}
 {
     const int32_t _p1 = _oy1 * {{conv.Wo}};
-    for (int32_t _p0 = _oy0 * {{conv.Wo}}; _p0 < _p1; _p0 += 8)
+    int32_t _p0 = _oy0 * {{conv.Wo}};
+    {% if tiles %}
+#if defined({{simd}})
+    for (; _p0 + 8 <= _p1; _p0 += 8)
+        for (int32_t _o = 0; _o < {{conv.cout_g}}; _o += 8)
+        {
+            auto* __restrict__ _bp = {{buf}} + ((size_t)_gg * {{HW}} + _p0) * {{conv.cout_g}} + _o;
+            auto* __restrict__ _vp = {{v}} + ((size_t)_gg * {{conv.cout_g}} + _o) * {{HW}} + _p0;
+            {{'_biosnn_tr8(_vp, ' ~ HW ~ ', _bp, ' ~ conv.cout_g ~ ');' if into_buffer
+              else '_biosnn_tr8(_bp, ' ~ conv.cout_g ~ ', _vp, ' ~ HW ~ ');'}}
+        }
+#endif
+    {% endif %}
+    for (; _p0 < _p1; _p0 += 8)
     {
         const int32_t _pn = _p1 - _p0 < 8 ? _p1 - _p0 : 8;
         for (int32_t _o = 0; _o < {{conv.cout_g}}; _o++)
