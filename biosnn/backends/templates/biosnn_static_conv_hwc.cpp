@@ -17,7 +17,8 @@
      sums as biosnn_static_conv.cpp and Brian2's Synapses, bit for bit.
    * memory: _wT and each buffer start on a cache line (64 bytes), so that a kernel row and a buffer
      position of cout_g values (8 doubles or 16 floats: a line, or a multiple of it) never straddle two
-     lines (on the 2-core AMD EPYC of BENCHMARKS.md, unaligned vector additions took ~1.3x as long); the
+     lines (a stand-alone copy of LeNet-5's conv2 loop, AVX-512 on an AMD EPYC: 1.3x the CPU time
+     with the buffers 16 bytes off a line, as std::vector's storage is); the
      copies in and out transpose tiles of 8 positions x 8 channels in registers (_biosnn_tr8) where
      cout_g is a multiple of 8 and the compiler has native vectors of 8 values (see the macro transpose).
    * replicas: the spikes are put in order of replica first (stable: the spike-space order within
@@ -49,7 +50,7 @@ template <typename T> static T* _biosnn_aligned(std::vector<T>& v, size_t n)
 extern "C" const int biosnn_tr8_{{codeobj_name}} = 1;  // in the binary's symbols: this object transposes in registers
 {% endif %}
 #define _BIOSNN_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
-template <typename T> static inline void _biosnn_tr8(const T* __restrict__ s, long ss, T* __restrict__ d, long ds)
+template <typename T> static inline __attribute__((always_inline)) void _biosnn_tr8(const T* __restrict__ s, long ss, T* __restrict__ d, long ds)
 {
     typedef T V __attribute__((vector_size(8 * sizeof(T))));
     V r[8];
