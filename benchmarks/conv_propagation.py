@@ -19,6 +19,12 @@ templates give bit-identical sums (``tests/test_static_projections.py``); the ru
 in the same process), run alternately with the other two: the template before vs after a change,
 side by side under the same load.
 
+``--perf-runs N`` (with ``--threads 0``): also each channels-last build's CPU time per convolution, from
+``perf record`` (Linux perf, 4000 samples per second of CPU time, in a child process that runs the
+cached build N times; two such children per layout, alternating, the fewer samples kept): a
+descheduled binary takes no samples, so on a loaded machine this measure holds where the code
+objects' wall-clock times (Brian2's profiling) do not.
+
 ``--lenet N``: also the rate-coded LeNet-5 of ``benchmarks/convert_speed.py`` (T = 32, its cached
 ANN), both templates side by side: images per second of ``snn.run`` on N test images with every core
 as workers (best of two alternating runs each), and one profiled run of 100 windows on one core
@@ -187,6 +193,46 @@ def measure(s, threads, float32, repeats, cache, before=None):
     return best
 
 
+#: perf's sampling frequency (samples per second of CPU time) for ``--perf-runs``
+PERF_HZ = 4000
+
+
+def perf_seconds(args, names, bits: int, cache: Path) -> dict:
+    """``{layout: {case: CPU seconds}}`` of the convolutions of the builds ``names`` over ``args.perf_runs`` runs,
+    sampled by ``perf record`` in a child process (``--replay``) that runs the cached build; two rounds, the layouts
+    alternating, the fewer samples kept."""
+    best = {layout: {} for layout in names}
+    for _, layout in [(k, layout) for k in range(2) for layout in names]:
+        data = Path(tempfile.mkstemp(prefix="biosnn_perf_", suffix=".data")[1])
+        replay = [sys.executable, str(Path(__file__).resolve()), "--replay", layout, "--floats", str(bits),
+                  "--replicas", str(args.replicas), "--rate", str(args.rate), "--duration-ms", str(args.duration_ms),
+                  "--cache", str(cache), "--perf-runs", str(args.perf_runs)] + (
+                      ["--before", args.before] if args.before else [])
+        subprocess.run(["perf", "record", "-q", "-F", str(PERF_HZ), "-o", str(data), "--", *replay], check=True,
+                       capture_output=True)
+        report_text = subprocess.run(["perf", "report", "-i", str(data), "--comm", "main", "--sort", "sym", "-F",
+                                      "sample,sym", "--stdio", "-q"], capture_output=True, text=True,
+                                     check=True).stdout
+        data.unlink()
+        for case in CASES:
+            n = sum(int(line.split()[0]) for line in report_text.splitlines()
+                    if f"_run_{case}_conv_propagate_codeobject" in line or f"_{case}_conv_propagate_codeobject::" in line)
+            best[layout][case] = min(best[layout].get(case, n), n) if n else best[layout].get(case, 0)
+    return {layout: {case: n / PERF_HZ for case, n in cases.items()} for layout, cases in best.items()}
+
+
+def replay(args):
+    """``--replay LAYOUT``: run the cached build of ``LAYOUT`` ``--perf-runs`` times (under ``perf record``)."""
+    bits = args.floats[0]
+    thr, rev = layouts(args.before)[args.replay]
+    with layout_of(thr, rev):
+        sim = get_backend("cpp_standalone", cache_dir=Path(args.cache) / args.replay, threads=0,
+                          float32=bits == 32, profile=True).build(spec(args.replicas, args.rate, args.duration_ms,
+                                                                         f"f{bits}"))
+        for _ in range(args.perf_runs):
+            sim.run(progress=False)
+
+
 def lenet(n_images, cache, before=None):
     """The converted rate LeNet-5 (T = 32), both templates: whole-run images/s and per-convolution events/s/core."""
     import math
@@ -277,8 +323,13 @@ def main(argv=None):
     ap.add_argument("--lenet", type=int, default=0, help="also the converted LeNet-5 on this many test images")
     ap.add_argument("--before", default=None, metavar="REV",
                     help="also the channels-last template of this git revision (e.g. main), side by side")
+    ap.add_argument("--perf-runs", type=int, default=0,
+                    help="also CPU time per convolution by `perf record` over this many runs (threads 0 only)")
+    ap.add_argument("--replay", default=None, help=argparse.SUPPRESS)  # perf_seconds' child process
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args(argv)
+    if args.replay:
+        return replay(args)
     uptime_start = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     load_start = os.getloadavg()[0]
     cache = Path(args.cache or tempfile.mkdtemp(prefix="biosnn_conv_bench_"))
@@ -287,6 +338,8 @@ def main(argv=None):
         s = spec(args.replicas, args.rate, args.duration_ms, f"f{bits}")
         for threads in args.threads:
             best = measure(s, threads, bits == 32, args.repeats, cache, args.before)
+            cpu = perf_seconds(args, [layout for layout in layouts(args.before) if layout != "channel-major"], bits,
+                               cache) if args.perf_runs and threads == 0 else {}
             for case in CASES:
                 (t_old, ev), (t_new, _) = best["channel-major"][case], best["channels-last"][case]
                 cores = max(1, threads)
@@ -298,6 +351,12 @@ def main(argv=None):
                     t_before = best[f"channels-last@{args.before}"][case][0]
                     rows[-1].update(before_s=t_before, before_eps_core=ev / t_before / cores,
                                     ratio_before=t_before / t_new)
+                if cpu and args.before:
+                    c_old, c_new = cpu[f"channels-last@{args.before}"][case], cpu["channels-last"][case]
+                    rows[-1].update(before_cpu_s=c_old, new_cpu_s=c_new,
+                                    before_eps_cpu=ev * args.perf_runs / c_old if c_old else None,
+                                    new_eps_cpu=ev * args.perf_runs / c_new if c_new else None,
+                                    ratio_before_cpu=c_old / c_new if c_new else None)
                 print(rows[-1], flush=True)
     net = lenet(args.lenet, cache, args.before) if args.lenet else None
     uptime_end = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -314,6 +373,15 @@ def main(argv=None):
                      + (f"{r['before_eps_core']:.3g} | " if b else "") + f"{r['new_eps_core']:.3g} | "
                      f"{r['ratio']:.2f}x | " + (f"{r['ratio_before']:.2f}x | " if b else "")
                      + f"{'channels-last' if r['default_channels_last'] else 'channel-major'} |")
+    sampled = [r for r in rows if r.get("new_cpu_s")]
+    if sampled:
+        lines += ["", f"CPU time sampled by `perf record` ({PERF_HZ} Hz, {args.perf_runs} runs of each build, the "
+                  "fewer samples of two alternating children; one core):", "",
+                  f"| case | float | {b} CPU s | channels-last CPU s | {b} events/CPU-s | channels-last events/CPU-s | "
+                  f"channels-last / {b} |", "|---|---|---|---|---|---|---|"]
+        for r in sampled:
+            lines.append(f"| {r['case']} | {r['float']} | {r['before_cpu_s']:.3f} | {r['new_cpu_s']:.3f} | "
+                         f"{r['before_eps_cpu']:.3g} | {r['new_eps_cpu']:.3g} | {r['ratio_before_cpu']:.2f}x |")
     if net:
         lines += lenet_lines(net, b or "channel-major")
     table = "\n".join(lines)
