@@ -215,8 +215,8 @@ def perf_seconds(args, names, bits: int, cache: Path) -> dict:
                                      check=True).stdout
         data.unlink()
         for case in CASES:
-            n = sum(int(line.split()[0]) for line in report_text.splitlines()
-                    if f"_run_{case}_conv_propagate_codeobject" in line or f"_{case}_conv_propagate_codeobject::" in line)
+            n = sum(int(line.split()[0]) for line in report_text.splitlines() if line.strip()
+                    and line.split()[-1].split("::")[-1] == f"_run_{case}_conv_propagate_codeobject")
             best[layout][case] = min(best[layout].get(case, n), n) if n else best[layout].get(case, 0)
     return {layout: {case: n / PERF_HZ for case, n in cases.items()} for layout, cases in best.items()}
 
@@ -389,10 +389,11 @@ def main(argv=None):
     print(f"uptime at start: {uptime_start}\nuptime at end:   {uptime_end}")
     if args.no_record:
         return
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.before or "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
     before_note = "" if not args.before else (
         f" `channels-last@{args.before}`: the channels-last template of git revision `{args.before}` (commit "
-        f"{subprocess.run(['git', '-C', str(ROOT), 'rev-parse', '--short', args.before], capture_output=True, text=True).stdout.strip()}"
-        f"), built and run alternately with the other two in the same process.")
+        f"{commit}), built and run alternately with the other two in the same process.")
     busy = max(load_start, os.getloadavg()[0]) > (os.cpu_count() or 1)
     note = (" **The 1-min load exceeded the cores: OpenMP rows then mostly measure threads waiting for "
             "descheduled threads at every step's barrier.**" if busy and any(args.threads) else "")
