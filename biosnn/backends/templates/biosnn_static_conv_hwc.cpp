@@ -43,14 +43,15 @@ template <typename T> static T* _biosnn_aligned(std::vector<T>& v, size_t n)
 }
 {# _biosnn_tr8: d[c * ds + r] = s[r * ss + c] for r, c < 8, in registers (vectors of 8 values: 3 rounds of
    shuffles); defined (BIOSNN_TR8) where those vectors are native registers: 8 doubles with AVX-512, 8 floats
-   with AVX (GCC >= 12 or clang: __builtin_shufflevector) #}
+   with AVX (GCC >= 12 or clang: __builtin_shufflevector); not inlined: inlined (GCC 12, AVX-512), its 24 vector
+   registers made the spike loop spill and run up to 1.25x slower (benchmarks/conv_propagation.py --perf-runs) #}
 #if defined(__GNUC__) && (defined(__clang__) || __GNUC__ >= 12) && defined({{'__AVX512F__' if c_data_type(variables[statements[0].target].dtype) == 'double' else '__AVX__'}})
 #define BIOSNN_TR8
 {% if conv.cout_g % 8 == 0 %}
 extern "C" const int biosnn_tr8_{{codeobj_name}} = 1;  // in the binary's symbols: this object transposes in registers
 {% endif %}
 #define _BIOSNN_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
-template <typename T> static inline __attribute__((always_inline)) void _biosnn_tr8(const T* __restrict__ s, long ss, T* __restrict__ d, long ds)
+template <typename T> static __attribute__((noinline)) void _biosnn_tr8(const T* __restrict__ s, long ss, T* __restrict__ d, long ds)
 {
     typedef T V __attribute__((vector_size(8 * sizeof(T))));
     V r[8];
