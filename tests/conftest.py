@@ -1,9 +1,58 @@
-"""Shared test setup: no progress bars, one torch thread, one build cache for standalone tests, digits data."""
+"""Shared test setup: no progress bars, one torch thread, one build cache for standalone tests, digits data;
+the order and grouping of the tests on ``pytest -n 2`` (xdist)."""
 
 import os
 from pathlib import Path
 
 import pytest
+
+# Seconds a test with this marker takes in a fresh CI (2 workers on 2 cores; measured, rounded): the weights
+# that order the test modules, heaviest first.  Unmarked tests count 1 s.
+MARKER_SECONDS = {"cuda": 100, "cython": 100, "docs": 60, "nestml": 30, "standalone": 30}
+# Modules run as one part per backend parameter, not as one part (each part is as long as a whole module
+# elsewhere: NESTML modules and cpp_standalone builds of a dozen of Brian2's examples).
+SPLIT_BY_BACKEND = {"test_brian2_examples.py": ("runtime", "cpp_standalone", "nest")}
+
+
+def _part(nodeid: str) -> str:
+    """The part of the test run a test belongs to: its module, or its module and backend (``SPLIT_BY_BACKEND``)."""
+    module, _, name = nodeid.partition("::")
+    param = name.partition("[")[2].rstrip("]")
+    if param in SPLIT_BY_BACKEND.get(Path(module).name, ()):
+        return f"{module}[{param}]"
+    return module
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Order the parts (modules; ``SPLIT_BY_BACKEND``) heaviest first by ``MARKER_SECONDS``, keeping each together.
+
+    With ``-n 2`` the parts go to the workers whole and in this order (``--dist loadscope
+    --no-loadscope-reorder`` in pyproject's addopts, :func:`pytest_xdist_make_scheduler`): a module's fixtures (a
+    trained network, NEST runs, a reference simulation) are computed once, on one worker, and the end of the
+    run is short modules shared between the two workers, not one long compile running alone.
+    """
+    parts: dict[str, list] = {}
+    for item in items:
+        parts.setdefault(_part(item.nodeid), []).append(item)
+
+    def seconds(part):
+        return sum(max([MARKER_SECONDS.get(m.name, 0) for m in it.iter_markers()] + [1]) for it in parts[part])
+
+    items[:] = [it for p in sorted(parts, key=seconds, reverse=True) for it in parts[p]]  # stable sort
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's scheduling by scope (``--dist loadscope``) with :func:`_part` as the scope."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class PartScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return _part(nodeid)
+    return PartScheduling(config, log)
 
 
 @pytest.fixture(autouse=True)
