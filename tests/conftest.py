@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-# Seconds a test with this marker takes in a fresh CI (2 workers on 2 cores; measured, rounded): the weights
-# that order the test modules, heaviest first.  Unmarked tests count 1 s.
+# Rough seconds of a test with this marker in a fresh CI (2 workers on 2 cores): only the weights that order
+# the test modules, heaviest first.  Unmarked tests count 1 s.
 MARKER_SECONDS = {"cuda": 100, "cython": 100, "docs": 60, "nestml": 30, "standalone": 30}
 # Modules run as one part per backend parameter, not as one part (each part is as long as a whole module
 # elsewhere: NESTML modules and cpp_standalone builds of a dozen of Brian2's examples).
@@ -30,7 +30,9 @@ def pytest_collection_modifyitems(config, items):
     With ``-n 2`` the parts go to the workers whole and in this order (``--dist loadscope
     --no-loadscope-reorder`` in pyproject's addopts, :func:`pytest_xdist_make_scheduler`): a module's fixtures (a
     trained network, NEST runs, a reference simulation) are computed once, on one worker, and the end of the
-    run is short modules shared between the two workers, not one long compile running alone.
+    run is short modules shared between the two workers, not one long compile running alone.  (Not
+    ``--dist loadgroup``: with pytest 9.2 and xdist 3.8 its groups are silently ignored, as xdist renames
+    ``item._nodeid``, which ``item.nodeid`` no longer reads.)
     """
     parts: dict[str, list] = {}
     for item in items:
