@@ -14,8 +14,8 @@ What it does, in one process, per network of ``--networks``:
    quantisers calibrated on the calibration images): ``biosnn.convert`` (calibration ``--calib``
    training images), then a warm-up ``snn.run`` of one batch on ``cpp_standalone`` into a fresh
    build directory (its build time = code generation + compile), then the timed ``snn.run`` of the
-   network's test images with ``workers`` = every core (batches of ``ceil(images / cores)``
-   windows, at most 256, one process of the compiled binary per batch; the run reuses the
+   network's test images with ``workers`` = every core (batches of ``SNN.run``'s default size,
+   :func:`biosnn.conversion.snn.batch_plan`, one process of the compiled binary per batch; the run reuses the
    warm-up's build, as a second ``snn.run`` with the same batch layout does), then a second network
    of the same shape (other weights) built: its build time (code generation, no compilation when
    the cache keys on structure).  A coding that refuses a network (TDSNN: residual networks) gives
@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import sys
 import tempfile
@@ -55,6 +54,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import biosnn  # noqa: E402
 from biosnn.backends.parallel import available_cores  # noqa: E402
+from biosnn.conversion.snn import batch_plan  # noqa: E402
 from biosnn.datasets import load_mnist, train_classifier  # noqa: E402
 from biosnn.errors import ConversionError  # noqa: E402
 from convert_mnist_rate import CACHE, ann_predictions, spikingjelly_throughput  # noqa: E402
@@ -336,7 +336,7 @@ def run_biosnn(name, coding, model, data, args, cores):
     n = min(n, args.max_images) if args.max_images else n
     xt, yt = images(x_test[:n], side), y_test[:n]
     cache_dir = Path(args.cache_dir) if args.cache_dir else Path(tempfile.mkdtemp(prefix=f"biosnn_ladder_{name}_"))
-    batch = max(1, min(256, math.ceil(n / cores)))
+    batch = batch_plan("cpp_standalone", None, n, cores, {}, n_in=side * side)[1]  # the library's default
     kw = dict(backend="cpp_standalone", batch_size=batch, cache_dir=cache_dir, progress=False,
               float32=args.float32)
     with PeakMemory() as mem:

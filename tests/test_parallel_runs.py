@@ -120,7 +120,13 @@ def test_workers_and_batch_plan_are_checked():
         with pytest.raises(BackendError, match="workers must be a positive integer"):
             resolve_workers(bad)
     assert batch_plan("cpp_standalone", None, 10, 4, {}) == ("cpp_standalone", 3, 4)
-    assert batch_plan("cpp_standalone", None, 10_000, 4, {}) == ("cpp_standalone", 256, 4)
+    assert batch_plan("cpp_standalone", None, 1024, 4, {}) == ("cpp_standalone", 256, 4)
+    # a worker's long share in 4 runs (fewer process starts), at most 2048 samples, at most 64 MiB of inputs
+    assert batch_plan("cpp_standalone", None, 10_000, 4, {}) == ("cpp_standalone", 625, 4)
+    assert batch_plan("cpp_standalone", None, 100_000, 2, {})[1] == 2048
+    assert batch_plan("cpp_standalone", None, 100_000, 2, {}, n_in=3 * 224 * 224)[1] == 55
+    assert batch_plan("runtime", None, 10_000, 4, {}) == ("runtime", 256, 1)
+    assert batch_plan("cpp_standalone", 3000, 10_000, 2, {}, n_in=10**6)[1] == 3000  # given: kept
     assert batch_plan("runtime", None, 10, 4, {}) == ("runtime", 10, 1)
     with pytest.raises(ConversionError, match="batch_size must be a positive integer"):
         batch_plan("runtime", 0, 10, None, {})

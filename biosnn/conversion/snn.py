@@ -162,19 +162,41 @@ def resolve_replicas(replicas, backend: str, per_run: int) -> int:
     return int(replicas)
 
 
-def batch_plan(backend: str, batch_size, n: int, workers, backend_options: dict) -> tuple[str, int, int]:
-    """``(backend, batch size, workers)`` of a run over ``n`` samples (see :meth:`SNN.run`).
+#: Default samples per run (:func:`batch_plan`), and on ``cpp_standalone`` the least of a long share.
+DEFAULT_BATCH = 256
+#: On ``cpp_standalone``, a worker's share of more than ``4 * DEFAULT_BATCH`` samples goes in this many runs.
+BATCHES_PER_WORKER = 4
+#: On ``cpp_standalone``, at most this many samples per run.
+MAX_BATCH = 2048
+#: At most this many bytes of input table per run (``batch * inputs`` float64 values) by default.
+INPUT_TABLE_BYTES = 64 * 2**20
+
+
+def batch_plan(backend: str, batch_size, n: int, workers, backend_options: dict,
+               n_in: int | None = None) -> tuple[str, int, int]:
+    """``(backend, batch size, workers)`` of a run over ``n`` samples of ``n_in`` inputs (see :meth:`SNN.run`).
 
     ``backend="auto"`` is resolved (:func:`biosnn.backends.registry.resolve_backend`);
     ``workers`` applies to ``cpp_standalone`` (every core by default, divided by
-    the OpenMP ``threads``), other backends get 1; the default batch size is
-    256, or ``ceil(n / workers)`` when that is smaller, so that every worker
-    has a batch.
+    the OpenMP ``threads``), other backends get 1.  The default batch size is
+    :data:`DEFAULT_BATCH` (256), or ``ceil(n / workers)`` when that is smaller, so
+    that every worker has a batch.  On ``cpp_standalone``, where every run is a
+    process start that reads and writes its arrays (about 12 ms: 12 % of a
+    rate-coded LeNet-5 at 256 samples per run), a worker's share of more than
+    1024 samples goes in :data:`BATCHES_PER_WORKER` runs (a progress bar still
+    moves, an interrupted run loses at most one of them), at most
+    :data:`MAX_BATCH` samples each.  The default never puts more than
+    :data:`INPUT_TABLE_BYTES` (64 MiB) of inputs in one run (``n_in`` inputs of
+    8 bytes per sample): a 224x224x3 image network runs 55 samples per run.
 
     >>> batch_plan("runtime", None, 1000, None, {})
     ('runtime', 256, 1)
     >>> batch_plan("cpp_standalone", None, 100, 4, {}), batch_plan("cpp_standalone", 30, 100, 4, {})
     (('cpp_standalone', 25, 4), ('cpp_standalone', 30, 4))
+    >>> [batch_plan("cpp_standalone", None, n, 2, {}, n_in=784)[1] for n in (1000, 2048, 10_000, 60_000)]
+    [256, 256, 1250, 2048]
+    >>> batch_plan("cpp_standalone", None, 10_000, 2, {}, n_in=3 * 224 * 224)[1]
+    55
     """
     from biosnn.backends.registry import resolve_backend
     from biosnn.backends.parallel import resolve_workers
@@ -183,7 +205,13 @@ def batch_plan(backend: str, batch_size, n: int, workers, backend_options: dict)
     if backend != "cpp_standalone":
         workers = 1
     if batch_size is None:
-        batch_size = max(1, min(256, -(-n // workers)))
+        share = -(-n // workers)
+        batch_size = min(share, DEFAULT_BATCH)
+        if backend == "cpp_standalone":
+            batch_size = min(share, MAX_BATCH, max(DEFAULT_BATCH, -(-share // BATCHES_PER_WORKER)))
+        if n_in:
+            batch_size = min(batch_size, INPUT_TABLE_BYTES // (8 * int(n_in)))
+        batch_size = max(1, batch_size)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ConversionError(f"batch_size must be a positive integer, got {batch_size!r}")
     return backend, batch_size, workers
@@ -336,7 +364,9 @@ class SNN:
             ``auto`` (default: see :func:`biosnn.backends.registry.resolve_backend`),
             ``runtime``, ``cython``, ``cpp_standalone`` or ``cuda_standalone``.
         batch_size : int, optional
-            Default: 256, or fewer so that every worker gets a batch
+            Default: 256, or fewer so that every worker gets a batch; on
+            ``cpp_standalone`` a worker's share of more than 1024 samples in 4
+            runs (at most 2048 samples each); at most 64 MiB of inputs per run
             (:func:`batch_plan`).  Samples per simulation run: ``replicas`` copies of the network
             (:func:`biosnn.spec.replicas.replicate`) each simulate
             ``ceil(batch_size / replicas)`` sample windows one after the other
@@ -372,7 +402,7 @@ class SNN:
         if x.ndim < 2 or int(np.prod(x.shape[1:])) != n_in:
             raise ConversionError(f"x must have shape (N,) + {self.graph.layers[0].out_shape}, got {x.shape}")
         n = x.shape[0]
-        backend, batch_size, workers = batch_plan(backend, batch_size, n, workers, backend_options)
+        backend, batch_size, workers = batch_plan(backend, batch_size, n, workers, backend_options, n_in)
         flat = x.reshape(n, n_in) / self.graph.input_scale
         if self.input_mode == "poisson":
             check_nonnegative(flat, "Rate coding", POISSON_WHY)

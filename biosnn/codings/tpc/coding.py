@@ -533,7 +533,8 @@ class TPCSNN(SNN):
             raise ConversionError(f"x must have shape (N,) + {self.graph.input_shape} with N >= 1, got {x.shape}")
         check_nonnegative(x, "TPC", _WHY_NONNEGATIVE)
         n, lag = len(x), self.plan.depth - 1
-        backend, batch_size, workers = batch_plan(backend, batch_size, n, workers, backend_options)
+        backend, batch_size, workers = batch_plan(backend, batch_size, n, workers, backend_options,
+                                                  int(np.prod(x.shape[1:])))
         R, per_run = batch_layout(replicas, backend, batch_size, n)  # per_run: one copy's pipeline segment
         pieces, rows = [], {}
         # row of sample s in a run: s + d for a stage at depth d (its spikes are counted at the end of
