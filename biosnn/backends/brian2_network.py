@@ -208,11 +208,10 @@ def build_objects(spec: m.NetworkSpec, duration_s: float | None = None, static: 
             and proj.name not in monitored and not onto
         statements = static_statements(spec, proj) if static and plain else None
         gate = count_gate(spec, proj) if static and plain and statements is None else None
-        selected = statements is not None and any(st.select for st in statements)
-        if (gate is not None or selected) and (on_cuda() or isinstance(proj.weights, str)
-                                               or isinstance(proj.connect, m.Conv2D)):
+        gated = gate is not None or (statements is not None and any(st.select for st in statements))
+        if gated and (on_cuda() or isinstance(proj.weights, str) or isinstance(proj.connect, m.Conv2D)):
             statements = gate = None  # max-pool gates have no CUDA template: Synapses there
-        elif gate is not None or selected:  # max-pool gates: biosnn_static_gate.cpp, the counter's reset
+        elif gated:  # max-pool gates: biosnn_static_gate.cpp, the counter's reset
             obj = _static_projection(objs, spec, proj, expand_projection(spec, proj), statements or (), clock,
                                      gate=gate)
             net_objects.append(obj)
